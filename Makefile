@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run   - venv, install, migrate, start the API on SQLite at http://127.0.0.1:8000
+#   make test  - venv, install dev dependencies, run the whole suite (PostgreSQL included)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+export PRIVACY_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+
+.PHONY: run test lint typecheck policy-check bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	mkdir -p var
+	$(BIN)/privacy-service db upgrade
+	$(BIN)/privacy-service serve
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check privacy_service tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+policy-check: install
+	$(BIN)/privacy-service policy check
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

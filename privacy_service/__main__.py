@@ -1,0 +1,3 @@
+from privacy_service.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""Application factory: wires settings, runtime objects, routes, middleware and error handling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service import __version__
+from privacy_service.config import Settings, load_settings
+from privacy_service.errors import EXCEPTION_HANDLERS, DomainError
+from privacy_service.health import healthz, readyz
+from privacy_service.logging import configure_logging
+from privacy_service.middleware import add_response_headers, request_context_middleware
+from privacy_service.operators.guards import OperatorAuthenticator
+from privacy_service.runtime import Runtime, build_runtime
+from privacy_service.subjects.routes import SubjectController
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+    """The request owns the transaction: commit after the handler succeeds, roll back if it raises."""
+    async with state.db.transaction() as session:
+        yield session
+
+
+async def require_json(request: Request[Any, Any, Any]) -> None:
+    if request.method in _BODY_METHODS and request.url.path.startswith("/v1/"):
+        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            raise UnsupportedMediaType("send the body as application/json")
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
+    if runtime is None:
+        runtime = build_runtime(settings or load_settings())
+    settings = runtime.settings
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def close_runtime(app: Litestar) -> None:
+        await app.state.runtime.close()
+
+    return Litestar(
+        route_handlers=[healthz, readyz, SubjectController],
+        dependencies={"db_session": Provide(provide_db_session)},
+        middleware=[request_context_middleware],
+        before_request=require_json,
+        before_send=[add_response_headers],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=CORSConfig(allow_origins=settings.allowed_origins) if settings.allowed_origins else None,
+        openapi_config=OpenAPIConfig(
+            title="privacy-service",
+            version=__version__,
+            description="Encrypted PII vault and privacy-rights service for a digital wallet.",
+        ),
+        state=State(
+            {
+                "runtime": runtime,
+                "db": runtime.db,
+                "key_service": runtime.keys,
+                "policy": runtime.policy,
+                "clock": runtime.clock,
+                "authenticator": OperatorAuthenticator(),
+            }
+        ),
+        on_shutdown=[close_runtime],
+        debug=False,
+    )

@@ -1,0 +1,1 @@
+"""Audit trail of who touched which subject's data (opaque ids only, never PII)."""

@@ -1,0 +1,276 @@
+"""The ``privacy-service`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from privacy_service.config import ConfigError, Settings, load_settings
+from privacy_service.errors import DomainError
+from privacy_service.runtime import Runtime, build_runtime
+
+T = TypeVar("T")
+
+app = typer.Typer(help="privacy-service: encrypted PII vault and privacy-rights service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+operators_app = typer.Typer(help="Operator API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Key-encryption keys and data-key rotation.", no_args_is_help=True)
+policy_app = typer.Typer(help="Policy files.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(operators_app, name="operators")
+app.add_typer(keys_app, name="keys")
+app.add_typer(policy_app, name="policy")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Build the runtime, run ``work``, close it; config and domain errors become one line."""
+
+    async def runner() -> T:
+        runtime = build_runtime(settings_or_exit())
+        try:
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(runner())
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    except DomainError as exc:
+        raise fail(exc.detail, 1) from None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default PRIVACY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default PRIVACY_PORT).")] = None,
+) -> None:
+    """Start the HTTP API (uvicorn)."""
+    import uvicorn  # noqa: PLC0415 - only this command needs the server
+
+    from privacy_service.app import create_app  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run scheduled work. Until the retention and request issues land it has no jobs and only idles."""
+    settings = settings_or_exit()
+
+    async def idle() -> None:
+        runtime = build_runtime(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        err.print("worker started: no scheduled jobs are configured yet; waiting for SIGTERM")
+        await stop.wait()
+        await runtime.close()
+
+    try:
+        run(idle())
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply database migrations (SQLite or PostgreSQL)."""
+    from privacy_service.migrations.runner import upgrade  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    upgrade(settings, revision)
+    err.print(f"database at revision {revision}")
+
+
+@operators_app.command("create")
+def operators_create(
+    name: Annotated[str, typer.Option(help="Unique operator name.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated scopes, e.g. subjects:read,subjects:write.")],
+    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Key lifetime in days.")] = None,
+) -> None:
+    """Create an operator; prints its API key once, alone on the last line."""
+    from privacy_service.operators.service import create_operator, parse_scopes  # noqa: PLC0415
+
+    async def work(runtime: Runtime) -> str:
+        now = runtime.clock.now()
+        expires = now + timedelta(days=expires_in_days) if expires_in_days else None
+        async with runtime.db.transaction() as session:
+            _, key = await create_operator(
+                session, name=name, scopes=parse_scopes(scopes), now=now, expires_at=expires
+            )
+        return key
+
+    key = with_runtime(work)
+    err.print(f"operator {name!r} created; store this key now, it is not shown again:")
+    sys.stdout.write(key + "\n")
+
+
+@operators_app.command("list")
+def operators_list() -> None:
+    """List operators (never their keys)."""
+    from privacy_service.operators.service import list_operators  # noqa: PLC0415
+
+    async def work(runtime: Runtime) -> Table:
+        table = Table("name", "key id", "scopes", "created", "expires", "revoked")
+        async with runtime.db.transaction() as session:
+            for operator in await list_operators(session):
+                table.add_row(
+                    operator.name,
+                    operator.key_id,
+                    operator.scopes,
+                    operator.created_at.isoformat(timespec="seconds"),
+                    operator.expires_at.isoformat(timespec="seconds") if operator.expires_at else "-",
+                    operator.revoked_at.isoformat(timespec="seconds") if operator.revoked_at else "-",
+                )
+        return table
+
+    out.print(with_runtime(work))
+
+
+@operators_app.command("revoke")
+def operators_revoke(name: Annotated[str, typer.Option(help="Operator to revoke.")]) -> None:
+    """Revoke an operator's key (takes effect within a few seconds on running servers)."""
+    from privacy_service.operators.service import revoke_operator  # noqa: PLC0415
+
+    async def work(runtime: Runtime) -> None:
+        async with runtime.db.transaction() as session:
+            await revoke_operator(session, name=name, now=runtime.clock.now())
+
+    with_runtime(work)
+    err.print(f"operator {name!r} revoked")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Data keys per transaction.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Do not add a KEK version; finish re-wrapping to the current one.")
+    ] = False,
+) -> None:
+    """Add a KEK version and re-wrap every data key under it, online, in batches (resumable)."""
+    from privacy_service.crypto.jobs import count_stale, rewrap_all  # noqa: PLC0415
+
+    async def work(runtime: Runtime) -> None:
+        provider = runtime.provider
+        version = await provider.current_version() if resume else await provider.rotate()
+        err.print(f"{'resuming re-wrap to' if resume else 'new'} KEK version {version}")
+        total = await count_stale(runtime.db, version)
+        columns = (TextColumn("re-wrapping data keys"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=False) as progress:
+            task = progress.add_task("rewrap", total=total)
+            result = await rewrap_all(
+                runtime.db,
+                provider,
+                runtime.clock,
+                batch_size=batch_size or runtime.settings.rotation_batch_size,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+        err.print(f"done: {result.rewrapped} data keys now under KEK version {result.target_version}")
+
+    with_runtime(work)
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """Show KEK versions and how many data keys each one wraps."""
+    from privacy_service.crypto.service import key_counts_by_kek  # noqa: PLC0415
+
+    async def work(runtime: Runtime) -> Table:
+        versions = await runtime.provider.versions()
+        async with runtime.db.transaction() as session:
+            counts = await key_counts_by_kek(session)
+        table = Table("KEK version", "current", "created", "data keys", title=f"provider: {runtime.provider.name}")
+        for info in versions:
+            table.add_row(
+                str(info.version),
+                "yes" if info.current else "",
+                info.created_at.isoformat(timespec="seconds") if info.created_at else "-",
+                str(counts.pop(info.version, 0)),
+            )
+        for version, count in sorted(counts.items()):
+            table.add_row(str(version), "MISSING", "-", str(count))
+        return table
+
+    out.print(with_runtime(work))
+
+
+@keys_app.command("retire")
+def keys_retire(version: Annotated[int, typer.Argument(help="Old KEK version to destroy.")]) -> None:
+    """Destroy an old KEK version once no data key is wrapped under it."""
+    from privacy_service.crypto.service import key_counts_by_kek  # noqa: PLC0415
+
+    async def work(runtime: Runtime) -> None:
+        async with runtime.db.transaction() as session:
+            still = (await key_counts_by_kek(session)).get(version, 0)
+        if still:
+            raise fail(f"{still} data keys still use KEK version {version}; run `keys rotate --resume` first", 1)
+        if version == await runtime.provider.current_version():
+            raise fail("the current KEK version cannot be retired", 1)
+        await runtime.provider.retire(version)
+
+    with_runtime(work)
+    err.print(f"KEK version {version} retired")
+
+
+@policy_app.command("check")
+def policy_check() -> None:
+    """Validate the policy files; exits 1 with the file, path and problem if they are invalid."""
+    from privacy_service.policy.loader import PolicyError, load_policy  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    try:
+        document = load_policy(settings.policy_dir)
+    except PolicyError as exc:
+        raise fail(str(exc), 1) from None
+    err.print(f"policy {document.version} is valid ({len(document.data_categories)} data categories)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

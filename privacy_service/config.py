@@ -1,0 +1,129 @@
+"""Settings, read from ``PRIVACY_*`` environment variables or a ``.env`` file.
+
+Invalid settings raise :class:`ConfigError` with one line naming the setting, so the
+CLI can print it and exit instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line meant for an operator."""
+
+
+class KeyProviderKind(StrEnum):
+    LOCAL = "local"
+    VAULT = "vault"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PRIVACY_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./var/privacy.db"
+    # SQLite only: the per-subject key store lives in its own file, attached to every
+    # connection, so that a copy of the data file alone never holds a data key.
+    keystore_path: Path | None = None
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    key_provider: KeyProviderKind = KeyProviderKind.LOCAL
+    keyring_path: Path = Path("./var/keyring.json")
+    vault_url: str = "http://127.0.0.1:8200"
+    vault_token: SecretStr | None = None
+    vault_transit_mount: str = "transit"
+    vault_transit_key: str = "privacy-service"
+    # Blind-index key: "keyring" keeps it in the local keyring file (separate from the KEKs);
+    # "env" takes it from PRIVACY_BLIND_INDEX_KEY (base64, >= 32 bytes).
+    blind_index_key_source: Literal["keyring", "env"] = "keyring"
+    blind_index_key: SecretStr | None = None
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    base_url: str = "http://127.0.0.1:8000"
+    policy_dir: Path = Path("./policies")
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_from: str = "privacy@wallet.example"
+
+    rotation_batch_size: int = Field(default=500, ge=1, le=100_000)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("blind_index_key")
+    @classmethod
+    def _key_is_long_base64(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                raw = base64.b64decode(value.get_secret_value(), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("must be base64") from None
+            if len(raw) < 32:
+                raise ValueError("must decode to at least 32 bytes")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        raw = self.database_url.split("///", 1)[1].split("?", 1)[0]
+        return Path(raw)
+
+    @property
+    def resolved_keystore_path(self) -> Path:
+        if self.keystore_path is not None:
+            return self.keystore_path
+        data = self.sqlite_path or Path("./var/privacy.db")
+        return data.with_name(data.stem + "-keys" + (data.suffix or ".db"))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation errors into one readable line."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "PRIVACY_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise ConfigError(f"invalid setting {name}: {first['msg']}") from None
+    if settings.blind_index_key_source == "env" and settings.blind_index_key is None:
+        raise ConfigError(
+            "invalid setting PRIVACY_BLIND_INDEX_KEY: required when PRIVACY_BLIND_INDEX_KEY_SOURCE=env"
+        )
+    if settings.key_provider is KeyProviderKind.VAULT:
+        if settings.vault_token is None:
+            raise ConfigError("invalid setting PRIVACY_VAULT_TOKEN: required when PRIVACY_KEY_PROVIDER=vault")
+        if settings.blind_index_key_source != "env":
+            raise ConfigError(
+                "invalid setting PRIVACY_BLIND_INDEX_KEY_SOURCE: must be 'env' when PRIVACY_KEY_PROVIDER=vault"
+            )
+    return settings

@@ -1,0 +1,1 @@
+"""Envelope encryption: KEKs from a KeyProvider, per-subject DEKs, AEAD fields, blind indexes."""

@@ -1,0 +1,145 @@
+"""Field sealing (AES-256-GCM with AAD) and blind indexes.
+
+Ciphertext layout, version 1::
+
+    0x01 | DEK id (16 bytes) | nonce (12 bytes) | ciphertext + GCM tag
+
+The header is part of the AAD together with ``(table, subject id, record id, field)``, so a
+ciphertext moved to another row, subject or column, or sealed under another key, fails to open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+
+import phonenumbers
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from email_validator import EmailNotValidError, validate_email
+
+CIPHERTEXT_FORMAT = 1
+_HEADER_LEN = 1 + 16
+_NONCE_LEN = 12
+_MIN_LEN = _HEADER_LEN + _NONCE_LEN + 16
+_SEP = b"\x1f"
+
+
+class DecryptionFailed(Exception):
+    """A ciphertext is malformed, was tampered with, or is bound to another place or key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Where a ciphertext belongs; becomes the AEAD associated data."""
+
+    table: str
+    subject_id: uuid.UUID
+    record_id: uuid.UUID | None
+    field: str
+
+    def aad(self) -> bytes:
+        record = self.record_id.bytes if self.record_id else b""
+        return _SEP.join((self.table.encode(), self.subject_id.bytes, record, self.field.encode()))
+
+
+@dataclass(slots=True)
+class DataKey:
+    """A plaintext per-subject data key (DEK) held in memory for one unit of work."""
+
+    key_id: uuid.UUID
+    material: bytes = field(repr=False)
+    _aead: AESGCM | None = field(default=None, repr=False)
+
+    @classmethod
+    def generate(cls) -> DataKey:
+        return cls(uuid.uuid4(), AESGCM.generate_key(bit_length=256))
+
+    def __repr__(self) -> str:
+        return f"DataKey(key_id={self.key_id})"
+
+    @property
+    def aead(self) -> AESGCM:
+        if self._aead is None:
+            self._aead = AESGCM(self.material)
+        return self._aead
+
+    def seal(self, plaintext: bytes, binding: Binding) -> bytes:
+        header = bytes([CIPHERTEXT_FORMAT]) + self.key_id.bytes
+        nonce = secrets.token_bytes(_NONCE_LEN)
+        return header + nonce + self.aead.encrypt(nonce, plaintext, header + binding.aad())
+
+    def open(self, blob: bytes, binding: Binding) -> bytes:
+        if len(blob) < _MIN_LEN or blob[0] != CIPHERTEXT_FORMAT:
+            raise DecryptionFailed("unsupported or truncated ciphertext")
+        header = blob[:_HEADER_LEN]
+        if header[1:] != self.key_id.bytes:
+            raise DecryptionFailed("ciphertext was sealed under another data key")
+        nonce = blob[_HEADER_LEN : _HEADER_LEN + _NONCE_LEN]
+        try:
+            return self.aead.decrypt(nonce, blob[_HEADER_LEN + _NONCE_LEN :], header + binding.aad())
+        except InvalidTag:
+            raise DecryptionFailed("ciphertext failed authentication") from None
+
+
+def key_id_of(blob: bytes) -> uuid.UUID:
+    """The DEK id a ciphertext names (no decryption)."""
+    if len(blob) < _MIN_LEN or blob[0] != CIPHERTEXT_FORMAT:
+        raise DecryptionFailed("unsupported or truncated ciphertext")
+    return uuid.UUID(bytes=blob[1:_HEADER_LEN])
+
+
+class InvalidIdentifier(ValueError):
+    """An identifier could not be normalised; the message never contains the value."""
+
+
+def normalise_email(value: str) -> str:
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        raise InvalidIdentifier("not a valid e-mail address") from None
+    return result.normalized.lower()
+
+
+def normalise_phone(value: str) -> str:
+    try:
+        number = phonenumbers.parse(value.strip(), None)
+    except phonenumbers.NumberParseException:
+        raise InvalidIdentifier("not a phone number in international format (+country code)") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidIdentifier("not a valid phone number")
+    formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return formatted
+
+
+def normalise_external_id(value: str) -> str:
+    cleaned = value.strip()
+    if not cleaned or len(cleaned) > 200:
+        raise InvalidIdentifier("external id must be 1-200 characters")
+    return cleaned
+
+
+NORMALISERS = {
+    "email": normalise_email,
+    "phone": normalise_phone,
+    "external_id": normalise_external_id,
+}
+
+
+class BlindIndexer:
+    """Keyed HMAC-SHA256 of a normalised identifier: equality lookups without plaintext."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("blind-index key must be at least 32 bytes")
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "BlindIndexer(<key hidden>)"
+
+    def index(self, kind: str, normalised: str) -> bytes:
+        message = kind.encode() + b"\x00" + normalised.encode()
+        return hmac.new(self._key, message, hashlib.sha256).digest()

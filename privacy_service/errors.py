@@ -1,0 +1,173 @@
+"""Domain exceptions and their RFC 9457 problem+json rendering.
+
+Every error a client can see has a stable ``type`` (``/problems/<slug>``), a title, the status and
+a detail that never repeats the submitted values: messages from validators are redacted, SQL and
+stack traces never leave the process.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("privacy_service.errors")
+
+
+class DomainError(Exception):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(
+        self, detail: str, *, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+        self.headers = headers
+
+
+class InvalidInput(DomainError):
+    status = 422
+    slug = "invalid-input"
+    title = "The request is well-formed but its content is not acceptable"
+
+
+class NotFound(DomainError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Gone(DomainError):
+    status = 410
+    slug = "gone"
+    title = "Gone"
+
+
+class Conflict(DomainError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict with the current state"
+
+
+class Unauthenticated(DomainError):
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(DomainError):
+    status = 403
+    slug = "forbidden"
+    title = "Not allowed"
+
+
+class DataIntegrityError(DomainError):
+    """Stored ciphertext failed to open: tampering or a lost key. Never the client's fault."""
+
+    status = 500
+    slug = "data-integrity"
+    title = "Stored data failed its integrity check"
+
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Not allowed"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict with the current state"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    429: ("rate-limited", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+# Validators quote offending values ('...' or "..."); those quotes may hold PII.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def redact(message: str) -> str:
+    return _QUOTED.sub("<redacted>", message)
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    request: Request[Any, Any, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
+    if request is not None:
+        body["instance"] = request.url.path
+        request_id = request.scope.get("state", {}).get("request_id")
+        if request_id:
+            body["request_id"] = request_id
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    if exc.status >= 500:
+        log.error("domain_error", error=type(exc).__name__, slug=exc.slug)
+    return problem(exc.status, exc.slug, exc.title, exc.detail, request, headers=exc.headers, **exc.extra)
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    slug, title = _HTTP_SLUGS.get(status, ("http-error", "Request failed"))
+    if status >= 500:
+        return internal_error_handler(request, exc)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ValidationException):
+        slug, title = "validation-error", "The request body or parameters are invalid"
+        detail = "One or more fields are invalid; see 'errors'."
+        if isinstance(exc.extra, list):
+            extra["errors"] = [
+                {"field": str(item.get("key", "")), "message": redact(str(item.get("message", "")))}
+                for item in exc.extra
+                if isinstance(item, dict)
+            ]
+    elif status == 400 and exc.detail and exc.detail != title:
+        # Decoder messages ("Input data was truncated", "malformed JSON") say nothing useful.
+        detail = "The request body is not valid JSON."
+    else:
+        detail = redact(exc.detail) if exc.detail else title
+        if status == 413:
+            detail = "The request body exceeds the configured limit."
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() in {"allow", "retry-after"}}
+    return problem(status, slug, title, detail, request, headers=headers or None, **extra)
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # Messages of driver errors carry SQL parameters (PII): log the type and the frames only.
+    frames = [f"{frame.filename}:{frame.lineno}:{frame.name}" for frame in traceback.extract_tb(exc.__traceback__)]
+    log.error("unhandled_error", error=type(exc).__name__, frames=frames[-8:])
+    return problem(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal-error",
+        "Internal error",
+        "The server could not complete the request; it has been logged.",
+        request,
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    DomainError: domain_error_handler,
+    HTTPException: http_error_handler,
+    Exception: internal_error_handler,
+}
+
+__all__ = ["PROBLEM_JSON", "EXCEPTION_HANDLERS", "MediaType", "problem"]

@@ -1,0 +1,96 @@
+"""Vault foundation: subjects, records, operators, audit events, and the separate key store.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-26
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from privacy_service.db import KEYSTORE_SCHEMA, UTCDateTime
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "subjects",
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("language", sa.String(8), nullable=False),
+        sa.Column("email_bidx", sa.LargeBinary(), unique=True),
+        sa.Column("phone_bidx", sa.LargeBinary(), unique=True),
+        sa.Column("external_id_bidx", sa.LargeBinary(), unique=True),
+        sa.Column("email_ct", sa.LargeBinary()),
+        sa.Column("phone_ct", sa.LargeBinary()),
+        sa.Column("external_id_ct", sa.LargeBinary()),
+        sa.Column("profile_ct", sa.LargeBinary()),
+        sa.Column("profile_fields", sa.JSON(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("last_activity_at", UTCDateTime()),
+        sa.Column("account_closed_at", UTCDateTime()),
+        sa.Column("erased_at", UTCDateTime()),
+    )
+    op.create_table(
+        "records",
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("subject_id", sa.Uuid(), sa.ForeignKey("subjects.id"), nullable=False),
+        sa.Column("kind", sa.String(40), nullable=False),
+        sa.Column("category", sa.String(80), nullable=False),
+        sa.Column("occurred_at", UTCDateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("data_ct", sa.LargeBinary(), nullable=False),
+    )
+    op.create_index("ix_records_subject_category", "records", ["subject_id", "category"])
+    op.create_table(
+        "operators",
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False, unique=True),
+        sa.Column("key_id", sa.String(32), nullable=False, unique=True),
+        sa.Column("key_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("scopes", sa.String(500), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime()),
+        sa.Column("revoked_at", UTCDateTime()),
+    )
+    op.create_table(
+        "audit_events",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("actor_type", sa.String(16), nullable=False),
+        sa.Column("actor_id", sa.String(64), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("subject_id", sa.Uuid()),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("request_id", sa.String(64)),
+        sa.Column("detail", sa.JSON(), nullable=False),
+    )
+    op.create_index("ix_audit_subject_at", "audit_events", ["subject_id", "at"])
+    op.create_table(
+        "data_keys",
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("subject_id", sa.Uuid(), nullable=False),
+        sa.Column("purpose", sa.String(20), nullable=False),
+        sa.Column("kek_version", sa.Integer(), nullable=False),
+        sa.Column("wrapped", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("rewrapped_at", UTCDateTime()),
+        schema=KEYSTORE_SCHEMA,
+    )
+    op.create_index("ix_data_keys_subject", "data_keys", ["subject_id"], schema=KEYSTORE_SCHEMA)
+    op.create_index("ix_data_keys_kek_version", "data_keys", ["kek_version"], schema=KEYSTORE_SCHEMA)
+
+
+def downgrade() -> None:
+    op.drop_table("data_keys", schema=KEYSTORE_SCHEMA)
+    op.drop_table("audit_events")
+    op.drop_table("operators")
+    op.drop_table("records")
+    op.drop_table("subjects")

@@ -1,0 +1,1 @@
+"""Operators (staff and back-end services) and their scoped API keys."""

@@ -1,0 +1,76 @@
+"""The long-lived objects one process needs, built once from settings (API, worker and CLI)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from privacy_service.clock import Clock, SystemClock
+from privacy_service.config import ConfigError, KeyProviderKind, Settings
+from privacy_service.crypto.fields import BlindIndexer
+from privacy_service.crypto.keys import KeyProvider, KeyringError, LocalKeyring, VaultTransitProvider
+from privacy_service.crypto.service import KeyService
+from privacy_service.db import Database
+from privacy_service.policy.document import PolicyDocument
+from privacy_service.policy.loader import PolicyError, load_policy
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    provider: KeyProvider
+    indexer: BlindIndexer
+    policy: PolicyDocument
+    clock: Clock = field(default_factory=SystemClock)
+
+    @property
+    def keys(self) -> KeyService:
+        return KeyService(self.provider, self.indexer, self.clock)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def build_key_provider(settings: Settings) -> tuple[KeyProvider, bytes | None]:
+    """The configured KEK provider and, for the local keyring, its blind-index key."""
+    if settings.key_provider is KeyProviderKind.VAULT:
+        assert settings.vault_token is not None  # noqa: S101 - enforced by load_settings
+        provider = VaultTransitProvider.from_settings(
+            settings.vault_url,
+            settings.vault_token.get_secret_value(),
+            settings.vault_transit_key,
+            settings.vault_transit_mount,
+        )
+        return provider, None
+    try:
+        keyring = LocalKeyring.open_or_create(settings.keyring_path)
+    except KeyringError as exc:
+        raise ConfigError(str(exc)) from None
+    return keyring, keyring.blind_index_key
+
+
+def build_runtime(
+    settings: Settings, *, provider: KeyProvider | None = None, clock: Clock | None = None
+) -> Runtime:
+    index_key: bytes | None = None
+    if provider is None:
+        provider, index_key = build_key_provider(settings)
+    elif isinstance(provider, LocalKeyring):
+        index_key = provider.blind_index_key
+    if settings.blind_index_key_source == "env" and settings.blind_index_key is not None:
+        index_key = base64.b64decode(settings.blind_index_key.get_secret_value())
+    if index_key is None:
+        raise ConfigError("no blind-index key: set PRIVACY_BLIND_INDEX_KEY_SOURCE=env and PRIVACY_BLIND_INDEX_KEY")
+    try:
+        policy = load_policy(settings.policy_dir)
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
+    return Runtime(
+        settings=settings,
+        db=Database(settings),
+        provider=provider,
+        indexer=BlindIndexer(index_key),
+        policy=policy,
+        clock=clock or SystemClock(),
+    )

@@ -1,0 +1,53 @@
+"""Subject and record rows. Every PII column is ciphertext; lookups go through blind indexes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary
+from sqlmodel import Field, SQLModel
+
+from privacy_service.db import UTCDateTime
+
+
+class SubjectStatus(StrEnum):
+    ACTIVE = "active"
+    ERASED = "erased"
+
+
+class Subject(SQLModel, table=True):
+    __tablename__ = "subjects"
+
+    id: uuid.UUID = Field(primary_key=True)
+    status: str = Field(default=SubjectStatus.ACTIVE, max_length=16)
+    language: str = Field(default="en", max_length=8)
+    email_bidx: bytes | None = Field(default=None, sa_column=Column(LargeBinary, unique=True))
+    phone_bidx: bytes | None = Field(default=None, sa_column=Column(LargeBinary, unique=True))
+    external_id_bidx: bytes | None = Field(default=None, sa_column=Column(LargeBinary, unique=True))
+    email_ct: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    phone_ct: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    external_id_ct: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    profile_ct: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    # Field name -> data category. Names and categories only, never values.
+    profile_fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    last_activity_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    account_closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Record(SQLModel, table=True):
+    __tablename__ = "records"
+    __table_args__ = (Index("ix_records_subject_category", "subject_id", "category"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    subject_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subjects.id"), nullable=False))
+    kind: str = Field(max_length=40)
+    category: str = Field(max_length=80)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    data_ct: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

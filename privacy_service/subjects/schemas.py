@@ -1,0 +1,115 @@
+"""API bodies for the vault. Unknown fields are rejected; values are validated in the service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Language = Literal["en", "zh"]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=320)]
+Kind = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+CategoryKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=80)]
+ProfileValue = str | int | float | bool | None | list[Any] | dict[str, Any]
+Profile = Annotated[dict[str, ProfileValue], msgspec.Meta(max_length=100)]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Request bodies: unknown fields are a 400, not silently ignored."""
+
+
+class SubjectCreate(Strict):
+    external_id: ShortText | None = None
+    email: ShortText | None = None
+    phone: ShortText | None = None
+    language: Language = "en"
+    profile: Profile = msgspec.field(default_factory=dict)
+
+
+class SubjectPatch(Strict):
+    """Partial update. An identifier set to ``null`` is removed; a profile key set to ``null`` is dropped."""
+
+    external_id: ShortText | None | msgspec.UnsetType = msgspec.UNSET
+    email: ShortText | None | msgspec.UnsetType = msgspec.UNSET
+    phone: ShortText | None | msgspec.UnsetType = msgspec.UNSET
+    language: Language | msgspec.UnsetType = msgspec.UNSET
+    profile: Profile | msgspec.UnsetType = msgspec.UNSET
+
+
+class Lookup(Strict):
+    email: ShortText | None = None
+    phone: ShortText | None = None
+    external_id: ShortText | None = None
+
+
+class RecordCreate(Strict):
+    kind: Kind
+    category: CategoryKey
+    occurred_at: datetime
+    data: Annotated[dict[str, Any], msgspec.Meta(max_length=200)]
+
+
+class EventCreate(Strict):
+    type: Literal["account_closed", "last_activity"]
+    at: datetime | None = None
+
+
+class Created(msgspec.Struct):
+    id: uuid.UUID
+
+
+class SubjectOut(msgspec.Struct):
+    id: uuid.UUID
+    status: str
+    language: str
+    email: str | None
+    phone: str | None
+    external_id: str | None
+    profile: dict[str, Any]
+    profile_categories: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    last_activity_at: datetime | None
+    account_closed_at: datetime | None
+
+
+class SubjectRef(msgspec.Struct):
+    id: uuid.UUID
+    status: str
+    created_at: datetime
+
+
+class SubjectList(msgspec.Struct):
+    items: list[SubjectRef]
+
+
+class RecordOut(msgspec.Struct):
+    id: uuid.UUID
+    subject_id: uuid.UUID
+    kind: str
+    category: str
+    occurred_at: datetime
+    created_at: datetime
+    data: dict[str, Any]
+
+
+class RecordPage(msgspec.Struct):
+    items: list[RecordOut]
+    next_cursor: str | None
+
+
+class EventAccepted(msgspec.Struct):
+    subject_id: uuid.UUID
+    type: str
+    at: datetime
+
+
+class ErasureReport(msgspec.Struct):
+    id: uuid.UUID
+    status: str
+    erased_at: datetime
+    keys_destroyed: int
+    records_deleted: int
+    already_erased: bool

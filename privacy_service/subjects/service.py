@@ -1,0 +1,298 @@
+"""Vault use cases: create, read, patch, look up, add records, lifecycle events, erase.
+
+Services never commit: the HTTP request or the CLI command owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.audit import service as audit
+from privacy_service.audit.service import Actor
+from privacy_service.clock import Clock
+from privacy_service.crypto.fields import NORMALISERS, Binding, DataKey, DecryptionFailed, InvalidIdentifier
+from privacy_service.crypto.keys import KeyError_
+from privacy_service.crypto.service import KeyService, KeyShredded
+from privacy_service.errors import Conflict, DataIntegrityError, Gone, InvalidInput, NotFound
+from privacy_service.policy.document import PolicyDocument
+from privacy_service.subjects import schemas
+from privacy_service.subjects.models import Record, Subject, SubjectStatus
+
+IDENTIFIERS = ("email", "phone", "external_id")
+SUBJECTS = "subjects"
+RECORDS = "records"
+
+_encode = msgspec.json.encode
+
+
+def _decode(raw: bytes) -> Any:
+    return msgspec.json.decode(raw)
+
+
+def _require_aware(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidInput(f"{field} must include a timezone offset (e.g. 2026-01-31T10:00:00Z)")
+    return value
+
+
+@dataclass(slots=True)
+class SubjectService:
+    session: AsyncSession
+    keys: KeyService
+    policy: PolicyDocument
+    clock: Clock
+    actor: Actor
+    request_id: str | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _audit(self, action: str, subject_id: uuid.UUID | None, **detail: Any) -> None:
+        audit.record(
+            self.session,
+            at=self.clock.now(),
+            actor=self.actor,
+            action=action,
+            subject_id=subject_id,
+            request_id=self.request_id,
+            detail=detail,
+        )
+
+    def _normalise(self, kind: str, value: str) -> str:
+        try:
+            return NORMALISERS[kind](value)
+        except InvalidIdentifier as exc:
+            raise InvalidInput(f"{kind}: {exc}", extra={"errors": [{"field": kind, "message": str(exc)}]}) from None
+
+    def _check_profile(self, profile: dict[str, Any]) -> dict[str, str]:
+        unknown = sorted(name for name in profile if name not in self.policy.profile_fields)
+        if unknown:
+            raise InvalidInput(
+                "profile fields without a data category in the policy: " + ", ".join(unknown)[:300],
+                extra={"errors": [{"field": f"profile.{name}", "message": "unknown profile field"} for name in unknown[:20]]},
+            )
+        return {name: self.policy.profile_fields[name] for name in profile}
+
+    def _set_identifier(self, subject: Subject, key: DataKey, kind: str, value: str | None) -> None:
+        if value is None:
+            setattr(subject, f"{kind}_bidx", None)
+            setattr(subject, f"{kind}_ct", None)
+            return
+        normalised = self._normalise(kind, value)
+        setattr(subject, f"{kind}_bidx", self.keys.indexer.index(kind, normalised))
+        setattr(subject, f"{kind}_ct", key.seal(normalised.encode(), Binding(SUBJECTS, subject.id, None, kind)))
+
+    def _set_profile(self, subject: Subject, key: DataKey, profile: dict[str, Any]) -> None:
+        subject.profile_fields = self._check_profile(profile)
+        subject.profile_ct = key.seal(_encode(profile), Binding(SUBJECTS, subject.id, None, "profile"))
+
+    async def _flush_unique(self) -> None:
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            raise Conflict("another subject already has one of these identifiers") from None
+
+    async def _get_row(self, subject_id: uuid.UUID) -> Subject:
+        subject = await self.session.get(Subject, subject_id)
+        if subject is None:
+            raise NotFound("no subject with this id")
+        return subject
+
+    async def _get_active(self, subject_id: uuid.UUID) -> Subject:
+        subject = await self._get_row(subject_id)
+        if subject.status == SubjectStatus.ERASED:
+            raise Gone("this subject has been erased")
+        return subject
+
+    async def _key(self, subject_id: uuid.UUID) -> DataKey:
+        try:
+            return await self.keys.load_key(self.session, subject_id)
+        except (KeyShredded, KeyError_) as exc:
+            raise DataIntegrityError("the subject's data key is unavailable") from exc
+
+    @staticmethod
+    def _open(key: DataKey, blob: bytes | None, binding: Binding) -> bytes | None:
+        if blob is None:
+            return None
+        try:
+            return key.open(blob, binding)
+        except DecryptionFailed as exc:
+            raise DataIntegrityError(f"stored {binding.table}.{binding.field} failed to decrypt") from exc
+
+    # -- use cases -----------------------------------------------------------------------
+
+    async def create(self, body: schemas.SubjectCreate) -> uuid.UUID:
+        now = self.clock.now()
+        subject = Subject(id=uuid.uuid4(), language=body.language, created_at=now, updated_at=now)
+        key = await self.keys.create_key(self.session, subject.id)
+        for kind in IDENTIFIERS:
+            self._set_identifier(subject, key, kind, getattr(body, kind))
+        self._set_profile(subject, key, body.profile)
+        self.session.add(subject)
+        await self._flush_unique()
+        self._audit("subject.create", subject.id, fields=sorted(body.profile))
+        return subject.id
+
+    def _render(self, subject: Subject, key: DataKey) -> schemas.SubjectOut:
+        def ident(kind: str) -> str | None:
+            raw = self._open(key, getattr(subject, f"{kind}_ct"), Binding(SUBJECTS, subject.id, None, kind))
+            return raw.decode() if raw is not None else None
+
+        profile_raw = self._open(key, subject.profile_ct, Binding(SUBJECTS, subject.id, None, "profile"))
+        return schemas.SubjectOut(
+            id=subject.id,
+            status=subject.status,
+            language=subject.language,
+            email=ident("email"),
+            phone=ident("phone"),
+            external_id=ident("external_id"),
+            profile=_decode(profile_raw) if profile_raw else {},
+            profile_categories=dict(subject.profile_fields),
+            created_at=subject.created_at,
+            updated_at=subject.updated_at,
+            last_activity_at=subject.last_activity_at,
+            account_closed_at=subject.account_closed_at,
+        )
+
+    async def read(self, subject_id: uuid.UUID) -> schemas.SubjectOut:
+        subject = await self._get_active(subject_id)
+        out = self._render(subject, await self._key(subject_id))
+        self._audit("subject.read", subject_id)
+        return out
+
+    async def patch(self, subject_id: uuid.UUID, body: schemas.SubjectPatch) -> schemas.SubjectOut:
+        subject = await self._get_active(subject_id)
+        key = await self._key(subject_id)
+        changed: list[str] = []
+        for kind in IDENTIFIERS:
+            value = getattr(body, kind)
+            if value is not msgspec.UNSET:
+                self._set_identifier(subject, key, kind, value)
+                changed.append(kind)
+        if body.language is not msgspec.UNSET:
+            subject.language = body.language
+            changed.append("language")
+        if body.profile is not msgspec.UNSET:
+            raw = self._open(key, subject.profile_ct, Binding(SUBJECTS, subject.id, None, "profile"))
+            profile: dict[str, Any] = _decode(raw) if raw else {}
+            for name, value in body.profile.items():
+                if value is None:
+                    profile.pop(name, None)
+                else:
+                    profile[name] = value
+                changed.append(f"profile.{name}")
+            self._set_profile(subject, key, profile)
+        subject.updated_at = self.clock.now()
+        self.session.add(subject)
+        await self._flush_unique()
+        self._audit("subject.update", subject_id, fields=sorted(changed))
+        return self._render(subject, key)
+
+    async def lookup(self, kind: str, value: str) -> list[schemas.SubjectRef]:
+        bidx = self.keys.indexer.index(kind, self._normalise(kind, value))
+        column = getattr(Subject, f"{kind}_bidx")
+        rows = (await self.session.exec(select(Subject).where(column == bidx))).scalars().all()  # type: ignore[call-overload]
+        self._audit("subject.lookup", rows[0].id if rows else None, by=kind, found=len(rows))
+        return [schemas.SubjectRef(id=row.id, status=row.status, created_at=row.created_at) for row in rows]
+
+    async def add_record(self, subject_id: uuid.UUID, body: schemas.RecordCreate) -> uuid.UUID:
+        if not self.policy.is_category(body.category):
+            raise InvalidInput(
+                "category is not a data category of the policy",
+                extra={"errors": [{"field": "category", "message": "unknown data category"}]},
+            )
+        occurred_at = _require_aware(body.occurred_at, "occurred_at")
+        await self._get_active(subject_id)
+        key = await self._key(subject_id)
+        record_id = uuid.uuid4()
+        self.session.add(
+            Record(
+                id=record_id,
+                subject_id=subject_id,
+                kind=body.kind,
+                category=body.category,
+                occurred_at=occurred_at,
+                created_at=self.clock.now(),
+                data_ct=key.seal(_encode(body.data), Binding(RECORDS, subject_id, record_id, "data")),
+            )
+        )
+        self._audit("record.create", subject_id, record_id=str(record_id), kind=body.kind, category=body.category)
+        return record_id
+
+    def _render_record(self, key: DataKey, row: Record) -> schemas.RecordOut:
+        raw = self._open(key, row.data_ct, Binding(RECORDS, row.subject_id, row.id, "data"))
+        return schemas.RecordOut(
+            id=row.id,
+            subject_id=row.subject_id,
+            kind=row.kind,
+            category=row.category,
+            occurred_at=row.occurred_at,
+            created_at=row.created_at,
+            data=_decode(raw) if raw else {},
+        )
+
+    async def list_records(
+        self, subject_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
+    ) -> schemas.RecordPage:
+        await self._get_active(subject_id)
+        key = await self._key(subject_id)
+        query = select(Record).where(Record.subject_id == subject_id)  # type: ignore[arg-type]
+        if after is not None:
+            query = query.where(Record.id > after)  # type: ignore[arg-type]
+        rows = (await self.session.exec(query.order_by(Record.id).limit(limit + 1))).scalars().all()  # type: ignore[arg-type]
+        page = rows[:limit]
+        self._audit("record.read", subject_id, count=len(page))
+        return schemas.RecordPage(
+            items=[self._render_record(key, row) for row in page],
+            next_cursor=str(page[-1].id) if len(rows) > limit else None,
+        )
+
+    async def read_record(self, subject_id: uuid.UUID, record_id: uuid.UUID) -> schemas.RecordOut:
+        await self._get_active(subject_id)
+        row = await self.session.get(Record, record_id)
+        if row is None or row.subject_id != subject_id:
+            raise NotFound("no record with this id for this subject")
+        out = self._render_record(await self._key(subject_id), row)
+        self._audit("record.read", subject_id, record_id=str(record_id))
+        return out
+
+    async def post_event(self, subject_id: uuid.UUID, body: schemas.EventCreate) -> schemas.EventAccepted:
+        subject = await self._get_active(subject_id)
+        at = _require_aware(body.at, "at") if body.at is not None else self.clock.now()
+        if body.type == "account_closed":
+            subject.account_closed_at = at
+        elif subject.last_activity_at is None or at > subject.last_activity_at:
+            subject.last_activity_at = at
+        subject.updated_at = self.clock.now()
+        self.session.add(subject)
+        self._audit(f"subject.event.{body.type}", subject_id)
+        return schemas.EventAccepted(subject_id=subject_id, type=body.type, at=at)
+
+    async def erase(self, subject_id: uuid.UUID) -> schemas.ErasureReport:
+        """Crypto-shred the subject's keys, then delete their rows. Idempotent."""
+        subject = await self._get_row(subject_id)
+        if subject.status == SubjectStatus.ERASED and subject.erased_at is not None:
+            return schemas.ErasureReport(subject_id, subject.status, subject.erased_at, 0, 0, True)
+        now = self.clock.now()
+        destroyed = await self.keys.shred(self.session, subject_id)
+        deleted = await self.session.exec(delete(Record).where(Record.subject_id == subject_id))  # type: ignore[arg-type]
+        for kind in IDENTIFIERS:
+            setattr(subject, f"{kind}_bidx", None)
+            setattr(subject, f"{kind}_ct", None)
+        subject.profile_ct = None
+        subject.profile_fields = {}
+        subject.status = SubjectStatus.ERASED
+        subject.erased_at = subject.updated_at = now
+        self.session.add(subject)
+        records_deleted = int(deleted.rowcount or 0)
+        self._audit("subject.erase", subject_id, keys_destroyed=destroyed, records_deleted=records_deleted)
+        return schemas.ErasureReport(subject_id, subject.status, now, destroyed, records_deleted, False)
+
+
