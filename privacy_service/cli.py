@@ -74,9 +74,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default PRIVACY_PORT).")] = None,
 ) -> None:
     """Start the HTTP API (uvicorn)."""
-    import uvicorn  # noqa: PLC0415 - only this command needs the server
+    import uvicorn
 
-    from privacy_service.app import create_app  # noqa: PLC0415
+    from privacy_service.app import create_app
 
     settings = settings_or_exit()
     try:
@@ -118,7 +118,7 @@ def worker() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply database migrations (SQLite or PostgreSQL)."""
-    from privacy_service.migrations.runner import upgrade  # noqa: PLC0415
+    from privacy_service.migrations.runner import upgrade
 
     settings = settings_or_exit()
     upgrade(settings, revision)
@@ -132,15 +132,13 @@ def operators_create(
     expires_in_days: Annotated[int | None, typer.Option(min=1, help="Key lifetime in days.")] = None,
 ) -> None:
     """Create an operator; prints its API key once, alone on the last line."""
-    from privacy_service.operators.service import create_operator, parse_scopes  # noqa: PLC0415
+    from privacy_service.operators.service import create_operator, parse_scopes
 
     async def work(runtime: Runtime) -> str:
         now = runtime.clock.now()
         expires = now + timedelta(days=expires_in_days) if expires_in_days else None
         async with runtime.db.transaction() as session:
-            _, key = await create_operator(
-                session, name=name, scopes=parse_scopes(scopes), now=now, expires_at=expires
-            )
+            _, key = await create_operator(session, name=name, scopes=parse_scopes(scopes), now=now, expires_at=expires)
         return key
 
     key = with_runtime(work)
@@ -151,7 +149,7 @@ def operators_create(
 @operators_app.command("list")
 def operators_list() -> None:
     """List operators (never their keys)."""
-    from privacy_service.operators.service import list_operators  # noqa: PLC0415
+    from privacy_service.operators.service import list_operators
 
     async def work(runtime: Runtime) -> Table:
         table = Table("name", "key id", "scopes", "created", "expires", "revoked")
@@ -173,7 +171,7 @@ def operators_list() -> None:
 @operators_app.command("revoke")
 def operators_revoke(name: Annotated[str, typer.Option(help="Operator to revoke.")]) -> None:
     """Revoke an operator's key (takes effect within a few seconds on running servers)."""
-    from privacy_service.operators.service import revoke_operator  # noqa: PLC0415
+    from privacy_service.operators.service import revoke_operator
 
     async def work(runtime: Runtime) -> None:
         async with runtime.db.transaction() as session:
@@ -187,18 +185,24 @@ def operators_revoke(name: Annotated[str, typer.Option(help="Operator to revoke.
 def keys_rotate(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Data keys per transaction.")] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Do not add a KEK version; finish re-wrapping to the current one.")
+        bool,
+        typer.Option("--resume", help="Do not add a KEK version; finish re-wrapping to the current one."),
     ] = False,
 ) -> None:
     """Add a KEK version and re-wrap every data key under it, online, in batches (resumable)."""
-    from privacy_service.crypto.jobs import count_stale, rewrap_all  # noqa: PLC0415
+    from privacy_service.crypto.jobs import count_stale, rewrap_all
 
     async def work(runtime: Runtime) -> None:
         provider = runtime.provider
         version = await provider.current_version() if resume else await provider.rotate()
         err.print(f"{'resuming re-wrap to' if resume else 'new'} KEK version {version}")
         total = await count_stale(runtime.db, version)
-        columns = (TextColumn("re-wrapping data keys"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("re-wrapping data keys"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=err, transient=False) as progress:
             task = progress.add_task("rewrap", total=total)
             result = await rewrap_all(
@@ -216,7 +220,7 @@ def keys_rotate(
 @keys_app.command("status")
 def keys_status() -> None:
     """Show KEK versions and how many data keys each one wraps."""
-    from privacy_service.crypto.service import key_counts_by_kek  # noqa: PLC0415
+    from privacy_service.crypto.service import key_counts_by_kek
 
     async def work(runtime: Runtime) -> Table:
         versions = await runtime.provider.versions()
@@ -240,7 +244,7 @@ def keys_status() -> None:
 @keys_app.command("retire")
 def keys_retire(version: Annotated[int, typer.Argument(help="Old KEK version to destroy.")]) -> None:
     """Destroy an old KEK version once no data key is wrapped under it."""
-    from privacy_service.crypto.service import key_counts_by_kek  # noqa: PLC0415
+    from privacy_service.crypto.service import key_counts_by_kek
 
     async def work(runtime: Runtime) -> None:
         async with runtime.db.transaction() as session:
@@ -258,7 +262,7 @@ def keys_retire(version: Annotated[int, typer.Argument(help="Old KEK version to 
 @policy_app.command("check")
 def policy_check() -> None:
     """Validate the policy files; exits 1 with the file, path and problem if they are invalid."""
-    from privacy_service.policy.loader import PolicyError, load_policy  # noqa: PLC0415
+    from privacy_service.policy.loader import PolicyError, load_policy
 
     settings = settings_or_exit()
     try:

@@ -26,9 +26,7 @@ class KeyProviderKind(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="PRIVACY_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="PRIVACY_", env_file=".env", extra="ignore", frozen=True)
 
     database_url: str = "sqlite+aiosqlite:///./var/privacy.db"
     # SQLite only: the per-subject key store lives in its own file, attached to every
@@ -116,9 +114,7 @@ def load_settings(**overrides: object) -> Settings:
         name = "PRIVACY_" + "_".join(str(part) for part in first["loc"]).upper()
         raise ConfigError(f"invalid setting {name}: {first['msg']}") from None
     if settings.blind_index_key_source == "env" and settings.blind_index_key is None:
-        raise ConfigError(
-            "invalid setting PRIVACY_BLIND_INDEX_KEY: required when PRIVACY_BLIND_INDEX_KEY_SOURCE=env"
-        )
+        raise ConfigError("invalid setting PRIVACY_BLIND_INDEX_KEY: required when PRIVACY_BLIND_INDEX_KEY_SOURCE=env")
     if settings.key_provider is KeyProviderKind.VAULT:
         if settings.vault_token is None:
             raise ConfigError("invalid setting PRIVACY_VAULT_TOKEN: required when PRIVACY_KEY_PROVIDER=vault")

@@ -170,4 +170,4 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Exception: internal_error_handler,
 }
 
-__all__ = ["PROBLEM_JSON", "EXCEPTION_HANDLERS", "MediaType", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "problem"]

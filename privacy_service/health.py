@@ -21,11 +21,11 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     try:
         await state.db.ping()
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
+    except Exception as exc:
         checks["database"] = f"failed: {type(exc).__name__}"
     try:
         checks["keys"] = f"ok (KEK v{await state.runtime.provider.current_version()})"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         checks["keys"] = f"failed: {type(exc).__name__}"
     checks["policy"] = f"ok (version {state.policy.version})"
     if all(value.startswith("ok") for value in checks.values()):

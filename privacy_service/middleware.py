@@ -30,12 +30,12 @@ _DOCS_CSP = (
 
 def request_context_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
             await app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-item]
+        scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope["path"]
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": 500}
@@ -52,7 +52,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
                 # The path holds opaque ids only; query strings (which may hold identifiers) are never logged.
                 log.info(
                     "http_request",
-                    method=scope["method"],
+                    method=scope.get("method", ""),
                     path=path,
                     status=status_holder["status"],
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -65,12 +65,10 @@ async def add_response_headers(message: Message, scope: Scope) -> None:
     """``before_send`` hook: runs for every response, including router-level 404/405s."""
     if message["type"] != "http.response.start":
         return
-    state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state = scope.setdefault("state", {})
     request_id = state.setdefault("request_id", uuid.uuid4().hex)
     headers = [
-        (name, value)
-        for name, value in message.get("headers", [])
-        if name.lower() not in {b"server", b"x-powered-by"}
+        (name, value) for name, value in message.get("headers", []) if name.lower() not in {b"server", b"x-powered-by"}
     ]
     present = {name.lower() for name, _ in headers}
     if b"x-request-id" not in present:
@@ -81,4 +79,4 @@ async def add_response_headers(message: Message, scope: Scope) -> None:
             headers.append((name, _DOCS_CSP if docs and name == b"content-security-policy" else value))
     if b"cache-control" not in present:
         headers.append((b"cache-control", b"no-store"))
-    message["headers"] = headers  # type: ignore[typeddict-unknown-key]
+    message["headers"] = headers

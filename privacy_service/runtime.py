@@ -50,9 +50,7 @@ def build_key_provider(settings: Settings) -> tuple[KeyProvider, bytes | None]:
     return keyring, keyring.blind_index_key
 
 
-def build_runtime(
-    settings: Settings, *, provider: KeyProvider | None = None, clock: Clock | None = None
-) -> Runtime:
+def build_runtime(settings: Settings, *, provider: KeyProvider | None = None, clock: Clock | None = None) -> Runtime:
     index_key: bytes | None = None
     if provider is None:
         provider, index_key = build_key_provider(settings)

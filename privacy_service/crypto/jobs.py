@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func
+from sqlmodel import col, select
 
 from privacy_service.clock import Clock
 from privacy_service.crypto.keys import KeyProvider, WrappedKey
@@ -29,9 +30,9 @@ class RewrapResult:
 async def count_stale(db: Database, target_version: int) -> int:
     async with db.transaction() as session:
         result = await session.exec(
-            select(func.count()).select_from(DataKeyRow).where(DataKeyRow.kek_version != target_version)  # type: ignore[arg-type]
+            select(func.count()).select_from(DataKeyRow).where(col(DataKeyRow.kek_version) != target_version)
         )
-        return int(result.one()[0])
+        return int(result.one())
 
 
 async def rewrap_all(
@@ -48,20 +49,21 @@ async def rewrap_all(
         async with db.transaction() as session:
             query = (
                 select(DataKeyRow)
-                .where(DataKeyRow.kek_version != target)  # type: ignore[arg-type]
-                .order_by(DataKeyRow.id)  # type: ignore[arg-type]
+                .where(col(DataKeyRow.kek_version) != target)
+                .order_by(col(DataKeyRow.id))
                 .limit(batch_size)
             )
             if not db.settings.is_sqlite:
                 # Skip rows another rotator holds; erasure deleting a key simply wins.
                 query = query.with_for_update(skip_locked=True)
-            rows = (await session.exec(query)).scalars().all()
+            rows = (await session.exec(query)).all()
             if not rows:
                 break
             now = clock.now()
             for row in rows:
                 fresh = await provider.rewrap(
-                    WrappedKey(row.kek_version, row.wrapped), wrap_context(row.subject_id, row.id, row.purpose)
+                    WrappedKey(row.kek_version, row.wrapped),
+                    wrap_context(row.subject_id, row.id, row.purpose),
                 )
                 row.kek_version, row.wrapped, row.rewrapped_at = fresh.kek_version, fresh.blob, now
         done += len(rows)

@@ -211,7 +211,9 @@ class LocalKeyring:
         header = blob[: _WRAP_HEADER.size]
         nonce = blob[_WRAP_HEADER.size : _WRAP_HEADER.size + 12]
         try:
-            return self._kek(version).decrypt(nonce, blob[_WRAP_HEADER.size + 12 :], header + _WRAP_AAD_PREFIX + context)
+            return self._kek(version).decrypt(
+                nonce, blob[_WRAP_HEADER.size + 12 :], header + _WRAP_AAD_PREFIX + context
+            )
         except InvalidTag:
             raise UnwrapFailed("wrapped key failed authentication") from None
 
@@ -302,7 +304,7 @@ class VaultTransitProvider:
 
     @classmethod
     def from_settings(cls, url: str, token: str, key_name: str, mount_point: str) -> VaultTransitProvider:
-        import hvac  # noqa: PLC0415 - optional at import time; only production deployments need it
+        import hvac
 
         client = hvac.Client(url=url, token=token)
         return cls(client.secrets.transit, key_name, mount_point)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.clock import Clock
@@ -47,11 +48,8 @@ class KeyService:
         return key
 
     async def load_key(self, session: AsyncSession, subject_id: uuid.UUID, purpose: str = PRIMARY) -> DataKey:
-        row = (
-            await session.exec(
-                select(DataKeyRow).where(DataKeyRow.subject_id == subject_id, DataKeyRow.purpose == purpose)  # type: ignore[arg-type]
-            )
-        ).scalar_one_or_none()
+        query = select(DataKeyRow).where(col(DataKeyRow.subject_id) == subject_id, col(DataKeyRow.purpose) == purpose)
+        row = (await session.exec(query)).one_or_none()
         if row is None:
             raise KeyShredded(f"no {purpose} data key for subject")
         material = await self.provider.unwrap(
@@ -61,12 +59,10 @@ class KeyService:
 
     async def shred(self, session: AsyncSession, subject_id: uuid.UUID) -> int:
         """Destroy every data key of the subject. Afterwards no copy of their ciphertext opens."""
-        result = await session.exec(delete(DataKeyRow).where(DataKeyRow.subject_id == subject_id))  # type: ignore[arg-type]
+        result = await session.exec(delete(DataKeyRow).where(col(DataKeyRow.subject_id) == subject_id))
         return int(result.rowcount or 0)
 
 
 async def key_counts_by_kek(session: AsyncSession) -> dict[int, int]:
-    rows = await session.exec(
-        select(DataKeyRow.kek_version, func.count()).group_by(DataKeyRow.kek_version)  # type: ignore[arg-type]
-    )
+    rows = await session.exec(select(DataKeyRow.kek_version, func.count()).group_by(col(DataKeyRow.kek_version)))
     return {int(version): int(count) for version, count in rows.all()}

@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
@@ -96,35 +96,41 @@ async def create_operator(
     except IntegrityError:
         raise Conflict(f"an operator named {name!r} already exists") from None
     audit.record(
-        session, at=now, actor=actor or Actor.system("cli"), action="operator.create",
+        session,
+        at=now,
+        actor=actor or Actor.system("cli"),
+        action="operator.create",
         detail={"operator_id": str(operator.id), "scopes": sorted(scopes)},
     )
     return operator, key
 
 
 async def revoke_operator(session: AsyncSession, *, name: str, now: datetime, actor: Actor | None = None) -> Operator:
-    operator = (await session.exec(select(Operator).where(Operator.name == name))).scalar_one_or_none()  # type: ignore[arg-type]
+    operator = (await session.exec(select(Operator).where(col(Operator.name) == name))).one_or_none()
     if operator is None:
         raise NotFound(f"no operator named {name!r}")
     if operator.revoked_at is None:
         operator.revoked_at = now
         session.add(operator)
         audit.record(
-            session, at=now, actor=actor or Actor.system("cli"), action="operator.revoke",
+            session,
+            at=now,
+            actor=actor or Actor.system("cli"),
+            action="operator.revoke",
             detail={"operator_id": str(operator.id)},
         )
     return operator
 
 
 async def list_operators(session: AsyncSession) -> list[Operator]:
-    return list((await session.exec(select(Operator).order_by(Operator.created_at))).scalars().all())  # type: ignore[arg-type]
+    return list((await session.exec(select(Operator).order_by(col(Operator.created_at)))).all())
 
 
 async def authenticate(session: AsyncSession, key: str, now: datetime) -> AuthenticatedOperator | None:
     key_id = parse_key_id(key)
     if key_id is None:
         return None
-    operator = (await session.exec(select(Operator).where(Operator.key_id == key_id))).scalar_one_or_none()  # type: ignore[arg-type]
+    operator = (await session.exec(select(Operator).where(col(Operator.key_id) == key_id))).one_or_none()
     presented = hash_key(key)
     if operator is None:
         hmac.compare_digest(presented, presented)  # same work whether or not the id exists

@@ -31,9 +31,9 @@ class SubjectCreate(Strict):
 class SubjectPatch(Strict):
     """Partial update. An identifier set to ``null`` is removed; a profile key set to ``null`` is dropped."""
 
-    external_id: ShortText | None | msgspec.UnsetType = msgspec.UNSET
-    email: ShortText | None | msgspec.UnsetType = msgspec.UNSET
-    phone: ShortText | None | msgspec.UnsetType = msgspec.UNSET
+    external_id: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    email: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    phone: ShortText | msgspec.UnsetType | None = msgspec.UNSET
     language: Language | msgspec.UnsetType = msgspec.UNSET
     profile: Profile | msgspec.UnsetType = msgspec.UNSET
 

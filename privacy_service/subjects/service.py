@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
@@ -76,7 +77,11 @@ class SubjectService:
         if unknown:
             raise InvalidInput(
                 "profile fields without a data category in the policy: " + ", ".join(unknown)[:300],
-                extra={"errors": [{"field": f"profile.{name}", "message": "unknown profile field"} for name in unknown[:20]]},
+                extra={
+                    "errors": [
+                        {"field": f"profile.{name}", "message": "unknown profile field"} for name in unknown[:20]
+                    ]
+                },
             )
         return {name: self.policy.profile_fields[name] for name in profile}
 
@@ -197,8 +202,8 @@ class SubjectService:
 
     async def lookup(self, kind: str, value: str) -> list[schemas.SubjectRef]:
         bidx = self.keys.indexer.index(kind, self._normalise(kind, value))
-        column = getattr(Subject, f"{kind}_bidx")
-        rows = (await self.session.exec(select(Subject).where(column == bidx))).scalars().all()  # type: ignore[call-overload]
+        column = col(getattr(Subject, f"{kind}_bidx"))
+        rows = (await self.session.exec(select(Subject).where(column == bidx))).all()
         self._audit("subject.lookup", rows[0].id if rows else None, by=kind, found=len(rows))
         return [schemas.SubjectRef(id=row.id, status=row.status, created_at=row.created_at) for row in rows]
 
@@ -238,15 +243,13 @@ class SubjectService:
             data=_decode(raw) if raw else {},
         )
 
-    async def list_records(
-        self, subject_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
-    ) -> schemas.RecordPage:
+    async def list_records(self, subject_id: uuid.UUID, *, after: uuid.UUID | None, limit: int) -> schemas.RecordPage:
         await self._get_active(subject_id)
         key = await self._key(subject_id)
-        query = select(Record).where(Record.subject_id == subject_id)  # type: ignore[arg-type]
+        query = select(Record).where(col(Record.subject_id) == subject_id)
         if after is not None:
-            query = query.where(Record.id > after)  # type: ignore[arg-type]
-        rows = (await self.session.exec(query.order_by(Record.id).limit(limit + 1))).scalars().all()  # type: ignore[arg-type]
+            query = query.where(col(Record.id) > after)
+        rows = (await self.session.exec(query.order_by(col(Record.id)).limit(limit + 1))).all()
         page = rows[:limit]
         self._audit("record.read", subject_id, count=len(page))
         return schemas.RecordPage(
@@ -282,7 +285,7 @@ class SubjectService:
             return schemas.ErasureReport(subject_id, subject.status, subject.erased_at, 0, 0, True)
         now = self.clock.now()
         destroyed = await self.keys.shred(self.session, subject_id)
-        deleted = await self.session.exec(delete(Record).where(Record.subject_id == subject_id))  # type: ignore[arg-type]
+        deleted = await self.session.exec(delete(Record).where(col(Record.subject_id) == subject_id))
         for kind in IDENTIFIERS:
             setattr(subject, f"{kind}_bidx", None)
             setattr(subject, f"{kind}_ct", None)
@@ -294,5 +297,3 @@ class SubjectService:
         records_deleted = int(deleted.rowcount or 0)
         self._audit("subject.erase", subject_id, keys_destroyed=destroyed, records_deleted=records_deleted)
         return schemas.ErasureReport(subject_id, subject.status, now, destroyed, records_deleted, False)
-
-

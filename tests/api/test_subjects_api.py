@@ -1,0 +1,96 @@
+"""Happy paths of the vault API on both databases."""
+
+from __future__ import annotations
+
+from httpx import AsyncClient
+
+SUBJECT = {
+    "email": " Alice@Example.COM ",
+    "phone": "+44 7911 123456",
+    "external_id": "cust-0001",
+    "language": "en",
+    "profile": {"name": "Alice Liddell", "date_of_birth": "1990-01-02", "national_id": "AB123456C"},
+}
+
+
+async def test_create_read_lookup_patch_erase(client: AsyncClient, auth: dict[str, str]) -> None:
+    created = await client.post("/v1/subjects", json=SUBJECT, headers=auth)
+    assert created.status_code == 201, created.text
+    subject_id = created.json()["id"]
+
+    read = await client.get(f"/v1/subjects/{subject_id}", headers=auth)
+    assert read.status_code == 200
+    body = read.json()
+    assert body["email"] == "alice@example.com"
+    assert body["phone"] == "+447911123456"
+    assert body["profile"]["national_id"] == "AB123456C"
+    assert body["profile_categories"]["national_id"] == "user.government_id"
+
+    found = await client.post("/v1/subjects/lookup", json={"email": "ALICE@example.com"}, headers=auth)
+    assert [item["id"] for item in found.json()["items"]] == [subject_id]
+    by_phone = await client.get("/v1/subjects", params={"phone": "+447911123456"}, headers=auth)
+    assert [item["id"] for item in by_phone.json()["items"]] == [subject_id]
+
+    patched = await client.patch(
+        f"/v1/subjects/{subject_id}", json={"phone": None, "profile": {"name": "Alice L."}}, headers=auth
+    )
+    assert patched.status_code == 200
+    assert patched.json()["phone"] is None
+    assert patched.json()["profile"]["name"] == "Alice L."
+    assert (await client.get("/v1/subjects", params={"phone": "+447911123456"}, headers=auth)).json()["items"] == []
+
+    record = await client.post(
+        f"/v1/subjects/{subject_id}/records",
+        json={
+            "kind": "transaction",
+            "category": "user.financial.transaction",
+            "occurred_at": "2026-01-31T10:00:00Z",
+            "data": {"amount": "12.50", "currency": "EUR", "reference": "TX-1"},
+        },
+        headers=auth,
+    )
+    assert record.status_code == 201
+    records = await client.get(f"/v1/subjects/{subject_id}/records", headers=auth)
+    assert records.json()["items"][0]["data"]["reference"] == "TX-1"
+
+    erased = await client.delete(f"/v1/subjects/{subject_id}", headers=auth)
+    assert erased.status_code == 200
+    assert erased.json()["keys_destroyed"] == 1
+    assert erased.json()["records_deleted"] == 1
+    again = await client.delete(f"/v1/subjects/{subject_id}", headers=auth)
+    assert again.status_code == 200
+    assert again.json()["already_erased"] is True
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).status_code == 410
+    assert (await client.post("/v1/subjects/lookup", json={"email": "alice@example.com"}, headers=auth)).json()[
+        "items"
+    ] == []
+
+
+async def test_events_set_lifecycle_dates(client: AsyncClient, auth: dict[str, str]) -> None:
+    subject_id = (await client.post("/v1/subjects", json={"email": "bob@example.com"}, headers=auth)).json()["id"]
+    closed = await client.post(
+        f"/v1/subjects/{subject_id}/events", json={"type": "account_closed", "at": "2026-02-01T00:00:00Z"}, headers=auth
+    )
+    assert closed.status_code == 202
+    body = (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()
+    assert body["account_closed_at"] == "2026-02-01T00:00:00Z"
+
+
+async def test_scopes_are_enforced(client: AsyncClient, runtime) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import make_operator_key
+
+    reader = await make_operator_key(runtime, frozenset({"subjects:read"}))
+    response = await client.post(
+        "/v1/subjects", json={"email": "c@example.com"}, headers={"Authorization": f"Bearer {reader}"}
+    )
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "subjects:write" in response.json()["detail"]
+    missing = await client.get("/v1/subjects", params={"email": "c@example.com"})
+    assert missing.status_code == 401
+    wrong = await client.get(
+        "/v1/subjects",
+        params={"email": "c@example.com"},
+        headers={"Authorization": "Bearer psk_aaaaaaaaaaaa_" + "b" * 43},
+    )
+    assert wrong.status_code == 401
