@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from privacy_service.config import ConfigError, Settings, load_settings
-from privacy_service.errors import DomainError
+from privacy_service.cli_support import fail, run, settings_or_exit, stderr, with_runtime
+from privacy_service.config import ConfigError
 from privacy_service.runtime import Runtime, build_runtime
 
 T = TypeVar("T")
@@ -24,48 +23,12 @@ app = typer.Typer(help="privacy-service: encrypted PII vault and privacy-rights 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 operators_app = typer.Typer(help="Operator API keys.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key-encryption keys and data-key rotation.", no_args_is_help=True)
-policy_app = typer.Typer(help="Policy files.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(operators_app, name="operators")
 app.add_typer(keys_app, name="keys")
-app.add_typer(policy_app, name="policy")
 
 out = Console()
-err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def settings_or_exit() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-
-
-def with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Build the runtime, run ``work``, close it; config and domain errors become one line."""
-
-    async def runner() -> T:
-        runtime = build_runtime(settings_or_exit())
-        try:
-            return await work(runtime)
-        finally:
-            await runtime.close()
-
-    try:
-        return asyncio.run(runner())
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    except DomainError as exc:
-        raise fail(exc.detail, 1) from None
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+err = stderr
 
 
 @app.command()
@@ -259,17 +222,14 @@ def keys_retire(version: Annotated[int, typer.Argument(help="Old KEK version to 
     err.print(f"KEK version {version} retired")
 
 
-@policy_app.command("check")
-def policy_check() -> None:
-    """Validate the policy files; exits 1 with the file, path and problem if they are invalid."""
-    from privacy_service.policy.loader import PolicyError, load_policy
+def _register_domain_commands() -> None:
+    """Domain packages own their sub-commands (``<domain>/cli.py``); this only mounts them."""
+    from privacy_service.policy.cli import policy_app
 
-    settings = settings_or_exit()
-    try:
-        document = load_policy(settings.policy_dir)
-    except PolicyError as exc:
-        raise fail(str(exc), 1) from None
-    err.print(f"policy {document.version} is valid ({len(document.data_categories)} data categories)")
+    app.add_typer(policy_app, name="policy")
+
+
+_register_domain_commands()
 
 
 def main() -> None:

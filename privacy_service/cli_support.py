@@ -1,0 +1,51 @@
+"""Helpers shared by the CLI's domain sub-commands: settings, runtime, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from privacy_service.config import ConfigError, Settings, load_settings
+from privacy_service.errors import DomainError
+from privacy_service.runtime import Runtime, build_runtime
+
+T = TypeVar("T")
+stderr = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Build the runtime, run ``work``, close it; config and domain errors become one line."""
+
+    async def runner() -> T:
+        runtime = build_runtime(settings_or_exit())
+        try:
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(runner())
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    except DomainError as exc:
+        raise fail(exc.detail, 1) from None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
