@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service import __version__
+from privacy_service.audit.routes import AuditController
+from privacy_service.audit.service import seal_pending
 from privacy_service.config import Settings, load_settings
 from privacy_service.errors import EXCEPTION_HANDLERS, DomainError
 from privacy_service.health import healthz, readyz
@@ -23,6 +30,7 @@ from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.routes import SubjectController
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+log = structlog.get_logger("privacy_service.app")
 
 
 class UnsupportedMediaType(DomainError):
@@ -44,17 +52,36 @@ async def require_json(request: Request[Any, Any, Any]) -> None:
             raise UnsupportedMediaType("send the body as application/json")
 
 
+async def seal_audit_forever(runtime: Runtime) -> None:
+    """Link new audit events into the hash chain every few moments (single-flight across replicas)."""
+    interval = runtime.settings.audit_seal_interval_seconds
+    while True:
+        try:
+            await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("audit_seal_failed", error=type(exc).__name__)
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
     if runtime is None:
         runtime = build_runtime(settings or load_settings())
     settings = runtime.settings
     configure_logging(settings.log_level, settings.log_json)
 
-    async def close_runtime(app: Litestar) -> None:
-        await app.state.runtime.close()
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        sealer = asyncio.create_task(seal_audit_forever(runtime))
+        try:
+            yield
+        finally:
+            sealer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sealer
+            await runtime.close()
 
     return Litestar(
-        route_handlers=[healthz, readyz, SubjectController],
+        route_handlers=[healthz, readyz, SubjectController, AuditController],
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[request_context_middleware],
         before_request=require_json,
@@ -77,6 +104,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 "authenticator": OperatorAuthenticator(),
             }
         ),
-        on_shutdown=[close_runtime],
+        lifespan=[lifespan],
         debug=False,
     )

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # "env" takes it from PRIVACY_BLIND_INDEX_KEY (base64, >= 32 bytes).
     blind_index_key_source: Literal["keyring", "env"] = "keyring"
     blind_index_key: SecretStr | None = None
+    # HMAC key for signed audit checkpoints (base64, >= 32 bytes); defaults to the local keyring's.
+    audit_key: SecretStr | None = None
+    audit_seal_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
@@ -74,7 +77,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
-    @field_validator("blind_index_key")
+    @field_validator("blind_index_key", "audit_key")
     @classmethod
     def _key_is_long_base64(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
@@ -118,6 +121,8 @@ def load_settings(**overrides: object) -> Settings:
     if settings.key_provider is KeyProviderKind.VAULT:
         if settings.vault_token is None:
             raise ConfigError("invalid setting PRIVACY_VAULT_TOKEN: required when PRIVACY_KEY_PROVIDER=vault")
+        if settings.audit_key is None:
+            raise ConfigError("invalid setting PRIVACY_AUDIT_KEY: required when PRIVACY_KEY_PROVIDER=vault")
         if settings.blind_index_key_source != "env":
             raise ConfigError(
                 "invalid setting PRIVACY_BLIND_INDEX_KEY_SOURCE: must be 'env' when PRIVACY_KEY_PROVIDER=vault"

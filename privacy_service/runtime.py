@@ -22,6 +22,7 @@ class Runtime:
     provider: KeyProvider
     indexer: BlindIndexer
     policy: PolicyDocument
+    audit_key: bytes
     clock: Clock = field(default_factory=SystemClock)
 
     @property
@@ -32,8 +33,8 @@ class Runtime:
         await self.db.dispose()
 
 
-def build_key_provider(settings: Settings) -> tuple[KeyProvider, bytes | None]:
-    """The configured KEK provider and, for the local keyring, its blind-index key."""
+def build_key_provider(settings: Settings) -> tuple[KeyProvider, LocalKeyring | None]:
+    """The configured KEK provider and, for the local keyring, the keyring (it also holds other keys)."""
     if settings.key_provider is KeyProviderKind.VAULT:
         assert settings.vault_token is not None  # noqa: S101 - enforced by load_settings
         provider = VaultTransitProvider.from_settings(
@@ -47,19 +48,24 @@ def build_key_provider(settings: Settings) -> tuple[KeyProvider, bytes | None]:
         keyring = LocalKeyring.open_or_create(settings.keyring_path)
     except KeyringError as exc:
         raise ConfigError(str(exc)) from None
-    return keyring, keyring.blind_index_key
+    return keyring, keyring
 
 
 def build_runtime(settings: Settings, *, provider: KeyProvider | None = None, clock: Clock | None = None) -> Runtime:
-    index_key: bytes | None = None
+    keyring: LocalKeyring | None = provider if isinstance(provider, LocalKeyring) else None
     if provider is None:
-        provider, index_key = build_key_provider(settings)
-    elif isinstance(provider, LocalKeyring):
-        index_key = provider.blind_index_key
+        provider, keyring = build_key_provider(settings)
+    index_key = keyring.blind_index_key if keyring else None
     if settings.blind_index_key_source == "env" and settings.blind_index_key is not None:
         index_key = base64.b64decode(settings.blind_index_key.get_secret_value())
     if index_key is None:
         raise ConfigError("no blind-index key: set PRIVACY_BLIND_INDEX_KEY_SOURCE=env and PRIVACY_BLIND_INDEX_KEY")
+    if settings.audit_key is not None:
+        audit_key = base64.b64decode(settings.audit_key.get_secret_value())
+    elif keyring is not None:
+        audit_key = keyring.audit_key
+    else:
+        raise ConfigError("no audit key: set PRIVACY_AUDIT_KEY")
     try:
         policy = load_policy(settings.policy_dir)
     except PolicyError as exc:
@@ -70,5 +76,6 @@ def build_runtime(settings: Settings, *, provider: KeyProvider | None = None, cl
         provider=provider,
         indexer=BlindIndexer(index_key),
         policy=policy,
+        audit_key=audit_key,
         clock=clock or SystemClock(),
     )

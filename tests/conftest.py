@@ -109,11 +109,12 @@ async def _empty_postgres(url: str) -> None:
     try:
         rows = await conn.fetch(
             "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ('public', 'keystore') "
-            "AND tablename <> 'alembic_version'"
+            "AND tablename NOT IN ('alembic_version', 'audit_head')"
         )
         if rows:
             tables = ", ".join(f'"{r["schemaname"]}"."{r["tablename"]}"' for r in rows)
             await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        await conn.execute("UPDATE audit_head SET seq = 0, hash = $1 WHERE id = 1", bytes(32))
     finally:
         await conn.close()
 

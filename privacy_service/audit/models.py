@@ -1,4 +1,9 @@
-"""Audit events: opaque ids and non-PII detail only, so they can outlive erasure."""
+"""Audit events, the chain head and signed checkpoints.
+
+Events hold opaque ids and non-PII detail only, so they can outlive erasure. An event is inserted in
+the same transaction as the action it records; the chainer then gives it a gap-free ``seq`` and links
+it into the SHA-256 hash chain (see service.py for why sealing is a separate, single-flight step).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,30 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, text
 from sqlmodel import Field, SQLModel
 
 from privacy_service.db import UTCDateTime
 
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
 
 class AuditEvent(SQLModel, table=True):
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_subject_at", "subject_id", "at"),)
+    __table_args__ = (
+        Index("ix_audit_subject_at", "subject_id", "at"),
+        Index("ix_audit_seq", "seq", unique=True),
+        Index(
+            "ix_audit_pending",
+            "id",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
+    )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     at: datetime = Field(sa_type=UTCDateTime)
     actor_type: str = Field(max_length=16)
     actor_id: str = Field(max_length=64)
@@ -25,3 +43,26 @@ class AuditEvent(SQLModel, table=True):
     outcome: str = Field(default="ok", max_length=16)
     request_id: str | None = Field(default=None, max_length=64)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class AuditHead(SQLModel, table=True):
+    """The last sealed event's seq and hash (one row, id = 1); locked while sealing."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """An HMAC over (seq, hash) with the audit key: verification may start from here."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    mac: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)

@@ -116,6 +116,7 @@ class LocalKeyring:
         self._keks: dict[int, tuple[AESGCM, datetime | None]] = {}
         self._current = 0
         self._index_key = b""
+        self._audit_key = b""
         self._mtime_ns = 0
         self._checked_at = 0.0
         self._load()
@@ -135,6 +136,7 @@ class LocalKeyring:
             "current": 1,
             "keks": {"1": {"key": _b64(secrets.token_bytes(KEY_BYTES)), "created_at": now}},
             "blind_index_key": _b64(secrets.token_bytes(KEY_BYTES)),
+            "audit_key": _b64(secrets.token_bytes(KEY_BYTES)),
         }
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -148,6 +150,14 @@ class LocalKeyring:
     @property
     def blind_index_key(self) -> bytes:
         return self._index_key
+
+    @property
+    def audit_key(self) -> bytes:
+        """HMAC key for audit checkpoints; added to keyrings created before it existed."""
+        if not self._audit_key:
+            with self._locked_document() as document:
+                document.setdefault("audit_key", _b64(secrets.token_bytes(KEY_BYTES)))
+        return self._audit_key
 
     def _load(self) -> None:
         try:
@@ -167,11 +177,12 @@ class LocalKeyring:
                 )
             current = int(document["current"])
             index_key = _unb64(document["blind_index_key"])
+            audit_key = _unb64(document["audit_key"]) if "audit_key" in document else b""
         except (ValueError, KeyError, TypeError) as exc:
             raise KeyringError(f"keyring file {self.path} is malformed ({type(exc).__name__})") from None
         if current not in keks:
             raise KeyringError(f"keyring file {self.path} names current KEK {current}, which it lacks")
-        self._keks, self._current, self._index_key = keks, current, index_key
+        self._keks, self._current, self._index_key, self._audit_key = keks, current, index_key, audit_key
         self._mtime_ns = info.st_mtime_ns
 
     def _refresh(self, force: bool = False) -> None:

@@ -62,7 +62,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "audit_events",
-        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("seq", sa.BigInteger()),
         sa.Column("at", UTCDateTime(), nullable=False),
         sa.Column("actor_type", sa.String(16), nullable=False),
         sa.Column("actor_id", sa.String(64), nullable=False),
@@ -71,6 +72,33 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(16), nullable=False),
         sa.Column("request_id", sa.String(64)),
         sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("prev_hash", sa.LargeBinary()),
+        sa.Column("hash", sa.LargeBinary()),
+    )
+    op.create_index("ix_audit_seq", "audit_events", ["seq"], unique=True)
+    op.create_index(
+        "ix_audit_pending",
+        "audit_events",
+        ["id"],
+        postgresql_where=sa.text("seq IS NULL"),
+        sqlite_where=sa.text("seq IS NULL"),
+    )
+    op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.LargeBinary(), nullable=False),
+    )
+    op.bulk_insert(
+        sa.table("audit_head", sa.column("id"), sa.column("seq"), sa.column("hash", sa.LargeBinary())),
+        [{"id": 1, "seq": 0, "hash": bytes(32)}],
+    )
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("hash", sa.LargeBinary(), nullable=False),
+        sa.Column("mac", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_audit_subject_at", "audit_events", ["subject_id", "at"])
     op.create_table(
@@ -90,6 +118,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("data_keys", schema=KEYSTORE_SCHEMA)
+    op.drop_table("audit_checkpoints")
+    op.drop_table("audit_head")
     op.drop_table("audit_events")
     op.drop_table("operators")
     op.drop_table("records")
