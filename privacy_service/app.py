@@ -26,6 +26,7 @@ from privacy_service.health import healthz, readyz
 from privacy_service.logging import configure_logging
 from privacy_service.middleware import add_response_headers, request_context_middleware
 from privacy_service.operators.guards import OperatorAuthenticator
+from privacy_service.ratelimit import RateLimiter
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.routes import SubjectController
 
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 "policy": runtime.policy,
                 "clock": runtime.clock,
                 "authenticator": OperatorAuthenticator(),
+                "rate_limiter": RateLimiter(),
             }
         ),
         lifespan=[lifespan],

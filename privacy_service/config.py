@@ -25,6 +25,19 @@ class KeyProviderKind(StrEnum):
     VAULT = "vault"
 
 
+# "N/min", "N/s" or "N/hour", optional "burst B"; per process. PRIVACY_RATE_LIMITS (JSON) overrides
+# individual entries, e.g. '{"intake": "100/min"}'.
+DEFAULT_RATE_LIMITS: dict[str, str] = {
+    "default": "60/min burst 20",
+    "operator": "6000/min burst 600",
+    "intake": "20/min burst 10",
+    "intake_identity": "5/hour burst 3",
+    "verify": "30/min burst 10",
+    "resend": "5/min burst 2",
+    "download": "30/min burst 10",
+}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRIVACY_", env_file=".env", extra="ignore", frozen=True)
 
@@ -63,12 +76,27 @@ class Settings(BaseSettings):
 
     rotation_batch_size: int = Field(default=500, ge=1, le=100_000)
 
+    rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    trusted_proxies: int = Field(default=0, ge=0, le=5)
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _limits_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        from privacy_service.ratelimit import Limit
+
+        for name, text in value.items():
+            try:
+                Limit.parse(text)
+            except (ValueError, KeyError):
+                raise ValueError(f"{name}: expected like '30/min burst 10'") from None
+        return {**DEFAULT_RATE_LIMITS, **value}
 
     @field_validator("database_url")
     @classmethod

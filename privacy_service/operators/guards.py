@@ -15,6 +15,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from privacy_service.errors import Forbidden, Unauthenticated
 from privacy_service.operators.service import AuthenticatedOperator, authenticate, hash_key
+from privacy_service.ratelimit import Limit
 
 AUTH_CACHE_SECONDS = 5.0
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="privacy-service"'}
@@ -61,6 +62,8 @@ async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
     operator = await connection.app.state.authenticator(connection, key)
     if operator is None:
         raise Unauthenticated("the operator key is unknown, revoked or expired", headers=_CHALLENGE)
+    state = connection.app.state
+    state.rate_limiter.check("operator", str(operator.id), Limit.parse(state.runtime.settings.rate_limits["operator"]))
     required: set[str] = set(handler.opt.get("scopes", ()))
     missing = sorted(required - operator.scopes)
     if missing:

@@ -94,3 +94,29 @@ async def test_scopes_are_enforced(client: AsyncClient, runtime) -> None:  # typ
         headers={"Authorization": "Bearer psk_aaaaaaaaaaaa_" + "b" * 43},
     )
     assert wrong.status_code == 401
+
+
+async def test_operator_rate_limit_answers_429_with_retry_after(make_settings, backend: str) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from privacy_service.app import create_app
+    from privacy_service.runtime import build_runtime
+    from tests.conftest import make_operator_key
+
+    runtime = build_runtime(make_settings(rate_limits={"operator": "2/min burst 3"}))
+    try:
+        key = await make_operator_key(runtime)
+        transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            headers = {"Authorization": f"Bearer {key}"}
+            statuses = [
+                (await client.get("/v1/subjects", params={"external_id": "x"}, headers=headers)).status_code
+                for _ in range(4)
+            ]
+            assert statuses == [200, 200, 200, 429]
+            last = await client.get("/v1/subjects", params={"external_id": "x"}, headers=headers)
+            assert last.status_code == 429
+            assert 1 <= int(last.headers["retry-after"]) <= 30
+            assert last.headers["content-type"].startswith("application/problem+json")
+    finally:
+        await runtime.close()
