@@ -21,14 +21,19 @@ from privacy_service import __version__
 from privacy_service.audit.routes import AuditController
 from privacy_service.audit.service import seal_pending
 from privacy_service.config import Settings, load_settings
+from privacy_service.dsr.routes import RequestController
 from privacy_service.errors import EXCEPTION_HANDLERS, DomainError
 from privacy_service.health import healthz, readyz
 from privacy_service.logging import configure_logging
 from privacy_service.middleware import add_response_headers, request_context_middleware
+from privacy_service.notify.jobs import deliver_pending
 from privacy_service.operators.guards import OperatorAuthenticator
+from privacy_service.policy.pages import PageCache
+from privacy_service.policy.routes import PolicyController, gpc_json
 from privacy_service.ratelimit import RateLimiter
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.routes import SubjectController
+from privacy_service.web.routes import privacy_page, static_files
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 log = structlog.get_logger("privacy_service.app")
@@ -64,25 +69,60 @@ async def seal_audit_forever(runtime: Runtime) -> None:
         await asyncio.sleep(interval)
 
 
+async def deliver_outbox_forever(runtime: Runtime, kick: asyncio.Event) -> None:
+    """Send queued mail right after the transaction that queued it commits (kicked), else periodically.
+
+    The worker runs the same delivery; rows are claimed with a lease, so the two never double-send.
+    """
+    settings = runtime.settings
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(kick.wait(), timeout=settings.outbox_interval_seconds)
+        kick.clear()
+        try:
+            await deliver_pending(
+                runtime.db, runtime.keys, runtime.mailer, runtime.clock, max_attempts=settings.outbox_max_attempts
+            )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("outbox_delivery_failed", error=type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
     if runtime is None:
-        runtime = build_runtime(settings or load_settings())
+        runtime = build_runtime(settings or load_settings(), create_keyring=False)
     settings = runtime.settings
     configure_logging(settings.log_level, settings.log_json)
 
+    outbox_kick = asyncio.Event()
+
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
-        sealer = asyncio.create_task(seal_audit_forever(runtime))
+        loops = [
+            asyncio.create_task(seal_audit_forever(runtime)),
+            asyncio.create_task(deliver_outbox_forever(runtime, outbox_kick)),
+        ]
         try:
             yield
         finally:
-            sealer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sealer
+            for task in loops:
+                task.cancel()
+            for task in loops:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runtime.close()
 
     return Litestar(
-        route_handlers=[healthz, readyz, SubjectController, AuditController],
+        route_handlers=[
+            healthz,
+            readyz,
+            SubjectController,
+            AuditController,
+            RequestController,
+            PolicyController,
+            gpc_json,
+            privacy_page,
+            static_files,
+        ],
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[request_context_middleware],
         before_request=require_json,
@@ -104,6 +144,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 "clock": runtime.clock,
                 "authenticator": OperatorAuthenticator(),
                 "rate_limiter": RateLimiter(),
+                "policy_pages": PageCache(),
+                "outbox_kick": outbox_kick,
             }
         ),
         lifespan=[lifespan],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from datetime import timedelta
 from typing import Annotated, TypeVar
@@ -13,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from privacy_service.cli_support import fail, run, settings_or_exit, stderr, with_runtime
+from privacy_service.cli_support import fail, settings_or_exit, stderr, with_runtime
 from privacy_service.config import ConfigError
-from privacy_service.runtime import Runtime, build_runtime
+from privacy_service.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -59,33 +57,28 @@ def serve(
 
 @app.command()
 def worker() -> None:
-    """Run scheduled work. Until the retention and request issues land it has no jobs and only idles."""
-    settings = settings_or_exit()
+    """Run scheduled work: outbox delivery, audit sealing, request expiry and the operator digest."""
+    from privacy_service.worker import run_worker
 
-    async def idle() -> None:
-        runtime = build_runtime(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        err.print("worker started: no scheduled jobs are configured yet; waiting for SIGTERM")
-        await stop.wait()
-        await runtime.close()
-
-    try:
-        run(idle())
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
+    with_runtime(run_worker)
 
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
-    """Apply database migrations (SQLite or PostgreSQL)."""
+    """Apply database migrations (SQLite or PostgreSQL); on first set-up, create the local keyring."""
+    from privacy_service.config import KeyProviderKind
     from privacy_service.migrations.runner import upgrade
+    from privacy_service.runtime import build_key_provider
 
     settings = settings_or_exit()
     upgrade(settings, revision)
     err.print(f"database at revision {revision}")
+    if settings.key_provider is KeyProviderKind.LOCAL and not settings.keyring_path.exists():
+        try:
+            build_key_provider(settings, create_keyring=True)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+        err.print(f"created local keyring {settings.keyring_path} (mode 0600); back it up separately from the database")
 
 
 @operators_app.command("create")
@@ -210,12 +203,19 @@ def keys_retire(version: Annotated[int, typer.Argument(help="Old KEK version to 
     from privacy_service.crypto.service import key_counts_by_kek
 
     async def work(runtime: Runtime) -> None:
-        async with runtime.db.transaction() as session:
-            still = (await key_counts_by_kek(session)).get(version, 0)
-        if still:
-            raise fail(f"{still} data keys still use KEK version {version}; run `keys rotate --resume` first", 1)
-        if version == await runtime.provider.current_version():
+        current = await runtime.provider.current_version()
+        if version == current:
             raise fail("the current KEK version cannot be retired", 1)
+        if version > current:
+            raise fail(f"KEK version {version} does not exist (current is {current})", 1)
+        async with runtime.db.transaction() as session:
+            counts = await key_counts_by_kek(session)
+        # Vault retires a version by raising min_decryption_version, which retires every older one too.
+        still = sum(count for kek, count in counts.items() if kek <= version)
+        if still:
+            raise fail(
+                f"{still} data keys still use KEK version {version} or older; run `keys rotate --resume` first", 1
+            )
         await runtime.provider.retire(version)
 
     with_runtime(work)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from privacy_service.config import ConfigError, Settings, load_settings
 from privacy_service.errors import DomainError
@@ -18,7 +19,8 @@ stderr = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: the error stays one line whatever the terminal width (scripts grep it).
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -29,11 +31,11 @@ def settings_or_exit() -> Settings:
         raise fail(str(exc)) from None
 
 
-def with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
+def with_runtime(work: Callable[[Runtime], Awaitable[T]], *, create_keyring: bool = False) -> T:
     """Build the runtime, run ``work``, close it; config and domain errors become one line."""
 
     async def runner() -> T:
-        runtime = build_runtime(settings_or_exit())
+        runtime = build_runtime(settings_or_exit(), create_keyring=create_keyring)
         try:
             return await work(runtime)
         finally:

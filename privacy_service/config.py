@@ -74,12 +74,36 @@ class Settings(BaseSettings):
     smtp_port: int = Field(default=1025, ge=1, le=65535)
     smtp_from: str = "privacy@wallet.example"
 
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    operator_email: str = "privacy-ops@wallet.example"
+
     rotation_batch_size: int = Field(default=500, ge=1, le=100_000)
+
+    # Data-subject requests.
+    dsr_default_regime: Literal["gdpr", "ccpa", "pipl"] = "gdpr"
+    dsr_auto_approve: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["access", "portability", "rectify"]
+    )
+    dsr_code_ttl_minutes: int = Field(default=15, ge=1, le=1440)
+    dsr_code_max_attempts: int = Field(default=5, ge=1, le=20)
+    dsr_resend_cooldown_seconds: int = Field(default=60, ge=0, le=3600)
+    dsr_unverified_expiry_days: int = Field(default=7, ge=1, le=90)
+    dsr_token_ttl_days: int = Field(default=7, ge=1, le=90)
+    dsr_export_ttl_days: int = Field(default=7, ge=1, le=90)
+    dsr_digest_days: int = Field(default=7, ge=1, le=60)
+
+    # Worker schedules (cron, UTC) and loops.
+    worker_digest_cron: str = "0 8 * * *"
+    worker_expiry_cron: str = "15 * * * *"
+    outbox_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    outbox_max_attempts: int = Field(default=8, ge=1, le=50)
 
     rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
     trusted_proxies: int = Field(default=0, ge=0, le=5)
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "dsr_auto_approve", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

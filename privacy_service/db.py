@@ -51,7 +51,8 @@ def make_engine(settings: Settings) -> AsyncEngine:
         keystore = settings.resolved_keystore_path
         for path in (data_path, keystore):
             if path is not None and str(path) != ":memory:":
-                path.parent.mkdir(parents=True, exist_ok=True)
+                # The data directory is private: the database files inherit no wider access.
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")

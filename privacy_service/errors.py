@@ -92,6 +92,9 @@ _HTTP_SLUGS = {
     503: ("unavailable", "Service unavailable"),
 }
 
+# Members every problem has; a domain error's extra members may not replace them.
+_RESERVED = frozenset({"type", "title", "status", "detail", "instance", "request_id", "request", "headers", "slug"})
+
 # Validators quote offending values ('...' or "..."); those quotes may hold PII.
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
@@ -122,7 +125,8 @@ def problem(
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     if exc.status >= 500:
         log.error("domain_error", error=type(exc).__name__, slug=exc.slug)
-    return problem(exc.status, exc.slug, exc.title, exc.detail, request, headers=exc.headers, **exc.extra)
+    extra = {key: value for key, value in exc.extra.items() if key not in _RESERVED}
+    return problem(exc.status, exc.slug, exc.title, exc.detail, request, headers=exc.headers, **extra)
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

@@ -11,6 +11,8 @@ from privacy_service.crypto.fields import BlindIndexer
 from privacy_service.crypto.keys import KeyProvider, KeyringError, LocalKeyring, VaultTransitProvider
 from privacy_service.crypto.service import KeyService
 from privacy_service.db import Database
+from privacy_service.dsr.deadlines import DeadlineRules, build_deadline_rules
+from privacy_service.notify.mailer import Mailer, SmtpMailer
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.policy.loader import PolicyError, load_policy
 
@@ -23,6 +25,8 @@ class Runtime:
     indexer: BlindIndexer
     policy: PolicyDocument
     audit_key: bytes
+    mailer: Mailer
+    deadlines: DeadlineRules
     clock: Clock = field(default_factory=SystemClock)
 
     @property
@@ -33,7 +37,7 @@ class Runtime:
         await self.db.dispose()
 
 
-def build_key_provider(settings: Settings) -> tuple[KeyProvider, LocalKeyring | None]:
+def build_key_provider(settings: Settings, *, create_keyring: bool = True) -> tuple[KeyProvider, LocalKeyring | None]:
     """The configured KEK provider and, for the local keyring, the keyring (it also holds other keys)."""
     if settings.key_provider is KeyProviderKind.VAULT:
         assert settings.vault_token is not None  # noqa: S101 - enforced by load_settings
@@ -44,6 +48,11 @@ def build_key_provider(settings: Settings) -> tuple[KeyProvider, LocalKeyring | 
             settings.vault_transit_mount,
         )
         return provider, None
+    if not create_keyring and not settings.keyring_path.exists():
+        raise ConfigError(
+            f"keyring file {settings.keyring_path} does not exist: restore it, or run `privacy-service db upgrade` "
+            "to create one on first set-up (a new keyring cannot read data written under another)"
+        )
     try:
         keyring = LocalKeyring.open_or_create(settings.keyring_path)
     except KeyringError as exc:
@@ -51,10 +60,18 @@ def build_key_provider(settings: Settings) -> tuple[KeyProvider, LocalKeyring | 
     return keyring, keyring
 
 
-def build_runtime(settings: Settings, *, provider: KeyProvider | None = None, clock: Clock | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    *,
+    provider: KeyProvider | None = None,
+    clock: Clock | None = None,
+    create_keyring: bool = True,
+) -> Runtime:
+    """Build the process's objects. Long-running processes pass ``create_keyring=False`` so that a
+    missing keyring (say, a forgotten volume) stops them instead of silently starting a new one."""
     keyring: LocalKeyring | None = provider if isinstance(provider, LocalKeyring) else None
     if provider is None:
-        provider, keyring = build_key_provider(settings)
+        provider, keyring = build_key_provider(settings, create_keyring=create_keyring)
     index_key = keyring.blind_index_key if keyring else None
     if settings.blind_index_key_source == "env" and settings.blind_index_key is not None:
         index_key = base64.b64decode(settings.blind_index_key.get_secret_value())
@@ -77,5 +94,14 @@ def build_runtime(settings: Settings, *, provider: KeyProvider | None = None, cl
         indexer=BlindIndexer(index_key),
         policy=policy,
         audit_key=audit_key,
+        mailer=SmtpMailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls,
+        ),
+        deadlines=build_deadline_rules(policy),
         clock=clock or SystemClock(),
     )

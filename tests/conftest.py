@@ -12,14 +12,19 @@ import concurrent.futures
 import os
 import secrets
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from aiosmtpd.controller import Controller as SmtpController
 from litestar import Litestar
 from sqlalchemy import text
 
@@ -48,6 +53,44 @@ def _dsn(url: str) -> str:
 def _with_database(url: str, name: str) -> str:
     base, _, _ = url.rpartition("/")
     return f"{base}/{name}"
+
+
+class MailSink:
+    """A real SMTP server (aiosmtpd) in this process; tests read what the service really sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = message_from_bytes(envelope.original_content or envelope.content, policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 OK"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[MailSink, int]]:
+    sink = MailSink()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = SmtpController(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+@pytest.fixture
+def mail(smtp_server: tuple[MailSink, int]) -> MailSink:
+    sink, _ = smtp_server
+    sink.clear()
+    return sink
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +167,9 @@ def make_settings(backend: str, request: pytest.FixtureRequest, tmp_path: Path) 
     """Settings for an empty, migrated database of the current backend; keyword overrides allowed."""
 
     def factory(**overrides: Any) -> Settings:
+        _, smtp_port = request.getfixturevalue("smtp_server")
         base: dict[str, Any] = {
+            "smtp_port": smtp_port,
             "keyring_path": tmp_path / "keyring.json",
             "policy_dir": ROOT / "policies",
             "log_level": "WARNING",

@@ -21,7 +21,7 @@ import secrets
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,14 +138,19 @@ class LocalKeyring:
             "blind_index_key": _b64(secrets.token_bytes(KEY_BYTES)),
             "audit_key": _b64(secrets.token_bytes(KEY_BYTES)),
         }
+        # Write a private temp file, then link it into place: the keyring appears complete or not at
+        # all, and a process racing us keeps whichever keyring was linked first.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return  # another process created it first; use theirs
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
+            with os.fdopen(fd, "w") as handle:
+                json.dump(document, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @property
     def blind_index_key(self) -> bytes:
@@ -178,7 +183,7 @@ class LocalKeyring:
             current = int(document["current"])
             index_key = _unb64(document["blind_index_key"])
             audit_key = _unb64(document["audit_key"]) if "audit_key" in document else b""
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KeyringError(f"keyring file {self.path} is malformed ({type(exc).__name__})") from None
         if current not in keks:
             raise KeyringError(f"keyring file {self.path} names current KEK {current}, which it lacks")
@@ -335,13 +340,23 @@ class VaultTransitProvider:
         ciphertext: str = response["data"]["ciphertext"]
         return WrappedKey(self._version_of(ciphertext), ciphertext.encode("ascii"))
 
+    async def _open(self, call: Callable[..., dict[str, Any]], wrapped: WrappedKey) -> dict[str, Any]:
+        """Run a Transit call that must decrypt ``wrapped``; Vault's refusals become :class:`UnwrapFailed`."""
+        from hvac.exceptions import InvalidRequest
+
+        try:
+            ciphertext = wrapped.blob.decode("ascii")
+        except UnicodeDecodeError:
+            raise UnwrapFailed("not a Vault Transit ciphertext") from None
+        try:
+            return await asyncio.to_thread(call, name=self._key, ciphertext=ciphertext, mount_point=self._mount)
+        except InvalidRequest as exc:
+            # HTTP 400: tampered, foreign, malformed or retired (too old). Vault's reasons hold no key material.
+            reason = "; ".join(exc.errors or ["no reason given"])
+            raise UnwrapFailed(f"Vault refused the wrapped key: {reason}") from None
+
     async def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
-        response = await asyncio.to_thread(
-            self._transit.decrypt_data,
-            name=self._key,
-            ciphertext=wrapped.blob.decode("ascii"),
-            mount_point=self._mount,
-        )
+        response = await self._open(self._transit.decrypt_data, wrapped)
         plain = _unb64(response["data"]["plaintext"])
         binding = _binding(context)
         if not secrets.compare_digest(plain[: len(binding)], binding):
@@ -349,12 +364,7 @@ class VaultTransitProvider:
         return plain[len(binding) :]
 
     async def rewrap(self, wrapped: WrappedKey, context: bytes) -> WrappedKey:
-        response = await asyncio.to_thread(
-            self._transit.rewrap_data,
-            name=self._key,
-            ciphertext=wrapped.blob.decode("ascii"),
-            mount_point=self._mount,
-        )
+        response = await self._open(self._transit.rewrap_data, wrapped)
         ciphertext: str = response["data"]["ciphertext"]
         return WrappedKey(self._version_of(ciphertext), ciphertext.encode("ascii"))
 
@@ -383,6 +393,12 @@ class VaultTransitProvider:
         return result
 
     async def retire(self, version: int) -> None:
+        """Raise Vault's ``min_decryption_version`` past ``version``, which retires every older version too.
+
+        Never lowers it: that would bring already retired versions back.
+        """
+        if version < int((await self._read()).get("min_decryption_version", 1)):
+            return
         await asyncio.to_thread(
             self._transit.update_key_configuration,
             name=self._key,

@@ -15,6 +15,8 @@ from privacy_service.crypto.keys import KeyProvider, WrappedKey
 from privacy_service.crypto.models import DataKeyRow
 
 PRIMARY = "primary"
+RETENTION = "retention"
+REQUEST = "request"
 
 
 class KeyShredded(Exception):
@@ -57,9 +59,12 @@ class KeyService:
         )
         return DataKey(row.id, material)
 
-    async def shred(self, session: AsyncSession, subject_id: uuid.UUID) -> int:
-        """Destroy every data key of the subject. Afterwards no copy of their ciphertext opens."""
-        result = await session.exec(delete(DataKeyRow).where(col(DataKeyRow.subject_id) == subject_id))
+    async def shred(self, session: AsyncSession, subject_id: uuid.UUID, purpose: str | None = None) -> int:
+        """Destroy the owner's data keys (all, or one purpose). No copy of their ciphertext opens again."""
+        statement = delete(DataKeyRow).where(col(DataKeyRow.subject_id) == subject_id)
+        if purpose is not None:
+            statement = statement.where(col(DataKeyRow.purpose) == purpose)
+        result = await session.exec(statement)
         return int(result.rowcount or 0)
 
 

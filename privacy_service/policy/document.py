@@ -1,38 +1,527 @@
-"""The validated shape of the policy files."""
+"""The validated shape of the policy files and the loaded policy everyone reads.
+
+``policy.yaml`` holds the structured facts shared by every language (:class:`PolicySpec`);
+``notice.<lang>.yaml`` holds the prose of one language, keyed by the same ids (:class:`Notice`).
+:class:`PolicyDocument` joins them: it is ``Runtime.policy``, read by the vault (profile fields,
+categories), the published notice (JSON, JSON-LD, HTML) and the retention engine
+(:meth:`PolicyDocument.retention_rules`), so none of them can drift from the others.
+"""
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from types import MappingProxyType
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-CATEGORY_KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+from privacy_service.policy.duration import Duration
+
+CATEGORY_KEY_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+LANGUAGE_PATTERN = r"^[a-z]{2,3}$"
+
+Trigger = Literal["collected_at", "account_closed_at", "last_activity_at", "request_completed_at"]
+Action = Literal["delete", "anonymise"]
+GdprBasis = Literal["consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests"]
+PiplBasis = Literal[
+    "consent",
+    "contract",
+    "hr_management",
+    "legal_duty",
+    "public_health",
+    "news_reporting",
+    "public_information",
+    "other_law",
+]
+RecipientKind = Literal["processor", "controller", "authority"]
+TransferMechanism = Literal[
+    "adequacy",
+    "standard_contractual_clauses",
+    "binding_corporate_rules",
+    "derogation",
+    "pipl_standard_contract",
+    "pipl_security_assessment",
+    "pipl_certification",
+]
+Provision = Literal["statutory", "contractual", "optional"]
+
+GDPR_ARTICLES: Mapping[str, str] = MappingProxyType(
+    {
+        "consent": "GDPR Art. 6(1)(a)",
+        "contract": "GDPR Art. 6(1)(b)",
+        "legal_obligation": "GDPR Art. 6(1)(c)",
+        "vital_interests": "GDPR Art. 6(1)(d)",
+        "public_task": "GDPR Art. 6(1)(e)",
+        "legitimate_interests": "GDPR Art. 6(1)(f)",
+    }
+)
+PIPL_ARTICLES: Mapping[str, str] = MappingProxyType(
+    {
+        "consent": "PIPL Art. 13(1)",
+        "contract": "PIPL Art. 13(2)",
+        "hr_management": "PIPL Art. 13(2)",
+        "legal_duty": "PIPL Art. 13(3)",
+        "public_health": "PIPL Art. 13(4)",
+        "news_reporting": "PIPL Art. 13(5)",
+        "public_information": "PIPL Art. 13(6)",
+        "other_law": "PIPL Art. 13(7)",
+    }
+)
 
 
-class Category(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    description: str = Field(min_length=1)
+
+# -- policy.yaml ----------------------------------------------------------------------------
 
 
-class PolicyDocument(BaseModel):
-    """The structured policy: category keys, and which profile fields belong to which category."""
+class Contact(Strict):
+    name: str = Field(min_length=1)
+    address: str | None = None
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    phone: str | None = None
+    url: str | None = Field(default=None, pattern=r"^https://\S+$")
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: str = Field(min_length=1)
+class Controller(Contact):
+    # GDPR Art. 27: a controller outside the EU names a representative in the Union.
+    representative: Contact | None = None
+
+
+class LegalBasis(Strict):
+    gdpr: GdprBasis
+    pipl: PiplBasis
+
+
+class Purpose(Strict):
+    legal_basis: LegalBasis
+    dpv: str | None = Field(default=None, description="DPV purpose concept, e.g. dpv:ServiceProvision")
+
+
+class Source(Strict):
+    # False: collected from someone else, so GDPR Art. 14 applies (the source must be named).
+    from_data_subject: bool
+    publicly_accessible: bool = False
+
+
+class Recipient(Strict):
+    kind: RecipientKind
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+
+
+class Transfer(Strict):
+    recipients: list[str] = Field(min_length=1)
+    countries: list[str] = Field(min_length=1)
+    mechanism: TransferMechanism
+    article: str = Field(min_length=1, description="e.g. GDPR Art. 46(2)(c)")
+
+
+class LegalDuty(Strict):
+    """A law that requires keeping the data: it overrides erasure requests until it ends."""
+
+    # Optional here so that `policy check` can say precisely what is missing.
+    basis: str | None = None
+    period: Duration
+    trigger: Trigger
+
+
+class RetentionSpec(Strict):
+    period: Duration
+    trigger: Trigger
+    action: Action
+    legal_duty: LegalDuty | None = None
+
+
+class Category(Strict):
+    source: str
+    purposes: list[str] = Field(min_length=1)
+    recipients: list[str] = Field(default_factory=list)
+    transfers: list[str] = Field(default_factory=list)
+    provision: Provision
+    # Optional here so that `policy check` can report the category by name.
+    retention: RetentionSpec | None = None
+    dpv: str | None = Field(default=None, description="DPV personal-data concept, e.g. pd:EmailAddress")
+
+
+class Right(Strict):
+    regimes: list[str] = Field(min_length=1)
+    # The request type of POST /v1/requests that exercises it; None when it is exercised otherwise.
+    request_type: Literal["access", "portability", "rectify", "erase"] | None = None
+
+
+class Deadline(Strict):
+    """Either a calendar period (``P1M``, ``P45D``) or a count of working days."""
+
+    period: Duration | None = None
+    working_days: int | None = Field(default=None, ge=1, le=365)
+
+
+class Regime(Strict):
+    deadline: Deadline
+    extension: Deadline | None = None
+    acknowledge: Deadline | None = None
+    # Reg. 1182/71 Art. 3(4): a period ending on a weekend or holiday ends on the next working day.
+    roll_to_working_day: bool = False
+    authorities: list[str] = Field(min_length=1)
+
+
+class Authority(Strict):
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https://\S+$")
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+
+
+class Requests(Strict):
+    """How data subjects exercise their rights."""
+
+    portal_path: str = Field(default="/privacy/request", pattern=r"^/\S*$")
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    phone: str | None = None
+
+
+class Tracking(Strict):
+    honours_gpc: bool
+    sells_personal_information: bool
+    shares_for_cross_context_advertising: bool
+
+
+class PolicySpec(Strict):
+    """``policy.yaml``: every fact that is the same in every language."""
+
+    version: str = Field(pattern=VERSION_PATTERN)
+    effective_date: date
+    languages: list[str] = Field(min_length=1)
+    controller: Controller
+    dpo: Contact
+    requests: Requests
+    tracking: Tracking
+    purposes: dict[str, Purpose]
+    sources: dict[str, Source]
+    recipients: dict[str, Recipient]
+    transfers: dict[str, Transfer]
     data_categories: dict[str, Category]
+    rights: dict[str, Right]
+    regimes: dict[str, Regime]
+    authorities: dict[str, Authority]
     profile_fields: dict[str, str]
+    # The category of each identifier the vault indexes for lookup (email, phone, external_id).
+    identifier_fields: dict[str, str]
+    # Public holidays on which request deadlines do not end (with roll_to_working_day).
+    holidays: list[date] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _references_exist(self) -> PolicyDocument:
-        for key in self.data_categories:
-            if not CATEGORY_KEY.match(key):
-                raise ValueError(f"data_categories.{key}: not a dotted category key such as user.contact.email")
-        for name, category in self.profile_fields.items():
-            if category not in self.data_categories:
-                raise ValueError(f"profile_fields.{name}: category {category} is not in data_categories")
-        return self
+
+# -- notice.<lang>.yaml -----------------------------------------------------------------------
+
+
+class Section(Strict):
+    heading: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+
+
+class Named(Strict):
+    name: str = Field(min_length=1)
+    description: str | None = None
+
+
+class Units(Strict):
+    """How a duration reads; ``{n}`` is the number."""
+
+    year: str
+    years: str
+    month: str
+    months: str
+    week: str
+    weeks: str
+    day: str
+    days: str
+    hour: str
+    hours: str
+    minute: str
+    minutes: str
+    second: str
+    seconds: str
+    working_days: str
+    joiner: str
+
+
+class TriggerLabels(Strict):
+    collected_at: str
+    account_closed_at: str
+    last_activity_at: str
+    request_completed_at: str
+
+
+class ActionLabels(Strict):
+    delete: str
+    anonymise: str
+
+
+class GdprBasisLabels(Strict):
+    consent: str
+    contract: str
+    legal_obligation: str
+    vital_interests: str
+    public_task: str
+    legitimate_interests: str
+
+
+class PiplBasisLabels(Strict):
+    consent: str
+    contract: str
+    hr_management: str
+    legal_duty: str
+    public_health: str
+    news_reporting: str
+    public_information: str
+    other_law: str
+
+
+class RecipientKindLabels(Strict):
+    processor: str
+    controller: str
+    authority: str
+
+
+class ProvisionLabels(Strict):
+    """GDPR Art. 13(2)(e): whether providing the data is required, and by what."""
+
+    statutory: str
+    contractual: str
+    optional: str
+
+
+class Labels(Strict):
+    """The words around the facts: headings of tables, units, names of enum values."""
+
+    language_name: str = Field(description="The language's own name, shown in the language switch")
+    title: str
+    version_line: str = Field(description="{version} and {effective_date} are filled in")
+    skip_link: str
+    contents: str
+    language_switch: str
+    email: str
+    phone: str
+    address: str
+    website: str
+    representative: str
+    retention_caption: str
+    retention_category: str
+    retention_period: str
+    retention_action: str
+    retention_legal_duty: str
+    retention_summary: str = Field(description="{period} and {trigger} are filled in")
+    legal_duty_summary: str = Field(description="{basis}, {period} and {trigger} are filled in")
+    none: str
+    purposes: str
+    legal_basis_gdpr: str
+    legal_basis_pipl: str
+    source: str
+    recipients: str
+    countries: str
+    deadline: str
+    extension: str
+    acknowledge: str
+    complaint_authorities: str
+    make_request: str
+    request_email: str
+    machine_readable: str
+    versions: str
+    units: Units
+    triggers: TriggerLabels
+    actions: ActionLabels
+    gdpr_bases: GdprBasisLabels
+    pipl_bases: PiplBasisLabels
+    recipient_kinds: RecipientKindLabels
+    provisions: ProvisionLabels
+
+
+class Notice(Strict):
+    """``notice.<lang>.yaml``: the prose of one language, keyed by the ids of ``policy.yaml``."""
+
+    language: str = Field(pattern=LANGUAGE_PATTERN)
+    labels: Labels
+    sections: dict[str, Section]
+    data_categories: dict[str, Named]
+    purposes: dict[str, Named]
+    sources: dict[str, Named]
+    recipients: dict[str, Named]
+    transfers: dict[str, Named]
+    rights: dict[str, Named]
+    regimes: dict[str, Named]
+    authorities: dict[str, Named]
+
+
+# The notice's sections, in the order they are published, with the provision each one satisfies.
+# Every language must have every one of them (`policy check`).
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("controller", "GDPR Art. 13(1)(a); PIPL Art. 17(1)(1)"),
+    ("dpo", "GDPR Art. 13(1)(b)"),
+    ("categories", "GDPR Art. 14(1)(d); PIPL Art. 17(1)(2)"),
+    ("sources", "GDPR Art. 14(2)(f)"),
+    ("purposes", "GDPR Art. 13(1)(c); PIPL Art. 17(1)(2)"),
+    ("legitimate_interests", "GDPR Art. 13(1)(d)"),
+    ("recipients", "GDPR Art. 13(1)(e); PIPL Art. 23"),
+    ("transfers", "GDPR Art. 13(1)(f); PIPL Art. 39"),
+    ("retention", "GDPR Art. 13(2)(a); PIPL Art. 17(1)(2)"),
+    ("rights", "GDPR Art. 13(2)(b); CCPA §1798.130; PIPL Art. 17(1)(3)"),
+    ("deadlines", "GDPR Art. 12(3); CCPA §1798.130(a)(2); PIPL Art. 50"),
+    ("consent_withdrawal", "GDPR Art. 13(2)(c); PIPL Art. 15"),
+    ("complaints", "GDPR Art. 13(2)(d)"),
+    ("statutory_requirement", "GDPR Art. 13(2)(e)"),
+    ("automated_decisions", "GDPR Art. 13(2)(f); PIPL Art. 24"),
+    ("cookies", "ePrivacy Directive Art. 5(3); CCPA §1798.135"),
+    ("changes", "GDPR Art. 13(3)"),
+)
+SECTION_IDS: tuple[str, ...] = tuple(section for section, _ in SECTIONS)
+
+
+# -- the loaded policy ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionDuty:
+    """A legal duty to keep data (e.g. AML): erasure waits until it ends."""
+
+    basis: str
+    period: Duration
+    trigger: Trigger
+
+    def ends_at(self, anchors: Mapping[str, datetime | None]) -> datetime | None:
+        """When the duty ends; None while its trigger has not happened (e.g. the account is open)."""
+        anchor = anchors.get(self.trigger)
+        return self.period.add_to(anchor) if anchor is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRule:
+    """How long one data category is kept: what the retention engine and the access answer read."""
+
+    category: str
+    period: Duration
+    trigger: Trigger
+    action: Action
+    legal_duty: RetentionDuty | None = None
+
+    @property
+    def erasable_on_request(self) -> bool:
+        return self.legal_duty is None
+
+    def expires_at(self, anchors: Mapping[str, datetime | None]) -> datetime | None:
+        """When the data is due for ``action``: the rule's end, or the legal duty's end if later.
+
+        ``anchors`` maps each trigger (``collected_at``, ``account_closed_at``...) to when it
+        happened; while a trigger the answer depends on has not happened, the answer is None.
+        """
+        anchor = anchors.get(self.trigger)
+        if anchor is None:
+            return None
+        end = self.period.add_to(anchor)
+        if self.legal_duty is not None:
+            duty_end = self.legal_duty.ends_at(anchors)
+            if duty_end is None:
+                return None
+            end = max(end, duty_end)
+        return end
+
+
+def canonical_json(value: Any) -> bytes:
+    """Stable bytes for hashing: sorted keys, no insignificant whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDocument:
+    """The policy as loaded from ``policies/``: structured facts plus one notice per language."""
+
+    spec: PolicySpec
+    notices: Mapping[str, Notice]
+    _rules: Mapping[str, RetentionRule] = field(init=False, repr=False, compare=False)
+    _source: dict[str, Any] = field(init=False, repr=False, compare=False)
+    _hash: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rules: dict[str, RetentionRule] = {}
+        for key, category in self.spec.data_categories.items():
+            spec = category.retention
+            if spec is None:
+                raise ValueError(f"data_categories.{key}: no retention rule")
+            duty = spec.legal_duty
+            if duty is not None and not (duty.basis or "").strip():
+                raise ValueError(f"data_categories.{key}.retention.legal_duty: no basis")
+            rules[key] = RetentionRule(
+                category=key,
+                period=spec.period,
+                trigger=spec.trigger,
+                action=spec.action,
+                legal_duty=RetentionDuty(duty.basis or "", duty.period, duty.trigger) if duty else None,
+            )
+        source = {
+            "policy": self.spec.model_dump(mode="json"),
+            "notices": {lang: notice.model_dump(mode="json") for lang, notice in sorted(self.notices.items())},
+        }
+        object.__setattr__(self, "notices", MappingProxyType(dict(self.notices)))
+        object.__setattr__(self, "_rules", MappingProxyType(rules))
+        object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "_hash", hashlib.sha256(canonical_json(source)).hexdigest())
+
+    # -- what the vault reads -------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def effective_date(self) -> date:
+        return self.spec.effective_date
+
+    @property
+    def data_categories(self) -> Mapping[str, Category]:
+        return self.spec.data_categories
+
+    @property
+    def profile_fields(self) -> Mapping[str, str]:
+        return self.spec.profile_fields
+
+    @property
+    def identifier_fields(self) -> Mapping[str, str]:
+        return self.spec.identifier_fields
 
     def is_category(self, key: str) -> bool:
-        return key in self.data_categories
+        return key in self.spec.data_categories
+
+    # -- what the retention engine reads --------------------------------------------------
+
+    def retention_rules(self) -> Mapping[str, RetentionRule]:
+        """Typed retention rules keyed by data category (every category has exactly one)."""
+        return self._rules
+
+    def retention_rule(self, category: str) -> RetentionRule:
+        return self._rules[category]
+
+    # -- publication ---------------------------------------------------------------------
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Supported languages; the first is the default."""
+        return tuple(self.spec.languages)
+
+    @property
+    def default_language(self) -> str:
+        return self.spec.languages[0]
+
+    def source(self) -> dict[str, Any]:
+        """Everything the files say, as JSON-compatible data (a copy; stored at publish time)."""
+        copied: dict[str, Any] = json.loads(canonical_json(self._source))
+        return copied
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of :meth:`source`."""
+        return self._hash

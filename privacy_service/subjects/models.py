@@ -16,6 +16,8 @@ from privacy_service.db import UTCDateTime
 class SubjectStatus(StrEnum):
     ACTIVE = "active"
     ERASED = "erased"
+    # Erased except for data a legal duty keeps (restricted, purged when the duty ends).
+    RESTRICTED = "restricted"
 
 
 class Subject(SQLModel, table=True):
@@ -38,6 +40,10 @@ class Subject(SQLModel, table=True):
     last_activity_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     account_closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # After a partial erasure: the fields a legal duty keeps, sealed under the "retention" key,
+    # no longer returned by normal reads, purged when the duty ends.
+    retained_ct: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    retained_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Record(SQLModel, table=True):
@@ -51,3 +57,6 @@ class Record(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
     data_ct: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # Kept under a legal duty after erasure: sealed under the retention key, hidden from normal reads.
+    restricted: bool = False
+    retain_until: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -113,3 +113,5 @@ class ErasureReport(msgspec.Struct):
     keys_destroyed: int
     records_deleted: int
     already_erased: bool
+    # Category -> legal basis, for data a legal duty keeps (restricted, purged when the duty ends).
+    kept: dict[str, str] = msgspec.field(default_factory=dict)

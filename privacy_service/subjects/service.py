@@ -6,12 +6,13 @@ Services never commit: the HTTP request or the CLI command owns the transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete
+from sqlalchemy import delete, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,7 +22,7 @@ from privacy_service.audit.service import Actor
 from privacy_service.clock import Clock
 from privacy_service.crypto.fields import NORMALISERS, Binding, DataKey, DecryptionFailed, InvalidIdentifier
 from privacy_service.crypto.keys import KeyError_
-from privacy_service.crypto.service import KeyService, KeyShredded
+from privacy_service.crypto.service import PRIMARY, RETENTION, KeyService, KeyShredded
 from privacy_service.errors import Conflict, DataIntegrityError, Gone, InvalidInput, NotFound
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.subjects import schemas
@@ -112,8 +113,8 @@ class SubjectService:
 
     async def _get_active(self, subject_id: uuid.UUID) -> Subject:
         subject = await self._get_row(subject_id)
-        if subject.status == SubjectStatus.ERASED:
-            raise Gone("this subject has been erased")
+        if subject.status != SubjectStatus.ACTIVE:
+            raise Gone("this subject has been erased (any data a legal duty keeps is restricted)")
         return subject
 
     async def _key(self, subject_id: uuid.UUID) -> DataKey:
@@ -246,7 +247,7 @@ class SubjectService:
     async def list_records(self, subject_id: uuid.UUID, *, after: uuid.UUID | None, limit: int) -> schemas.RecordPage:
         await self._get_active(subject_id)
         key = await self._key(subject_id)
-        query = select(Record).where(col(Record.subject_id) == subject_id)
+        query = select(Record).where(col(Record.subject_id) == subject_id, col(Record.restricted).is_(False))
         if after is not None:
             query = query.where(col(Record.id) > after)
         rows = (await self.session.exec(query.order_by(col(Record.id)).limit(limit + 1))).all()
@@ -260,7 +261,7 @@ class SubjectService:
     async def read_record(self, subject_id: uuid.UUID, record_id: uuid.UUID) -> schemas.RecordOut:
         await self._get_active(subject_id)
         row = await self.session.get(Record, record_id)
-        if row is None or row.subject_id != subject_id:
+        if row is None or row.subject_id != subject_id or row.restricted:
             raise NotFound("no record with this id for this subject")
         out = self._render_record(await self._key(subject_id), row)
         self._audit("record.read", subject_id, record_id=str(record_id))
@@ -278,22 +279,120 @@ class SubjectService:
         self._audit(f"subject.event.{body.type}", subject_id)
         return schemas.EventAccepted(subject_id=subject_id, type=body.type, at=at)
 
-    async def erase(self, subject_id: uuid.UUID) -> schemas.ErasureReport:
-        """Crypto-shred the subject's keys, then delete their rows. Idempotent."""
+    async def erase(self, subject_id: uuid.UUID, keep: Mapping[str, Retention] | None = None) -> schemas.ErasureReport:
+        """Crypto-shred the subject's data and delete it, except categories a legal duty keeps.
+
+        Kept data is re-sealed under a separate "retention" key, marked restricted (normal reads no
+        longer return it) and dated for purge when the duty ends. Idempotent: a second call reports
+        the first erasure. One transaction: an interruption leaves nothing half-done.
+        """
+        keep = keep or {}
         subject = await self._get_row(subject_id)
-        if subject.status == SubjectStatus.ERASED and subject.erased_at is not None:
-            return schemas.ErasureReport(subject_id, subject.status, subject.erased_at, 0, 0, True)
+        if subject.status != SubjectStatus.ACTIVE and subject.erased_at is not None:
+            return schemas.ErasureReport(
+                subject_id, subject.status, subject.erased_at, 0, 0, True, kept=dict(subject.profile_fields)
+            )
         now = self.clock.now()
-        destroyed = await self.keys.shred(self.session, subject_id)
-        deleted = await self.session.exec(delete(Record).where(col(Record.subject_id) == subject_id))
+        key = await self._key(subject_id)
+        kept_summary: dict[str, str] = {}
+        retention_key: DataKey | None = None
+        if keep:
+            retention_key = await self.keys.create_key(self.session, subject_id, RETENTION)
+            retained = self._retained_fields(subject, key, keep)
+            kept_records = (
+                await self.session.exec(
+                    select(Record).where(col(Record.subject_id) == subject_id, col(Record.category).in_(list(keep)))
+                )
+            ).all()
+            for row in kept_records:
+                binding = Binding(RECORDS, subject_id, row.id, "data")
+                plain = self._open(key, row.data_ct, binding)
+                row.data_ct = retention_key.seal(plain or b"{}", binding)
+                row.restricted, row.retain_until = True, keep[row.category].until
+                self.session.add(row)
+                kept_summary[row.category] = keep[row.category].basis
+            if retained:
+                subject.retained_ct = retention_key.seal(
+                    _encode(retained), Binding(SUBJECTS, subject.id, None, "retained")
+                )
+                for category in {category for category, _ in retained.values()}:
+                    kept_summary[category] = keep[category].basis
+            if kept_summary:
+                subject.retained_until = max(keep[category].until for category in kept_summary)
+        destroyed = await self.keys.shred(self.session, subject_id, PRIMARY)
+        if not kept_summary and retention_key is not None:
+            destroyed += await self.keys.shred(self.session, subject_id, RETENTION)
+        delete_rows = delete(Record).where(col(Record.subject_id) == subject_id, col(Record.restricted).is_(False))
+        deleted = await self.session.exec(delete_rows)
         for kind in IDENTIFIERS:
             setattr(subject, f"{kind}_bidx", None)
             setattr(subject, f"{kind}_ct", None)
         subject.profile_ct = None
-        subject.profile_fields = {}
-        subject.status = SubjectStatus.ERASED
+        # After erasure profile_fields records what was kept and why (category -> legal basis).
+        subject.profile_fields = kept_summary
+        subject.status = SubjectStatus.RESTRICTED if kept_summary else SubjectStatus.ERASED
         subject.erased_at = subject.updated_at = now
+        if subject.account_closed_at is None:
+            subject.account_closed_at = now  # erasure ends the business relationship
         self.session.add(subject)
         records_deleted = int(deleted.rowcount or 0)
-        self._audit("subject.erase", subject_id, keys_destroyed=destroyed, records_deleted=records_deleted)
-        return schemas.ErasureReport(subject_id, subject.status, now, destroyed, records_deleted, False)
+        self._audit(
+            "subject.erase",
+            subject_id,
+            keys_destroyed=destroyed,
+            records_deleted=records_deleted,
+            kept_categories=sorted(kept_summary),
+        )
+        return schemas.ErasureReport(
+            subject_id, subject.status, now, destroyed, records_deleted, False, kept=kept_summary
+        )
+
+    def _retained_fields(
+        self, subject: Subject, key: DataKey, keep: Mapping[str, Retention]
+    ) -> dict[str, tuple[str, Any]]:
+        """Profile fields and identifiers whose category is kept: name -> (category, value)."""
+        retained: dict[str, tuple[str, Any]] = {}
+        raw = self._open(key, subject.profile_ct, Binding(SUBJECTS, subject.id, None, "profile"))
+        profile: dict[str, Any] = _decode(raw) if raw else {}
+        for name, value in profile.items():
+            category = subject.profile_fields.get(name)
+            if category is not None and category in keep:
+                retained[name] = (category, value)
+        for kind in IDENTIFIERS:
+            category = self.policy.identifier_fields.get(kind)
+            blob = getattr(subject, f"{kind}_ct")
+            if category is not None and category in keep and blob is not None:
+                plain = self._open(key, blob, Binding(SUBJECTS, subject.id, None, kind))
+                retained[kind] = (category, plain.decode() if plain else None)
+        return retained
+
+    async def contact_email(self, subject_id: uuid.UUID) -> str | None:
+        """The subject's e-mail address, for mail about their own requests (not audited as a read)."""
+        subject = await self._get_active(subject_id)
+        raw = self._open(await self._key(subject_id), subject.email_ct, Binding(SUBJECTS, subject.id, None, "email"))
+        return raw.decode() if raw else None
+
+    async def categories_held(self, subject_id: uuid.UUID) -> dict[str, int]:
+        """Data categories held about an active subject, with record counts (profile fields count 0)."""
+        subject = await self._get_active(subject_id)
+        held: dict[str, int] = dict.fromkeys(subject.profile_fields.values(), 0)
+        for kind in IDENTIFIERS:
+            category = self.policy.identifier_fields.get(kind)
+            if category and getattr(subject, f"{kind}_ct") is not None:
+                held.setdefault(category, 0)
+        rows = await self.session.exec(
+            select(Record.category, func.count())
+            .where(col(Record.subject_id) == subject_id, col(Record.restricted).is_(False))
+            .group_by(col(Record.category))
+        )
+        for category, count in rows.all():
+            held[category] = held.get(category, 0) + int(count)
+        return held
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Why and until when a category survives erasure."""
+
+    basis: str
+    until: datetime

@@ -1,4 +1,4 @@
-"""Vault foundation: subjects, records, operators, audit events, and the separate key store.
+"""Foundation: subjects, records, operators, audit log, requests, outbox, and the separate key store.
 
 Revision ID: 0001
 Revises:
@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("last_activity_at", UTCDateTime()),
         sa.Column("account_closed_at", UTCDateTime()),
         sa.Column("erased_at", UTCDateTime()),
+        sa.Column("retained_ct", sa.LargeBinary()),
+        sa.Column("retained_until", UTCDateTime()),
     )
     op.create_table(
         "records",
@@ -47,6 +49,8 @@ def upgrade() -> None:
         sa.Column("occurred_at", UTCDateTime(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("data_ct", sa.LargeBinary(), nullable=False),
+        sa.Column("restricted", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("retain_until", UTCDateTime()),
     )
     op.create_index("ix_records_subject_category", "records", ["subject_id", "category"])
     op.create_table(
@@ -102,6 +106,65 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_subject_at", "audit_events", ["subject_id", "at"])
     op.create_table(
+        "dsr_requests",
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("type", sa.String(16), nullable=False),
+        sa.Column("status", sa.String(24), nullable=False),
+        sa.Column("regime", sa.String(8), nullable=False),
+        sa.Column("language", sa.String(8), nullable=False),
+        sa.Column("identity_kind", sa.String(16), nullable=False),
+        sa.Column("identity_bidx", sa.LargeBinary(), nullable=False),
+        sa.Column("identity_ct", sa.LargeBinary()),
+        sa.Column("changes_ct", sa.LargeBinary()),
+        sa.Column("reason_ct", sa.LargeBinary()),
+        sa.Column("subject_id", sa.Uuid()),
+        sa.Column("duplicate_of", sa.Uuid()),
+        sa.Column("received_at", UTCDateTime(), nullable=False),
+        sa.Column("due_at", UTCDateTime(), nullable=False),
+        sa.Column("acknowledged_at", UTCDateTime()),
+        sa.Column("extended_at", UTCDateTime()),
+        sa.Column("verified_at", UTCDateTime()),
+        sa.Column("completed_at", UTCDateTime()),
+        sa.Column("escalated_at", UTCDateTime()),
+        sa.Column("code_hash", sa.LargeBinary()),
+        sa.Column("code_expires_at", UTCDateTime()),
+        sa.Column("code_sent_at", UTCDateTime()),
+        sa.Column("code_attempts", sa.Integer(), nullable=False),
+        sa.Column("token_hash", sa.LargeBinary(), unique=True),
+        sa.Column("token_expires_at", UTCDateTime()),
+        sa.Column("export_expires_at", UTCDateTime()),
+        sa.Column("decision_ct", sa.LargeBinary()),
+        sa.Column("result", sa.JSON()),
+    )
+    op.create_index("ix_dsr_identity_type", "dsr_requests", ["identity_bidx", "type"])
+    op.create_index("ix_dsr_status_due", "dsr_requests", ["status", "due_at"])
+    op.create_table(
+        "dsr_transitions",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("request_id", sa.Uuid(), nullable=False),
+        sa.Column("from_status", sa.String(24)),
+        sa.Column("to_status", sa.String(24), nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("actor_type", sa.String(16), nullable=False),
+        sa.Column("actor_id", sa.String(64), nullable=False),
+        sa.Column("note", sa.String(200)),
+    )
+    op.create_index("ix_dsr_transitions_request", "dsr_transitions", ["request_id", "id"])
+    op.create_table(
+        "outbox_messages",
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("template", sa.String(40), nullable=False),
+        sa.Column("owner_id", sa.Uuid()),
+        sa.Column("payload", sa.LargeBinary()),
+        sa.Column("status", sa.String(12), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+        sa.Column("last_error", sa.String(100)),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("sent_at", UTCDateTime()),
+    )
+    op.create_index("ix_outbox_status_next", "outbox_messages", ["status", "next_attempt_at"])
+    op.create_table(
         "data_keys",
         sa.Column("id", sa.Uuid(), primary_key=True),
         sa.Column("subject_id", sa.Uuid(), nullable=False),
@@ -118,6 +181,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("data_keys", schema=KEYSTORE_SCHEMA)
+    op.drop_table("outbox_messages")
+    op.drop_table("dsr_transitions")
+    op.drop_table("dsr_requests")
     op.drop_table("audit_checkpoints")
     op.drop_table("audit_head")
     op.drop_table("audit_events")

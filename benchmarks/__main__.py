@@ -1,0 +1,79 @@
+"""`make bench`: run the registered benches against a throw-away PostgreSQL database.
+
+To add a figure, write ``async def my_bench(ctx: BenchContext) -> list[Figure]`` in the module of
+its area and register it in ``BENCHES``. ``PRIVACY_BENCH_ONLY=vault.read,vault.lookup`` runs a
+subset. A FAIL verdict is part of the report, not an error: the exit status is non-zero only
+when a bench could not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks import policy, vault
+from benchmarks.common import BenchConfig, BenchContext, Figure, bench_context, console, machine_info, progress
+from benchmarks.report import render, write_json
+
+
+@dataclass(frozen=True, slots=True)
+class Bench:
+    name: str
+    description: str
+    run: Callable[[BenchContext], Awaitable[list[Figure]]]
+
+
+BENCHES: tuple[Bench, ...] = (
+    Bench("vault.write", "encrypted vs plaintext SubjectService.create (issue 3)", vault.write_throughput),
+    Bench("vault.read", "encrypted vs plaintext SubjectService.read (issue 3)", vault.read_throughput),
+    Bench("vault.lookup", "blind-index lookup latency at PRIVACY_BENCH_SUBJECTS (issue 3)", vault.lookup_latency),
+    Bench("policy.serve", "GET /v1/policy vs a bare constant-JSON Litestar endpoint (issue 4)", policy.policy_throughput),
+)
+
+
+def _selected(config: BenchConfig) -> list[Bench]:
+    if not config.only:
+        return list(BENCHES)
+    chosen = [bench for bench in BENCHES if any(bench.name.startswith(prefix) for prefix in config.only)]
+    if not chosen:
+        names = ", ".join(bench.name for bench in BENCHES)
+        raise SystemExit(f"PRIVACY_BENCH_ONLY matches no bench; known: {names}")
+    return chosen
+
+
+async def _run(config: BenchConfig, benches: list[Bench]) -> int:
+    started = time.perf_counter()
+    figures: list[Figure] = []
+    errors: list[str] = []
+    machine: dict[str, Any] = {}
+    async with bench_context(config) as ctx:
+        machine = await machine_info(ctx)
+        for bench in benches:
+            progress.rule(f"{bench.name}: {bench.description}")
+            bench_started = time.perf_counter()
+            # One bench failing must not hide the others' figures; its traceback is shown and
+            # the run still exits non-zero.
+            try:
+                figures.extend(await bench.run(ctx))
+            except Exception:
+                progress.print_exception()
+                errors.append(bench.name)
+            progress.log(f"{bench.name} took {time.perf_counter() - bench_started:.1f} s")
+    seconds = time.perf_counter() - started
+    render(console(), figures, machine, errors)
+    write_json(config.output, figures, machine, config.as_dict(), errors, seconds)
+    progress.log(f"wrote {config.output} ({seconds:.0f} s in all)")
+    return 1 if errors else 0
+
+
+def main() -> int:
+    config = BenchConfig.from_env()
+    return asyncio.run(_run(config, _selected(config)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data-subject requests: intake, verification, the legal clock, and the answers (access, rectify, erase)."""

@@ -1,0 +1,219 @@
+"""The legal clock: when an answer is due, per regime, read from the policy files.
+
+GDPR counts a month by Reg. 1182/71: the receipt day is not counted, the period ends on the same date
+next month or the last day of a shorter month (31 Jan -> 28/29 Feb), and a period ending on a
+weekend or holiday rolls to the next working day. CCPA counts calendar days. PIPL sets no number;
+the policy configures working days. Every number comes from the policy, none from this code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Protocol
+
+from privacy_service.errors import InvalidInput
+from privacy_service.policy.document import PolicyDocument, RetentionDuty
+from privacy_service.subjects.service import Retention
+
+
+class Period(Protocol):
+    def add_to(self, moment: datetime) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeRule:
+    name: str
+    deadline: Period | None
+    deadline_working_days: int | None
+    extension: Period | None
+    extension_working_days: int | None
+    roll_to_working_day: bool
+
+    def __post_init__(self) -> None:
+        if (self.deadline is None) == (self.deadline_working_days is None):
+            raise ValueError(f"regime {self.name}: give exactly one of deadline or deadline_working_days")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineRules:
+    regimes: dict[str, RegimeRule]
+    holidays: frozenset[date] = frozenset()
+    duties: Mapping[str, RetentionDuty] = field(default_factory=dict)
+    recipients_by_category: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    art15: Callable[[list[str], str], dict[str, Any]] = field(default=lambda categories, language: {})
+
+    def _is_working_day(self, day: date) -> bool:
+        return day.weekday() < 5 and day not in self.holidays
+
+    def _roll(self, moment: datetime) -> datetime:
+        while not self._is_working_day(moment.date()):
+            moment += timedelta(days=1)
+        return moment
+
+    def _add_working_days(self, moment: datetime, days: int) -> datetime:
+        while days > 0:
+            moment += timedelta(days=1)
+            if self._is_working_day(moment.date()):
+                days -= 1
+        return moment
+
+    def _end_of_day(self, moment: datetime) -> datetime:
+        """A period ends at the end of its last day (UTC)."""
+        return datetime.combine(moment.date(), time(23, 59, 59), tzinfo=moment.tzinfo)
+
+    def rule(self, regime: str) -> RegimeRule:
+        try:
+            return self.regimes[regime]
+        except KeyError:
+            raise InvalidInput(f"regime {regime} is not configured in the policy") from None
+
+    def _unrolled_due(self, rule: RegimeRule, received_at: datetime) -> datetime:
+        if rule.deadline is not None:
+            return rule.deadline.add_to(received_at)
+        return self._add_working_days(received_at, rule.deadline_working_days or 0)
+
+    def due_at(self, regime: str, received_at: datetime) -> datetime:
+        rule = self.rule(regime)
+        due = self._unrolled_due(rule, received_at)
+        if rule.roll_to_working_day:
+            due = self._roll(due)
+        return self._end_of_day(due)
+
+    def extended_due_at(self, regime: str, received_at: datetime, due_at: datetime, days: int | None) -> datetime:
+        """The latest allowed due date after the one extension; ``days`` may ask for less.
+
+        The extension runs on from the end of the original period (before any weekend roll),
+        so GDPR's "two further months" ends three calendar months after receipt.
+        """
+        rule = self.rule(regime)
+        if rule.extension is None and rule.extension_working_days is None:
+            raise InvalidInput(f"the policy allows no extension under {regime}")
+        original = self._unrolled_due(rule, received_at)
+        ceiling = (
+            rule.extension.add_to(original)
+            if rule.extension is not None
+            else self._add_working_days(original, rule.extension_working_days or 0)
+        )
+        if rule.roll_to_working_day:
+            ceiling = self._roll(ceiling)
+        ceiling = self._end_of_day(ceiling)
+        if days is None:
+            return ceiling
+        wanted = self._end_of_day(due_at + timedelta(days=days))
+        if wanted > ceiling:
+            raise InvalidInput(f"{regime} allows extending to {ceiling.date()} at most")
+        return wanted
+
+    def legal_duty(self, category: str, anchors: Mapping[str, datetime | None]) -> Retention | None:
+        """If a law keeps this category after erasure: the basis and when the duty ends."""
+        duty = self.duties.get(category)
+        if duty is None:
+            return None
+        until = duty.ends_at(anchors)
+        if until is None:
+            return None
+        return Retention(basis=duty.basis, until=until)
+
+    def processing_information(self, categories: list[str], language: str) -> dict[str, Any]:
+        """GDPR Art. 15(1)(a)-(h) for the categories held, from the policy."""
+        return self.art15(categories, language)
+
+    def recipients(self, categories: Iterable[str]) -> list[str]:
+        names: set[str] = set()
+        for category in categories:
+            names.update(self.recipients_by_category.get(category, ()))
+        return sorted(names)
+
+
+def build_deadline_rules(policy: PolicyDocument) -> DeadlineRules:
+    """Everything the request workflow reads from the policy, in one place."""
+    regimes = {
+        name: RegimeRule(
+            name=name,
+            deadline=regime.deadline.period,
+            deadline_working_days=regime.deadline.working_days,
+            extension=regime.extension.period if regime.extension else None,
+            extension_working_days=regime.extension.working_days if regime.extension else None,
+            roll_to_working_day=regime.roll_to_working_day,
+        )
+        for name, regime in policy.spec.regimes.items()
+    }
+    duties = {
+        category: rule.legal_duty for category, rule in policy.retention_rules().items() if rule.legal_duty is not None
+    }
+    default_notice = policy.notices[policy.default_language]
+    recipients = {
+        category: tuple(
+            default_notice.recipients[name].name if name in default_notice.recipients else name
+            for name in spec.recipients
+        )
+        for category, spec in policy.data_categories.items()
+    }
+    return DeadlineRules(
+        regimes=regimes,
+        holidays=frozenset(policy.spec.holidays),
+        duties=duties,
+        recipients_by_category=recipients,
+        art15=lambda categories, language: art15_information(policy, categories, language),
+    )
+
+
+def art15_information(policy: PolicyDocument, categories: list[str], language: str) -> dict[str, Any]:
+    """GDPR Art. 15(1)(a)-(h) / PIPL Art. 45 for the categories held, worded in the request's language."""
+    notice = policy.notices.get(language) or policy.notices[policy.default_language]
+    spec = policy.spec
+
+    def name(table: Mapping[str, Any], key: str) -> str:
+        entry = table.get(key)
+        return entry.name if entry is not None else key
+
+    held = []
+    for key in categories:
+        category = spec.data_categories.get(key)
+        if category is None:
+            continue
+        rule = policy.retention_rule(key)
+        held.append(
+            {
+                "category": key,
+                "name": name(notice.data_categories, key),
+                "purposes": [
+                    {
+                        "purpose": name(notice.purposes, purpose),
+                        "legal_basis_gdpr": spec.purposes[purpose].legal_basis.gdpr,
+                        "legal_basis_pipl": spec.purposes[purpose].legal_basis.pipl,
+                    }
+                    for purpose in category.purposes
+                ],
+                "source": name(notice.sources, category.source),
+                "recipients": [name(notice.recipients, r) for r in category.recipients],
+                "transfers": [name(notice.transfers, t) for t in category.transfers],
+                "retention": {
+                    "period": str(rule.period),
+                    "trigger": rule.trigger,
+                    "action": rule.action,
+                    "legal_duty": (
+                        {
+                            "basis": rule.legal_duty.basis,
+                            "period": str(rule.legal_duty.period),
+                            "trigger": rule.legal_duty.trigger,
+                        }
+                        if rule.legal_duty
+                        else None
+                    ),
+                },
+            }
+        )
+    return {
+        "policy_version": policy.version,
+        "controller": spec.controller.model_dump(mode="json", exclude_none=True),
+        "dpo": spec.dpo.model_dump(mode="json", exclude_none=True),
+        "categories": held,
+        "rights": [name(notice.rights, right) for right in spec.rights],
+        "complaint_authorities": [
+            {"name": name(notice.authorities, key), "url": authority.url} for key, authority in spec.authorities.items()
+        ],
+        "automated_decisions": notice.sections["automated_decisions"].body,
+    }

@@ -1,0 +1,162 @@
+"""The access / portability answer, streamed: JSON, or CSV files in a ZIP.
+
+Nothing is assembled in memory: records are read, decrypted and written in batches, each batch in
+its own short transaction, so a subject with 10,000 records costs the memory of one batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgspec
+from sqlmodel import col, select
+
+from privacy_service.crypto.fields import Binding, DataKey
+from privacy_service.crypto.service import KeyService
+from privacy_service.db import Database
+from privacy_service.dsr.models import PrivacyRequest
+from privacy_service.subjects.models import Record
+from privacy_service.subjects.schemas import SubjectOut
+from privacy_service.subjects.service import RECORDS
+
+BATCH = 500
+_encode = msgspec.json.Encoder().encode
+
+
+async def _record_batches(db: Database, keys: KeyService, subject_id: uuid.UUID) -> AsyncIterator[list[dict[str, Any]]]:
+    after: uuid.UUID | None = None
+    while True:
+        async with db.transaction() as session:
+            key: DataKey = await keys.load_key(session, subject_id)
+            query = select(Record).where(col(Record.subject_id) == subject_id, col(Record.restricted).is_(False))
+            if after is not None:
+                query = query.where(col(Record.id) > after)
+            rows = (await session.exec(query.order_by(col(Record.id)).limit(BATCH))).all()
+        if not rows:
+            return
+        yield [
+            {
+                "id": str(row.id),
+                "kind": row.kind,
+                "category": row.category,
+                "occurred_at": row.occurred_at.isoformat(),
+                "created_at": row.created_at.isoformat(),
+                "data": msgspec.json.decode(key.open(row.data_ct, Binding(RECORDS, subject_id, row.id, "data"))),
+            }
+            for row in rows
+        ]
+        after = rows[-1].id
+        if len(rows) < BATCH:
+            return
+
+
+def _header(request: PrivacyRequest) -> dict[str, Any]:
+    return {
+        "id": str(request.id),
+        "type": request.type,
+        "regime": request.regime,
+        "received_at": request.received_at.isoformat(),
+        "completed_at": request.completed_at.isoformat() if request.completed_at else None,
+    }
+
+
+async def json_export(
+    db: Database,
+    keys: KeyService,
+    request: PrivacyRequest,
+    subject: SubjectOut,
+    processing: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    yield b'{"request":' + _encode(_header(request))
+    yield b',"subject":' + _encode(subject)
+    yield b',"records":['
+    first = True
+    async for batch in _record_batches(db, keys, subject.id):
+        for item in batch:
+            yield (b"" if first else b",") + _encode(item)
+            first = False
+    yield b'],"requests":' + _encode(history)
+    yield b',"processing":' + _encode(processing) + b"}"
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, non-seekable file: zipfile streams into it and we drain it as we go."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._chunks.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def drain(self) -> bytes:
+        data, self._chunks = b"".join(self._chunks), []
+        return data
+
+
+def _csv_bytes(rows: list[list[Any]]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    return text.getvalue().encode()
+
+
+async def zip_export(
+    db: Database,
+    keys: KeyService,
+    request: PrivacyRequest,
+    subject: SubjectOut,
+    processing: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    sink = _Sink()
+    archive = zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED)
+    write: Callable[[str, bytes], None] = archive.writestr
+    profile_rows: list[list[Any]] = [["field", "category", "value"]]
+    for kind in ("email", "phone", "external_id"):
+        value = getattr(subject, kind)
+        if value is not None:
+            profile_rows.append([kind, "", value])
+    for name, value in subject.profile.items():
+        shown = value if isinstance(value, str | int | float | bool) else _encode(value).decode()
+        profile_rows.append([name, subject.profile_categories.get(name, ""), shown])
+    write("profile.csv", _csv_bytes(profile_rows))
+    yield sink.drain()
+    with archive.open("records.csv", mode="w", force_zip64=True) as handle:
+        handle.write(_csv_bytes([["id", "kind", "category", "occurred_at", "created_at", "data"]]))
+        async for batch in _record_batches(db, keys, subject.id):
+            handle.write(
+                _csv_bytes(
+                    [
+                        [
+                            i["id"],
+                            i["kind"],
+                            i["category"],
+                            i["occurred_at"],
+                            i["created_at"],
+                            _encode(i["data"]).decode(),
+                        ]
+                        for i in batch
+                    ]
+                )
+            )
+            yield sink.drain()
+    write("requests.json", _encode(history))
+    write("processing.json", _encode(processing))
+    write("request.json", _encode(_header(request)))
+    archive.close()
+    yield sink.drain()

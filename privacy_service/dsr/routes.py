@@ -1,0 +1,224 @@
+"""HTTP controllers for data-subject requests: public intake/verify/status/export, operator actions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Stream
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.audit.service import Actor
+from privacy_service.dsr import schemas
+from privacy_service.dsr.export import json_export, zip_export
+from privacy_service.dsr.flows import Status
+from privacy_service.dsr.service import TOKEN_PREFIX, DsrService
+from privacy_service.errors import Forbidden, Unauthenticated, problem
+from privacy_service.operators.guards import bearer_key, current_operator, operator_guard
+from privacy_service.ratelimit import Limit, client_address, ip_rate_limit
+
+MANAGE = {"scopes": {"requests:manage"}}
+
+
+async def provide_dsr_service(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> DsrService:
+    state = request.app.state
+    settings = state.runtime.settings
+    operator = request.scope["state"].get("operator")
+    limiter = state.rate_limiter
+
+    def per_identity(bidx: bytes) -> None:
+        limiter.check("identity:intake", bidx.hex(), Limit.parse(settings.rate_limits["intake_identity"]))
+
+    return DsrService(
+        session=db_session,
+        keys=state.key_service,
+        policy=state.policy,
+        rules=state.runtime.deadlines,
+        clock=state.clock,
+        settings=settings,
+        actor=operator.actor if operator else Actor("subject", client_address(request, settings.trusted_proxies)),
+        request_id=request.scope["state"].get("request_id"),
+        identity_limiter=per_identity,
+    )
+
+
+def kick_outbox(request: Request[Any, Any, Any]) -> BackgroundTask:
+    """Runs after the response is sent, i.e. after the transaction committed."""
+    return BackgroundTask(request.app.state.outbox_kick.set)
+
+
+async def authorise(request: Request[Any, Any, Any], service: DsrService, request_id: uuid.UUID) -> None:
+    """Either the request's own subject token or an operator key with requests:manage."""
+    credential = bearer_key(request)
+    if credential is None:
+        raise Unauthenticated("send the request token (or an operator key) as 'Authorization: Bearer ...'")
+    if credential.startswith(TOKEN_PREFIX):
+        await service.authorise_token(request_id, credential)
+        return
+    await operator_guard(request, request.route_handler)
+    if "requests:manage" not in current_operator(request).scopes:
+        raise Forbidden("this key lacks the scope(s): requests:manage")
+    service.actor = current_operator(request).actor
+
+
+class RequestController(Controller):
+    """Public endpoints (rate-limited per address) and operator endpoints (guarded per handler)."""
+
+    path = "/v1/requests"
+    tags = ["requests"]  # noqa: RUF012 - Litestar reads these class attributes
+    dependencies = {"service": Provide(provide_dsr_service)}  # noqa: RUF012
+
+    @post("/", status_code=HTTP_202_ACCEPTED, guards=[ip_rate_limit("intake")], summary="Submit a request")
+    async def submit(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[schemas.RequestCreate],
+        service: NamedDependency[DsrService],
+    ) -> Response[schemas.RequestAccepted]:
+        accepted = await service.submit(data)
+        return Response(accepted, status_code=HTTP_202_ACCEPTED, background=kick_outbox(request))
+
+    @post("/{request_id:uuid}/verify", status_code=HTTP_200_OK, guards=[ip_rate_limit("verify")], summary="Verify")
+    async def verify(
+        self,
+        request: Request[Any, Any, Any],
+        request_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.VerifyBody],
+        service: NamedDependency[DsrService],
+    ) -> Response[Any]:
+        outcome = await service.verify(request_id, data.code)
+        if outcome.rejected is not None:
+            # Returned, not raised: the failed attempt must commit.
+            rejected = outcome.rejected
+            return problem(
+                422,
+                rejected.slug,
+                "Verification failed",
+                rejected.detail,
+                request,
+                attempts_left=rejected.attempts_left,
+            )
+        return Response(outcome.verified, background=kick_outbox(request))
+
+    @post(
+        "/{request_id:uuid}/resend",
+        status_code=HTTP_202_ACCEPTED,
+        guards=[ip_rate_limit("resend")],
+        summary="Resend code",
+    )
+    async def resend(
+        self, request: Request[Any, Any, Any], request_id: FromPath[uuid.UUID], service: NamedDependency[DsrService]
+    ) -> Response[dict[str, str]]:
+        await service.resend_code(request_id)
+        return Response({"status": "sent"}, status_code=HTTP_202_ACCEPTED, background=kick_outbox(request))
+
+    @get("/{request_id:uuid}", guards=[ip_rate_limit("verify")], summary="Request status (subject token or operator)")
+    async def status(
+        self, request: Request[Any, Any, Any], request_id: FromPath[uuid.UUID], service: NamedDependency[DsrService]
+    ) -> schemas.RequestView:
+        await authorise(request, service, request_id)
+        return await service.view(request_id)
+
+    @get("/{request_id:uuid}/export", guards=[ip_rate_limit("download")], summary="Download the answer (streamed)")
+    async def export(
+        self,
+        request: Request[Any, Any, Any],
+        request_id: FromPath[uuid.UUID],
+        service: NamedDependency[DsrService],
+        format: FromQuery[Literal["json", "zip"]] = "json",
+    ) -> Stream:
+        await authorise(request, service, request_id)
+        parts = await service.export_parts(request_id)
+        state = request.app.state
+        if format == "zip":
+            body = zip_export(state.db, state.key_service, *parts)
+            media_type, filename = "application/zip", f"privacy-export-{request_id}.zip"
+        else:
+            body = json_export(state.db, state.key_service, *parts)
+            media_type, filename = "application/json", f"privacy-export-{request_id}.json"
+        return Stream(
+            body,
+            media_type=media_type,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+        )
+
+    # -- operator endpoints (scope requests:manage) --------------------------------------
+
+    @get("/", guards=[operator_guard], opt=MANAGE, summary="List requests (filters: status, type, overdue, due_before)")
+    async def list_requests(
+        self,
+        service: NamedDependency[DsrService],
+        status: FromQuery[Status | None] = None,
+        type: FromQuery[schemas.RequestType | None] = None,
+        overdue: FromQuery[bool | None] = None,
+        due_before: FromQuery[datetime | None] = None,
+        after: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    ) -> schemas.RequestPage:
+        return await service.list_requests(
+            status=status, type_=type, overdue=overdue, due_before=due_before, after=after, limit=limit
+        )
+
+    @post(
+        "/{request_id:uuid}/approve",
+        status_code=HTTP_200_OK,
+        guards=[operator_guard],
+        opt=MANAGE,
+        summary="Approve and process",
+    )
+    async def approve(
+        self,
+        request: Request[Any, Any, Any],
+        request_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.EmptyBody],
+        service: NamedDependency[DsrService],
+    ) -> Response[schemas.RequestView]:
+        await service.approve(request_id)
+        return Response(await service.view(request_id), background=kick_outbox(request))
+
+    @post(
+        "/{request_id:uuid}/deny",
+        status_code=HTTP_200_OK,
+        guards=[operator_guard],
+        opt=MANAGE,
+        summary="Deny with a reason",
+    )
+    async def deny(
+        self,
+        request: Request[Any, Any, Any],
+        request_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.DenyBody],
+        service: NamedDependency[DsrService],
+    ) -> Response[schemas.RequestView]:
+        await service.deny(request_id, data.reason)
+        return Response(await service.view(request_id), background=kick_outbox(request))
+
+    @post(
+        "/{request_id:uuid}/extend",
+        status_code=HTTP_200_OK,
+        guards=[operator_guard],
+        opt=MANAGE,
+        summary="Extend the deadline once",
+    )
+    async def extend(
+        self,
+        request: Request[Any, Any, Any],
+        request_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.ExtendBody],
+        service: NamedDependency[DsrService],
+    ) -> Response[schemas.RequestView]:
+        await service.extend(request_id, data.reason, data.days)
+        return Response(await service.view(request_id), background=kick_outbox(request))
+
+    @post("/{request_id:uuid}/cancel", status_code=HTTP_200_OK, guards=[operator_guard], opt=MANAGE, summary="Cancel")
+    async def cancel(
+        self, request_id: FromPath[uuid.UUID], data: JSONBody[schemas.EmptyBody], service: NamedDependency[DsrService]
+    ) -> schemas.RequestView:
+        await service.cancel(request_id)
+        return await service.view(request_id)

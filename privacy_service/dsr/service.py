@@ -1,0 +1,639 @@
+"""Data-subject request use cases: intake, verification, operator decisions, and the answers.
+
+Services never commit. Where a failed attempt must still be recorded (a wrong code counts), the
+use case returns an outcome instead of raising, so the request's transaction commits it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.audit import service as audit
+from privacy_service.audit.service import Actor
+from privacy_service.clock import Clock
+from privacy_service.config import Settings
+from privacy_service.crypto.fields import NORMALISERS, Binding, DataKey, DecryptionFailed, InvalidIdentifier
+from privacy_service.crypto.service import REQUEST, KeyService, KeyShredded
+from privacy_service.dsr import schemas
+from privacy_service.dsr.deadlines import DeadlineRules
+from privacy_service.dsr.flows import EXTENDABLE, OPEN, Status, check
+from privacy_service.dsr.models import PrivacyRequest, RequestTransition
+from privacy_service.errors import Conflict, DataIntegrityError, Forbidden, Gone, InvalidInput, NotFound
+from privacy_service.notify.service import enqueue
+from privacy_service.policy.document import PolicyDocument
+from privacy_service.subjects.models import Subject, SubjectStatus
+from privacy_service.subjects.schemas import SubjectOut, SubjectPatch
+from privacy_service.subjects.service import Retention, SubjectService
+
+TABLE = "dsr_requests"
+TOKEN_PREFIX = "psr_"  # noqa: S105 - a prefix, not a secret
+ACTIONS = {"access": "see", "portability": "export", "rectify": "correct", "erase": "delete"}
+ACTIONS_ZH = {"access": "查阅", "portability": "导出", "rectify": "更正", "erase": "删除"}
+
+
+class CodeRejected(Exception):
+    """A verification code was wrong or expired; the attempt is recorded, then this maps to 422."""
+
+    def __init__(self, slug: str, detail: str, attempts_left: int) -> None:
+        super().__init__(detail)
+        self.slug, self.detail, self.attempts_left = slug, detail, attempts_left
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutcome:
+    verified: schemas.Verified | None = None
+    rejected: CodeRejected | None = None
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(slots=True)
+class DsrService:
+    session: AsyncSession
+    keys: KeyService
+    policy: PolicyDocument
+    rules: DeadlineRules
+    clock: Clock
+    settings: Settings
+    actor: Actor
+    request_id: str | None = None
+    identity_limiter: Callable[[bytes], None] | None = None
+    _subjects: SubjectService | None = field(default=None, init=False)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def subjects(self) -> SubjectService:
+        if self._subjects is None:
+            self._subjects = SubjectService(
+                self.session, self.keys, self.policy, self.clock, self.actor, self.request_id
+            )
+        return self._subjects
+
+    def _code_digest(self, request_id: uuid.UUID, code: str) -> bytes:
+        # Keyed with the blind-index key (domain-separated): a database thief cannot brute-force
+        # the 10^6 code space offline.
+        return self.keys.indexer.index("otp", f"{request_id}:{code}")
+
+    def _status_url(self, request: PrivacyRequest) -> str:
+        return f"{self.settings.base_url.rstrip('/')}/privacy/requests/{request.id}"
+
+    def _transition(self, request: PrivacyRequest, target: Status, note: str | None = None) -> None:
+        check(request.status, target)
+        now = self.clock.now()
+        self.session.add(
+            RequestTransition(
+                request_id=request.id,
+                from_status=request.status,
+                to_status=target,
+                at=now,
+                actor_type=self.actor.type,
+                actor_id=self.actor.id,
+                note=note,
+            )
+        )
+        audit.record(
+            self.session,
+            at=now,
+            actor=self.actor,
+            action=f"dsr.{target}",
+            subject_id=request.subject_id,
+            request_id=self.request_id,
+            detail={"dsr_id": str(request.id), "type": request.type, "from": request.status},
+        )
+        request.status = target
+        self.session.add(request)
+
+    async def _get(self, request_id: uuid.UUID, *, for_update: bool = False) -> PrivacyRequest:
+        query = select(PrivacyRequest).where(col(PrivacyRequest.id) == request_id)
+        if for_update and not self.settings.is_sqlite:
+            query = query.with_for_update()
+        request = (await self.session.exec(query)).one_or_none()
+        if request is None:
+            raise NotFound("no request with this id")
+        return request
+
+    async def _request_key(self, request: PrivacyRequest) -> DataKey:
+        try:
+            return await self.keys.load_key(self.session, request.id, REQUEST)
+        except KeyShredded:
+            raise Gone("this request's data has been purged") from None
+
+    def _binding(self, request: PrivacyRequest, name: str) -> Binding:
+        return Binding(TABLE, request.id, None, name)
+
+    def _open_text(self, key: DataKey, request: PrivacyRequest, name: str, blob: bytes | None) -> str | None:
+        if blob is None:
+            return None
+        try:
+            return key.open(blob, self._binding(request, name)).decode()
+        except DecryptionFailed as exc:
+            raise DataIntegrityError(f"stored request {name} failed to decrypt") from exc
+
+    async def _recipient(self, request: PrivacyRequest, key: DataKey) -> str | None:
+        """Where mail about the request goes: the e-mail identity itself, or for a phone identity the
+        e-mail on file of the customer with that phone (no match: no mail, and the request expires)."""
+        if request.identity_kind == "email":
+            return self._open_text(key, request, "identity", request.identity_ct)
+        subject_id = request.subject_id or await self._match_subject(request)
+        if subject_id is None:
+            return None
+        return await self.subjects.contact_email(subject_id)
+
+    async def _notify(self, request: PrivacyRequest, key: DataKey, template: str, **context: Any) -> None:
+        to = await self._recipient(request, key)
+        if to is None:
+            return
+        actions = ACTIONS_ZH if request.language == "zh" else ACTIONS
+        enqueue(
+            self.session,
+            template=template,
+            language=request.language,
+            to=to,
+            now=self.clock.now(),
+            key=key,
+            owner_id=request.id,
+            request_id=str(request.id),
+            action=actions[request.type],
+            status_url=self._status_url(request),
+            due_date=request.due_at.date().isoformat(),
+            **context,
+        )
+
+    def _new_code(self, request: PrivacyRequest) -> str:
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        now = self.clock.now()
+        request.code_hash = self._code_digest(request.id, code)
+        request.code_expires_at = now + timedelta(minutes=self.settings.dsr_code_ttl_minutes)
+        request.code_sent_at = now
+        return code
+
+    # -- intake --------------------------------------------------------------------------
+
+    async def submit(self, body: schemas.RequestCreate) -> schemas.RequestAccepted:
+        """Accept a request. The answer is the same whether or not the identity is known."""
+        given = [(kind, getattr(body.identity, kind)) for kind in ("email", "phone") if getattr(body.identity, kind)]
+        if len(given) != 1:
+            raise InvalidInput("identity must contain exactly one of email or phone")
+        kind, raw_identity = given[0]
+        try:
+            identity = NORMALISERS[kind](raw_identity)
+        except InvalidIdentifier as exc:
+            raise InvalidInput(
+                f"identity.{kind}: {exc}", extra={"errors": [{"field": f"identity.{kind}", "message": str(exc)}]}
+            ) from None
+        if (body.type == "rectify") != (body.changes is not None):
+            raise InvalidInput("'changes' is required for rectify requests and not allowed otherwise")
+        if body.changes is not None:
+            self._validate_changes(body.changes)
+        bidx = self.keys.indexer.index(kind, identity)
+        if self.identity_limiter is not None:
+            self.identity_limiter(bidx)
+        now = self.clock.now()
+        regime = body.regime or self.settings.dsr_default_regime
+        request = PrivacyRequest(
+            id=uuid.uuid4(),
+            type=body.type,
+            status=Status.RECEIVED,
+            regime=regime,
+            language=body.language,
+            identity_kind=kind,
+            identity_bidx=bidx,
+            received_at=now,
+            due_at=self.rules.due_at(regime, now),
+            acknowledged_at=now,
+        )
+        request.duplicate_of = await self._open_duplicate(bidx, body.type)
+        key = await self.keys.create_key(self.session, request.id, REQUEST)
+        request.identity_ct = key.seal(identity.encode(), self._binding(request, "identity"))
+        if body.changes is not None:
+            request.changes_ct = key.seal(msgspec.json.encode(body.changes), self._binding(request, "changes"))
+        if body.reason is not None:
+            request.reason_ct = key.seal(body.reason.encode(), self._binding(request, "reason"))
+        code = self._new_code(request)
+        self.session.add(request)
+        self.session.add(
+            RequestTransition(
+                request_id=request.id, to_status=Status.RECEIVED, at=now, actor_type="subject", actor_id=str(request.id)
+            )
+        )
+        self._transition(request, Status.AWAITING_VERIFICATION)
+        await self._notify(request, key, "verification_code", code=code, minutes=self.settings.dsr_code_ttl_minutes)
+        return schemas.RequestAccepted(id=request.id, status=request.status, due_at=request.due_at)
+
+    def _validate_changes(self, changes: schemas.Changes) -> None:
+        unknown = sorted(name for name in changes.profile if name not in self.policy.profile_fields)
+        if unknown:
+            raise InvalidInput(
+                "changes.profile has fields without a data category in the policy: " + ", ".join(unknown)[:300]
+            )
+        for kind in ("email", "phone"):
+            value = getattr(changes, kind)
+            if value is not None:
+                try:
+                    NORMALISERS[kind](value)
+                except InvalidIdentifier as exc:
+                    raise InvalidInput(f"changes.{kind}: {exc}") from None
+        if not changes.profile and changes.email is None and changes.phone is None:
+            raise InvalidInput("changes is empty")
+
+    async def _open_duplicate(self, bidx: bytes, type_: str) -> uuid.UUID | None:
+        query = (
+            select(PrivacyRequest.id)
+            .where(
+                col(PrivacyRequest.identity_bidx) == bidx,
+                col(PrivacyRequest.type) == type_,
+                col(PrivacyRequest.status).in_([status.value for status in OPEN]),
+                col(PrivacyRequest.duplicate_of).is_(None),
+            )
+            .order_by(col(PrivacyRequest.received_at))
+            .limit(1)
+        )
+        return (await self.session.exec(query)).first()
+
+    async def resend_code(self, request_id: uuid.UUID) -> None:
+        request = await self._get(request_id, for_update=True)
+        if request.status != Status.AWAITING_VERIFICATION:
+            raise Conflict("this request is not waiting for verification")
+        now = self.clock.now()
+        cooldown = timedelta(seconds=self.settings.dsr_resend_cooldown_seconds)
+        if request.code_sent_at is not None and now - request.code_sent_at < cooldown:
+            wait = int((request.code_sent_at + cooldown - now).total_seconds()) + 1
+            raise Conflict(f"a code was sent moments ago; try again in {wait} s", headers={"Retry-After": str(wait)})
+        key = await self._request_key(request)
+        code = self._new_code(request)
+        self.session.add(request)
+        await self._notify(request, key, "verification_code", code=code, minutes=self.settings.dsr_code_ttl_minutes)
+
+    # -- verification --------------------------------------------------------------------
+
+    async def verify(self, request_id: uuid.UUID, code: str) -> VerifyOutcome:
+        request = await self._get(request_id, for_update=True)
+        if request.status != Status.AWAITING_VERIFICATION:
+            check(request.status, Status.VERIFIED)  # raises the 409 with the current status
+        now = self.clock.now()
+        expected = request.code_hash or b""
+        presented = self._code_digest(request.id, code)
+        if not hmac.compare_digest(expected, presented):
+            return VerifyOutcome(rejected=self._failed_attempt(request, "invalid-code", "the code is not correct"))
+        if request.code_expires_at is None or request.code_expires_at <= now:
+            return VerifyOutcome(
+                rejected=self._failed_attempt(request, "code-expired", "the code has expired; request a new one")
+            )
+        request.code_hash = request.code_expires_at = None
+        request.verified_at = now
+        request.subject_id = await self._match_subject(request)
+        self.actor = Actor("subject", str(request.id))
+        key = await self._request_key(request)
+        if request.duplicate_of is not None:
+            original = await self._get(request.duplicate_of, for_update=True)
+            if original.status in OPEN:
+                self._transition(request, Status.CANCELLED, note=f"duplicate of {original.id}")
+                return VerifyOutcome(verified=self._issue_token(original, now))
+            request.duplicate_of = None
+        self._transition(request, Status.VERIFIED)
+        verified = self._issue_token(request, now)
+        if request.type in self.settings.dsr_auto_approve:
+            self.actor = Actor.system("auto-approval")
+            await self._process(request, key)
+        else:
+            self._transition(request, Status.AWAITING_REVIEW)
+            await self._notify(request, key, "received")
+        return VerifyOutcome(
+            verified=schemas.Verified(verified.id, verified.token, request.status, verified.token_expires_at)
+        )
+
+    def _failed_attempt(self, request: PrivacyRequest, slug: str, detail: str) -> CodeRejected:
+        request.code_attempts += 1
+        left = max(0, self.settings.dsr_code_max_attempts - request.code_attempts)
+        if left == 0:
+            request.code_hash = None
+            self.actor = Actor.system("verification")
+            self._transition(request, Status.VERIFICATION_FAILED, note="too many wrong codes")
+            detail = "too many wrong codes: this request can no longer be verified; submit a new one"
+        self.session.add(request)
+        return CodeRejected(slug, detail, left)
+
+    def _issue_token(self, request: PrivacyRequest, now: datetime) -> schemas.Verified:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        request.token_hash = hash_token(token)
+        request.token_expires_at = now + timedelta(days=self.settings.dsr_token_ttl_days)
+        self.session.add(request)
+        return schemas.Verified(request.id, token, request.status, request.token_expires_at)
+
+    async def _match_subject(self, request: PrivacyRequest) -> uuid.UUID | None:
+        column = col(Subject.email_bidx) if request.identity_kind == "email" else col(Subject.phone_bidx)
+        query = select(Subject.id).where(column == request.identity_bidx, col(Subject.status) == SubjectStatus.ACTIVE)
+        return (await self.session.exec(query)).first()
+
+    # -- operator decisions --------------------------------------------------------------
+
+    async def approve(self, request_id: uuid.UUID) -> PrivacyRequest:
+        request = await self._get(request_id, for_update=True)
+        check(request.status, Status.PROCESSING)
+        await self._process(request, await self._request_key(request))
+        return request
+
+    async def deny(self, request_id: uuid.UUID, reason: str) -> PrivacyRequest:
+        request = await self._get(request_id, for_update=True)
+        check(request.status, Status.DENIED)
+        key = await self._request_key(request)
+        request.decision_ct = key.seal(reason.encode(), self._binding(request, "decision"))
+        request.completed_at = self.clock.now()
+        self._transition(request, Status.DENIED)
+        await self._notify(request, key, "denied", reason=reason)
+        return request
+
+    async def extend(self, request_id: uuid.UUID, reason: str, days: int | None) -> PrivacyRequest:
+        request = await self._get(request_id, for_update=True)
+        if request.status not in EXTENDABLE:
+            raise Conflict(f"a request that is {request.status} cannot be extended")
+        if request.extended_at is not None:
+            raise Conflict("this request has already been extended once; the law allows one extension")
+        now = self.clock.now()
+        if now > request.due_at:
+            raise Conflict("the deadline has passed; an extension must be notified before it")
+        request.due_at = self.rules.extended_due_at(request.regime, request.received_at, request.due_at, days)
+        request.extended_at = now
+        key = await self._request_key(request)
+        request.decision_ct = key.seal(reason.encode(), self._binding(request, "decision"))
+        self.session.add(request)
+        self.session.add(
+            RequestTransition(
+                request_id=request.id,
+                from_status=request.status,
+                to_status=request.status,
+                at=now,
+                actor_type=self.actor.type,
+                actor_id=self.actor.id,
+                note=f"extended to {request.due_at.date()}",
+            )
+        )
+        audit.record(
+            self.session,
+            at=now,
+            actor=self.actor,
+            action="dsr.extended",
+            subject_id=request.subject_id,
+            request_id=self.request_id,
+            detail={"dsr_id": str(request.id), "due_at": request.due_at.isoformat()},
+        )
+        await self._notify(request, key, "extended", reason=reason)
+        return request
+
+    async def cancel(self, request_id: uuid.UUID) -> PrivacyRequest:
+        request = await self._get(request_id, for_update=True)
+        check(request.status, Status.CANCELLED)
+        request.completed_at = self.clock.now()
+        self._transition(request, Status.CANCELLED)
+        return request
+
+    # -- processing ----------------------------------------------------------------------
+
+    async def _process(self, request: PrivacyRequest, key: DataKey) -> None:
+        self._transition(request, Status.PROCESSING)
+        now = self.clock.now()
+        partial = False
+        download = False
+        if request.subject_id is None:
+            result: dict[str, Any] = {"data_found": False}
+        elif request.type in ("access", "portability"):
+            held = await self.subjects.categories_held(request.subject_id)
+            result = {"data_found": True, "categories": sorted(held), "records": sum(held.values())}
+            request.export_expires_at = now + timedelta(days=self.settings.dsr_export_ttl_days)
+            download = True
+        elif request.type == "rectify":
+            result = await self._rectify(request, key)
+        else:
+            result = await self._erase(request)
+            partial = bool(result["kept"])
+        request.result = result
+        request.completed_at = now
+        if (
+            request.export_expires_at
+            and request.token_expires_at
+            and request.token_expires_at < request.export_expires_at
+        ):
+            request.token_expires_at = request.export_expires_at
+        self._transition(request, Status.PARTIALLY_COMPLETED if partial else Status.COMPLETED)
+        await self._notify(
+            request,
+            key,
+            "completed",
+            partial=partial,
+            download=download,
+            export_until=request.export_expires_at.date().isoformat() if request.export_expires_at else "",
+        )
+
+    async def _rectify(self, request: PrivacyRequest, key: DataKey) -> dict[str, Any]:
+        raw = key.open(request.changes_ct or b"", self._binding(request, "changes"))
+        changes = msgspec.json.decode(raw, type=schemas.Changes)
+        assert request.subject_id is not None  # noqa: S101 - checked by the caller
+        patch = SubjectPatch(profile=changes.profile) if changes.profile else SubjectPatch()
+        if changes.email is not None:
+            patch.email = changes.email
+        if changes.phone is not None:
+            patch.phone = changes.phone
+        await self.subjects.patch(request.subject_id, patch)
+        fields = sorted(
+            [*(f"profile.{name}" for name in changes.profile), *(k for k in ("email", "phone") if getattr(changes, k))]
+        )
+        categories = sorted(
+            {self.policy.profile_fields[name] for name in changes.profile}
+            | {self.policy.identifier_fields[k] for k in ("email", "phone") if getattr(changes, k)}
+        )
+        return {
+            "data_found": True,
+            "changed_fields": fields,
+            "categories": categories,
+            # Art. 19: recipients of these categories are told of the rectification.
+            "recipients_to_notify": self.rules.recipients(categories),
+        }
+
+    async def _erase(self, request: PrivacyRequest) -> dict[str, Any]:
+        assert request.subject_id is not None  # noqa: S101 - checked by the caller
+        subject = await self.session.get(Subject, request.subject_id)
+        held = await self.subjects.categories_held(request.subject_id)
+        now = self.clock.now()
+        # Erasure ends the business relationship if the account was still open.
+        anchors = {
+            "account_closed_at": (subject.account_closed_at if subject else None) or now,
+            "last_activity_at": (subject.last_activity_at if subject else None) or now,
+            "collected_at": subject.created_at if subject else now,
+            "request_completed_at": now,
+        }
+        keep: dict[str, Retention] = {}
+        for category in held:
+            duty = self.rules.legal_duty(category, anchors)
+            if duty is not None and duty.until > now:
+                keep[category] = duty
+        report = await self.subjects.erase(request.subject_id, keep)
+        return {
+            "data_found": True,
+            "erased": sorted(category for category in held if category not in report.kept),
+            "kept": [
+                {"category": category, "basis": keep[category].basis, "until": keep[category].until.isoformat()}
+                for category in sorted(report.kept)
+            ],
+            "recipients_to_notify": self.rules.recipients(sorted(held)),
+        }
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def view(self, request_id: uuid.UUID) -> schemas.RequestView:
+        request = await self._get(request_id)
+        transitions = (
+            await self.session.exec(
+                select(RequestTransition)
+                .where(col(RequestTransition.request_id) == request.id)
+                .order_by(col(RequestTransition.id))
+            )
+        ).all()
+        decision = None
+        if request.decision_ct is not None:
+            decision = self._open_text(await self._request_key(request), request, "decision", request.decision_ct)
+        now = self.clock.now()
+        export_ready = (
+            request.type in ("access", "portability")
+            and request.status == Status.COMPLETED
+            and request.export_expires_at is not None
+            and request.export_expires_at > now
+            and request.subject_id is not None
+        )
+        return schemas.RequestView(
+            id=request.id,
+            type=request.type,
+            status=request.status,
+            regime=request.regime,
+            language=request.language,
+            received_at=request.received_at,
+            due_at=request.due_at,
+            history=[schemas.Transition(t.to_status, t.at, t.actor_type, t.note) for t in transitions],
+            extended=request.extended_at is not None,
+            verified_at=request.verified_at,
+            completed_at=request.completed_at,
+            overdue=request.status in OPEN and request.due_at < now,
+            duplicate_of=request.duplicate_of,
+            decision=decision,
+            result=request.result,
+            export_url=f"/v1/requests/{request.id}/export" if export_ready else None,
+            export_expires_at=request.export_expires_at if export_ready else None,
+        )
+
+    async def list_requests(
+        self,
+        *,
+        status: str | None,
+        type_: str | None,
+        overdue: bool | None,
+        due_before: datetime | None,
+        after: str | None,
+        limit: int,
+    ) -> schemas.RequestPage:
+        now = self.clock.now()
+        query = select(PrivacyRequest)
+        if status is not None:
+            query = query.where(col(PrivacyRequest.status) == status)
+        if type_ is not None:
+            query = query.where(col(PrivacyRequest.type) == type_)
+        if overdue is not None:
+            open_values = [s.value for s in OPEN]
+            if overdue:
+                query = query.where(col(PrivacyRequest.status).in_(open_values), col(PrivacyRequest.due_at) < now)
+            else:
+                query = query.where(
+                    or_(col(PrivacyRequest.status).not_in(open_values), col(PrivacyRequest.due_at) >= now)
+                )
+        if due_before is not None:
+            query = query.where(col(PrivacyRequest.due_at) < due_before)
+        if after is not None:
+            due_text, _, id_text = after.partition("_")
+            try:
+                cursor_due, cursor_id = datetime.fromisoformat(due_text), uuid.UUID(id_text)
+            except ValueError:
+                raise InvalidInput("after: not a cursor returned by this endpoint") from None
+            query = query.where(
+                or_(
+                    col(PrivacyRequest.due_at) > cursor_due,
+                    (col(PrivacyRequest.due_at) == cursor_due) & (col(PrivacyRequest.id) > cursor_id),
+                )
+            )
+        rows = (
+            await self.session.exec(query.order_by(col(PrivacyRequest.due_at), col(PrivacyRequest.id)).limit(limit + 1))
+        ).all()
+        page = rows[:limit]
+        return schemas.RequestPage(
+            items=[
+                schemas.RequestSummary(
+                    id=r.id,
+                    type=r.type,
+                    status=r.status,
+                    regime=r.regime,
+                    received_at=r.received_at,
+                    due_at=r.due_at,
+                    overdue=r.status in OPEN and r.due_at < now,
+                    subject_id=r.subject_id,
+                )
+                for r in page
+            ],
+            next_cursor=f"{page[-1].due_at.isoformat()}_{page[-1].id}" if len(rows) > limit else None,
+        )
+
+    async def export_parts(
+        self, request_id: uuid.UUID
+    ) -> tuple[PrivacyRequest, SubjectOut, dict[str, Any], list[dict[str, Any]]]:
+        """What a download needs: the request, the subject's profile, the Art. 15 information, history."""
+        request = await self._get(request_id)
+        if request.type not in ("access", "portability"):
+            raise Conflict("only access and portability requests have an export")
+        if request.status != Status.COMPLETED:
+            raise Conflict(f"the export is not available while the request is {request.status}")
+        if request.export_expires_at is None or request.export_expires_at <= self.clock.now():
+            raise Gone("the export link has expired; submit a new request")
+        if request.subject_id is None:
+            raise NotFound("no personal data is held for this identity")
+        subject = await self.subjects.read(request.subject_id)
+        held = await self.subjects.categories_held(request.subject_id)
+        processing = self.rules.processing_information(sorted(held), request.language)
+        history = [
+            {"id": str(r.id), "type": r.type, "status": r.status, "received_at": r.received_at.isoformat()}
+            for r in (
+                await self.session.exec(
+                    select(PrivacyRequest)
+                    .where(col(PrivacyRequest.identity_bidx) == request.identity_bidx)
+                    .order_by(col(PrivacyRequest.received_at))
+                )
+            ).all()
+        ]
+        audit.record(
+            self.session,
+            at=self.clock.now(),
+            actor=self.actor,
+            action="dsr.export.download",
+            subject_id=request.subject_id,
+            request_id=self.request_id,
+            detail={"dsr_id": str(request.id)},
+        )
+        return request, subject, processing, history
+
+    async def authorise_token(self, request_id: uuid.UUID, token: str) -> PrivacyRequest:
+        """A subject token opens only its own request, and only until it expires."""
+        request = await self._get(request_id)
+        if request.token_hash is None or not hmac.compare_digest(request.token_hash, hash_token(token)):
+            raise Forbidden("this token is not valid for this request")
+        if request.token_expires_at is None or request.token_expires_at <= self.clock.now():
+            raise Gone("this link has expired")
+        return request

@@ -1,0 +1,52 @@
+"""Queue a message in the caller's transaction; it leaves the process only after commit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.crypto.fields import Binding, DataKey
+from privacy_service.notify.models import OutboxMessage
+from privacy_service.notify.templates import render
+
+OUTBOX = "outbox_messages"
+
+
+def payload_binding(owner_id: uuid.UUID, message_id: uuid.UUID) -> Binding:
+    return Binding(OUTBOX, owner_id, message_id, "payload")
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    template: str,
+    language: str,
+    to: str,
+    now: datetime,
+    key: DataKey | None = None,
+    owner_id: uuid.UUID | None = None,
+    **context: Any,
+) -> uuid.UUID:
+    """Render and store a message. With ``key`` (the owner's), the payload is sealed at rest."""
+    subject, body = render(template, language, **context)
+    message_id = uuid.uuid4()
+    payload = msgspec.json.encode({"to": to, "subject": subject, "body": body})
+    if key is not None:
+        if owner_id is None:
+            raise ValueError("a sealed message needs its owner id")
+        payload = key.seal(payload, payload_binding(owner_id, message_id))
+    session.add(
+        OutboxMessage(
+            id=message_id,
+            template=template,
+            owner_id=owner_id if key is not None else None,
+            payload=payload,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    return message_id

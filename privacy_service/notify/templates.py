@@ -1,0 +1,35 @@
+"""Message templates per language (``templates/<lang>/<name>.txt``; first line ``Subject: ...``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound, select_autoescape
+
+LANGUAGES = ("en", "zh")
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    # Plain-text mail: HTML escaping would corrupt it, and nothing rendered here is ever HTML.
+    return Environment(
+        loader=PackageLoader("privacy_service.notify", "templates"),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+    )
+
+
+def render(name: str, language: str, **context: Any) -> tuple[str, str]:
+    """Return (subject, body) for a template in the language, falling back to English."""
+    lang = language if language in LANGUAGES else "en"
+    try:
+        template = _environment().get_template(f"{lang}/{name}.txt")
+    except TemplateNotFound:
+        template = _environment().get_template(f"en/{name}.txt")
+    text = template.render(**context)
+    first, _, body = text.partition("\n")
+    if not first.startswith("Subject:"):
+        raise ValueError(f"template {lang}/{name} must start with 'Subject:'")
+    return first.removeprefix("Subject:").strip(), body.lstrip("\n")

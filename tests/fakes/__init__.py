@@ -1,0 +1,1 @@
+"""In-memory stand-ins for external systems, faithful enough to test the real adapters against."""

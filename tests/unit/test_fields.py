@@ -1,0 +1,249 @@
+"""Field sealing (AES-GCM bound to its place), identifier normalisation and blind indexes."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from privacy_service.crypto.fields import (
+    NORMALISERS,
+    Binding,
+    BlindIndexer,
+    DataKey,
+    DecryptionFailed,
+    InvalidIdentifier,
+    key_id_of,
+    normalise_email,
+    normalise_external_id,
+    normalise_phone,
+)
+
+SUBJECT = uuid.UUID("11111111-1111-4111-8111-111111111111")
+OTHER_SUBJECT = uuid.UUID("22222222-2222-4222-8222-222222222222")
+RECORD = uuid.UUID("33333333-3333-4333-8333-333333333333")
+OTHER_RECORD = uuid.UUID("44444444-4444-4444-8444-444444444444")
+HOME = Binding("records", SUBJECT, RECORD, "data")
+PLAINTEXT = b'{"iban": "DE89370400440532013000", "amount": "12.50"}'
+KEY = DataKey.generate()
+SEALED = KEY.seal(PLAINTEXT, HOME)
+
+
+# -- sealing --------------------------------------------------------------------------------
+
+
+def test_seal_open_round_trip() -> None:
+    assert KEY.open(SEALED, HOME) == PLAINTEXT
+    assert PLAINTEXT not in SEALED
+    assert key_id_of(SEALED) == KEY.key_id
+    assert SEALED[0] == 1  # format version
+    assert KEY.seal(PLAINTEXT, HOME) != SEALED  # fresh nonce every time
+    empty = KEY.seal(b"", Binding("subjects", SUBJECT, None, "email"))
+    assert KEY.open(empty, Binding("subjects", SUBJECT, None, "email")) == b""
+
+
+def test_a_key_rebuilt_from_its_material_opens_what_it_sealed() -> None:
+    """What KeyService does after unwrapping: a new DataKey object from the stored id and material."""
+    rebuilt = DataKey(KEY.key_id, bytes(KEY.material))
+    assert rebuilt.open(SEALED, HOME) == PLAINTEXT
+
+
+ELSEWHERE = {
+    "other subject": Binding("records", OTHER_SUBJECT, RECORD, "data"),
+    "other record": Binding("records", SUBJECT, OTHER_RECORD, "data"),
+    "no record": Binding("records", SUBJECT, None, "data"),
+    "other field": Binding("records", SUBJECT, RECORD, "note"),
+    "other table": Binding("subjects", SUBJECT, RECORD, "data"),
+}
+
+
+@pytest.mark.parametrize("binding", ELSEWHERE.values(), ids=ELSEWHERE.keys())
+def test_ciphertext_moved_elsewhere_fails(binding: Binding) -> None:
+    with pytest.raises(DecryptionFailed):
+        KEY.open(SEALED, binding)
+
+
+def test_subject_level_field_cannot_be_swapped_between_columns() -> None:
+    email = KEY.seal(b"alice@example.com", Binding("subjects", SUBJECT, None, "email"))
+    with pytest.raises(DecryptionFailed):
+        KEY.open(email, Binding("subjects", SUBJECT, None, "phone"))
+
+
+def test_every_flipped_bit_fails() -> None:
+    for index in range(len(SEALED)):
+        for bit in (0x01, 0x80):
+            tampered = SEALED[:index] + bytes([SEALED[index] ^ bit]) + SEALED[index + 1 :]
+            with pytest.raises(DecryptionFailed):
+                KEY.open(tampered, HOME)
+
+
+def test_every_truncation_fails() -> None:
+    for size in range(len(SEALED)):
+        with pytest.raises(DecryptionFailed):
+            KEY.open(SEALED[:size], HOME)
+    with pytest.raises(DecryptionFailed):
+        KEY.open(SEALED + b"\x00", HOME)
+
+
+@pytest.mark.parametrize("fmt", [0, 2, 0x81, 0xFF])
+def test_unknown_format_byte_fails(fmt: int) -> None:
+    with pytest.raises(DecryptionFailed, match="unsupported"):
+        KEY.open(bytes([fmt]) + SEALED[1:], HOME)
+    with pytest.raises(DecryptionFailed):
+        key_id_of(bytes([fmt]) + SEALED[1:])
+
+
+def test_another_data_key_cannot_open() -> None:
+    with pytest.raises(DecryptionFailed):
+        DataKey.generate().open(SEALED, HOME)
+    # Same id, other material (a forged header): the tag still fails.
+    with pytest.raises(DecryptionFailed):
+        DataKey(KEY.key_id, DataKey.generate().material).open(SEALED, HOME)
+    # Same material, other id: the header binds the id.
+    with pytest.raises(DecryptionFailed):
+        DataKey(uuid.uuid4(), KEY.material).open(SEALED, HOME)
+
+
+def test_reprs_never_show_key_material() -> None:
+    material_forms = [KEY.material.hex(), repr(KEY.material), base64.b64encode(KEY.material).decode()]
+    for text in (repr(KEY), str(KEY), f"{KEY!r}", repr([KEY])):
+        assert str(KEY.key_id) in text
+        for form in material_forms:
+            assert form not in text
+    index_key = bytes(range(32))
+    indexer = BlindIndexer(index_key)
+    for text in (repr(indexer), str(indexer)):
+        for form in (index_key.hex(), repr(index_key), base64.b64encode(index_key).decode()):
+            assert form not in text
+
+
+@given(st.binary(max_size=256))
+def test_arbitrary_bytes_only_ever_raise_decryption_failed(blob: bytes) -> None:
+    with pytest.raises(DecryptionFailed):
+        KEY.open(blob, HOME)
+
+
+@given(st.binary(max_size=200), st.sampled_from([KEY.key_id.bytes, uuid.uuid4().bytes]))
+def test_well_framed_garbage_only_ever_raises_decryption_failed(body: bytes, key_id: bytes) -> None:
+    """Past the header checks, into the AEAD: still only DecryptionFailed."""
+    blob = b"\x01" + key_id + body
+    with pytest.raises(DecryptionFailed):
+        KEY.open(blob, HOME)
+
+
+@given(st.binary(max_size=80))
+def test_key_id_of_either_names_a_key_or_raises_decryption_failed(blob: bytes) -> None:
+    try:
+        found = key_id_of(blob)
+    except DecryptionFailed:
+        return
+    assert found.bytes == blob[1:17]
+
+
+# -- identifiers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (" Alice@Example.COM ", "alice@example.com"),
+        ("\tBOB.SMITH@EXAMPLE.ORG\n", "bob.smith@example.org"),
+        ("alice@example.com", "alice@example.com"),
+    ],
+)
+def test_normalise_email(raw: str, expected: str) -> None:
+    assert normalise_email(raw) == expected
+    assert normalise_email(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+44 7911 123456", "+447911123456"),
+        (" +1 (415) 555-2671 ", "+14155552671"),
+        ("+86 138 0013 8000", "+8613800138000"),
+        ("+447911123456", "+447911123456"),
+    ],
+)
+def test_normalise_phone_to_e164(raw: str, expected: str) -> None:
+    assert normalise_phone(raw) == expected
+    assert normalise_phone(expected) == expected
+
+
+def test_normalise_external_id_strips_but_keeps_case() -> None:
+    assert normalise_external_id("  Cust-0001 \n") == "Cust-0001"
+    assert normalise_external_id("x" * 200) == "x" * 200
+
+
+INVALID = [
+    (normalise_email, "secret-alice-7731"),
+    (normalise_email, "secret-alice-7731@"),
+    (normalise_email, "@secret-7731.example"),
+    (normalise_email, "secret alice 7731@example.com"),
+    (normalise_email, "secret-7731@@example.com"),
+    (normalise_email, ""),
+    (normalise_phone, "07911 987731"),  # no country code
+    (normalise_phone, "+44 12 7731"),  # too short to be a number
+    (normalise_phone, "+999 123 987731"),  # no such country code
+    (normalise_phone, "secret-phone-7731"),
+    (normalise_phone, ""),
+    (normalise_external_id, ""),
+    (normalise_external_id, "   "),
+    (normalise_external_id, "secret-7731-" + "x" * 200),
+]
+
+
+@pytest.mark.parametrize(("normalise", "raw"), INVALID)
+def test_invalid_identifier_message_never_contains_the_value(normalise: Callable[[str], str], raw: str) -> None:
+    with pytest.raises(InvalidIdentifier) as caught:
+        normalise(raw)
+    message = str(caught.value)
+    assert message
+    if raw.strip():
+        assert raw.strip() not in message
+        assert "7731" not in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_normalisers_cover_every_lookup_kind() -> None:
+    assert NORMALISERS == {
+        "email": normalise_email,
+        "phone": normalise_phone,
+        "external_id": normalise_external_id,
+    }
+
+
+# -- blind index ----------------------------------------------------------------------------
+
+INDEX_KEY = bytes(range(32))
+
+
+def test_same_normalised_value_same_index() -> None:
+    indexer = BlindIndexer(INDEX_KEY)
+    first = indexer.index("email", normalise_email(" Alice@Example.COM "))
+    second = BlindIndexer(bytes(INDEX_KEY)).index("email", normalise_email("alice@example.com"))
+    assert first == second
+    assert len(first) == 32
+    assert b"alice" not in first
+    assert indexer.index("email", "bob@example.com") != first
+
+
+def test_different_kind_different_index() -> None:
+    indexer = BlindIndexer(INDEX_KEY)
+    value = "+447911123456"
+    assert indexer.index("phone", value) != indexer.index("external_id", value)
+    assert indexer.index("email", "a") != indexer.index("external_id", "a")
+
+
+def test_different_key_different_index() -> None:
+    value = "alice@example.com"
+    assert BlindIndexer(INDEX_KEY).index("email", value) != BlindIndexer(bytes(32)).index("email", value)
+
+
+def test_blind_index_key_must_be_long() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        BlindIndexer(bytes(31))
