@@ -168,7 +168,13 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     )
 
 
+def too_deep_handler(request: Request[Any, Any, Any], _exc: RecursionError) -> Response[dict[str, Any]]:
+    # The JSON decoder gives up on absurdly nested input before any handler runs.
+    return problem(400, "bad-request", "Bad request", "The request body is nested too deeply.", request)
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    RecursionError: too_deep_handler,
     DomainError: domain_error_handler,
     HTTPException: http_error_handler,
     Exception: internal_error_handler,

@@ -79,4 +79,8 @@ async def add_response_headers(message: Message, scope: Scope) -> None:
             headers.append((name, _DOCS_CSP if docs and name == b"content-security-policy" else value))
     if b"cache-control" not in present:
         headers.append((b"cache-control", b"no-store"))
+    app = scope.get("litestar_app")
+    if app is not None and app.state.runtime.settings.base_url.startswith("https://"):
+        # Only behind TLS: HSTS on plain http would be ignored at best.
+        headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
     message["headers"] = headers

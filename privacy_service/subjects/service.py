@@ -39,6 +39,22 @@ def _decode(raw: bytes) -> Any:
     return msgspec.json.decode(raw)
 
 
+MAX_DEPTH = 16
+
+
+def check_depth(value: Any, field: str, limit: int = MAX_DEPTH) -> None:
+    """Reject JSON values nested deeper than ``limit`` (profiles and records are shallow documents)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise InvalidInput(f"{field} is nested more than {limit} levels deep")
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+
+
 def _require_aware(value: datetime, field: str) -> datetime:
     if value.tzinfo is None:
         raise InvalidInput(f"{field} must include a timezone offset (e.g. 2026-01-31T10:00:00Z)")
@@ -96,6 +112,7 @@ class SubjectService:
         setattr(subject, f"{kind}_ct", key.seal(normalised.encode(), Binding(SUBJECTS, subject.id, None, kind)))
 
     def _set_profile(self, subject: Subject, key: DataKey, profile: dict[str, Any]) -> None:
+        check_depth(profile, "profile")
         subject.profile_fields = self._check_profile(profile)
         subject.profile_ct = key.seal(_encode(profile), Binding(SUBJECTS, subject.id, None, "profile"))
 
@@ -215,6 +232,7 @@ class SubjectService:
                 extra={"errors": [{"field": "category", "message": "unknown data category"}]},
             )
         occurred_at = _require_aware(body.occurred_at, "occurred_at")
+        check_depth(body.data, "data")
         await self._get_active(subject_id)
         key = await self._key(subject_id)
         record_id = uuid.uuid4()

@@ -120,3 +120,28 @@ async def test_operator_rate_limit_answers_429_with_retry_after(make_settings, b
             assert last.headers["content-type"].startswith("application/problem+json")
     finally:
         await runtime.close()
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(client: AsyncClient, auth: dict[str, str]) -> None:
+    absurd = '{"profile": {"address": ' + "[" * 50_000 + "]" * 50_000 + "}}"
+    response = await client.post("/v1/subjects", content=absurd, headers={**auth, "content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+    nested: object = "x"
+    for _ in range(20):
+        nested = {"n": nested}
+    too_deep = await client.post("/v1/subjects", json={"profile": {"address": nested}}, headers=auth)
+    assert too_deep.status_code == 422
+    assert "nested" in too_deep.json()["detail"]
+
+
+async def test_security_headers(client: AsyncClient, auth: dict[str, str]) -> None:
+    response = await client.get("/v1/subjects", params={"external_id": "nobody"}, headers=auth)
+    headers = response.headers
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["cache-control"] == "no-store"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert "server" not in headers
+    assert "strict-transport-security" not in headers  # base_url is plain http in tests
+    assert len(headers["x-request-id"]) >= 16
