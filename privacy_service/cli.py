@@ -64,7 +64,9 @@ def worker() -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision (default: all heads).")] = "heads",
+) -> None:
     """Apply database migrations (SQLite or PostgreSQL); on first set-up, create the local keyring."""
     from privacy_service.config import KeyProviderKind
     from privacy_service.migrations.runner import upgrade

@@ -17,7 +17,8 @@ def alembic_config(settings: Settings) -> Config:
     return config
 
 
-def upgrade(settings: Settings, revision: str = "head") -> None:
+def upgrade(settings: Settings, revision: str = "heads") -> None:
+    """Upgrade to every head: feature migrations may branch from a common parent and apply independently."""
     command.upgrade(alembic_config(settings), revision)
 
 
