@@ -333,6 +333,7 @@ class Labels(Strict):
     request_email: str
     machine_readable: str
     versions: str
+    colon: str = Field(description="Between a label and its value: ': ' in English, a full-width colon in Chinese")
     units: Units
     triggers: TriggerLabels
     actions: ActionLabels
@@ -442,6 +443,8 @@ class PolicyDocument:
 
     spec: PolicySpec
     notices: Mapping[str, Notice]
+    # When the files were last changed (not part of the content): a floor for Last-Modified.
+    modified_at: datetime | None = field(default=None, compare=False)
     _rules: Mapping[str, RetentionRule] = field(init=False, repr=False, compare=False)
     _source: dict[str, Any] = field(init=False, repr=False, compare=False)
     _hash: str = field(init=False, repr=False, compare=False)

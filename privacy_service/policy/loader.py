@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -319,7 +320,9 @@ def check_policy(directory: Path) -> tuple[PolicyDocument | None, list[Problem]]
 
     if problems or spec is None:
         return None, problems
-    return PolicyDocument(spec=spec, notices=notices), []
+    files = [policy_path, *(found[language] for language in notices)]
+    modified = datetime.fromtimestamp(max(path.stat().st_mtime for path in files), tz=UTC)
+    return PolicyDocument(spec=spec, notices=notices, modified_at=modified), []
 
 
 def load_policy(directory: Path) -> PolicyDocument:

@@ -143,8 +143,14 @@ def negotiate_language(explicit: str | None, accept_language: str | None, suppor
 
 
 def effective_since(document: PolicyDocument, now: datetime) -> datetime:
-    """Last-Modified of the current policy: its effective date (never in the future)."""
+    """Last-Modified of the current policy: its effective date, or the files' change if later.
+
+    The file time matters when the files are edited without a new effective date: a client that
+    revalidates with If-Modified-Since alone must not be told that nothing changed.
+    """
     effective = datetime.combine(document.effective_date, time.min, tzinfo=UTC)
+    if document.modified_at is not None:
+        effective = max(effective, document.modified_at)
     return min(effective, now)
 
 

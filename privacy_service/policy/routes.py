@@ -11,6 +11,7 @@ from litestar.params import PathParameter, QueryParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.errors import NotFound
+from privacy_service.openapi import JsonOrJsonLd
 from privacy_service.policy import service
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.policy.pages import (
@@ -23,6 +24,7 @@ from privacy_service.policy.pages import (
 )
 from privacy_service.policy.render import JSON_MEDIA_TYPE
 from privacy_service.policy.schemas import VersionList, VersionSummary
+from privacy_service.ratelimit import ip_rate_limit
 
 Lang = Annotated[
     str | None,
@@ -32,7 +34,13 @@ Format = Annotated[
     Literal["json", "jsonld"],
     QueryParameter(name="format", description="json (default) or jsonld (W3C Data Privacy Vocabulary)"),
 ]
-_CONDITIONAL = {304: ResponseSpec(data_container=None, description="Not modified (If-None-Match / If-Modified-Since)")}
+# The current policy is served from memory; the version endpoints read the database.
+_RATE_LIMIT = ip_rate_limit("policy_versions")
+_RESPONSES = {
+    # The handlers return pre-rendered bytes; document what they hold (a JSON object) rather than a string.
+    200: ResponseSpec(dict[str, Any], media_type=JSON_MEDIA_TYPE, description="The policy", generate_examples=False),
+    304: ResponseSpec(data_container=None, description="Not modified (If-None-Match / If-Modified-Since)"),
+}
 
 
 class PolicyController(Controller):
@@ -44,7 +52,8 @@ class PolicyController(Controller):
         media_type=JSON_MEDIA_TYPE,
         summary="The privacy policy in force, as JSON or DPV JSON-LD",
         description="Rendered from the policy files this server runs on; cacheable (ETag, Last-Modified).",
-        responses=_CONDITIONAL,
+        responses=_RESPONSES,
+        operation_class=JsonOrJsonLd,
     )
     async def current(
         self, request: Request[Any, Any, Any], lang: Lang = None, format_: Format = "json"
@@ -62,7 +71,7 @@ class PolicyController(Controller):
         )
         return respond(page, request.headers)
 
-    @get("/versions", summary="Every published policy version, newest first")
+    @get("/versions", guards=[_RATE_LIMIT], summary="Every published policy version, newest first")
     async def versions(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> VersionList:
         rows = await service.list_versions(db_session)
         return VersionList(
@@ -81,9 +90,11 @@ class PolicyController(Controller):
 
     @get(
         "/versions/{version:str}",
+        guards=[_RATE_LIMIT],
         media_type=JSON_MEDIA_TYPE,
         summary="One published version, exactly as it was published",
-        responses=_CONDITIONAL,
+        responses=_RESPONSES,
+        operation_class=JsonOrJsonLd,
     )
     async def version(
         self,
@@ -106,7 +117,12 @@ class PolicyController(Controller):
         return respond(page, request.headers)
 
 
-@get("/.well-known/gpc.json", tags=["policy"], summary="Global Privacy Control support, as the policy declares it")
+@get(
+    "/.well-known/gpc.json",
+    tags=["policy"],
+    opt={"problems": (404,)},
+    summary="Global Privacy Control support, as the policy declares it",
+)
 async def gpc_json(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     document: PolicyDocument = request.app.state.policy
     if not document.spec.tracking.honours_gpc:

@@ -46,9 +46,7 @@ async def serve(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncC
 
 async def publish_current(runtime: Runtime) -> None:
     async with runtime.db.transaction() as session:
-        await publish(
-            session, runtime.policy, now=runtime.clock.now(), base_url=runtime.settings.base_url, actor=ACTOR
-        )
+        await publish(session, runtime.policy, now=runtime.clock.now(), base_url=runtime.settings.base_url, actor=ACTOR)
 
 
 def category(body: dict[str, Any], key: str) -> dict[str, Any]:
@@ -66,10 +64,11 @@ async def test_current_policy_as_json(client: httpx.AsyncClient, runtime: Runtim
     assert response.headers["content-language"] == "en"
     assert "Accept-Language" in response.headers["vary"]
     assert response.headers["cache-control"] == "public, max-age=300"
-    assert response.headers["etag"].startswith('"') and not response.headers["etag"].startswith("W/")
-    assert parsedate_to_datetime(response.headers["last-modified"]) == datetime.combine(
-        runtime.policy.effective_date, datetime.min.time(), tzinfo=UTC
-    )
+    assert response.headers["etag"].startswith('"')  # strong, not W/
+    effective = datetime.combine(runtime.policy.effective_date, datetime.min.time(), tzinfo=UTC)
+    assert runtime.policy.modified_at is not None
+    expected = min(max(effective, runtime.policy.modified_at.replace(microsecond=0)), datetime.now(UTC))
+    assert parsedate_to_datetime(response.headers["last-modified"]) == expected
     body = response.json()
     assert body["version"] == runtime.policy.version
     assert body["language"] == "en"
@@ -198,7 +197,9 @@ async def test_jsonld_is_dpv_aligned(client: httpx.AsyncClient, runtime: Runtime
 
 
 @sqlite_only
-async def test_gpc_declaration_follows_the_policy(client: httpx.AsyncClient, make_settings: Any, tmp_path: Path) -> None:
+async def test_gpc_declaration_follows_the_policy(
+    client: httpx.AsyncClient, make_settings: Any, tmp_path: Path
+) -> None:
     response = await client.get("/.well-known/gpc.json")
     assert response.status_code == 200
     assert response.json() == {"gpc": True, "lastUpdate": "2026-11-20"}
@@ -324,7 +325,7 @@ async def test_publish_refuses_duplicates_and_unbumped_edits(
     edit_yaml(bumped_only / "policy.yaml", lambda d: d.update(version="2026.9"))
     same = build_runtime(make_settings(policy_dir=bumped_only))
     try:
-        with pytest.raises(Conflict, match="nothing changed since policy version 2026.1"):
+        with pytest.raises(Conflict, match=r"nothing changed since policy version 2026\.1"):
             await publish_current(same)
     finally:
         await same.close()
@@ -349,3 +350,14 @@ async def test_snapshot_is_stored_with_its_hash(runtime: Runtime) -> None:
     assert row[1] == runtime.policy.content_hash
     assert set(document["rendered"]["json"]) == {"en", "zh"}
     assert document["source"]["policy"]["version"] == runtime.policy.version
+
+
+@sqlite_only
+async def test_documented_in_openapi(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    paths = schema["paths"]
+    for path in ("/v1/policy", "/v1/policy/versions", "/v1/policy/versions/{version}", "/privacy"):
+        assert "get" in paths[path], path
+    parameters = {p["name"] for p in paths["/v1/policy"]["get"]["parameters"]}
+    assert parameters >= {"lang", "format"}
+    assert "304" in paths["/v1/policy"]["get"]["responses"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -85,7 +86,7 @@ async def test_structure_is_accessible(client: httpx.AsyncClient, query: str, la
     assert h1[0].text.strip() == title
     assert page.headings[0].tag == "h1"
     levels = [int(heading.tag[1]) for heading in page.headings]
-    for before, after in zip(levels, levels[1:], strict=False):
+    for before, after in itertools.pairwise(levels):
         assert after <= before + 1, f"heading level skipped: h{before} -> h{after}"
     assert all(heading.text.strip() for heading in page.headings)
 
@@ -94,7 +95,8 @@ async def test_structure_is_accessible(client: httpx.AsyncClient, query: str, la
     assert len(page.tagged("main")) == 1
     navs = page.tagged("nav")
     names = [nav.attrs.get("aria-label") or nav.attrs.get("aria-labelledby") for nav in navs]
-    assert all(names) and len(set(names)) == len(names), "each nav needs its own accessible name"
+    assert all(names), "each nav needs an accessible name"
+    assert len(set(names)) == len(names), "each nav needs its own accessible name"
 
     ids = [element.attrs["id"] for element in page.elements if element.attrs.get("id")]
     assert len(ids) == len(set(ids))

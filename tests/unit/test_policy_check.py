@@ -39,9 +39,7 @@ def test_the_shipped_policy_is_valid() -> None:
 
 
 def test_a_category_without_a_retention_rule(tmp_path: Path) -> None:
-    problems = problems_after(
-        tmp_path, "policy.yaml", lambda d: d["data_categories"]["user.behavior"].pop("retention")
-    )
+    problems = problems_after(tmp_path, "policy.yaml", lambda d: d["data_categories"]["user.behavior"].pop("retention"))
     assert problems == [
         "policy.yaml: data_categories.user.behavior.retention: the service stores this category "
         "but it has no retention rule (period, trigger, action)"
@@ -92,9 +90,7 @@ def test_a_missing_label_is_reported_with_its_path(tmp_path: Path) -> None:
             "data_categories.user.name.retention.period",
         ),
         (
-            lambda d: d["data_categories"]["user.financial.transaction"]["retention"]["legal_duty"].update(
-                period="P5"
-            ),
+            lambda d: d["data_categories"]["user.financial.transaction"]["retention"]["legal_duty"].update(period="P5"),
             "data_categories.user.financial.transaction.retention.legal_duty.period",
         ),
         (lambda d: d["regimes"]["ccpa"]["deadline"].update(period="45 days"), "regimes.ccpa.deadline.period"),
@@ -122,9 +118,7 @@ def test_a_legal_duty_without_a_basis(tmp_path: Path, basis: str | None) -> None
 
 
 def test_a_notice_naming_an_id_the_policy_lacks(tmp_path: Path) -> None:
-    problems = problems_after(
-        tmp_path, "notice.zh.yaml", lambda d: d["regimes"].update(lgpd={"name": "巴西（LGPD）"})
-    )
+    problems = problems_after(tmp_path, "notice.zh.yaml", lambda d: d["regimes"].update(lgpd={"name": "LGPD"}))
     assert problems == ["notice.zh.yaml: regimes.lgpd: not in policy.yaml: the zh notice and the policy disagree"]
 
 
@@ -153,7 +147,7 @@ def test_languages_disagreeing_on_a_number(tmp_path: Path) -> None:
     problems = problems_after(
         tmp_path,
         "notice.zh.yaml",
-        lambda d: d["regimes"]["gdpr"].update(description="欧盟第2016/680号条例，即《通用数据保护条例》。"),
+        lambda d: d["regimes"]["gdpr"].update(description=d["regimes"]["gdpr"]["description"].replace("679", "680")),
     )
     assert problems == [
         "notice.zh.yaml: regimes.gdpr.description: the languages disagree on a fact: numbers only here: 2016/680; "
@@ -218,7 +212,7 @@ def test_all_problems_are_reported_at_once_and_loading_refuses(tmp_path: Path) -
 def run_check(policy_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("PRIVACY_")}
     env.update(PRIVACY_POLICY_DIR=str(policy_dir), COLUMNS="200")
-    return subprocess.run(  # noqa: S603 - fixed argv: this interpreter running this package
+    return subprocess.run(
         [sys.executable, "-m", "privacy_service", "policy", "check"],
         env=env,
         cwd=cwd,
