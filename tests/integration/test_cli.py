@@ -117,13 +117,13 @@ async def test_db_upgrade_and_operator_lifecycle(tmp_path: Path) -> None:
     upgraded = ok(cli(settings, "db", "upgrade"))
     assert "database at revision head" in upgraded.stderr
     assert (tmp_path / "privacy.db").exists()
+    assert stat.S_IMODE((tmp_path / "keyring.json").stat().st_mode) == 0o600  # first set-up creates it
 
     created = ok(cli(settings, "operators", "create", "--name", "x", "--scopes", "subjects:read"))
     key = created.stdout.splitlines()[-1]
     match = KEY_LINE.match(key)
     assert match, created.stdout
     key_id = match.group(1)
-    assert stat.S_IMODE((tmp_path / "keyring.json").stat().st_mode) == 0o600
     assert await _authenticates(settings, key) == frozenset({"subjects:read"})
 
     duplicate, unknown, listed = cli_all(
