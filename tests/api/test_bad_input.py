@@ -3,27 +3,36 @@
 Every case submits a distinctive PII-looking marker (in the body, the query string or the
 credentials) and checks that no form of it comes back in the body or any header, and that the
 database is exactly as it was before the request.
+
+The cases share one migrated database and app per backend (built from the same session fixtures
+as ``settings``/``runtime``): a fresh database per case costs more than the case itself, and
+each case compares the database before and after its own request, so sharing hides nothing.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 from litestar import Litestar
 from sqlalchemy import text
 
+from privacy_service.app import create_app
+from privacy_service.config import Settings
 from privacy_service.operators.service import revoke_operator
-from privacy_service.runtime import Runtime
-from tests.conftest import make_operator_key, table_counts
+from privacy_service.runtime import Runtime, build_runtime
+from tests.conftest import BACKENDS, ROOT, _empty_postgres, make_operator_key, table_counts
 
 MARKER = "zz-secret-marker"
 EMAIL = f"{MARKER}@example.com"
+DUPLICATE = f"{MARKER}-taken@example.com"  # held by an existing subject
 NAME = f"Zz Secret-Marker {MARKER}"
 # Any spelling of the marker: hyphens/underscores/spaces dropped, case folded, JSON escapes undone.
 _FOLD = re.compile(r"[\s_\-\\/.]")
@@ -50,7 +59,6 @@ class Case:
     content_type: str = "application/json"
     params: dict[str, str] = field(default_factory=dict)
     who: str = "writer"  # writer | reader | none | garbage | revoked
-    needs_duplicate: bool = False  # a subject holding EMAIL exists before the request
 
     @property
     def expected_header(self) -> str | None:
@@ -290,33 +298,62 @@ CASES = [
     case("patch-read-scope-only", "PATCH", "/v1/subjects/{id}", 403, "forbidden", body={"email": EMAIL}, who="reader"),
     case("erase-read-scope-only", "DELETE", "/v1/subjects/{id}", 403, "forbidden", who="reader"),
     # -- conflicts ------------------------------------------------------------------------------
+    case("create-duplicate-email", "POST", "/v1/subjects", 409, "conflict", body={"email": DUPLICATE}),
     case(
-        "create-duplicate-email", "POST", "/v1/subjects", 409, "conflict", body={"email": EMAIL}, needs_duplicate=True
-    ),
-    case(
-        "create-duplicate-email-other-case",
+        "create-duplicate-email-other-spelling",
         "POST",
         "/v1/subjects",
         409,
         "conflict",
-        body={"email": f"  {EMAIL.upper()} ", "profile": {"name": NAME}},
-        needs_duplicate=True,
+        body={"email": f"  {DUPLICATE.upper()} ", "profile": {"name": NAME}},
     ),
-    case(
-        "patch-to-duplicate-email",
-        "PATCH",
-        "/v1/subjects/{id}",
-        409,
-        "conflict",
-        body={"email": EMAIL},
-        needs_duplicate=True,
-    ),
+    case("patch-to-duplicate-email", "PATCH", "/v1/subjects/{id}", 409, "conflict", body={"email": DUPLICATE}),
 ]
 
 
-async def _headers(who: str, runtime: Runtime, app: Litestar, client: AsyncClient, writer: str) -> dict[str, str]:
+@dataclass
+class Served:
+    runtime: Runtime
+    app: Litestar
+    client: AsyncClient
+    writer: str
+    subject_id: str
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    """One migrated, empty database of the backend, its app, a writer key and an ordinary subject."""
+    folder = tmp_path_factory.mktemp(f"bad-input-{request.param}")
+    options: dict[str, Any] = {"keyring_path": folder / "keyring.json", "policy_dir": ROOT / "policies"}
+    if request.param == "sqlite":
+        data, keys = request.getfixturevalue("sqlite_template")
+        shutil.copy(data, folder / "privacy.db")
+        shutil.copy(keys, folder / "privacy-keys.db")
+        options.update(
+            database_url=f"sqlite+aiosqlite:///{folder / 'privacy.db'}", keystore_path=folder / "privacy-keys.db"
+        )
+    else:
+        options.update(database_url=request.getfixturevalue("postgres_database"))
+        await _empty_postgres(options["database_url"])
+    runtime = build_runtime(Settings(log_level="WARNING", **options))
+    app = create_app(runtime=runtime)
+    writer = await make_operator_key(runtime)
+    headers = {"Authorization": f"Bearer {writer}"}
+    try:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as client:
+            created = await client.post("/v1/subjects", json=ORDINARY_SUBJECT, headers=headers)
+            assert created.status_code == 201, created.text
+            holder = await client.post("/v1/subjects", json={"email": DUPLICATE}, headers=headers)
+            assert holder.status_code == 201, holder.text
+            yield Served(runtime, app, client, writer, created.json()["id"])
+    finally:
+        await runtime.close()
+
+
+async def _headers(who: str, served: Served) -> dict[str, str]:
+    runtime, client = served.runtime, served.client
     if who == "writer":
-        return {"Authorization": f"Bearer {writer}"}
+        return {"Authorization": f"Bearer {served.writer}"}
     if who == "reader":
         key = await make_operator_key(runtime, frozenset({"subjects:read"}))
         return {"Authorization": f"Bearer {key}"}
@@ -327,12 +364,11 @@ async def _headers(who: str, runtime: Runtime, app: Litestar, client: AsyncClien
         key = await make_operator_key(runtime, name=name)
         headers = {"Authorization": f"Bearer {key}"}
         # The key works first, so the 401 below is caused by the revocation and nothing else.
-        assert (
-            await client.post("/v1/subjects/lookup", json={"email": "x@example.org"}, headers=headers)
-        ).status_code == 200
+        works = await client.post("/v1/subjects/lookup", json={"email": "x@example.org"}, headers=headers)
+        assert works.status_code == 200
         async with runtime.db.transaction() as session:
             await revoke_operator(session, name=name, now=runtime.clock.now())
-        app.state.authenticator.forget_all()  # as if AUTH_CACHE_SECONDS had passed
+        served.app.state.authenticator.forget_all()  # as if AUTH_CACHE_SECONDS had passed
         return headers
     assert who == "none"
     return {}
@@ -352,26 +388,19 @@ def _folded(value: str) -> str:
 
 
 @pytest.mark.parametrize("bad", CASES)
-async def test_bad_input_is_a_problem_that_changes_nothing(
-    bad: Case, client: AsyncClient, runtime: Runtime, app: Litestar, operator_key: str
-) -> None:
-    writer = {"Authorization": f"Bearer {operator_key}"}
-    created = await client.post("/v1/subjects", json=ORDINARY_SUBJECT, headers=writer)
-    assert created.status_code == 201, created.text
-    subject_id = created.json()["id"]
-    if bad.needs_duplicate:
-        holder = await client.post("/v1/subjects", json={"email": EMAIL}, headers=writer)
-        assert holder.status_code == 201, holder.text
-    headers = await _headers(bad.who, runtime, app, client, operator_key)
-    path = bad.path.format(id=subject_id, missing=uuid.uuid4())
+async def test_bad_input_is_a_problem_that_changes_nothing(bad: Case, served: Served) -> None:
+    headers = await _headers(bad.who, served)
+    path = bad.path.format(id=served.subject_id, missing=uuid.uuid4())
     content = bad.raw
     if content is None and bad.body is not None:
         content = json.dumps(bad.body).encode()
     if content is not None:
         headers["Content-Type"] = bad.content_type
-    before = await _snapshot(runtime)
+    before = await _snapshot(served.runtime)
 
-    response = await client.request(bad.method, path, content=content, params=bad.params or None, headers=headers)
+    response = await served.client.request(
+        bad.method, path, content=content, params=bad.params or None, headers=headers
+    )
 
     assert response.status_code < 500, response.text
     assert response.status_code == bad.status, response.text
@@ -389,13 +418,15 @@ async def test_bad_input_is_a_problem_that_changes_nothing(
     assert "traceback" not in response.text.lower()
     if bad.expected_header is not None:
         assert response.headers.get(bad.expected_header)
-    assert await _snapshot(runtime) == before
+    assert await _snapshot(served.runtime) == before
 
 
-async def test_marker_detection_is_not_vacuous(client: AsyncClient, auth: dict[str, str]) -> None:
+async def test_marker_detection_is_not_vacuous(served: Served) -> None:
     """The echo check above does see the marker when the API legitimately returns it."""
-    created = await client.post("/v1/subjects", json={"email": EMAIL, "profile": {"name": NAME}}, headers=auth)
-    read = await client.get(f"/v1/subjects/{created.json()['id']}", headers=auth)
+    auth = {"Authorization": f"Bearer {served.writer}"}
+    body = {"email": f"{MARKER}-control@example.com", "profile": {"name": NAME}}
+    created = await served.client.post("/v1/subjects", json=body, headers=auth)
+    read = await served.client.get(f"/v1/subjects/{created.json()['id']}", headers=auth)
     assert NEEDLE in _folded(read.text)
     assert NEEDLE in _folded(json.dumps(RECORD))
     assert NEEDLE in _folded("ZZ_SECRET_MARKER")

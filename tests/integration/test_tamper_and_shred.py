@@ -31,12 +31,13 @@ from privacy_service.crypto.fields import Binding, DataKey, DecryptionFailed, ke
 from privacy_service.crypto.keys import WrappedKey
 from privacy_service.crypto.models import DataKeyRow
 from privacy_service.crypto.service import KeyShredded, wrap_context
+from privacy_service.db import KEYSTORE_SCHEMA
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.models import Record, Subject
 
-SUBJECTS: Table = Subject.__table__  # type: ignore[assignment]
-RECORDS: Table = Record.__table__  # type: ignore[assignment]
-DATA_KEYS: Table = DataKeyRow.__table__  # type: ignore[assignment]
+SUBJECTS = SQLModel.metadata.tables[Subject.__tablename__]
+RECORDS = SQLModel.metadata.tables[Record.__tablename__]
+DATA_KEYS = SQLModel.metadata.tables[f"{KEYSTORE_SCHEMA}.{DataKeyRow.__tablename__}"]
 
 A_BODY = {
     "email": "ambrose.tamperfield@example.com",
@@ -68,7 +69,9 @@ class Pair:
     b_records: list[uuid.UUID]
 
 
-async def _create(client: AsyncClient, auth: dict[str, str], body: dict[str, Any], notes: list[str]) -> list[Any]:
+async def _create(
+    client: AsyncClient, auth: dict[str, str], body: dict[str, Any], notes: list[str]
+) -> tuple[uuid.UUID, list[uuid.UUID]]:
     response = await client.post("/v1/subjects", json=body, headers=auth)
     assert response.status_code == 201, response.text
     subject_id = uuid.UUID(response.json()["id"])
@@ -77,7 +80,7 @@ async def _create(client: AsyncClient, auth: dict[str, str], body: dict[str, Any
         created = await client.post(f"/v1/subjects/{subject_id}/records", json=_record(note), headers=auth)
         assert created.status_code == 201, created.text
         records.append(uuid.UUID(created.json()["id"]))
-    return [subject_id, records]
+    return subject_id, records
 
 
 @pytest.fixture
