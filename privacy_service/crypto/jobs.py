@@ -7,6 +7,7 @@ Only the small wrapped keys are rewritten; no record is decrypted or re-encrypte
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,4 +71,7 @@ async def rewrap_all(
         batches += 1
         if on_batch is not None:
             on_batch(len(rows))
+        if db.settings.is_sqlite:
+            # SQLite has one writer: step aside so requests queued behind this batch get their turn.
+            await asyncio.sleep(0.02)
     return RewrapResult(target, done, batches)

@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
-from privacy_service.clock import Clock
+from privacy_service.clock import Clock, as_utc
 from privacy_service.crypto.fields import NORMALISERS, Binding, DataKey, DecryptionFailed, InvalidIdentifier
 from privacy_service.crypto.keys import KeyError_
 from privacy_service.crypto.service import PRIMARY, RETENTION, KeyService, KeyShredded
@@ -56,9 +56,7 @@ def check_depth(value: Any, field: str, limit: int = MAX_DEPTH) -> None:
 
 
 def _require_aware(value: datetime, field: str) -> datetime:
-    if value.tzinfo is None:
-        raise InvalidInput(f"{field} must include a timezone offset (e.g. 2026-01-31T10:00:00Z)")
-    return value
+    return as_utc(value, field)
 
 
 @dataclass(slots=True)
@@ -122,21 +120,36 @@ class SubjectService:
         except IntegrityError:
             raise Conflict("another subject already has one of these identifiers") from None
 
-    async def _get_row(self, subject_id: uuid.UUID) -> Subject:
-        subject = await self.session.get(Subject, subject_id)
+    @staticmethod
+    def _found(subject: Subject | None) -> Subject:
         if subject is None:
             raise NotFound("no subject with this id")
         return subject
 
-    async def _get_active(self, subject_id: uuid.UUID) -> Subject:
-        subject = await self._get_row(subject_id)
+    @staticmethod
+    def _active(subject: Subject) -> Subject:
         if subject.status != SubjectStatus.ACTIVE:
             raise Gone("this subject has been erased (any data a legal duty keeps is restricted)")
         return subject
 
+    async def _get_row(self, subject_id: uuid.UUID) -> Subject:
+        return self._found(await self.session.get(Subject, subject_id))
+
+    async def _get_active(self, subject_id: uuid.UUID) -> Subject:
+        return self._active(await self._get_row(subject_id))
+
     async def _key(self, subject_id: uuid.UUID) -> DataKey:
         try:
             return await self.keys.load_key(self.session, subject_id)
+        except (KeyShredded, KeyError_) as exc:
+            raise DataIntegrityError("the subject's data key is unavailable") from exc
+
+    async def _get_active_with_key(self, subject_id: uuid.UUID) -> tuple[Subject, DataKey]:
+        """``_get_active`` and ``_key`` in one query: the key row is joined to the subject row."""
+        row, key_row = await self.keys.get_with_key_row(self.session, Subject, subject_id)
+        subject = self._active(self._found(row))
+        try:
+            return subject, await self.keys.unwrap_row(key_row, subject_id)
         except (KeyShredded, KeyError_) as exc:
             raise DataIntegrityError("the subject's data key is unavailable") from exc
 
@@ -185,8 +198,8 @@ class SubjectService:
         )
 
     async def read(self, subject_id: uuid.UUID) -> schemas.SubjectOut:
-        subject = await self._get_active(subject_id)
-        out = self._render(subject, await self._key(subject_id))
+        subject, key = await self._get_active_with_key(subject_id)
+        out = self._render(subject, key)
         self._audit("subject.read", subject_id)
         return out
 
@@ -311,10 +324,11 @@ class SubjectService:
                 subject_id, subject.status, subject.erased_at, 0, 0, True, kept=dict(subject.profile_fields)
             )
         now = self.clock.now()
-        key = await self._key(subject_id)
         kept_summary: dict[str, str] = {}
         retention_key: DataKey | None = None
         if keep:
+            # Only kept data needs the key: erasing everything works even if the key is damaged.
+            key = await self._key(subject_id)
             retention_key = await self.keys.create_key(self.session, subject_id, RETENTION)
             retained = self._retained_fields(subject, key, keep)
             kept_records = (
