@@ -357,6 +357,8 @@ class Notice(Strict):
     rights: dict[str, Named]
     regimes: dict[str, Named]
     authorities: dict[str, Named]
+    # Labels of policy.yaml's profile_fields, e.g. for the correction form of the request portal.
+    profile_fields: dict[str, Named] = Field(default_factory=dict)
 
 
 # The notice's sections, in the order they are published, with the provision each one satisfies.

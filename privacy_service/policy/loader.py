@@ -39,8 +39,19 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # Full-width punctuation (U+FF09, U+FF0C, U+3002, U+3001) ends a URL in Chinese prose.
 _URL = re.compile("https?://[^\\s<>\"')\uff09\uff0c\u3002\u3001]+")
 _NUMBER = re.compile(r"\d+(?:[.,/]\d+)*")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # The id maps of policy.yaml that every notice must describe, one entry per id.
-_ID_MAPS = ("data_categories", "purposes", "sources", "recipients", "transfers", "rights", "regimes", "authorities")
+_ID_MAPS = (
+    "data_categories",
+    "purposes",
+    "sources",
+    "recipients",
+    "transfers",
+    "rights",
+    "regimes",
+    "authorities",
+    "profile_fields",
+)
 
 
 def notice_file(language: str) -> str:
@@ -54,7 +65,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
+        text = f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
+        # One problem, one line: a key in the YAML may hold a line break or another control character.
+        return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class PolicyError(Exception):

@@ -138,7 +138,8 @@ async def test_language_switch_and_request_portal_link(client: httpx.AsyncClient
     current = [e for e in page.elements if e.attrs.get("aria-current") == "page"]
     assert len(current) == 1
     assert current[0].attrs.get("lang") == "en"
-    assert any(a.attrs.get("href") == "/privacy/request" for a in links)
+    # The portal link carries the page's language, which the portal then remembers.
+    assert any(a.attrs.get("href") == "/privacy/request?lang=en" for a in links)
     alternates = {(e.attrs.get("rel"), e.attrs.get("type")) for e in page.tagged("link")}
     assert ("alternate", "application/ld+json") in alternates
 

@@ -1,0 +1,101 @@
+"""The portal's words in each language, the visitor's language, and dates in that language (Babel).
+
+The policy's own words (categories, rights, regimes, profile fields) come from ``notice.<lang>.yaml``;
+the words of the portal itself come from ``messages/<lang>.yaml`` beside this file. Every catalog
+must have exactly the keys of the default one (checked when the app starts and in the tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from babel.dates import format_date, format_time, get_datetime_format
+from litestar.connection import ASGIConnection
+
+from privacy_service.policy.pages import negotiate_language
+
+MESSAGES = Path(__file__).parent / "messages"
+LANGUAGE_COOKIE = "privacy_lang"
+LANGUAGE_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+@lru_cache(maxsize=8)
+def messages(language: str) -> Mapping[str, Any]:
+    """The portal's catalog for one language (a nested mapping; templates read ``m.section.key``)."""
+    raw = yaml.safe_load((MESSAGES / f"{language}.yaml").read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise TypeError(f"messages/{language}.yaml: expected a mapping")
+    return raw
+
+
+def _keys(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _keys(value, path + ".")
+        else:
+            yield path
+
+
+def check_catalogs(languages: Sequence[str]) -> None:
+    """Every policy language has a catalog with the same keys as the first; else ValueError."""
+    base = set(_keys(messages(languages[0])))
+    for language in languages[1:]:
+        if not (MESSAGES / f"{language}.yaml").is_file():
+            raise ValueError(f"the policy lists language {language!r} but the portal has no messages/{language}.yaml")
+        keys = set(_keys(messages(language)))
+        if keys != base:
+            missing = ", ".join(sorted(base - keys)[:5]) or "-"
+            extra = ", ".join(sorted(keys - base)[:5]) or "-"
+            raise ValueError(f"messages/{language}.yaml: missing {missing}; not in {languages[0]}: {extra}")
+
+
+def _supported(choice: str | None, supported: Sequence[str]) -> str | None:
+    if not choice:
+        return None
+    language = negotiate_language(choice[:35], None, supported)
+    return language if language == choice[:35].lower().replace("_", "-").split("-", 1)[0] else None
+
+
+def chosen_by_query(connection: ASGIConnection[Any, Any, Any, Any], supported: Sequence[str]) -> str | None:
+    """A supported ``?lang=``, which the portal then remembers in a cookie."""
+    return _supported(connection.query_params.get("lang"), supported)
+
+
+def requested_language(connection: ASGIConnection[Any, Any, Any, Any], supported: Sequence[str]) -> str | None:
+    """The language the visitor chose: ``?lang=`` first, then the cookie that remembers it."""
+    return chosen_by_query(connection, supported) or _supported(connection.cookies.get(LANGUAGE_COOKIE), supported)
+
+
+def visitor_language(
+    connection: ASGIConnection[Any, Any, Any, Any], supported: Sequence[str], preferred: str | None = None
+) -> str:
+    """The visitor's choice, else ``preferred`` (a request's own language), else ``Accept-Language``."""
+    chosen = requested_language(connection, supported)
+    if chosen is not None:
+        return chosen
+    if preferred in supported:
+        return str(preferred)
+    return negotiate_language(None, connection.headers.get("accept-language"), supported)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def long_date(value: datetime, language: str) -> str:
+    """A day as people write it (``March 1, 2026``, ``2026年3月1日``); days are UTC days."""
+    return format_date(_utc(value).date(), "long", locale=language)
+
+
+def date_time(value: datetime, language: str) -> str:
+    """A moment in the visitor's language, labelled UTC (the server does not know their time zone)."""
+    moment = _utc(value)
+    pattern = str(get_datetime_format("medium", locale=language)).replace("'", "")
+    time = format_time(moment, "short", tzinfo=UTC, locale=language)
+    return pattern.format(time, long_date(moment, language)) + " UTC"
