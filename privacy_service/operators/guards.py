@@ -10,14 +10,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import structlog
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from sqlalchemy.exc import SQLAlchemyError
 
+from privacy_service.audit import service as audit
+from privacy_service.audit.service import Actor
 from privacy_service.errors import Forbidden, Unauthenticated
-from privacy_service.operators.service import AuthenticatedOperator, authenticate, hash_key
+from privacy_service.operators.service import AuthenticatedOperator, authenticate, hash_key, parse_key_id
 from privacy_service.ratelimit import Limit
 
 AUTH_CACHE_SECONDS = 5.0
+log = structlog.get_logger("privacy_service.operators")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="privacy-service"'}
 
 
@@ -47,6 +52,24 @@ class OperatorAuthenticator:
         return operator
 
 
+async def record_failed_auth(connection: ASGIConnection[Any, Any, Any, Any], key: str) -> None:
+    """Audit a rejected key (breach monitoring counts bursts): its public key id only, never the key."""
+    state = connection.app.state
+    key_id = parse_key_id(key)
+    try:
+        async with state.db.transaction() as session:
+            audit.record(
+                session,
+                at=state.clock.now(),
+                actor=Actor("operator_key", key_id or "malformed"),
+                action="operator.auth_failed",
+                outcome="failed",
+                detail={"key_id": key_id} if key_id else {"well_formed": False},
+            )
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("auth_failure_not_recorded", error=type(exc).__name__)
+
+
 def bearer_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     header = connection.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -61,6 +84,7 @@ async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
         raise Unauthenticated("send an operator key as 'Authorization: Bearer psk_...'", headers=_CHALLENGE)
     operator = await connection.app.state.authenticator(connection, key)
     if operator is None:
+        await record_failed_auth(connection, key)
         raise Unauthenticated("the operator key is unknown, revoked or expired", headers=_CHALLENGE)
     state = connection.app.state
     state.rate_limiter.check("operator", str(operator.id), Limit.parse(state.runtime.settings.rate_limits["operator"]))

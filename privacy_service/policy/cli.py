@@ -24,6 +24,13 @@ def policy_check() -> None:
         for problem in problems:
             stderr.print(str(problem), highlight=False, markup=False, soft_wrap=True)
         raise fail(f"{len(problems)} problem(s) in {settings.policy_dir}", 1)
+    from privacy_service.breaches.policy import check_breach_policy
+
+    breach, breach_problems = check_breach_policy(settings.policy_dir, document)
+    if breach is None:
+        for problem in breach_problems:
+            stderr.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+        raise fail(f"{len(breach_problems)} problem(s) in {settings.policy_dir}", 1)
     stderr.print(
         f"policy {document.version} is valid: {len(document.data_categories)} data categories, "
         f"{len(document.retention_rules())} retention rules, languages {', '.join(document.languages)}",

@@ -1,0 +1,332 @@
+"""Timed breach work: the 72-hour clock's reminders, subject-notice dispatch, and audit-stream monitoring.
+
+Monitoring reads ``audit_events`` for signs of a breach and opens a *draft* incident for a person to
+review (nothing is notified from a draft; the clock starts only when someone confirms it):
+
+* one operator key reading more distinct subjects than ``breach_monitor_read_subjects`` within
+  ``breach_monitor_read_minutes`` (bulk export by a stolen key or an insider);
+* ``breach_monitor_integrity_failures`` failed decryptions / unavailable keys within
+  ``breach_monitor_integrity_minutes`` (tampering with ciphertext or the key store);
+* ``breach_monitor_auth_failures`` rejected operator keys within ``breach_monitor_auth_minutes``
+  (guessing or a leaked key list).
+
+A signal opens at most one draft per ``breach_monitor_cooldown_minutes``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import distinct, func
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.audit import service as audit
+from privacy_service.audit.models import AuditEvent
+from privacy_service.audit.service import Actor
+from privacy_service.breaches.flows import CLOCK_RUNNING
+from privacy_service.breaches.messaging import QueueResult, queue_subject_notices, team_mail
+from privacy_service.breaches.models import Breach
+from privacy_service.breaches.policy import BreachPolicy, BreachPolicyError, load_breach_policy
+from privacy_service.breaches.service import BreachService, human_span
+from privacy_service.clock import Clock
+from privacy_service.config import Settings
+from privacy_service.crypto.service import KeyService
+from privacy_service.db import Database
+from privacy_service.policy.document import PolicyDocument
+from privacy_service.runtime import Runtime
+
+log = structlog.get_logger("privacy_service.breaches.jobs")
+CLOCK_ACTOR = Actor.system("breach-clock")
+MONITOR_ACTOR = Actor.system("breach-monitor")
+# Audit actions that mean "an operator looked at this subject's personal data".
+READ_ACTIONS = ("subject.read", "record.read", "subject.lookup", "subject.update", "dsr.export.download")
+INTEGRITY_ACTION = "integrity.failure"
+AUTH_FAILED_ACTION = "operator.auth_failed"
+MAX_DRAFT_SUBJECTS = 100_000
+
+
+# -- the 72-hour clock ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderResult:
+    reminded: int = 0
+    overdue: int = 0
+
+
+def _reference(breach: Breach) -> str:
+    return str(breach.id)[:8]
+
+
+async def remind_deadlines(db: Database, clock: Clock, rules: BreachPolicy) -> ReminderResult:
+    """E-mail the breach team once per mark (e.g. 24 h and 6 h left) and once when overdue."""
+    now = clock.now()
+    reminded = overdue = 0
+    async with db.transaction() as session:
+        rows = (
+            await session.exec(
+                select(Breach).where(
+                    col(Breach.status).in_([status.value for status in CLOCK_RUNNING]),
+                    col(Breach.authority_notified_at).is_(None),
+                    col(Breach.authority_deadline).is_not(None),
+                    or_(col(Breach.notify_authority).is_(None), col(Breach.notify_authority).is_(True)),
+                )
+            )
+        ).all()
+        for breach in rows:
+            assert breach.authority_deadline is not None  # noqa: S101 - filtered above
+            left = breach.authority_deadline - now
+            sent = list(breach.reminders_sent)
+            due = [label for label, mark in rules.reminders if left <= mark and label not in sent]
+            late = left.total_seconds() < 0 and "overdue" not in sent
+            if not due and not late:
+                continue
+            context: dict[str, Any] = {
+                "breach_id": str(breach.id),
+                "reference": _reference(breach),
+                "deadline": breach.authority_deadline.strftime("%Y-%m-%d %H:%M UTC"),
+                "time_left": human_span(left),
+                "status": breach.status,
+                "band": breach.band,
+                "assessed": breach.assessment is not None,
+            }
+            if late:
+                team_mail(session, rules, now, "breach_overdue", **context)
+                log.warning("breach_authority_overdue", breach_id=str(breach.id))
+                overdue += 1
+                marks = [*due, "overdue"]
+            else:
+                team_mail(session, rules, now, "breach_reminder", mark=due[-1], **context)
+                reminded += 1
+                marks = due
+            breach.reminders_sent = sent + marks
+            session.add(breach)
+            audit.record(
+                session,
+                at=now,
+                actor=CLOCK_ACTOR,
+                action="breach.overdue" if late else "breach.reminder",
+                detail={"breach_id": str(breach.id), "marks": marks, "seconds_left": int(left.total_seconds())},
+            )
+    return ReminderResult(reminded, overdue)
+
+
+# -- monitoring -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MonitorResult:
+    opened: list[uuid.UUID] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    key: str
+    title: str
+    description: str
+    subject_ids: list[uuid.UUID]
+    nature: tuple[str, ...] = ("confidentiality",)
+
+
+async def _recently_opened(session: AsyncSession, signal: str, since: datetime) -> bool:
+    found = (
+        await session.exec(
+            select(Breach.id).where(col(Breach.signal) == signal, col(Breach.detected_at) >= since).limit(1)
+        )
+    ).first()
+    return found is not None
+
+
+async def _bulk_reads(session: AsyncSession, settings: Settings, now: datetime) -> list[Signal]:
+    since = now - timedelta(minutes=settings.breach_monitor_read_minutes)
+    distinct_subjects = func.count(distinct(col(AuditEvent.subject_id)))
+    base = (
+        col(AuditEvent.actor_type) == "operator",
+        col(AuditEvent.action).in_(READ_ACTIONS),
+        col(AuditEvent.subject_id).is_not(None),
+        col(AuditEvent.at) >= since,
+    )
+    rows = (
+        await session.exec(
+            select(AuditEvent.actor_id, distinct_subjects)
+            .where(*base)
+            .group_by(col(AuditEvent.actor_id))
+            .having(distinct_subjects > settings.breach_monitor_read_subjects)
+        )
+    ).all()
+    signals = []
+    for actor_id, count in rows:
+        ids = (
+            await session.exec(
+                select(AuditEvent.subject_id)
+                .where(*base, col(AuditEvent.actor_id) == actor_id)
+                .distinct()
+                .limit(MAX_DRAFT_SUBJECTS)
+            )
+        ).all()
+        signals.append(
+            Signal(
+                key=f"bulk_read:{actor_id}",
+                title=f"Operator {actor_id} read {count} subjects in {settings.breach_monitor_read_minutes} minutes",
+                description=(
+                    f"Operator {actor_id} read the personal data of {count} distinct subjects between "
+                    f"{since.isoformat(timespec='seconds')} and {now.isoformat(timespec='seconds')} "
+                    f"(threshold: more than {settings.breach_monitor_read_subjects} in "
+                    f"{settings.breach_monitor_read_minutes} minutes). A stolen key or an insider exporting data "
+                    "would look like this. Check with the operator's owner; revoke the key if in doubt."
+                ),
+                subject_ids=[sid for sid in ids if sid is not None],
+            )
+        )
+    return signals
+
+
+async def _integrity_failures(session: AsyncSession, settings: Settings, now: datetime) -> list[Signal]:
+    since = now - timedelta(minutes=settings.breach_monitor_integrity_minutes)
+    where = (col(AuditEvent.action) == INTEGRITY_ACTION, col(AuditEvent.at) >= since)
+    count = int((await session.exec(select(func.count()).select_from(AuditEvent).where(*where))).one())
+    if count < settings.breach_monitor_integrity_failures:
+        return []
+    ids = (
+        await session.exec(
+            select(AuditEvent.subject_id).where(*where, col(AuditEvent.subject_id).is_not(None)).distinct()
+        )
+    ).all()
+    return [
+        Signal(
+            key="integrity",
+            title=f"{count} failed decryptions in {settings.breach_monitor_integrity_minutes} minutes",
+            description=(
+                f"Stored data failed its integrity check {count} times since {since.isoformat(timespec='seconds')} "
+                f"(threshold: {settings.breach_monitor_integrity_failures} in "
+                f"{settings.breach_monitor_integrity_minutes} minutes). Ciphertext or wrapped keys may have been "
+                "altered (an integrity breach), or keys lost (availability). Compare with backups; run "
+                "`privacy-service audit verify`."
+            ),
+            subject_ids=[sid for sid in ids if sid is not None],
+            nature=("integrity", "availability"),
+        )
+    ]
+
+
+async def _auth_failures(session: AsyncSession, settings: Settings, now: datetime) -> list[Signal]:
+    since = now - timedelta(minutes=settings.breach_monitor_auth_minutes)
+    where = (col(AuditEvent.action) == AUTH_FAILED_ACTION, col(AuditEvent.at) >= since)
+    count = int((await session.exec(select(func.count()).select_from(AuditEvent).where(*where))).one())
+    if count < settings.breach_monitor_auth_failures:
+        return []
+    distinct_keys = select(func.count(distinct(col(AuditEvent.actor_id)))).select_from(AuditEvent).where(*where)
+    key_ids = int((await session.exec(distinct_keys)).one())
+    return [
+        Signal(
+            key="auth_failures",
+            title=f"{count} rejected operator keys in {settings.breach_monitor_auth_minutes} minutes",
+            description=(
+                f"{count} requests presented an unknown, revoked or wrong operator key since "
+                f"{since.isoformat(timespec='seconds')} ({key_ids} distinct key ids; threshold: "
+                f"{settings.breach_monitor_auth_failures} in {settings.breach_monitor_auth_minutes} minutes). "
+                "Someone may be guessing keys or replaying a leaked list. No personal data is known to be "
+                "affected yet: dismiss the draft if none was."
+            ),
+            subject_ids=[],
+        )
+    ]
+
+
+async def monitor_audit(
+    db: Database,
+    keys: KeyService,
+    clock: Clock,
+    settings: Settings,
+    document: PolicyDocument,
+    rules: BreachPolicy,
+) -> MonitorResult:
+    """Look for breach signals in the audit trail; open a draft incident (and mail the team) per new signal."""
+    now = clock.now()
+    result = MonitorResult()
+    cooldown = now - timedelta(minutes=settings.breach_monitor_cooldown_minutes)
+    async with db.transaction() as session:
+        signals = [
+            *(await _bulk_reads(session, settings, now)),
+            *(await _integrity_failures(session, settings, now)),
+            *(await _auth_failures(session, settings, now)),
+        ]
+        service = BreachService(
+            session=session,
+            keys=keys,
+            policy=document,
+            rules=rules,
+            clock=clock,
+            actor=MONITOR_ACTOR,
+            is_sqlite=settings.is_sqlite,
+        )
+        for signal in signals:
+            if await _recently_opened(session, signal.key, cooldown):
+                continue
+            breach = await service.open_draft(
+                signal=signal.key,
+                title=signal.title,
+                description=signal.description,
+                categories=[],
+                subject_ids=signal.subject_ids,
+                nature=signal.nature,
+            )
+            team_mail(
+                session,
+                rules,
+                now,
+                "breach_draft",
+                breach_id=str(breach.id),
+                title=breach.title,
+                description=breach.description,
+            )
+            log.warning("breach_signal", signal=signal.key.split(":", 1)[0], breach_id=str(breach.id))
+            result.opened.append(breach.id)
+            result.signals.append(signal.key)
+    return result
+
+
+# -- scheduling -----------------------------------------------------------------------------
+
+
+def _rules(runtime: Runtime) -> BreachPolicy | None:
+    try:
+        return load_breach_policy(runtime.settings.policy_dir, runtime.policy)
+    except BreachPolicyError as exc:
+        problems = [str(problem) for problem in exc.problems][:20]
+    log.error("breach_policy_invalid", problems=problems)
+    return None
+
+
+def scheduled_jobs(runtime: Runtime) -> list[tuple[str, Callable[[], Awaitable[object]], object]]:
+    """(name, job, trigger) for the worker: the clock, subject-notice dispatch and monitoring."""
+    settings = runtime.settings
+
+    async def clock_job() -> ReminderResult | None:
+        rules = _rules(runtime)
+        return await remind_deadlines(runtime.db, runtime.clock, rules) if rules else None
+
+    async def dispatch_job() -> QueueResult:
+        return await queue_subject_notices(
+            runtime.db, runtime.keys, runtime.clock, batch=settings.breach_dispatch_batch
+        )
+
+    async def monitor_job() -> MonitorResult | None:
+        rules = _rules(runtime)
+        if rules is None:
+            return None
+        return await monitor_audit(runtime.db, runtime.keys, runtime.clock, settings, runtime.policy, rules)
+
+    return [
+        ("breach-clock", clock_job, IntervalTrigger(seconds=settings.breach_clock_interval_seconds)),
+        ("breach-dispatch", dispatch_job, IntervalTrigger(seconds=settings.breach_dispatch_interval_seconds)),
+        ("breach-monitor", monitor_job, IntervalTrigger(seconds=settings.breach_monitor_interval_seconds)),
+    ]
