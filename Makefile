@@ -42,7 +42,8 @@ test: install e2e-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check privacy_service tests benchmarks
+	$(BIN)/ruff check privacy_service tests benchmarks examples
+	$(BIN)/ruff format --check privacy_service tests benchmarks examples
 
 typecheck: install
 	$(BIN)/mypy

@@ -9,14 +9,24 @@ when a bench could not run.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import policy, vault
-from benchmarks.common import BenchConfig, BenchContext, Figure, bench_context, console, machine_info, progress
+from benchmarks import audit, breaches, policy, requests, retention, systems, vault
+from benchmarks.common import (
+    BenchConfig,
+    BenchContext,
+    Figure,
+    bench_context,
+    console,
+    load_average,
+    machine_info,
+    progress,
+)
 from benchmarks.report import render, write_json
 
 
@@ -31,7 +41,27 @@ BENCHES: tuple[Bench, ...] = (
     Bench("vault.write", "encrypted vs plaintext SubjectService.create (issue 3)", vault.write_throughput),
     Bench("vault.read", "encrypted vs plaintext SubjectService.read (issue 3)", vault.read_throughput),
     Bench("vault.lookup", "blind-index lookup latency at PRIVACY_BENCH_SUBJECTS (issue 3)", vault.lookup_latency),
-    Bench("policy.serve", "GET /v1/policy vs a bare constant-JSON Litestar endpoint (issue 4)", policy.policy_throughput),
+    Bench("audit.read", "SubjectService.read with vs without the audit recorder (issue 8)", audit.read_overhead),
+    Bench("policy.serve", "GET /v1/policy vs a bare constant-JSON endpoint (issue 4)", policy.policy_throughput),
+    Bench(
+        "requests.intake",
+        "POST /v1/requests vs a bare one-INSERT Litestar endpoint (issue 5)",
+        requests.intake_throughput,
+    ),
+    Bench("requests.export", "access export of PRIVACY_BENCH_DSR_RECORDS records (issue 5)", requests.export_latency),
+    Bench("requests.erase", "erasure at 100 vs PRIVACY_BENCH_DSR_RECORDS records (issue 5)", requests.erasure_latency),
+    Bench(
+        "retention.purge",
+        "purge of PRIVACY_BENCH_PURGE_SIZES expired records vs a raw DELETE of the same rows (issue 6)",
+        retention.purge_throughput,
+    ),
+    Bench(
+        "breaches.notify",
+        "subject notices to PRIVACY_BENCH_BREACH_SUBJECTS (10,000) subjects over SMTP vs raw aiosmtplib (issue 7)",
+        breaches.subject_notification_throughput,
+    ),
+    Bench("systems.fanout", "webhook fan-out to a local receiver vs raw POSTs (issue 10)", systems.fanout_throughput),
+    Bench("systems.intake", "intake latency with one registered system vs none (issue 10)", systems.intake_overhead),
 )
 
 
@@ -46,6 +76,8 @@ def _selected(config: BenchConfig) -> list[Bench]:
 
 
 async def _run(config: BenchConfig, benches: list[Bench]) -> int:
+    # Client libraries log every request at INFO; the progress lines are what matters here.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     started = time.perf_counter()
     figures: list[Figure] = []
     errors: list[str] = []
@@ -64,6 +96,7 @@ async def _run(config: BenchConfig, benches: list[Bench]) -> int:
                 errors.append(bench.name)
             progress.log(f"{bench.name} took {time.perf_counter() - bench_started:.1f} s")
     seconds = time.perf_counter() - started
+    machine["load_average_at_end"] = load_average()
     render(console(), figures, machine, errors)
     write_json(config.output, figures, machine, config.as_dict(), errors, seconds)
     progress.log(f"wrote {config.output} ({seconds:.0f} s in all)")

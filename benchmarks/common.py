@@ -65,8 +65,8 @@ class BenchConfig:
 
     postgres_url: str = DEFAULT_POSTGRES_URL
     workers: int = 8  # concurrent asyncio workers for the "realistic concurrency" figures
-    rounds: int = 6  # timed rounds per variant; the variants alternate A/B then B/A
-    round_seconds: float = 1.5
+    rounds: int = 8  # timed rounds per variant; the variants alternate A/B then B/A
+    round_seconds: float = 1.0  # short rounds: a burst of outside load hits both rounds of a pair
     warmup_seconds: float = 1.0
     read_subjects: int = 1000  # subjects per variant the read figures pick from
     subjects: int = 100_000  # table size for the blind-index lookup figure
@@ -215,8 +215,13 @@ async def machine_info(ctx: BenchContext) -> dict[str, Any]:
         "postgres": server_version,
         "postgres_synchronous_commit": synchronous_commit,
         "packages": versions,
-        "argv": sys.argv,
+        "load_average_at_start": load_average(),
     }
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15-minute load averages: other work on the machine shows up here, and as noise."""
+    return [round(value, 2) for value in os.getloadavg()]
 
 
 def _cpu_model() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +16,12 @@ from benchmarks.common import Figure
 _VERDICT_STYLE = {"PASS": "bold green", "FAIL": "bold red", "ERROR": "bold red"}
 
 
+# A throughput figure whose back-to-back round pairs disagree by more than this was measured on a
+# busy machine: its ratio is still the best estimate, but worth re-running.
+_NOISY_SPREAD = 1.5
+
+
 def _amount(value: float, unit: str) -> str:
-    if math.isnan(value):
-        return "-"
     if unit == "ms":
         return f"{value:.2f} ms"
     return f"{value:,.0f} {unit}"
@@ -36,7 +38,8 @@ def render(console: Console, figures: Sequence[Figure], machine: dict[str, Any],
     console.print(
         f"[bold]machine[/]: {machine.get('cores')} cores ({machine.get('cpu')}), {machine.get('python')}, "
         f"PostgreSQL {machine.get('postgres')} (synchronous_commit={machine.get('postgres_synchronous_commit')}), "
-        f"{machine.get('platform')}"
+        f"{machine.get('platform')}; load average at start {machine.get('load_average_at_start')}, "
+        f"at end {machine.get('load_average_at_end')}"
     )
     table = Table(title="privacy-service benchmarks: ratio = measured / baseline, both from this run")
     table.add_column("figure")
@@ -59,8 +62,15 @@ def render(console: Console, figures: Sequence[Figure], machine: dict[str, Any],
     console.print(
         "[dim]write/read: measured = real KeyService, baseline = plaintext stand-in, same SubjectService, one "
         "transaction per operation; ops/s = median of rounds, ratio = median of back-to-back round pairs "
-        "(lowest-highest pair in brackets). lookup: baseline = primary-key SELECT in its own transaction.[/]"
+        "(lowest-highest pair in brackets). lookup: baseline = primary-key SELECT in its own transaction; "
+        "the audited PK read adds the audit row a lookup writes.[/]"
     )
+    noisy = [f.figure for f in figures if f.spread is not None and f.spread[1] > _NOISY_SPREAD * f.spread[0]]
+    if noisy:
+        console.print(
+            f"[yellow]noisy: round pairs disagree by more than {_NOISY_SPREAD}x in {', '.join(noisy)}; "
+            "other work is competing for the machine. Re-run when it is idle, or raise PRIVACY_BENCH_ROUNDS.[/]"
+        )
 
 
 def write_json(

@@ -20,20 +20,28 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service import __version__
 from privacy_service.audit.routes import AuditController
 from privacy_service.audit.service import seal_pending
+from privacy_service.breaches.routes import BreachController
+from privacy_service.breaches.signals import record_integrity_failure
 from privacy_service.config import Settings, load_settings
 from privacy_service.dsr.routes import RequestController
 from privacy_service.errors import EXCEPTION_HANDLERS, DomainError
 from privacy_service.health import healthz, readyz
 from privacy_service.logging import configure_logging
+from privacy_service.metrics import metrics
 from privacy_service.middleware import add_response_headers, request_context_middleware
 from privacy_service.notify.jobs import deliver_pending
+from privacy_service.openapi import ProblemResponses
+from privacy_service.opendsr.routes import opendsr_router
 from privacy_service.operators.guards import OperatorAuthenticator
 from privacy_service.policy.pages import PageCache
 from privacy_service.policy.routes import PolicyController, gpc_json
 from privacy_service.ratelimit import RateLimiter
+from privacy_service.retention.routes import HoldController, RetentionRunController
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.routes import SubjectController
-from privacy_service.web.routes import privacy_page, static_files
+from privacy_service.systems.jobs import deliver_webhooks_forever
+from privacy_service.systems.routes import SystemController
+from privacy_service.web.routes import portal_router, privacy_page, static_files
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 log = structlog.get_logger("privacy_service.app")
@@ -51,11 +59,29 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
         yield session
 
 
+def _has_body(request: Request[Any, Any, Any]) -> bool:
+    return "transfer-encoding" in request.headers or request.headers.get("content-length", "").strip() not in ("", "0")
+
+
 async def require_json(request: Request[Any, Any, Any]) -> None:
-    if request.method in _BODY_METHODS and request.url.path.startswith("/v1/"):
+    # A bodiless POST (e.g. resend) has no content type to check.
+    if request.method in _BODY_METHODS and request.url.path.startswith("/v1/") and _has_body(request):
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type != "application/json" and not content_type.endswith("+json"):
             raise UnsupportedMediaType("send the body as application/json")
+
+
+async def reject_nul(request: Request[Any, Any, Any]) -> None:
+    # PostgreSQL text cannot hold NUL: a parameter compared with a text column would fail as a 500.
+    if "\x00" in request.scope["path"] or any(
+        "\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()
+    ):
+        raise DomainError("the path and query parameters must not contain NUL characters")
+
+
+async def check_request(request: Request[Any, Any, Any]) -> None:
+    await reject_nul(request)
+    await require_json(request)
 
 
 async def seal_audit_forever(runtime: Runtime) -> None:
@@ -87,6 +113,18 @@ async def deliver_outbox_forever(runtime: Runtime, kick: asyncio.Event) -> None:
             log.warning("outbox_delivery_failed", error=type(exc).__name__)
 
 
+class Kick:
+    """``state.outbox_kick.set()`` after a commit wakes every delivery loop (mail and webhooks), so a
+    slow webhook receiver never delays a verification code."""
+
+    def __init__(self, *events: asyncio.Event) -> None:
+        self._events = events
+
+    def set(self) -> None:
+        for event in self._events:
+            event.set()
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
     if runtime is None:
         runtime = build_runtime(settings or load_settings(), create_keyring=False)
@@ -94,12 +132,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     configure_logging(settings.log_level, settings.log_json)
 
     outbox_kick = asyncio.Event()
+    webhook_kick = asyncio.Event()
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         loops = [
             asyncio.create_task(seal_audit_forever(runtime)),
             asyncio.create_task(deliver_outbox_forever(runtime, outbox_kick)),
+            asyncio.create_task(deliver_webhooks_forever(runtime, webhook_kick)),
         ]
         try:
             yield
@@ -115,19 +155,28 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         route_handlers=[
             healthz,
             readyz,
+            metrics,
             SubjectController,
             AuditController,
             RequestController,
+            SystemController,
+            opendsr_router,
+            HoldController,
+            RetentionRunController,
+            BreachController,
             PolicyController,
             gpc_json,
             privacy_page,
+            portal_router(settings, runtime.policy),
             static_files,
         ],
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[request_context_middleware],
-        before_request=require_json,
+        before_request=check_request,
         before_send=[add_response_headers],
         exception_handlers=EXCEPTION_HANDLERS,
+        after_exception=[record_integrity_failure],
+        plugins=[ProblemResponses()],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=settings.allowed_origins) if settings.allowed_origins else None,
         openapi_config=OpenAPIConfig(
@@ -145,7 +194,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 "authenticator": OperatorAuthenticator(),
                 "rate_limiter": RateLimiter(),
                 "policy_pages": PageCache(),
-                "outbox_kick": outbox_kick,
+                "outbox_kick": Kick(outbox_kick, webhook_kick),
             }
         ),
         lifespan=[lifespan],

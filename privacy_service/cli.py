@@ -227,8 +227,12 @@ def keys_retire(version: Annotated[int, typer.Argument(help="Old KEK version to 
 def _register_domain_commands() -> None:
     """Domain packages own their sub-commands (``<domain>/cli.py``); this only mounts them."""
     from privacy_service.policy.cli import policy_app
+    from privacy_service.retention.cli import purge
+    from privacy_service.systems.cli import systems_app
 
     app.add_typer(policy_app, name="policy")
+    app.command("purge")(purge)
+    app.add_typer(systems_app, name="systems")
 
 
 _register_domain_commands()

@@ -35,6 +35,7 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "verify": "30/min burst 10",
     "resend": "5/min burst 2",
     "download": "30/min burst 10",
+    "callback": "600/min burst 100",
 }
 
 
@@ -99,6 +100,46 @@ class Settings(BaseSettings):
     worker_expiry_cron: str = "15 * * * *"
     outbox_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     outbox_max_attempts: int = Field(default=8, ge=1, le=50)
+
+    # Downstream systems (webhooks and their signed callbacks).
+    systems_replay_window_seconds: int = Field(default=300, ge=10, le=3600)
+    systems_max_attempts: int = Field(default=8, ge=1, le=50)
+    systems_retry_base_seconds: float = Field(default=30.0, gt=0, le=3600)
+    systems_delivery_concurrency: int = Field(default=8, ge=1, le=100)
+    systems_answer_days: int = Field(default=7, ge=1, le=90)
+    # Webhooks carry identities: plain http is refused except to loopback unless this is set.
+    systems_allow_http: bool = False
+    # If set, GET /metrics requires "Authorization: Bearer <token>".
+    metrics_token: SecretStr | None = None
+
+    # Retention purge (README "Retention"): schedule, batch size and the safety thresholds.
+    retention_cron: str = "0 3 * * *"
+    retention_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    # A run that would purge more than this share of records/subjects/requests is refused (--force).
+    retention_alert_percent: float = Field(default=25.0, gt=0, le=100)
+    retention_alert_min_rows: int = Field(default=1000, ge=0)  # smaller tables are never refused
+    retention_max_rows_per_run: int = Field(default=2_000_000, ge=1)
+    retention_max_future_skew_seconds: int = Field(default=300, ge=0, le=86_400)
+    retention_outbox_max_age_days: int = Field(default=30, ge=1, le=3650)
+    # Expired codes/tokens/export links are cleared this long after expiry (users get "expired", not "wrong").
+    retention_secret_grace_hours: int = Field(default=24, ge=0, le=720)
+
+    # Breaches (issue 7): worker cadence and the audit-stream monitoring thresholds.
+    breach_clock_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+    breach_dispatch_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    breach_dispatch_batch: int = Field(default=200, ge=1, le=5000)
+    breach_monitor_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+    breach_monitor_read_subjects: int = Field(default=200, ge=1)  # distinct subjects one operator reads...
+    breach_monitor_read_minutes: int = Field(default=10, ge=1, le=1440)  # ...within this many minutes
+    breach_monitor_integrity_failures: int = Field(default=3, ge=1)
+    breach_monitor_integrity_minutes: int = Field(default=60, ge=1, le=10080)
+    breach_monitor_auth_failures: int = Field(default=20, ge=1)
+    breach_monitor_auth_minutes: int = Field(default=5, ge=1, le=1440)
+    breach_monitor_cooldown_minutes: int = Field(default=60, ge=1, le=10080)  # one draft per signal per period
+
+    # Signs the request portal's CSRF tokens (any long random string). Unset: a random key per process,
+    # which is fine for one process; several processes behind one address must share a key.
+    csrf_secret: SecretStr | None = None
 
     rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
     trusted_proxies: int = Field(default=0, ge=0, le=5)

@@ -155,10 +155,14 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return problem(status, slug, title, detail, request, headers=headers or None, **extra)
 
 
-def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def log_unhandled(exc: Exception) -> None:
     # Messages of driver errors carry SQL parameters (PII): log the type and the frames only.
     frames = [f"{frame.filename}:{frame.lineno}:{frame.name}" for frame in traceback.extract_tb(exc.__traceback__)]
     log.error("unhandled_error", error=type(exc).__name__, frames=frames[-8:])
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log_unhandled(exc)
     return problem(
         HTTP_500_INTERNAL_SERVER_ERROR,
         "internal-error",

@@ -14,7 +14,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["ops"], summary="Readiness: database, keys and policy usable")
+@get("/readyz", tags=["ops"], opt={"problems": (503,)}, summary="Readiness: database, keys and policy usable")
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     state = request.app.state
     checks: dict[str, str] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
+from privacy_service.audit.service import AuditSink, record
 from privacy_service.clock import Clock, SystemClock
 from privacy_service.config import ConfigError, KeyProviderKind, Settings
 from privacy_service.crypto.fields import BlindIndexer
@@ -28,6 +29,7 @@ class Runtime:
     mailer: Mailer
     deadlines: DeadlineRules
     clock: Clock = field(default_factory=SystemClock)
+    audit_sink: AuditSink = record  # where SubjectService sends audit events (a benchmark swaps it)
 
     @property
     def keys(self) -> KeyService:

@@ -17,9 +17,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
 from privacy_service.audit.service import seal_pending
+from privacy_service.breaches.jobs import scheduled_jobs as breach_jobs
 from privacy_service.dsr.jobs import expire_unverified, send_digest
 from privacy_service.notify.jobs import deliver_pending
+from privacy_service.retention.jobs import scheduled_purge
 from privacy_service.runtime import Runtime
+from privacy_service.systems.jobs import deliver_from_runtime
 
 log = structlog.get_logger("privacy_service.worker")
 
@@ -50,6 +53,11 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
             IntervalTrigger(seconds=settings.outbox_interval_seconds),
         ),
         (
+            "webhooks",
+            lambda: deliver_from_runtime(runtime),
+            IntervalTrigger(seconds=settings.outbox_interval_seconds),
+        ),
+        (
             "audit-seal",
             lambda: seal_pending(runtime.db, runtime.clock, runtime.audit_key),
             IntervalTrigger(seconds=settings.audit_seal_interval_seconds),
@@ -64,7 +72,13 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
             lambda: send_digest(runtime.db, runtime.clock, settings),
             CronTrigger.from_crontab(settings.worker_digest_cron, timezone="UTC"),
         ),
+        (
+            "retention-purge",
+            lambda: scheduled_purge(runtime),
+            CronTrigger.from_crontab(settings.retention_cron, timezone="UTC"),
+        ),
     ]
+    jobs.extend(breach_jobs(runtime))
     for name, job, trigger in jobs:
         scheduler.add_job(guarded(name, job), trigger, id=name, max_instances=1, coalesce=True)
     return scheduler

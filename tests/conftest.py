@@ -36,6 +36,7 @@ from privacy_service.operators.service import SCOPES, create_operator
 from privacy_service.runtime import Runtime, build_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.conftest_logcheck"]  # no test PII in logs or error bodies (tests/api)
 POSTGRES_URL = os.environ.get("PRIVACY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 IN_CI = bool(os.environ.get("CI"))
 

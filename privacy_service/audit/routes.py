@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit.queries import AuditFilter, page
 from privacy_service.audit.schemas import AuditPage
-from privacy_service.errors import InvalidInput
+from privacy_service.clock import as_utc
 from privacy_service.operators.guards import operator_guard
 
 
@@ -31,11 +31,10 @@ class AuditController(Controller):
         action: Annotated[str | None, QueryParameter(max_length=64)] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
-        after: Annotated[int | None, QueryParameter(ge=0)] = None,
+        after: Annotated[int | None, QueryParameter(ge=0, le=2**63 - 1)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> AuditPage:
-        for name, value in (("since", since), ("until", until)):
-            if value is not None and value.tzinfo is None:
-                raise InvalidInput(f"{name} must include a timezone offset")
+        since = as_utc(since, "since") if since is not None else None
+        until = as_utc(until, "until") if until is not None else None
         where = AuditFilter(subject_id=subject, actor_id=actor, action=action, since=since, until=until)
         return await page(db_session, where, after=after, limit=limit)

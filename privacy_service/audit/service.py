@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, text
 from sqlmodel import col, select
@@ -27,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from privacy_service.clock import Clock
 from privacy_service.db import Database
+from privacy_service.security import constant_time_equals
 
 GENESIS = bytes(32)
 _CHECKPOINT_CONTEXT = b"privacy-service/audit-checkpoint/v1|"
@@ -70,6 +71,23 @@ def record(
             detail=detail or {},
         )
     )
+
+
+class AuditSink(Protocol):
+    """Where a service sends its audit events: :func:`record`, except in a benchmark's baseline."""
+
+    def __call__(
+        self,
+        session: AsyncSession,
+        *,
+        at: datetime,
+        actor: Actor,
+        action: str,
+        subject_id: uuid.UUID | None = None,
+        request_id: str | None = None,
+        outcome: str = "ok",
+        detail: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
 def event_digest(prev_hash: bytes, event: AuditEvent) -> bytes:
@@ -208,13 +226,14 @@ async def verify_chain(db: Database, audit_key: bytes, *, from_checkpoint: bool 
     async with db.transaction() as session:
         head = (await session.exec(select(AuditHead).where(AuditHead.id == 1))).one()
         pending = int((await session.exec(select(func.count()).where(col(AuditEvent.seq).is_(None)))).one())
+        checkpoints = (await session.exec(select(AuditCheckpoint).order_by(col(AuditCheckpoint.seq).desc()))).all()
         if from_checkpoint:
-            checkpoints = (await session.exec(select(AuditCheckpoint).order_by(col(AuditCheckpoint.seq).desc()))).all()
             for candidate in checkpoints:
-                if hmac.compare_digest(candidate.mac, checkpoint_mac(audit_key, candidate.seq, candidate.hash)):
+                if constant_time_equals(candidate.mac, checkpoint_mac(audit_key, candidate.seq, candidate.hash)):
                     start_seq, prev = candidate.seq, candidate.hash
                     break
                 return Verification(False, 0, 0, head.seq, pending, candidate.seq, None, "checkpoint signature invalid")
+    signed_at = {checkpoint.seq: checkpoint for checkpoint in checkpoints}
     expected, checked = start_seq, 0
     async for event in _events_from(db, start_seq):
         expected += 1
@@ -253,6 +272,23 @@ async def verify_chain(db: Database, audit_key: bytes, *, from_checkpoint: bool 
             )
         prev = event.hash
         checked += 1
+        signed = signed_at.get(expected)
+        if signed is not None and (
+            not constant_time_equals(signed.mac, checkpoint_mac(audit_key, signed.seq, signed.hash))
+            or signed.hash != prev
+        ):
+            # The chain alone has no key: whoever can write the table can recompute every hash after an
+            # edit. A checkpoint signed with the audit key pins the chain as it was when it was signed.
+            return Verification(
+                False,
+                checked,
+                start_seq,
+                head.seq,
+                pending,
+                expected,
+                event.id,
+                "the chain up to here no longer matches its signed checkpoint: rewritten",
+            )
     if expected != head.seq or prev != head.hash:
         return Verification(
             False,

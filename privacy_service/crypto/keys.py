@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import stat
 import struct
@@ -30,9 +31,12 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from privacy_service.security import constant_time_equals
+
 WRAP_FORMAT = 1
 _WRAP_HEADER = struct.Struct(">BI")  # format version, KEK version
 _WRAP_AAD_PREFIX = b"privacy-service/dek-wrap/v1|"
+_VAULT_CIPHERTEXT = re.compile(r"vault:v([1-9][0-9]{0,9}):", re.ASCII)
 KEY_BYTES = 32
 
 
@@ -327,10 +331,10 @@ class VaultTransitProvider:
 
     @staticmethod
     def _version_of(ciphertext: str) -> int:
-        parts = ciphertext.split(":", 2)
-        if len(parts) != 3 or parts[0] != "vault" or not parts[1].startswith("v"):
+        match = _VAULT_CIPHERTEXT.match(ciphertext)
+        if match is None:
             raise UnwrapFailed("not a Vault Transit ciphertext")
-        return int(parts[1][1:])
+        return int(match.group(1))
 
     async def wrap(self, dek: bytes, context: bytes) -> WrappedKey:
         payload = _b64(_binding(context) + dek)
@@ -359,7 +363,7 @@ class VaultTransitProvider:
         response = await self._open(self._transit.decrypt_data, wrapped)
         plain = _unb64(response["data"]["plaintext"])
         binding = _binding(context)
-        if not secrets.compare_digest(plain[: len(binding)], binding):
+        if not constant_time_equals(plain[: len(binding)], binding):
             raise UnwrapFailed("wrapped key is bound to another subject")
         return plain[len(binding) :]
 

@@ -26,7 +26,8 @@ class Status(StrEnum):
 
 S = Status
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    S.RECEIVED: frozenset({S.AWAITING_VERIFICATION, S.CANCELLED}),
+    # RECEIVED -> VERIFIED: a controller-side system that verified the subject itself (OpenDSR intake).
+    S.RECEIVED: frozenset({S.AWAITING_VERIFICATION, S.VERIFIED, S.CANCELLED}),
     S.AWAITING_VERIFICATION: frozenset({S.VERIFIED, S.VERIFICATION_FAILED, S.EXPIRED, S.CANCELLED}),
     S.VERIFIED: frozenset({S.PROCESSING, S.AWAITING_REVIEW, S.CANCELLED}),
     S.AWAITING_REVIEW: frozenset({S.PROCESSING, S.DENIED, S.CANCELLED}),

@@ -16,6 +16,7 @@ from privacy_service.db import Database
 from privacy_service.dsr.flows import OPEN, Status, check
 from privacy_service.dsr.models import PrivacyRequest, RequestTransition
 from privacy_service.notify.service import enqueue
+from privacy_service.systems.fanout import escalate_overdue
 
 log = structlog.get_logger("privacy_service.dsr.jobs")
 SYSTEM = Actor.system("dsr-jobs")
@@ -35,16 +36,19 @@ async def expire_unverified(db: Database, clock: Clock, settings: Settings, batc
     expired = 0
     while True:
         async with db.transaction() as session:
-            rows = (
-                await session.exec(
-                    select(PrivacyRequest)
-                    .where(
-                        col(PrivacyRequest.status) == Status.AWAITING_VERIFICATION,
-                        col(PrivacyRequest.received_at) < cutoff,
-                    )
-                    .limit(batch)
+            query = (
+                select(PrivacyRequest)
+                .where(
+                    col(PrivacyRequest.status) == Status.AWAITING_VERIFICATION,
+                    col(PrivacyRequest.received_at) < cutoff,
                 )
-            ).all()
+                .limit(batch)
+            )
+            if not settings.is_sqlite:
+                # A verification committing meanwhile holds the row: skip it rather than overwrite
+                # its new status with "expired" (verify locks the row FOR UPDATE too).
+                query = query.with_for_update(skip_locked=True)
+            rows = (await session.exec(query)).all()
             now = clock.now()
             for request in rows:
                 check(request.status, Status.EXPIRED)
@@ -96,7 +100,8 @@ async def send_digest(db: Database, clock: Clock, settings: Settings) -> DigestR
                 detail={"dsr_id": str(request.id), "due_at": request.due_at.isoformat()},
             )
             log.warning("dsr_overdue", dsr_id=str(request.id), type=request.type, regime=request.regime)
-        mailed = bool(rows)
+        systems_overdue = await escalate_overdue(session, now, SYSTEM)
+        mailed = bool(rows or systems_overdue)
         if mailed:
 
             def line(r: PrivacyRequest) -> dict[str, str]:
@@ -116,6 +121,7 @@ async def send_digest(db: Database, clock: Clock, settings: Settings) -> DigestR
                 now=now,
                 overdue=[line(r) for r in overdue],
                 due_soon=[line(r) for r in due_soon],
+                overdue_systems=systems_overdue,
                 days=settings.dsr_digest_days,
             )
     return DigestResult(len(due_soon), len(overdue), len(newly), mailed)

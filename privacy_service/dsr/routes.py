@@ -24,6 +24,8 @@ from privacy_service.operators.guards import bearer_key, current_operator, opera
 from privacy_service.ratelimit import Limit, client_address, ip_rate_limit
 
 MANAGE = {"scopes": {"requests:manage"}}
+# Authorised in the handler (see authorise): documented with the 401/403 it can answer.
+TOKEN_OR_OPERATOR = {"problems": (401, 403)}
 
 
 async def provide_dsr_service(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> DsrService:
@@ -65,6 +67,25 @@ async def authorise(request: Request[Any, Any, Any], service: DsrService, reques
     if "requests:manage" not in current_operator(request).scopes:
         raise Forbidden("this key lacks the scope(s): requests:manage")
     service.actor = current_operator(request).actor
+
+
+async def export_download(
+    request: Request[Any, Any, Any], service: DsrService, request_id: uuid.UUID, format: Literal["json", "zip"]
+) -> Stream:
+    """The answer to an access request, streamed as a download (the caller has authorised it)."""
+    parts = await service.export_parts(request_id)
+    state = request.app.state
+    if format == "zip":
+        body = zip_export(state.db, state.key_service, *parts)
+        media_type, filename = "application/zip", f"privacy-export-{request_id}.zip"
+    else:
+        body = json_export(state.db, state.key_service, *parts)
+        media_type, filename = "application/json", f"privacy-export-{request_id}.json"
+    return Stream(
+        body,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
 
 
 class RequestController(Controller):
@@ -118,14 +139,24 @@ class RequestController(Controller):
         await service.resend_code(request_id)
         return Response({"status": "sent"}, status_code=HTTP_202_ACCEPTED, background=kick_outbox(request))
 
-    @get("/{request_id:uuid}", guards=[ip_rate_limit("verify")], summary="Request status (subject token or operator)")
+    @get(
+        "/{request_id:uuid}",
+        guards=[ip_rate_limit("verify")],
+        opt=TOKEN_OR_OPERATOR,
+        summary="Request status (subject token or operator)",
+    )
     async def status(
         self, request: Request[Any, Any, Any], request_id: FromPath[uuid.UUID], service: NamedDependency[DsrService]
     ) -> schemas.RequestView:
         await authorise(request, service, request_id)
         return await service.view(request_id)
 
-    @get("/{request_id:uuid}/export", guards=[ip_rate_limit("download")], summary="Download the answer (streamed)")
+    @get(
+        "/{request_id:uuid}/export",
+        guards=[ip_rate_limit("download")],
+        opt=TOKEN_OR_OPERATOR,
+        summary="Download the answer (streamed)",
+    )
     async def export(
         self,
         request: Request[Any, Any, Any],
@@ -134,19 +165,7 @@ class RequestController(Controller):
         format: FromQuery[Literal["json", "zip"]] = "json",
     ) -> Stream:
         await authorise(request, service, request_id)
-        parts = await service.export_parts(request_id)
-        state = request.app.state
-        if format == "zip":
-            body = zip_export(state.db, state.key_service, *parts)
-            media_type, filename = "application/zip", f"privacy-export-{request_id}.zip"
-        else:
-            body = json_export(state.db, state.key_service, *parts)
-            media_type, filename = "application/json", f"privacy-export-{request_id}.json"
-        return Stream(
-            body,
-            media_type=media_type,
-            headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
-        )
+        return await export_download(request, service, request_id, format)
 
     # -- operator endpoints (scope requests:manage) --------------------------------------
 

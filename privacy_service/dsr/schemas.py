@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from privacy_service.subjects.schemas import Language, Profile, ShortText, Strict
+from privacy_service.systems.schemas import SystemProgress
 
 RequestType = Literal["access", "portability", "rectify", "erase"]
 Regime = Literal["gdpr", "ccpa", "pipl"]
@@ -93,6 +94,8 @@ class RequestView(msgspec.Struct):
     result: dict[str, Any] | None = None
     export_url: str | None = None
     export_expires_at: datetime | None = None
+    # Downstream systems sent this request: who answered, who is overdue.
+    systems: list[SystemProgress] | None = None
 
 
 class RequestSummary(msgspec.Struct):

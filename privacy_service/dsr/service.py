@@ -7,7 +7,6 @@ use case returns an outcome instead of raising, so the request's transaction com
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 from collections.abc import Callable
@@ -21,25 +20,36 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
-from privacy_service.clock import Clock
+from privacy_service.clock import Clock, as_utc
 from privacy_service.config import Settings
 from privacy_service.crypto.fields import NORMALISERS, Binding, DataKey, DecryptionFailed, InvalidIdentifier
 from privacy_service.crypto.service import REQUEST, KeyService, KeyShredded
 from privacy_service.dsr import schemas
 from privacy_service.dsr.deadlines import DeadlineRules
-from privacy_service.dsr.flows import EXTENDABLE, OPEN, Status, check
+from privacy_service.dsr.flows import EXTENDABLE, OPEN, TRANSITIONS, IllegalTransition, Status, check
 from privacy_service.dsr.models import PrivacyRequest, RequestTransition
 from privacy_service.errors import Conflict, DataIntegrityError, Forbidden, Gone, InvalidInput, NotFound
 from privacy_service.notify.service import enqueue
 from privacy_service.policy.document import PolicyDocument
+from privacy_service.security import constant_time_equals
 from privacy_service.subjects.models import Subject, SubjectStatus
 from privacy_service.subjects.schemas import SubjectOut, SubjectPatch
 from privacy_service.subjects.service import Retention, SubjectService
+from privacy_service.systems import fanout as downstream
 
 TABLE = "dsr_requests"
 TOKEN_PREFIX = "psr_"  # noqa: S105 - a prefix, not a secret
+CURSOR_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 ACTIONS = {"access": "see", "portability": "export", "rectify": "correct", "erase": "delete"}
 ACTIONS_ZH = {"access": "查阅", "portability": "导出", "rectify": "更正", "erase": "删除"}
+EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
+IDENTITY_COLUMNS = {"email": Subject.email_bidx, "phone": Subject.phone_bidx, "external_id": Subject.external_id_bidx}
+# Shown when a verified correction cannot be written (say, the new address belongs to another account).
+RECTIFY_REFUSED = {
+    "en": "The correction could not be applied as submitted: the new e-mail address or phone number is already in "
+    "use, or a field is no longer accepted. Please contact us or submit a corrected request.",
+    "zh": "无法按提交的内容进行更正。新的电子邮箱或电话号码已被使用或某个字段不再被接受。请联系我们或重新提交请求。",
+}
 
 
 class CodeRejected(Exception):
@@ -151,10 +161,16 @@ class DsrService:
         subject_id = request.subject_id or await self._match_subject(request)
         if subject_id is None:
             return None
-        return await self.subjects.contact_email(subject_id)
+        try:
+            return await self.subjects.contact_email(subject_id)
+        except Gone:
+            return None  # erased meanwhile: no address is left to write to
 
-    async def _notify(self, request: PrivacyRequest, key: DataKey, template: str, **context: Any) -> None:
-        to = await self._recipient(request, key)
+    async def _notify(
+        self, request: PrivacyRequest, key: DataKey, template: str, *, to: str | None = None, **context: Any
+    ) -> None:
+        """Queue mail about the request; ``to`` when the address was resolved earlier (before an erasure)."""
+        to = to or await self._recipient(request, key)
         if to is None:
             return
         actions = ACTIONS_ZH if request.language == "zh" else ACTIONS
@@ -246,9 +262,14 @@ class DsrService:
                 try:
                     NORMALISERS[kind](value)
                 except InvalidIdentifier as exc:
-                    raise InvalidInput(f"changes.{kind}: {exc}") from None
+                    raise InvalidInput(
+                        f"changes.{kind}: {exc}",
+                        extra={"errors": [{"field": f"changes.{kind}", "message": str(exc)}]},
+                    ) from None
         if not changes.profile and changes.email is None and changes.phone is None:
-            raise InvalidInput("changes is empty")
+            raise InvalidInput(
+                "changes is empty", extra={"errors": [{"field": "changes", "message": "give at least one change"}]}
+            )
 
     async def _open_duplicate(self, bidx: bytes, type_: str) -> uuid.UUID | None:
         query = (
@@ -283,11 +304,16 @@ class DsrService:
     async def verify(self, request_id: uuid.UUID, code: str) -> VerifyOutcome:
         request = await self._get(request_id, for_update=True)
         if request.status != Status.AWAITING_VERIFICATION:
-            check(request.status, Status.VERIFIED)  # raises the 409 with the current status
+            # Not check(..., VERIFIED): the table also lets a *received* request become verified
+            # (controller-side intake), which must not open a way round the code.
+            raise IllegalTransition(
+                f"a request that is {request.status} cannot be verified with a code",
+                extra={"current_status": request.status, "allowed": sorted(TRANSITIONS[Status(request.status)])},
+            )
         now = self.clock.now()
         expected = request.code_hash or b""
         presented = self._code_digest(request.id, code)
-        if not hmac.compare_digest(expected, presented):
+        if not constant_time_equals(expected, presented):
             return VerifyOutcome(rejected=self._failed_attempt(request, "invalid-code", "the code is not correct"))
         if request.code_expires_at is None or request.code_expires_at <= now:
             return VerifyOutcome(
@@ -297,14 +323,26 @@ class DsrService:
         request.verified_at = now
         request.subject_id = await self._match_subject(request)
         self.actor = Actor("subject", str(request.id))
-        key = await self._request_key(request)
         if request.duplicate_of is not None:
             original = await self._get(request.duplicate_of, for_update=True)
             if original.status in OPEN:
+                request.completed_at = now
                 self._transition(request, Status.CANCELLED, note=f"duplicate of {original.id}")
-                return VerifyOutcome(verified=self._issue_token(original, now))
+                if original.status != Status.AWAITING_VERIFICATION:
+                    return VerifyOutcome(verified=self._issue_token(original, now))
+                # The same identity has just proved control, which verifies the original too; else
+                # it would wait for its own (perhaps lost) code and expire unanswered.
+                original.code_hash = original.code_expires_at = None
+                original.verified_at = now
+                original.subject_id = request.subject_id
+                return VerifyOutcome(verified=await self._accept(original, now, note=f"verified by {request.id}"))
             request.duplicate_of = None
-        self._transition(request, Status.VERIFIED)
+        return VerifyOutcome(verified=await self._accept(request, now))
+
+    async def _accept(self, request: PrivacyRequest, now: datetime, note: str | None = None) -> schemas.Verified:
+        """A verified request: a token for the subject, then processing (auto-approved types) or review."""
+        key = await self._request_key(request)
+        self._transition(request, Status.VERIFIED, note=note)
         verified = self._issue_token(request, now)
         if request.type in self.settings.dsr_auto_approve:
             self.actor = Actor.system("auto-approval")
@@ -312,9 +350,77 @@ class DsrService:
         else:
             self._transition(request, Status.AWAITING_REVIEW)
             await self._notify(request, key, "received")
-        return VerifyOutcome(
-            verified=schemas.Verified(verified.id, verified.token, request.status, verified.token_expires_at)
+        return schemas.Verified(verified.id, verified.token, request.status, verified.token_expires_at)
+
+    async def submit_verified(
+        self,
+        *,
+        request_id: uuid.UUID,
+        type_: str,
+        kind: str,
+        value: str,
+        regime: str,
+        changes: schemas.Changes | None = None,
+        received_at: datetime | None = None,
+        note: str,
+    ) -> PrivacyRequest:
+        """Intake from a controller-side system authenticated with an operator key (the OpenDSR facade).
+
+        That system has verified the subject itself, so no code is sent: the request is verified on
+        arrival, then processed or queued for review like any other. The caller chooses the id; the
+        legal clock starts when the controller received the request (``received_at``, never later than now).
+        """
+        try:
+            identity = NORMALISERS[kind](value)
+        except InvalidIdentifier as exc:
+            raise InvalidInput(f"identity: {exc}") from None
+        if (type_ == "rectify") != (changes is not None):
+            raise InvalidInput("changes are required for rectification and not allowed otherwise")
+        if changes is not None:
+            self._validate_changes(changes)
+        if await self.session.get(PrivacyRequest, request_id) is not None:
+            raise Conflict("a request with this id already exists")
+        bidx = self.keys.indexer.index(kind, identity)
+        if await self._open_duplicate(bidx, type_) is not None:
+            raise Conflict("a request of this type for this identity is still open")
+        now = self.clock.now()
+        received = min(received_at, now) if received_at is not None else now
+        request = PrivacyRequest(
+            id=request_id,
+            type=type_,
+            status=Status.RECEIVED,
+            regime=regime,
+            language=self.policy.default_language,
+            identity_kind=kind,
+            identity_bidx=bidx,
+            received_at=received,
+            due_at=self.rules.due_at(regime, received),
+            acknowledged_at=now,
+            verified_at=now,
         )
+        key = await self.keys.create_key(self.session, request.id, REQUEST)
+        request.identity_ct = key.seal(identity.encode(), self._binding(request, "identity"))
+        if changes is not None:
+            request.changes_ct = key.seal(msgspec.json.encode(changes), self._binding(request, "changes"))
+        self.session.add(request)
+        self.session.add(
+            RequestTransition(
+                request_id=request.id,
+                to_status=Status.RECEIVED,
+                at=received,
+                actor_type=self.actor.type,
+                actor_id=self.actor.id,
+            )
+        )
+        request.subject_id = await self._match_subject(request)
+        self._transition(request, Status.VERIFIED, note=note)
+        if request.type in self.settings.dsr_auto_approve:
+            self.actor = Actor.system("auto-approval")
+            await self._process(request, key)
+        else:
+            self._transition(request, Status.AWAITING_REVIEW)
+            await self._notify(request, key, "received")
+        return request
 
     def _failed_attempt(self, request: PrivacyRequest, slug: str, detail: str) -> CodeRejected:
         request.code_attempts += 1
@@ -335,7 +441,7 @@ class DsrService:
         return schemas.Verified(request.id, token, request.status, request.token_expires_at)
 
     async def _match_subject(self, request: PrivacyRequest) -> uuid.UUID | None:
-        column = col(Subject.email_bidx) if request.identity_kind == "email" else col(Subject.phone_bidx)
+        column = col(IDENTITY_COLUMNS[request.identity_kind])
         query = select(Subject.id).where(column == request.identity_bidx, col(Subject.status) == SubjectStatus.ACTIVE)
         return (await self.session.exec(query)).first()
 
@@ -350,12 +456,14 @@ class DsrService:
     async def deny(self, request_id: uuid.UUID, reason: str) -> PrivacyRequest:
         request = await self._get(request_id, for_update=True)
         check(request.status, Status.DENIED)
-        key = await self._request_key(request)
+        await self._deny(request, await self._request_key(request), reason)
+        return request
+
+    async def _deny(self, request: PrivacyRequest, key: DataKey, reason: str, *, to: str | None = None) -> None:
         request.decision_ct = key.seal(reason.encode(), self._binding(request, "decision"))
         request.completed_at = self.clock.now()
         self._transition(request, Status.DENIED)
-        await self._notify(request, key, "denied", reason=reason)
-        return request
+        await self._notify(request, key, "denied", to=to, reason=reason)
 
     async def extend(self, request_id: uuid.UUID, reason: str, days: int | None) -> PrivacyRequest:
         request = await self._get(request_id, for_update=True)
@@ -405,49 +513,101 @@ class DsrService:
 
     async def _process(self, request: PrivacyRequest, key: DataKey) -> None:
         self._transition(request, Status.PROCESSING)
-        now = self.clock.now()
+        # Resolved first: for a phone identity the address is the subject's, which erasure removes.
+        to = await self._recipient(request, key)
+        # Also before the vault changes: the downstream systems are sent the identities as they were.
+        changes = self._changes(request, key) if request.type == "rectify" else None
+        plan = await downstream.plan_fanout(self.session, self.policy, request, self.subjects.read, changes)
         partial = False
-        download = False
         if request.subject_id is None:
             result: dict[str, Any] = {"data_found": False}
         elif request.type in ("access", "portability"):
             held = await self.subjects.categories_held(request.subject_id)
             result = {"data_found": True, "categories": sorted(held), "records": sum(held.values())}
-            request.export_expires_at = now + timedelta(days=self.settings.dsr_export_ttl_days)
-            download = True
         elif request.type == "rectify":
-            result = await self._rectify(request, key)
+            rectified = await self._rectify(request, key)
+            if rectified is None:
+                await self._deny(request, key, RECTIFY_REFUSED.get(request.language, RECTIFY_REFUSED["en"]), to=to)
+                return
+            result = rectified
         else:
             result = await self._erase(request)
             partial = bool(result["kept"])
         request.result = result
-        request.completed_at = now
-        if (
-            request.export_expires_at
-            and request.token_expires_at
-            and request.token_expires_at < request.export_expires_at
+        now = self.clock.now()
+        if plan.enqueue(
+            self.session,
+            request,
+            key,
+            to=to,
+            settings=self.settings,
+            now=now,
+            actor=self.actor,
+            http_request_id=self.request_id,
         ):
-            request.token_expires_at = request.export_expires_at
+            return  # stays processing until every required system has answered (finish_after_systems)
+        await self._complete(request, key, to=to, partial=partial)
+
+    async def _complete(self, request: PrivacyRequest, key: DataKey, *, to: str | None, partial: bool) -> None:
+        now = self.clock.now()
+        download = request.type in ("access", "portability") and request.subject_id is not None
+        if download:
+            request.export_expires_at = now + timedelta(days=self.settings.dsr_export_ttl_days)
+            if request.token_expires_at and request.token_expires_at < request.export_expires_at:
+                request.token_expires_at = request.export_expires_at
+        request.completed_at = now
         self._transition(request, Status.PARTIALLY_COMPLETED if partial else Status.COMPLETED)
         await self._notify(
             request,
             key,
             "completed",
+            to=to,
             partial=partial,
             download=download,
             export_until=request.export_expires_at.date().isoformat() if request.export_expires_at else "",
         )
 
-    async def _rectify(self, request: PrivacyRequest, key: DataKey) -> dict[str, Any]:
+    async def finish_after_systems(self, request_id: uuid.UUID) -> bool:
+        """Complete a request that waited for downstream systems once every required one has answered.
+
+        Partial if the vault kept data (erasure) or a required system reported failure.
+        """
+        request = await self._get(request_id, for_update=True)
+        if request.status != Status.PROCESSING:
+            return False
+        answers = await downstream.outcome(self.session, request.id)
+        if answers is None:
+            return False
+        key = await self._request_key(request)
+        result = dict(request.result or {})
+        result["systems"] = answers.summary
+        request.result = result
+        to = await downstream.recipient(self.session, key, request.id)
+        await self._complete(request, key, to=to, partial=bool(result.get("kept")) or answers.failed)
+        return True
+
+    def _changes(self, request: PrivacyRequest, key: DataKey) -> schemas.Changes:
         raw = key.open(request.changes_ct or b"", self._binding(request, "changes"))
-        changes = msgspec.json.decode(raw, type=schemas.Changes)
+        return msgspec.json.decode(raw, type=schemas.Changes)
+
+    async def _rectify(self, request: PrivacyRequest, key: DataKey) -> dict[str, Any] | None:
+        """Write the corrections; None if the vault refuses them (the caller denies the request).
+
+        The write runs in a savepoint: a refusal found at flush time (a unique identifier) must not
+        fail the whole verification, which would leave the request unverifiable until it expires.
+        """
+        changes = self._changes(request, key)
         assert request.subject_id is not None  # noqa: S101 - checked by the caller
         patch = SubjectPatch(profile=changes.profile) if changes.profile else SubjectPatch()
         if changes.email is not None:
             patch.email = changes.email
         if changes.phone is not None:
             patch.phone = changes.phone
-        await self.subjects.patch(request.subject_id, patch)
+        try:
+            async with self.session.begin_nested():
+                await self.subjects.patch(request.subject_id, patch)
+        except (InvalidInput, Conflict):
+            return None
         fields = sorted(
             [*(f"profile.{name}" for name in changes.profile), *(k for k in ("email", "phone") if getattr(changes, k))]
         )
@@ -484,8 +644,17 @@ class DsrService:
         return {
             "data_found": True,
             "erased": sorted(category for category in held if category not in report.kept),
+            # A legal hold keeps every category (basis from the report, no end date); a duty keeps some.
             "kept": [
-                {"category": category, "basis": keep[category].basis, "until": keep[category].until.isoformat()}
+                {
+                    "category": category,
+                    "basis": report.kept[category],
+                    "until": (
+                        keep[category].until.isoformat()
+                        if category in keep and keep[category].basis == report.kept[category]
+                        else None
+                    ),
+                }
                 for category in sorted(report.kept)
             ],
             "recipients_to_notify": self.rules.recipients(sorted(held)),
@@ -508,7 +677,7 @@ class DsrService:
         now = self.clock.now()
         export_ready = (
             request.type in ("access", "portability")
-            and request.status == Status.COMPLETED
+            and request.status in EXPORTABLE
             and request.export_expires_at is not None
             and request.export_expires_at > now
             and request.subject_id is not None
@@ -531,6 +700,7 @@ class DsrService:
             result=request.result,
             export_url=f"/v1/requests/{request.id}/export" if export_ready else None,
             export_expires_at=request.export_expires_at if export_ready else None,
+            systems=await downstream.progress(self.session, request.id, now) or None,
         )
 
     async def list_requests(
@@ -558,13 +728,16 @@ class DsrService:
                     or_(col(PrivacyRequest.status).not_in(open_values), col(PrivacyRequest.due_at) >= now)
                 )
         if due_before is not None:
-            query = query.where(col(PrivacyRequest.due_at) < due_before)
+            query = query.where(col(PrivacyRequest.due_at) < as_utc(due_before, "due_before"))
         if after is not None:
             due_text, _, id_text = after.partition("_")
             try:
                 cursor_due, cursor_id = datetime.fromisoformat(due_text), uuid.UUID(id_text)
             except ValueError:
                 raise InvalidInput("after: not a cursor returned by this endpoint") from None
+            if cursor_due.tzinfo is None:
+                raise InvalidInput("after: not a cursor returned by this endpoint")
+            cursor_due = as_utc(cursor_due, "after")
             query = query.where(
                 or_(
                     col(PrivacyRequest.due_at) > cursor_due,
@@ -589,7 +762,8 @@ class DsrService:
                 )
                 for r in page
             ],
-            next_cursor=f"{page[-1].due_at.isoformat()}_{page[-1].id}" if len(rows) > limit else None,
+            # "Z", not "+00:00": a '+' pasted unencoded into a query string arrives as a space.
+            next_cursor=f"{page[-1].due_at.strftime(CURSOR_TIME)}_{page[-1].id}" if len(rows) > limit else None,
         )
 
     async def export_parts(
@@ -599,7 +773,7 @@ class DsrService:
         request = await self._get(request_id)
         if request.type not in ("access", "portability"):
             raise Conflict("only access and portability requests have an export")
-        if request.status != Status.COMPLETED:
+        if request.status not in EXPORTABLE:
             raise Conflict(f"the export is not available while the request is {request.status}")
         if request.export_expires_at is None or request.export_expires_at <= self.clock.now():
             raise Gone("the export link has expired; submit a new request")
@@ -632,7 +806,7 @@ class DsrService:
     async def authorise_token(self, request_id: uuid.UUID, token: str) -> PrivacyRequest:
         """A subject token opens only its own request, and only until it expires."""
         request = await self._get(request_id)
-        if request.token_hash is None or not hmac.compare_digest(request.token_hash, hash_token(token)):
+        if request.token_hash is None or not constant_time_equals(request.token_hash, hash_token(token)):
             raise Forbidden("this token is not valid for this request")
         if request.token_expires_at is None or request.token_expires_at <= self.clock.now():
             raise Gone("this link has expired")

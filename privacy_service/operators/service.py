@@ -7,7 +7,6 @@ SHA-256 of the whole key is stored, compared in constant time. The key is shown 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 import uuid
@@ -22,6 +21,7 @@ from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.errors import Conflict, InvalidInput, NotFound
 from privacy_service.operators.models import Operator
+from privacy_service.security import constant_time_equals
 
 SCOPES = (
     "subjects:read",
@@ -31,6 +31,7 @@ SCOPES = (
     "breaches:manage",
     "audit:read",
     "keys:manage",
+    "systems:manage",
 )
 KEY_PREFIX = "psk_"
 _KEY_SHAPE = re.compile(r"^psk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
@@ -133,9 +134,9 @@ async def authenticate(session: AsyncSession, key: str, now: datetime) -> Authen
     operator = (await session.exec(select(Operator).where(col(Operator.key_id) == key_id))).one_or_none()
     presented = hash_key(key)
     if operator is None:
-        hmac.compare_digest(presented, presented)  # same work whether or not the id exists
+        constant_time_equals(presented, presented)  # same work whether or not the id exists
         return None
-    if not hmac.compare_digest(operator.key_hash, presented):
+    if not constant_time_equals(operator.key_hash, presented):
         return None
     if operator.revoked_at is not None or (operator.expires_at is not None and operator.expires_at <= now):
         return None

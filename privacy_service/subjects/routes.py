@@ -31,6 +31,7 @@ async def provide_subject_service(
         clock=state.clock,
         actor=current_operator(request).actor,
         request_id=request.scope["state"].get("request_id"),
+        audit_sink=state.runtime.audit_sink,
     )
 
 

@@ -18,17 +18,19 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
-from privacy_service.audit.service import Actor
+from privacy_service.audit.service import Actor, AuditSink
 from privacy_service.clock import Clock, as_utc
 from privacy_service.crypto.fields import NORMALISERS, Binding, DataKey, DecryptionFailed, InvalidIdentifier
 from privacy_service.crypto.keys import KeyError_
 from privacy_service.crypto.service import PRIMARY, RETENTION, KeyService, KeyShredded
 from privacy_service.errors import Conflict, DataIntegrityError, Gone, InvalidInput, NotFound
 from privacy_service.policy.document import PolicyDocument
+from privacy_service.retention.models import LegalHold
 from privacy_service.subjects import schemas
 from privacy_service.subjects.models import Record, Subject, SubjectStatus
 
 IDENTIFIERS = ("email", "phone", "external_id")
+LEGAL_HOLD_BASIS = "legal hold (kept for legal claims while the hold lasts, GDPR Art. 17(3)(e))"
 SUBJECTS = "subjects"
 RECORDS = "records"
 
@@ -67,11 +69,12 @@ class SubjectService:
     clock: Clock
     actor: Actor
     request_id: str | None = None
+    audit_sink: AuditSink = audit.record
 
     # -- helpers -------------------------------------------------------------------------
 
     def _audit(self, action: str, subject_id: uuid.UUID | None, **detail: Any) -> None:
-        audit.record(
+        self.audit_sink(
             self.session,
             at=self.clock.now(),
             actor=self.actor,
@@ -324,6 +327,12 @@ class SubjectService:
                 subject_id, subject.status, subject.erased_at, 0, 0, True, kept=dict(subject.profile_fields)
             )
         now = self.clock.now()
+        held = select(col(LegalHold.id)).where(col(LegalHold.subject_id) == subject_id, LegalHold.active_at(now))
+        if (await self.session.exec(held.limit(1))).first() is not None:
+            # A legal hold keeps everything, unchanged, until it is released (retention/).
+            kept = dict.fromkeys(await self.categories_held(subject_id), LEGAL_HOLD_BASIS)
+            self._audit("subject.erase.held", subject_id, kept_categories=sorted(kept))
+            return schemas.ErasureReport(subject_id, subject.status, now, 0, 0, False, kept=kept)
         kept_summary: dict[str, str] = {}
         retention_key: DataKey | None = None
         if keep:

@@ -28,9 +28,9 @@ def code_from(mail: MailSink, address: str) -> str:
 
 
 async def make_subject(client: AsyncClient, auth: dict[str, str], records: int = 3) -> str:
-    subject_id = (
-        await client.post("/v1/subjects", json={"email": EMAIL, "profile": PROFILE}, headers=auth)
-    ).json()["id"]
+    subject_id = (await client.post("/v1/subjects", json={"email": EMAIL, "profile": PROFILE}, headers=auth)).json()[
+        "id"
+    ]
     for i in range(records):
         await client.post(
             f"/v1/subjects/{subject_id}/records",
@@ -65,7 +65,11 @@ async def test_access_request_answers_with_everything_held(
     status = (await client.get(f"/v1/requests/{request_id}", headers=bearer)).json()
     assert status["status"] == "completed"
     assert [step["status"] for step in status["history"]] == [
-        "received", "awaiting_verification", "verified", "processing", "completed",
+        "received",
+        "awaiting_verification",
+        "verified",
+        "processing",
+        "completed",
     ]
     assert status["export_url"] == f"/v1/requests/{request_id}/export"
     export = await client.get(status["export_url"], headers=bearer)
@@ -88,7 +92,8 @@ async def test_access_request_answers_with_everything_held(
     for message in mail.to(EMAIL):
         text = message.get_content()
         for secret in ("Carol", "ZX998877", "1985-05-05", "TX-"):
-            assert secret not in text and secret not in str(message["Subject"])
+            assert secret not in text
+            assert secret not in str(message["Subject"])
 
 
 async def test_unknown_identity_gets_the_same_answer(client: AsyncClient, runtime: Runtime, mail: MailSink) -> None:
@@ -116,7 +121,7 @@ async def test_erasure_keeps_aml_records_and_says_why(
         json={"kind": "note", "category": "user.behavior", "occurred_at": "2026-01-01T00:00:00Z", "data": {"x": 1}},
         headers=auth,
     )
-    request_id, token = await submit_and_verify(client, runtime, mail, type="erase")
+    request_id, _token = await submit_and_verify(client, runtime, mail, type="erase")
     status = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
     assert status["status"] == "awaiting_review"
     approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)

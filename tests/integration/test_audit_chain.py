@@ -46,7 +46,8 @@ async def test_edit_is_detected(client: AsyncClient, auth: dict[str, str], runti
     verdict = await verify_chain(runtime.db, runtime.audit_key)
     assert not verdict.ok
     assert verdict.broken_seq == 3
-    assert verdict.problem is not None and "edited" in verdict.problem
+    assert verdict.problem is not None
+    assert "edited" in verdict.problem
 
 
 async def test_delete_is_detected(client: AsyncClient, auth: dict[str, str], runtime: Runtime) -> None:
@@ -56,7 +57,8 @@ async def test_delete_is_detected(client: AsyncClient, auth: dict[str, str], run
     verdict = await verify_chain(runtime.db, runtime.audit_key)
     assert not verdict.ok
     assert verdict.broken_seq == 4
-    assert verdict.problem is not None and "deleted" in verdict.problem
+    assert verdict.problem is not None
+    assert "deleted" in verdict.problem
 
 
 async def test_trailing_delete_is_detected(client: AsyncClient, auth: dict[str, str], runtime: Runtime) -> None:
@@ -92,12 +94,14 @@ async def test_checkpoint_lets_verification_start_late(
     await _activity(client, auth, 2, tag="b")
     await _seal(runtime)
     late = await verify_chain(runtime.db, runtime.audit_key, from_checkpoint=True)
-    assert late.ok and late.start_seq == checkpoint
+    assert late.ok
+    assert late.start_seq == checkpoint
     assert not (await verify_chain(runtime.db, runtime.audit_key)).ok
     # A forged checkpoint (wrong MAC) is refused.
     await _tamper(runtime, f"UPDATE audit_checkpoints SET mac = hash WHERE seq = {checkpoint}")  # noqa: S608
     forged = await verify_chain(runtime.db, runtime.audit_key, from_checkpoint=True)
-    assert not forged.ok and forged.problem == "checkpoint signature invalid"
+    assert not forged.ok
+    assert forged.problem == "checkpoint signature invalid"
 
 
 async def test_concurrent_writers_and_sealers_keep_chain_gap_free(
@@ -138,7 +142,8 @@ async def test_audit_api_filters_and_paginates(client: AsyncClient, auth: dict[s
     assert "audit-api0@example.com" not in first.text
     paged = await client.get("/v1/audit", params={"limit": 2}, headers=auth)
     cursor = paged.json()["next_cursor"]
-    assert len(paged.json()["items"]) == 2 and cursor is not None
+    assert len(paged.json()["items"]) == 2
+    assert cursor is not None
     rest = await client.get("/v1/audit", params={"limit": 100, "after": cursor}, headers=auth)
     seqs = [item["seq"] for item in paged.json()["items"] + rest.json()["items"]]
     assert seqs == list(range(1, len(seqs) + 1))

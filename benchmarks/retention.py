@@ -1,0 +1,353 @@
+"""Retention purge (issue 6): purging N expired records against a raw ``DELETE ... WHERE`` of the same rows.
+
+Dataset, per size N (``PRIVACY_BENCH_PURGE_SIZES``, default ``100000,1000000``), N/100 subjects with
+100 records each, all collected three years ago, every account open:
+
+- 80% of subjects hold ``user.device`` records (P13M after collection, then delete): purged;
+- 10% hold the same but are under a legal hold: skipped (``skipped_hold``);
+- 10% hold ``user.financial.transaction`` records: their P2Y is over, but the AML duty (P5Y after
+  the account closes) has not even started: skipped (``skipped_legal_duty``).
+
+Subjects are written as ``SubjectService.create`` writes them (a wrapped data key each, sealed
+identifiers and profile). Records go in with ``COPY``; for speed each subject's records share one
+real ciphertext sealed under that subject's key (the purge deletes rows, it never opens them; none
+of these categories is anonymised).
+
+Measured: ``jobs.run_purge`` (forced: 80% of the table is over the alert threshold; default batch
+size) from start to finish, plan included, on a freshly loaded table; rows/s = rows purged / wall
+time. Baseline: one ``DELETE FROM records WHERE <the same rows>`` in one transaction on an identical
+freshly loaded copy, in the same run. RSS growth: the process's resident size sampled every 20 ms
+during the purge, peak minus the size before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+from sqlalchemy import insert
+
+from benchmarks.common import BenchContext, Figure, progress, verdict
+from privacy_service.crypto.fields import Binding, DataKey
+from privacy_service.crypto.models import DataKeyRow
+from privacy_service.crypto.service import PRIMARY, wrap_context
+from privacy_service.retention.jobs import RunOptions, run_purge
+from privacy_service.retention.models import LegalHold
+from privacy_service.subjects.models import Subject, SubjectStatus
+from privacy_service.subjects.service import SUBJECTS
+
+RATIO_TARGET = 0.5
+SECONDS_TARGET = 60.0
+RSS_TARGET_MB = 100.0
+PER_SUBJECT = 100
+COPY_CHUNK = 50_000
+RECORD_COLUMNS = ("id", "subject_id", "kind", "category", "occurred_at", "created_at", "data_ct", "restricted")
+RAW_DELETE = """
+DELETE FROM records
+WHERE category = 'user.device' AND created_at <= $1 AND NOT restricted
+  AND subject_id NOT IN (SELECT subject_id FROM legal_holds WHERE released_at IS NULL)
+"""
+
+
+def _sizes() -> list[int]:
+    raw = os.environ.get("PRIVACY_BENCH_PURGE_SIZES", "100000,1000000")
+    sizes = sorted({int(part.replace("_", "")) for part in raw.split(",") if part.strip()})
+    if not sizes or min(sizes) < PER_SUBJECT * 10:
+        raise SystemExit(f"PRIVACY_BENCH_PURGE_SIZES: sizes of at least {PER_SUBJECT * 10} records")
+    return sizes
+
+
+def _label(size: int) -> str:
+    return f"{size // 1_000_000}M" if size % 1_000_000 == 0 else f"{size // 1000}k"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1_048_576
+
+
+@dataclass(slots=True)
+class Sampler:
+    """Peak resident size while a block runs (sampled, so a spike shorter than 20 ms may be missed)."""
+
+    peak: float = 0.0
+    _task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, _rss_mb())
+            await asyncio.sleep(0.02)
+
+    def start(self) -> None:
+        self.peak = _rss_mb()
+        self._task = asyncio.create_task(self._sample())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _dsn(ctx: BenchContext) -> str:
+    return ctx.runtime.settings.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _load(ctx: BenchContext, size: int) -> None:
+    """Subjects (10% held), then their records with COPY, in chunks so the loader's memory stays small."""
+    rt = ctx.runtime
+    now = rt.clock.now()
+    collected = now - timedelta(days=3 * 365)
+    subjects = size // PER_SUBJECT
+    blobs: list[tuple[uuid.UUID, str, bytes]] = []  # (subject, category, one sealed record body)
+    subject_rows: list[dict[str, Any]] = []
+    key_rows: list[dict[str, Any]] = []
+    hold_rows: list[dict[str, Any]] = []
+    for n in range(subjects):
+        subject_id, key = uuid.uuid4(), DataKey.generate()
+        wrapped = await rt.provider.wrap(key.material, wrap_context(subject_id, key.key_id, PRIMARY))
+        email = f"purge.bench.{n}@example.com"
+        subject_rows.append(
+            {
+                "id": subject_id,
+                "status": SubjectStatus.ACTIVE.value,
+                "language": "en",
+                "email_bidx": rt.indexer.index("email", email),
+                "email_ct": key.seal(email.encode(), Binding(SUBJECTS, subject_id, None, "email")),
+                "profile_ct": key.seal(
+                    msgspec.json.encode({"name": f"Bench Person {n}"}), Binding(SUBJECTS, subject_id, None, "profile")
+                ),
+                "profile_fields": {"name": "user.name"},
+                "created_at": collected - timedelta(days=30),
+                "updated_at": collected,
+            }
+        )
+        key_rows.append(
+            {
+                "id": key.key_id,
+                "subject_id": subject_id,
+                "purpose": PRIMARY,
+                "kek_version": wrapped.kek_version,
+                "wrapped": wrapped.blob,
+                "created_at": now,
+            }
+        )
+        category = "user.financial.transaction" if n % 10 == 1 else "user.device"
+        if n % 10 == 0:
+            hold_id = uuid.uuid4()
+            hold_rows.append(
+                {
+                    "id": hold_id,
+                    "subject_id": subject_id,
+                    "reason_ct": key.seal(b"bench matter", Binding("legal_holds", subject_id, hold_id, "reason")),
+                    "reason_key": PRIMARY,
+                    "placed_by": "benchmark",
+                    "placed_at": now,
+                }
+            )
+        body = msgspec.json.encode({"event": "login", "device": f"device-{n}", "amount": n})
+        blobs.append((subject_id, category, key.seal(body, Binding("records", subject_id, uuid.uuid4(), "data"))))
+    async with rt.db.engine.begin() as conn:
+        for offset in range(0, subjects, 5000):
+            await conn.execute(insert(Subject), subject_rows[offset : offset + 5000])
+            await conn.execute(insert(DataKeyRow), key_rows[offset : offset + 5000])
+        if hold_rows:
+            await conn.execute(insert(LegalHold), hold_rows)
+    del subject_rows, key_rows, hold_rows
+
+    rng = random.Random(size)
+    conn = await asyncpg.connect(_dsn(ctx))
+    try:
+        pending: list[tuple[Any, ...]] = []
+        copied = 0
+        for subject_id, category, blob in blobs:
+            kind = "transaction" if category == "user.financial.transaction" else "device_login"
+            for _ in range(PER_SUBJECT):
+                at = collected - timedelta(minutes=rng.randrange(525_600))
+                pending.append((uuid.uuid4(), subject_id, kind, category, at, at, blob, False))
+            if len(pending) >= COPY_CHUNK:
+                await conn.copy_records_to_table("records", records=pending, columns=RECORD_COLUMNS)
+                copied += len(pending)
+                pending = []
+                progress.log(f"purge bench: loaded {copied:,}/{size:,} records")
+        if pending:
+            await conn.copy_records_to_table("records", records=pending, columns=RECORD_COLUMNS)
+        await conn.execute("CREATE TABLE bench_records_copy AS SELECT * FROM records")
+    finally:
+        await conn.close()
+
+
+async def _settle(ctx: BenchContext) -> None:
+    """Same starting point for both variants: statistics fresh, no dirty pages waiting to be written."""
+    conn = await asyncpg.connect(_dsn(ctx))
+    try:
+        await conn.execute("VACUUM ANALYZE records")
+        await conn.execute("VACUUM ANALYZE subjects")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+async def _restore(ctx: BenchContext) -> None:
+    conn = await asyncpg.connect(_dsn(ctx))
+    try:
+        await conn.execute("TRUNCATE records")
+        await conn.execute("INSERT INTO records SELECT * FROM bench_records_copy")
+    finally:
+        await conn.close()
+
+
+async def _wipe(ctx: BenchContext) -> None:
+    conn = await asyncpg.connect(_dsn(ctx))
+    try:
+        await conn.execute("DROP TABLE IF EXISTS bench_records_copy")
+        await conn.execute("TRUNCATE records, legal_holds, retention_runs, retention_aggregates")
+        await conn.execute("DELETE FROM subjects")
+        await conn.execute("TRUNCATE keystore.data_keys")
+    finally:
+        await conn.close()
+
+
+async def _raw_delete(ctx: BenchContext) -> tuple[int, float]:
+    cutoff = ctx.runtime.clock.now() - timedelta(days=400)
+    conn = await asyncpg.connect(_dsn(ctx))
+    try:
+        started = time.perf_counter()
+        async with conn.transaction():
+            status = await conn.execute(RAW_DELETE, cutoff)
+        return int(status.split()[-1]), time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    size: int
+    purged: int
+    seconds: float
+    raw_rows: int
+    raw_seconds: float
+    rss_growth_mb: float
+    counts: dict[str, Any]
+
+    @property
+    def rate(self) -> float:
+        return self.purged / self.seconds
+
+    @property
+    def raw_rate(self) -> float:
+        return self.raw_rows / self.raw_seconds
+
+
+async def _measure(ctx: BenchContext, size: int) -> Measurement:
+    started = time.perf_counter()
+    await _load(ctx, size)
+    progress.log(f"purge bench: {size:,} records loaded in {time.perf_counter() - started:.1f} s")
+    try:
+        await _settle(ctx)
+        raw_rows, raw_seconds = await _raw_delete(ctx)
+        progress.log(f"purge bench: raw DELETE of {raw_rows:,} rows took {raw_seconds:.2f} s")
+        await _restore(ctx)
+        await _settle(ctx)
+        gc.collect()
+        baseline_rss = _rss_mb()
+        sampler = Sampler()
+        sampler.start()
+        started = time.perf_counter()
+        result = await run_purge(ctx.runtime, RunOptions(force=True))
+        seconds = time.perf_counter() - started
+        await sampler.stop()
+        if result.report is None or result.status != "completed":
+            raise RuntimeError(f"the purge did not complete: {result!r}")
+        rules = {entry.key: entry.counts for entry in result.report.rules}
+        device, transaction = rules["records:user.device"], rules["records:user.financial.transaction"]
+        purged = device.purged
+        if purged != raw_rows:
+            raise RuntimeError(f"the purge removed {purged:,} rows, the raw DELETE {raw_rows:,}")
+        if (device.skipped_hold, transaction.skipped_legal_duty) != (size // 10, size // 10):
+            raise RuntimeError("protected rows were not skipped as planned")
+        progress.log(f"purge bench: purge of {purged:,} rows took {seconds:.2f} s")
+        return Measurement(
+            size=size,
+            purged=purged,
+            seconds=seconds,
+            raw_rows=raw_rows,
+            raw_seconds=raw_seconds,
+            rss_growth_mb=sampler.peak - baseline_rss,
+            counts={
+                "purged": purged,
+                "skipped_hold": device.skipped_hold,
+                "skipped_legal_duty": transaction.skipped_legal_duty,
+                "batch_size": ctx.runtime.settings.retention_batch_size,
+            },
+        )
+    finally:
+        await _wipe(ctx)
+
+
+async def purge_throughput(ctx: BenchContext) -> list[Figure]:
+    measurements = [await _measure(ctx, size) for size in _sizes()]
+    figures = []
+    for m in measurements:
+        ratio = m.rate / m.raw_rate
+        passed = ratio >= RATIO_TARGET and m.seconds < SECONDS_TARGET
+        details = {
+            "records": m.size,
+            "subjects": m.size // PER_SUBJECT,
+            "purge_seconds": round(m.seconds, 2),
+            "raw_delete_seconds": round(m.raw_seconds, 3),
+            "baseline": "one DELETE ... WHERE of the same rows, one transaction, identical fresh table",
+            "counts": m.counts,
+            "rss_growth_mb": round(m.rss_growth_mb, 1),
+        }
+        figures.append(
+            Figure(
+                f"purge @{_label(m.size)} rows/s",
+                "rows/s",
+                m.rate,
+                m.raw_rate,
+                ratio,
+                target=f"≥ {RATIO_TARGET:.1f}x raw, < {SECONDS_TARGET:.0f} s",
+                verdict=verdict(passed),
+                details=details,
+            )
+        )
+        figures.append(
+            Figure(
+                f"purge @{_label(m.size)} RSS growth",
+                "MB",
+                m.rss_growth_mb,
+                RSS_TARGET_MB,
+                m.rss_growth_mb / RSS_TARGET_MB,
+                target=f"< {RSS_TARGET_MB:.0f} MB",
+                verdict=verdict(m.rss_growth_mb < RSS_TARGET_MB),
+                details=details,
+            )
+        )
+    if len(measurements) > 1:
+        small, large = measurements[0], measurements[-1]
+        per_row = {m.size: m.seconds / m.purged * 1e6 for m in (small, large)}
+        figures.append(
+            Figure(
+                f"purge cost per row {_label(large.size)} vs {_label(small.size)}",
+                "µs/row",
+                per_row[large.size],
+                per_row[small.size],
+                per_row[large.size] / per_row[small.size],
+                target="≈ 1.0x (linear)",
+                details={"seconds": {_label(m.size): round(m.seconds, 2) for m in measurements}},
+            )
+        )
+    return figures

@@ -1,0 +1,234 @@
+"""``GET /metrics``: Prometheus text exposition (format 0.0.4), computed from the database per scrape.
+
+The figures come from tables, not process memory, so every API and worker replica reports the same
+numbers and a restart loses nothing; Prometheus keeps the history. Labels are enums, category-free
+request types and system names: never personal data. Optional bearer token: PRIVACY_METRICS_TOKEN.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from litestar import MediaType, Request, Response, get
+from sqlalchemy import case, func, inspect, text
+from sqlalchemy.engine import Connection
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.dsr.flows import OPEN
+from privacy_service.dsr.models import PrivacyRequest
+from privacy_service.errors import Unauthenticated
+from privacy_service.notify.models import OutboxMessage
+from privacy_service.operators.guards import bearer_key
+from privacy_service.security import constant_time_equals
+from privacy_service.systems.flows import FINAL, DeliveryStatus
+from privacy_service.systems.models import Delivery, DeliveryAttempt, DownstreamSystem
+
+# Litestar appends "; charset=utf-8" to text types.
+CONTENT_TYPE = "text/plain; version=0.0.4"
+# Webhook latency buckets, seconds.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+Labels = Mapping[str, str]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class Exposition:
+    """Text format: ``# HELP``, ``# TYPE``, then one sample per line."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]) -> None:
+        self._lines.append(f"# HELP {name} {help_text}")
+        self._lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.sample(name, labels, value)
+
+    def sample(self, name: str, labels: Labels, value: float) -> None:
+        rendered = ",".join(f'{key}="{_escape(str(val))}"' for key, val in labels.items())
+        self._lines.append(f"{name}{{{rendered}}} {_number(value)}" if rendered else f"{name} {_number(value)}")
+
+    def render(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+async def _requests(out: Exposition, session: AsyncSession, now: datetime) -> None:
+    rows = await session.exec(
+        select(PrivacyRequest.type, PrivacyRequest.status, func.count()).group_by(
+            col(PrivacyRequest.type), col(PrivacyRequest.status)
+        )
+    )
+    out.family(
+        "privacy_requests",
+        "gauge",
+        "Data-subject requests by type and status.",
+        (({"type": t, "status": s}, n) for t, s, n in rows.all()),
+    )
+    overdue = await session.exec(
+        select(func.count()).where(
+            col(PrivacyRequest.status).in_([s.value for s in OPEN]), col(PrivacyRequest.due_at) < now
+        )
+    )
+    out.family("privacy_requests_overdue", "gauge", "Open requests past their legal due date.", [({}, overdue.one())])
+
+
+async def _outbox(out: Exposition, session: AsyncSession) -> None:
+    rows = (
+        await session.exec(
+            select(OutboxMessage.status, func.count(), func.coalesce(func.sum(OutboxMessage.attempts), 0)).group_by(
+                col(OutboxMessage.status)
+            )
+        )
+    ).all()
+    counts = {status: n for status, n, _ in rows}
+    out.family(
+        "privacy_outbox_messages",
+        "gauge",
+        "Queued mail by status (pending/sending = backlog, dead = gave up).",
+        (({"status": s}, counts.get(s, 0)) for s in ("pending", "sending", "sent", "dead")),
+    )
+    out.family(
+        "privacy_outbox_failed_attempts",
+        "gauge",
+        "Failed delivery attempts of queued mail still held (pending retries and dead letters).",
+        [({}, sum(failed for status, _, failed in rows if status != "sent"))],
+    )
+
+
+async def _webhooks(out: Exposition, session: AsyncSession, now: datetime) -> None:
+    by_status = await session.exec(
+        select(DownstreamSystem.name, Delivery.status, func.count())
+        .select_from(Delivery)
+        .join(DownstreamSystem, col(Delivery.system_id) == col(DownstreamSystem.id))
+        .group_by(col(DownstreamSystem.name), col(Delivery.status))
+    )
+    out.family(
+        "privacy_webhook_deliveries",
+        "gauge",
+        "Webhooks to downstream systems by system and delivery status (pending/sending = backlog).",
+        (({"system": name, "status": status}, n) for name, status, n in by_status.all()),
+    )
+    overdue = await session.exec(
+        select(DownstreamSystem.name, func.count())
+        .select_from(Delivery)
+        .join(DownstreamSystem, col(Delivery.system_id) == col(DownstreamSystem.id))
+        .join(PrivacyRequest, col(Delivery.request_id) == col(PrivacyRequest.id))
+        .where(
+            col(Delivery.status) != DeliveryStatus.CANCELLED,
+            col(Delivery.answer_due_at) < now,
+            or_(col(Delivery.answer).is_(None), col(Delivery.answer).not_in([a.value for a in FINAL])),
+            col(PrivacyRequest.status).in_([s.value for s in OPEN]),
+        )
+        .group_by(col(DownstreamSystem.name))
+    )
+    out.family(
+        "privacy_webhook_answers_overdue",
+        "gauge",
+        "Systems past their answer date on open requests.",
+        (({"system": name}, n) for name, n in overdue.all()),
+    )
+    attempts = await session.exec(
+        select(DownstreamSystem.name, DeliveryAttempt.outcome, func.count())
+        .select_from(DeliveryAttempt)
+        .join(DownstreamSystem, col(DeliveryAttempt.system_id) == col(DownstreamSystem.id))
+        .group_by(col(DownstreamSystem.name), col(DeliveryAttempt.outcome))
+    )
+    out.family(
+        "privacy_webhook_attempts_total",
+        "counter",
+        "Webhook POSTs by system and outcome (delivered, http_error, timeout, network_error, unsendable).",
+        (({"system": name, "outcome": outcome}, n) for name, outcome, n in attempts.all()),
+    )
+    duration = col(DeliveryAttempt.duration_ms)
+    latency = await session.exec(
+        select(
+            DownstreamSystem.name,
+            func.count(),
+            func.coalesce(func.sum(duration), 0.0),
+            *(func.sum(case((duration <= bound * 1000, 1), else_=0)) for bound in BUCKETS),
+        )
+        .select_from(DeliveryAttempt)
+        .join(DownstreamSystem, col(DeliveryAttempt.system_id) == col(DownstreamSystem.id))
+        .where(col(DeliveryAttempt.outcome) != "unsendable")
+        .group_by(col(DownstreamSystem.name))
+    )
+    name = "privacy_webhook_latency_seconds"
+    out.family(name, "histogram", "Time from POST to the receiver's answer (or timeout).", [])
+    for row in latency.all():
+        system, count, total = row[0], row[1], row[2]
+        cumulative: tuple[int | None, ...] = tuple(row[3:])
+        for bound, within in zip(BUCKETS, cumulative, strict=True):
+            out.sample(f"{name}_bucket", {"system": system, "le": _number(bound)}, within or 0)
+        out.sample(f"{name}_bucket", {"system": system, "le": "+Inf"}, count)
+        out.sample(f"{name}_sum", {"system": system}, round(float(total) / 1000, 6))
+        out.sample(f"{name}_count", {"system": system}, count)
+
+
+def _has_table(connection: Connection, name: str) -> bool:
+    return inspect(connection).has_table(name)
+
+
+async def _retention(out: Exposition, session: AsyncSession) -> None:
+    # Retention is optional in this code base's history; its runs are read only if the table exists.
+    connection = await session.connection()
+    if not await connection.run_sync(_has_table, "retention_runs"):
+        return
+    rows = (await connection.execute(text("SELECT status, dry_run, report FROM retention_runs"))).all()
+    runs: dict[str, int] = {}
+    acted = {"purged": 0, "anonymised": 0, "restricted": 0}
+    for status, dry_run, report in rows:
+        runs[status] = runs.get(status, 0) + 1
+        if dry_run:
+            continue
+        if isinstance(report, str):
+            report = json.loads(report)
+        totals = (report or {}).get("totals") or {}
+        for action in acted:
+            value = totals.get(action, 0)
+            acted[action] += value if isinstance(value, int) else 0
+    out.family(
+        "privacy_retention_runs",
+        "gauge",
+        "Retention purge runs by status.",
+        (({"status": status}, n) for status, n in sorted(runs.items())),
+    )
+    out.family(
+        "privacy_retention_rows_total",
+        "counter",
+        "Rows acted on by real (not dry) retention runs, by action.",
+        (({"action": action}, n) for action, n in acted.items()),
+    )
+
+
+@get(
+    "/metrics",
+    tags=["ops"],
+    media_type=MediaType.TEXT,
+    opt={"problems": (401,)},
+    summary="Prometheus metrics (no personal data)",
+)
+async def metrics(request: Request[Any, Any, Any]) -> Response[str]:
+    state = request.app.state
+    token = state.runtime.settings.metrics_token
+    if token is not None:
+        presented = bearer_key(request) or ""
+        if not constant_time_equals(presented.encode(), token.get_secret_value().encode()):
+            raise Unauthenticated("send the metrics token as 'Authorization: Bearer ...'")
+    out = Exposition()
+    now = state.clock.now()
+    async with state.db.transaction() as session:
+        await _requests(out, session, now)
+        await _outbox(out, session)
+        await _webhooks(out, session, now)
+        await _retention(out, session)
+    return Response(out.render(), media_type=CONTENT_TYPE)

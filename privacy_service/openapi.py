@@ -1,0 +1,98 @@
+"""The error half of the OpenAPI document: every operation lists the problem+json answers it can give.
+
+Litestar documents a 400 with its own ``{status_code, detail, extra}`` body, which this service never
+sends (errors.py renders RFC 9457 problems). :class:`ProblemResponses` replaces it, in one place, with
+the statuses the shared machinery can produce for each operation: validation and domain errors on
+``/v1``, authentication and scopes for operator routes, rate limits for guarded routes, body limits
+for routes that take a body. A handler names any others in ``opt={"problems": (...)}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import msgspec
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIResponse, Operation
+from litestar.plugins import ReceiveRoutePlugin
+from litestar.routes import BaseRoute, HTTPRoute
+
+from privacy_service.errors import PROBLEM_JSON
+
+JSON = "application/json"
+JSON_LD = "application/ld+json"
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# What any /v1 use case may raise: malformed or invalid input, unknown ids, state conflicts, erased data.
+_DOMAIN = frozenset({400, 404, 409, 410, 422})
+
+
+class FieldProblem(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """RFC 9457 problem details; some problems add members (e.g. ``errors``, ``attempts_left``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+def problem_statuses(route: HTTPRoute, handler: HTTPRouteHandler) -> set[int]:
+    statuses: set[int] = set(handler.opt.get("problems", ()))
+    has_body = "data" in handler.parsed_fn_signature.parameters
+    if route.path.startswith("/v1/"):
+        statuses |= _DOMAIN
+    elif route.path_parameters or handler.parsed_fn_signature.parameters.keys() - {"request", "data"}:
+        statuses.add(400)
+    if has_body and handler.http_methods & _BODY_METHODS:
+        statuses |= {400, 413, 415}
+    if handler.resolve_guards():
+        statuses.add(429)  # every guard here rate-limits (per operator key or per client address)
+    if "scopes" in handler.opt:
+        statuses |= {401, 403}
+    return statuses
+
+
+class ProblemResponses(ReceiveRoutePlugin):
+    """Declares the problem+json responses on each handler as its route is registered."""
+
+    __slots__ = ()
+
+    def receive_route(self, route: BaseRoute) -> None:
+        if not isinstance(route, HTTPRoute):
+            return
+        for handler in route.route_handlers:
+            if not handler.resolve_include_in_schema():
+                continue
+            declared = dict(handler.responses or {})
+            for status in sorted(problem_statuses(route, handler)):
+                declared.setdefault(
+                    status,
+                    ResponseSpec(
+                        data_container=Problem,
+                        media_type=PROBLEM_JSON,
+                        description=HTTPStatus(status).phrase,
+                        generate_examples=False,
+                    ),
+                )
+            handler.responses = declared
+
+
+@dataclass
+class JsonOrJsonLd(Operation):
+    """``operation_class`` for routes that answer JSON or, on request, JSON-LD with the same schema."""
+
+    def __post_init__(self) -> None:
+        for status, response in (self.responses or {}).items():
+            if status.startswith("2") and isinstance(response, OpenAPIResponse) and response.content:
+                if JSON in response.content:
+                    response.content.setdefault(JSON_LD, response.content[JSON])

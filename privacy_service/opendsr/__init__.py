@@ -1,0 +1,1 @@
+"""An OpenDSR 2.0 / OpenGDPR-compatible facade over the native data-subject requests."""

@@ -1,0 +1,483 @@
+"""Purge runs: single-flight, planned, checked against the safety thresholds, then done in batches.
+
+A run takes the run lock (or reports that another run is active and does nothing), records itself,
+then *plans*: counts, read-only, everything each step would do at its ``now``. That plan is a dry
+run's whole answer, so a dry run reports exactly what a real run at the same ``now`` would do.
+If the plan would purge more than ``retention_alert_percent`` of the records, subjects or requests
+(tables of at least ``retention_alert_min_rows``), or more than ``retention_max_rows_per_run``
+rows, the run alerts (audit event and error log) and, without ``force``, stops as ``refused``.
+A real run then carries out each step in batches of ``batch_size``: one transaction per batch, the
+run's report updated in the same transaction, so after a crash the report matches what was
+committed and the next run (which marks the dead one ``interrupted``) finishes the work.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.audit import service as audit
+from privacy_service.audit.service import Actor, seal_pending, write_checkpoint
+from privacy_service.clock import as_utc
+from privacy_service.errors import Conflict, InvalidInput
+from privacy_service.retention import schemas
+from privacy_service.retention.locks import RunLock, try_acquire
+from privacy_service.retention.models import RetentionRun, RunStatus
+from privacy_service.retention.service import (
+    ACTOR,
+    OUTBOX_KEY,
+    SECRET_KEYS,
+    RetentionEngine,
+    Tally,
+)
+from privacy_service.runtime import Runtime
+
+log = structlog.get_logger("privacy_service.retention")
+SKIPPED = "skipped"
+# How often a run makes sure it still holds the lock (a round trip; a batch takes milliseconds).
+LOCK_CHECK_SECONDS = 1.0
+
+Batch = Callable[[AsyncSession, uuid.UUID | None, int], Awaitable[tuple[Tally, uuid.UUID | None]]]
+
+
+class RunActive(Conflict):
+    slug = "retention-run-active"
+    title = "Another retention run is active"
+
+
+class Progress(Protocol):
+    """What the CLI shows: a stage line, then one bar per report entry."""
+
+    def stage(self, text: str) -> None: ...
+
+    def bars(self, entries: list[schemas.RuleReport]) -> None: ...
+
+    def advance(self, key: str, amount: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    dry_run: bool = False
+    now: datetime | None = None
+    batch_size: int | None = None
+    force: bool = False
+    actor: Actor = ACTOR
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    status: str  # a RunStatus value, or "skipped" when another run was active
+    run_id: uuid.UUID | None
+    message: str
+    report: schemas.RunReport | None = None
+    active_run_id: uuid.UUID | None = None
+    error: str | None = None
+
+    def __repr__(self) -> str:  # the worker logs repr(result): ids and status only
+        return f"RunResult(status={self.status!r}, run_id={self.run_id}, message={self.message!r})"
+
+
+def resolve_now(runtime: Runtime, requested: datetime | None) -> datetime:
+    """The run's ``now``: the clock's, or the requested one if it is not beyond the allowed skew."""
+    current = runtime.clock.now()
+    if requested is None:
+        return current
+    requested = as_utc(requested, "now")
+    skew = timedelta(seconds=runtime.settings.retention_max_future_skew_seconds)
+    if requested > current + skew:
+        raise InvalidInput(
+            f"now may be at most {int(skew.total_seconds())} s in the future: a run must not purge data early"
+        )
+    return requested
+
+
+async def _active_run(runtime: Runtime) -> RetentionRun | None:
+    async with runtime.db.transaction() as session:
+        query = select(RetentionRun).where(col(RetentionRun.status) == RunStatus.RUNNING)
+        return (await session.exec(query.order_by(col(RetentionRun.started_at).desc()).limit(1))).first()
+
+
+async def start_run(runtime: Runtime, options: RunOptions) -> StartedRun:
+    """Take the lock and record the run; raises :class:`RunActive` if another run holds the lock."""
+    as_of = resolve_now(runtime, options.now)
+    batch_size = options.batch_size or runtime.settings.retention_batch_size
+    lock = await try_acquire(runtime.db)
+    if lock is None:
+        active = await _active_run(runtime)
+        since = f" (run {active.id}, started {active.started_at.isoformat(timespec='seconds')})" if active else ""
+        raise RunActive(
+            f"another retention run is active{since}; this one did nothing",
+            extra={"active_run_id": str(active.id) if active else None},
+        )
+    run_id = uuid.uuid4()
+    try:
+        async with runtime.db.transaction() as session:
+            now = runtime.clock.now()
+            # We hold the lock, so a run still marked running belongs to a process that died.
+            stale = (
+                await session.exec(select(RetentionRun).where(col(RetentionRun.status) == RunStatus.RUNNING))
+            ).all()
+            for dead in stale:
+                dead.status, dead.finished_at = RunStatus.INTERRUPTED, now
+                dead.error = "the process running it ended before it finished; later runs did the rest"
+                session.add(dead)
+                audit.record(
+                    session,
+                    at=now,
+                    actor=ACTOR,
+                    action="retention.run.interrupted",
+                    outcome="failed",
+                    detail={"run_id": str(dead.id)},
+                )
+            policy = runtime.policy
+            session.add(
+                RetentionRun(
+                    id=run_id,
+                    status=RunStatus.RUNNING,
+                    dry_run=options.dry_run,
+                    forced=options.force,
+                    as_of=as_of,
+                    started_at=now,
+                    actor_type=options.actor.type,
+                    actor_id=options.actor.id,
+                    policy_version=policy.version,
+                    policy_hash=policy.content_hash,
+                    batch_size=batch_size,
+                    report={},
+                )
+            )
+            audit.record(
+                session,
+                at=now,
+                actor=options.actor,
+                action="retention.run.started",
+                detail={
+                    "run_id": str(run_id),
+                    "dry_run": options.dry_run,
+                    "as_of": as_of.isoformat(),
+                    "policy_version": policy.version,
+                    "forced": options.force,
+                },
+            )
+    except BaseException:
+        await lock.release()
+        raise
+    return StartedRun(runtime, lock, run_id, as_of, batch_size, options)
+
+
+async def run_purge(runtime: Runtime, options: RunOptions, progress: Progress | None = None) -> RunResult:
+    """Start and carry out a run; if another one is active, return ``skipped`` having done nothing."""
+    try:
+        started = await start_run(runtime, options)
+    except RunActive as exc:
+        active = exc.extra.get("active_run_id")
+        log.info("retention_run_skipped", active_run_id=active)
+        return RunResult(SKIPPED, None, exc.detail, active_run_id=uuid.UUID(active) if active else None)
+    return await started.execute(progress)
+
+
+def _acted(counts: schemas.Counts) -> int:
+    return counts.purged + counts.anonymised + counts.restricted
+
+
+@dataclass(slots=True)
+class StartedRun:
+    runtime: Runtime
+    lock: RunLock
+    run_id: uuid.UUID
+    as_of: datetime
+    batch_size: int
+    options: RunOptions
+    _frame: schemas.RunReport = field(default_factory=schemas.RunReport)
+    _plan: Tally = field(default_factory=Tally)
+    _done: Tally = field(default_factory=Tally)
+
+    @property
+    def engine(self) -> RetentionEngine:
+        runtime = self.runtime
+        return RetentionEngine(
+            policy=runtime.policy,
+            keys=runtime.keys,
+            clock=runtime.clock,
+            settings=runtime.settings,
+            now=self.as_of,
+            run_id=self.run_id,
+            postgres=not runtime.settings.is_sqlite,
+        )
+
+    # -- the report ------------------------------------------------------------------------
+
+    def report(self, *, final: bool) -> schemas.RunReport:
+        """The plan's counts; for a real run, what was done replaces what the plan would do."""
+        rules = []
+        totals = schemas.Counts()
+        for entry in self.engine.entries():
+            planned = self._plan[entry.key]
+            counts = msgspec.structs.replace(planned)
+            if not self.options.dry_run:
+                done = self._done[entry.key]
+                counts.purged, counts.anonymised, counts.restricted = done.purged, done.anonymised, done.restricted
+                counts.errors = done.errors
+                if final:
+                    counts.deferred = max(0, _acted(planned) - _acted(done) - done.errors)
+            rules.append(msgspec.structs.replace(entry, counts=counts))
+            for name in counts.__struct_fields__:
+                setattr(totals, name, getattr(totals, name) + getattr(counts, name))
+        errors = self._done.errors[:100] if not self.options.dry_run else []
+        return msgspec.structs.replace(self._frame, rules=rules, totals=totals, item_errors=errors)
+
+    def _stored(self, report: schemas.RunReport) -> dict[str, Any]:
+        """The report as the ``report`` column holds it: holds live in their own column."""
+        data: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(report, holds=schemas.HoldsSummary()))
+        del data["holds"]
+        return data
+
+    async def _save(self, session: AsyncSession, *, final: bool = False) -> None:
+        report = self._stored(self.report(final=final))
+        await session.exec(update(RetentionRun).where(col(RetentionRun.id) == self.run_id).values(report=report))
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def execute(self, progress: Progress | None = None) -> RunResult:
+        """Plan, check, and (unless dry) purge. Always releases the lock; records any failure."""
+        try:
+            return await self._execute(progress)
+        except Exception as exc:
+            # The boundary of a run: whatever stopped it, the run is recorded as failed and the
+            # lock released. Logged by type and frames only (driver messages carry SQL parameters).
+            return await self._failed(exc)
+        finally:
+            await self.lock.release()
+
+    async def _failed(self, exc: Exception) -> RunResult:
+        error = type(exc).__name__
+        frames = [f"{f.filename}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)][-8:]
+        log.error("retention_run_failed", run_id=str(self.run_id), error=error, frames=frames)
+        try:
+            await self._finish(RunStatus.FAILED, error=error)
+        except (SQLAlchemyError, OSError) as finish_exc:
+            self._not_recorded(finish_exc)
+        return RunResult(RunStatus.FAILED, self.run_id, f"the run failed ({error})", error=error)
+
+    def _not_recorded(self, exc: BaseException) -> None:
+        log.error("retention_run_not_recorded", run_id=str(self.run_id), error=type(exc).__name__)
+
+    async def _execute(self, progress: Progress | None) -> RunResult:
+        await self._make_plan(progress)
+        report = self.report(final=False)
+        if report.alerts:
+            self._alert(report)
+        if self.options.dry_run:
+            report = await self._finish(RunStatus.COMPLETED)
+            return RunResult(RunStatus.COMPLETED, self.run_id, "dry run: nothing was changed", report)
+        if report.would_refuse and not self.options.force:
+            report = await self._finish(RunStatus.REFUSED, error="safety threshold exceeded; rerun with force")
+            return RunResult(
+                RunStatus.REFUSED,
+                self.run_id,
+                "refused: the run would purge more than the safety thresholds allow; check the policy, "
+                "then rerun with --force",
+                report,
+            )
+        if progress is not None:
+            progress.bars(report.rules)
+        await self._purge(progress)
+        report = await self._finish(RunStatus.COMPLETED)
+        await self._checkpoint_audit()
+        return RunResult(RunStatus.COMPLETED, self.run_id, "purge completed", report)
+
+    async def _batches(self, label: str, batch: Batch, *, act: bool, progress: Progress | None) -> None:
+        if progress is not None:
+            progress.stage(label)
+        after: uuid.UUID | None = None
+        while True:
+            if act:
+                await self.lock.check()
+            async with self.runtime.db.transaction() as session:
+                tally, after = await batch(session, after, self.batch_size)
+                if act:
+                    self._done.add(tally)
+                    if tally.acted() or tally.errors:
+                        # The report changes in the transaction of the work it reports.
+                        await self._save(session)
+            if act:
+                self._advance(progress, tally)
+            else:
+                self._plan.add(tally)
+            if after is None:
+                return
+
+    @staticmethod
+    def _advance(progress: Progress | None, tally: Tally) -> None:
+        if progress is None:
+            return
+        for key, counts in tally.counts.items():
+            if _acted(counts) + counts.errors:
+                progress.advance(key, _acted(counts) + counts.errors)
+
+    def _steps(self, engine: RetentionEngine, *, act: bool) -> list[tuple[str, Batch]]:
+        def secrets(key: str) -> Batch:
+            return lambda s, after, limit: engine.secrets_batch(s, key, after, limit, act=act)
+
+        return [
+            ("subjects", lambda s, after, limit: engine.subjects_batch(s, after, limit, act=act)),
+            ("restricted records", lambda s, after, limit: engine.restricted_records_batch(s, after, limit, act=act)),
+            (
+                "restricted subjects",
+                lambda s, after, limit: engine.restricted_subjects_batch(s, after, limit, act=act),
+            ),
+            ("privacy requests", lambda s, after, limit: engine.requests_batch(s, after, limit, act=act)),
+            *((key.replace("_", " "), secrets(key)) for key in SECRET_KEYS),
+            (OUTBOX_KEY, lambda s, after, limit: engine.outbox_batch(s, after, limit, act=act)),
+        ]
+
+    async def _make_plan(self, progress: Progress | None) -> None:
+        engine = self.engine
+        if progress is not None:
+            progress.stage("planning: records")
+        async with self.runtime.db.transaction() as session:
+            totals = await engine.table_totals(session)
+            holds = await engine.holds_summary(session)
+            unknown = await engine.unknown_categories(session)
+            self._plan.add(await engine.plan_records(session))
+        if engine.has_windows:
+            await self._batches(
+                "planning: month-end records",
+                lambda s, after, limit: engine.plan_record_window(s, after, limit),
+                act=False,
+                progress=None,
+            )
+        for label, batch in self._steps(engine, act=False):
+            await self._batches(f"planning: {label}", batch, act=False, progress=progress)
+        alerts = self._thresholds(totals)
+        self._frame = schemas.RunReport(
+            holds=holds,
+            alerts=alerts,
+            would_refuse=bool(alerts),
+            unknown_categories=unknown,
+        )
+        async with self.runtime.db.transaction() as session:
+            await self._save(session)
+            await session.exec(
+                update(RetentionRun).where(col(RetentionRun.id) == self.run_id).values(holds=msgspec.to_builtins(holds))
+            )
+
+    def _thresholds(self, totals: dict[str, int]) -> list[schemas.Alert]:
+        settings = self.runtime.settings
+        plan = self._plan.counts
+        planned = {
+            "records": sum(_acted(c) for k, c in plan.items() if k.startswith("records:"))
+            + _acted(self._plan["restricted_records"]),
+            "subjects": _acted(self._plan["subjects"]) + _acted(self._plan["restricted_subjects"]),
+            "dsr_requests": sum(_acted(c) for k, c in plan.items() if k.startswith("requests:")),
+        }
+        alerts = []
+        for table, count in planned.items():
+            total = totals[table]
+            percent = 100.0 * count / total if total else 0.0
+            if total >= settings.retention_alert_min_rows and percent > settings.retention_alert_percent:
+                alerts.append(
+                    schemas.Alert(
+                        "share_of_table", table, count, total, round(percent, 2), settings.retention_alert_percent
+                    )
+                )
+        rows = sum(planned.values())
+        if rows > settings.retention_max_rows_per_run:
+            alerts.append(
+                schemas.Alert(
+                    "rows_per_run", "*", rows, sum(totals.values()), 0.0, float(settings.retention_max_rows_per_run)
+                )
+            )
+        return alerts
+
+    def _alert(self, report: schemas.RunReport) -> None:
+        refusing = not self.options.dry_run and not self.options.force
+        log.error(
+            "retention_threshold_exceeded",
+            run_id=str(self.run_id),
+            dry_run=self.options.dry_run,
+            forced=self.options.force,
+            refused=refusing,
+            alerts=[msgspec.to_builtins(alert) for alert in report.alerts],
+        )
+
+    async def _purge(self, progress: Progress | None) -> None:
+        engine = self.engine
+        if progress is not None:
+            progress.stage("purging: records")
+        async with self.runtime.db.transaction() as session:
+            end, per_unit = await engine.record_space(session)
+        step = max(1, self.batch_size // per_unit)
+        checked = time.monotonic()
+        for lo in range(0, end, step):
+            if time.monotonic() - checked > LOCK_CHECK_SECONDS:
+                await self.lock.check()
+                checked = time.monotonic()
+            async with self.runtime.db.transaction() as session:
+                tally = await engine.purge_record_range(session, lo, lo + step)
+                self._done.add(tally)
+                if tally.acted():
+                    await self._save(session)
+            self._advance(progress, tally)
+        for label, batch in self._steps(engine, act=True):
+            await self._batches(f"purging: {label}", batch, act=True, progress=progress)
+
+    async def _finish(self, status: RunStatus, *, error: str | None = None) -> schemas.RunReport:
+        report = self.report(final=True)
+        async with self.runtime.db.transaction() as session:
+            run = await session.get(RetentionRun, self.run_id)
+            if run is None:
+                raise LookupError("the run's row disappeared")
+            run.status, run.finished_at, run.error = status, self.runtime.clock.now(), error
+            run.report = self._stored(report)
+            session.add(run)
+            action = {
+                RunStatus.COMPLETED: "retention.run.finished",
+                RunStatus.REFUSED: "retention.run.refused",
+            }.get(status, "retention.run.failed")
+            outcome = {RunStatus.COMPLETED: "ok", RunStatus.REFUSED: "refused"}.get(status, "failed")
+            audit.record(
+                session,
+                at=self.runtime.clock.now(),
+                actor=self.options.actor,
+                action=action,
+                outcome=outcome,
+                detail={
+                    "run_id": str(self.run_id),
+                    "status": str(status),
+                    "dry_run": self.options.dry_run,
+                    "forced": self.options.force,
+                    "totals": msgspec.to_builtins(report.totals),
+                    "alerts": msgspec.to_builtins(report.alerts),
+                    "holds_active": report.holds.active,
+                    "error": error,
+                },
+            )
+        return report
+
+    async def _checkpoint_audit(self) -> None:
+        """Seal the run's audit events and sign the chain head, so the purge is provable later."""
+        runtime = self.runtime
+        try:
+            await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
+            await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("retention_audit_checkpoint_failed", run_id=str(self.run_id), error=type(exc).__name__)
+
+
+async def scheduled_purge(runtime: Runtime) -> RunResult:
+    """The worker's daily run (never forced: a run over a threshold waits for an operator)."""
+    result = await run_purge(runtime, RunOptions(actor=Actor.system("scheduler")))
+    log.info("retention_run", status=result.status, run_id=str(result.run_id) if result.run_id else None)
+    return result

@@ -1,0 +1,1 @@
+"""Downstream systems: the registry, signed webhook fan-out, signed callbacks."""

@@ -1,0 +1,66 @@
+"""Signed checkpoints pin the chain: a consistent rewrite (hashes recomputed, head updated) by someone
+who can write the tables but lacks the audit key is caught at the first checkpoint after the edit."""
+
+from __future__ import annotations
+
+from httpx import AsyncClient
+from sqlmodel import col, select
+
+from privacy_service.audit.models import AuditEvent, AuditHead
+from privacy_service.audit.service import event_digest, seal_pending, verify_chain, write_checkpoint
+from privacy_service.runtime import Runtime
+
+
+async def _rewrite_from(runtime: Runtime, seq: int) -> None:
+    """Edit entry ``seq`` and recompute every later link and the head, as a careful attacker would."""
+    async with runtime.db.transaction() as session:
+        rows = (
+            await session.exec(select(AuditEvent).where(col(AuditEvent.seq) >= seq).order_by(col(AuditEvent.seq)))
+        ).all()
+        head = (await session.exec(select(AuditHead).where(AuditHead.id == 1))).one()
+        prev = rows[0].prev_hash
+        rows[0].action = "subject.lookup"
+        for row in rows:
+            row.prev_hash, row.hash = prev, event_digest(prev, row)
+            prev = row.hash
+            session.add(row)
+        head.hash = prev
+        session.add(head)
+
+
+async def _activity(client: AsyncClient, auth: dict[str, str], n: int, tag: str) -> None:
+    for i in range(n):
+        subject = await client.post("/v1/subjects", json={"email": f"cp-{tag}{i}@example.com"}, headers=auth)
+        await client.get(f"/v1/subjects/{subject.json()['id']}", headers=auth)
+
+
+async def test_a_consistent_rewrite_before_a_checkpoint_is_caught(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    await _activity(client, auth, 3, "a")
+    await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
+    signed = await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
+    assert signed is not None
+    await _activity(client, auth, 2, "b")
+    await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
+    assert (await verify_chain(runtime.db, runtime.audit_key)).ok
+
+    await _rewrite_from(runtime, 2)
+    verdict = await verify_chain(runtime.db, runtime.audit_key)
+    assert not verdict.ok
+    assert verdict.broken_seq == signed
+    assert "signed checkpoint" in (verdict.problem or "")
+
+
+async def test_a_rewrite_after_the_last_checkpoint_is_the_documented_gap(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    """SECURITY.md: entries after the newest checkpoint are protected by the chain alone."""
+    await _activity(client, auth, 2, "a")
+    await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
+    signed = await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
+    assert signed is not None
+    await _activity(client, auth, 2, "b")
+    await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
+    await _rewrite_from(runtime, signed + 1)
+    assert (await verify_chain(runtime.db, runtime.audit_key)).ok
