@@ -14,10 +14,16 @@ real ciphertext sealed under that subject's key (the purge deletes rows, it neve
 of these categories is anonymised).
 
 Measured: ``jobs.run_purge`` (forced: 80% of the table is over the alert threshold; default batch
-size) from start to finish, plan included, on a freshly loaded table; rows/s = rows purged / wall
-time. Baseline: one ``DELETE FROM records WHERE <the same rows>`` in one transaction on an identical
-freshly loaded copy, in the same run. RSS growth: the process's resident size sampled every 20 ms
-during the purge, peak minus the size before it.
+size) from start to finish, lock, plan, every step and the audit checkpoint included, on a freshly
+loaded table; rows/s = rows purged / wall time. Baseline: one ``DELETE FROM records WHERE <the same
+rows>`` in one transaction on an identical freshly loaded copy, in the same run. RSS growth: the
+process's resident size sampled every 20 ms during the purge, peak minus the size before it.
+
+Where a run's time goes at 1M (PostgreSQL 15, 2 cores): the deletes themselves about match the raw
+DELETE; on top come the plan (one grouped scan counting what every rule would do, needed for the
+safety thresholds before anything is purged and for the dry run's exact counts, ~0.5 s), a commit
+and an audit event per batch of ``PRIVACY_RETENTION_BATCH_SIZE`` rows, and ~0.3 s per run of fixed
+work (lock, run row, the small tables' steps, audit checkpoint).
 """
 
 from __future__ import annotations
@@ -339,6 +345,10 @@ async def purge_throughput(ctx: BenchContext) -> list[Figure]:
     if len(measurements) > 1:
         small, large = measurements[0], measurements[-1]
         per_row = {m.size: m.seconds / m.purged * 1e6 for m in (small, large)}
+        # seconds = fixed + marginal * rows: a run's fixed cost (lock, run row, plan of the small
+        # tables, audit checkpoint) shows at 100k; the marginal cost is what scales.
+        marginal = (large.seconds - small.seconds) / (large.purged - small.purged)
+        fixed = small.seconds - marginal * small.purged
         figures.append(
             Figure(
                 f"purge cost per row {_label(large.size)} vs {_label(small.size)}",
@@ -346,8 +356,14 @@ async def purge_throughput(ctx: BenchContext) -> list[Figure]:
                 per_row[large.size],
                 per_row[small.size],
                 per_row[large.size] / per_row[small.size],
-                target="≈ 1.0x (linear)",
-                details={"seconds": {_label(m.size): round(m.seconds, 2) for m in measurements}},
+                target="≤ 1.0x (no worse than linear)",
+                verdict=verdict(per_row[large.size] <= per_row[small.size] * 1.1),
+                details={
+                    "seconds": {_label(m.size): round(m.seconds, 2) for m in measurements},
+                    "raw_delete_seconds": {_label(m.size): round(m.raw_seconds, 3) for m in measurements},
+                    "marginal_us_per_row": round(marginal * 1e6, 2),
+                    "fixed_seconds_per_run": round(fixed, 3),
+                },
             )
         )
     return figures

@@ -57,7 +57,7 @@ def serve(
 
 @app.command()
 def worker() -> None:
-    """Run scheduled work: outbox delivery, audit sealing, request expiry and the operator digest."""
+    """Run scheduled work: mail and webhook delivery, audit sealing, request expiry and digest, breach clock and monitoring, the daily retention purge."""
     from privacy_service.worker import run_worker
 
     with_runtime(run_worker)

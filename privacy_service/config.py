@@ -114,7 +114,7 @@ class Settings(BaseSettings):
 
     # Retention purge (README "Retention"): schedule, batch size and the safety thresholds.
     retention_cron: str = "0 3 * * *"
-    retention_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    retention_batch_size: int = Field(default=10_000, ge=1, le=100_000)  # rows per transaction
     # A run that would purge more than this share of records/subjects/requests is refused (--force).
     retention_alert_percent: float = Field(default=25.0, gt=0, le=100)
     retention_alert_min_rows: int = Field(default=1000, ge=0)  # smaller tables are never refused

@@ -78,7 +78,7 @@ class DataIntegrityError(DomainError):
     title = "Stored data failed its integrity check"
 
 
-_HTTP_SLUGS = {
+HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
     401: ("unauthenticated", "Authentication required"),
     403: ("forbidden", "Not allowed"),
@@ -131,7 +131,7 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
-    slug, title = _HTTP_SLUGS.get(status, ("http-error", "Request failed"))
+    slug, title = HTTP_SLUGS.get(status, ("http-error", "Request failed"))
     if status >= 500:
         return internal_error_handler(request, exc)
     extra: dict[str, Any] = {}

@@ -17,9 +17,9 @@ from sqlmodel import col, select
 from privacy_service.audit.service import Actor
 from privacy_service.crypto.models import DataKeyRow
 from privacy_service.retention import schemas
+from privacy_service.retention.holds import HoldService
 from privacy_service.retention.jobs import RunOptions, RunResult, run_purge
 from privacy_service.retention.models import RetentionAggregate
-from privacy_service.retention.service import HoldService
 from privacy_service.runtime import Runtime
 from privacy_service.subjects.models import Record, Subject
 from privacy_service.subjects.schemas import RecordCreate, SubjectCreate

@@ -16,13 +16,15 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import msgspec
 import structlog
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,6 +38,7 @@ from privacy_service.retention.locks import RunLock, try_acquire
 from privacy_service.retention.models import RetentionRun, RunStatus
 from privacy_service.retention.service import (
     ACTOR,
+    MAX_ITEM_ERRORS,
     OUTBOX_KEY,
     SECRET_KEYS,
     RetentionEngine,
@@ -45,6 +48,10 @@ from privacy_service.runtime import Runtime
 
 log = structlog.get_logger("privacy_service.retention")
 SKIPPED = "skipped"
+# How often a running run's row is refreshed with its counts.
+SAVE_SECONDS = 1.0
+# Subjects and requests per transaction: the batch size (rows) divided by this.
+ITEM_COST = 20
 # How often a run makes sure it still holds the lock (a round trip; a batch takes milliseconds).
 LOCK_CHECK_SECONDS = 1.0
 
@@ -202,19 +209,34 @@ class StartedRun:
     _frame: schemas.RunReport = field(default_factory=schemas.RunReport)
     _plan: Tally = field(default_factory=Tally)
     _done: Tally = field(default_factory=Tally)
+    _engine: RetentionEngine | None = None
+    _totals: dict[str, int] = field(default_factory=dict)
+    _saved_at: float = 0.0
 
     @property
     def engine(self) -> RetentionEngine:
-        runtime = self.runtime
-        return RetentionEngine(
-            policy=runtime.policy,
-            keys=runtime.keys,
-            clock=runtime.clock,
-            settings=runtime.settings,
-            now=self.as_of,
-            run_id=self.run_id,
-            postgres=not runtime.settings.is_sqlite,
-        )
+        if self._engine is None:
+            runtime = self.runtime
+            self._engine = RetentionEngine(
+                policy=runtime.policy,
+                keys=runtime.keys,
+                clock=runtime.clock,
+                settings=runtime.settings,
+                now=self.as_of,
+                run_id=self.run_id,
+                postgres=not runtime.settings.is_sqlite,
+            )
+        return self._engine
+
+    @asynccontextmanager
+    async def _batch(self) -> AsyncIterator[AsyncSession]:
+        """One batch's transaction. On PostgreSQL its commit does not wait for the WAL flush: a
+        batch lost in a server crash loses its deletes, its report update and its audit events
+        together, and the next run redoes it. Nothing is ever reported done that was not."""
+        async with self.runtime.db.transaction() as session:
+            if not self.runtime.settings.is_sqlite:
+                await session.exec(text("SET LOCAL synchronous_commit TO OFF"))  # type: ignore[call-overload]
+            yield session
 
     # -- the report ------------------------------------------------------------------------
 
@@ -234,7 +256,7 @@ class StartedRun:
             rules.append(msgspec.structs.replace(entry, counts=counts))
             for name in counts.__struct_fields__:
                 setattr(totals, name, getattr(totals, name) + getattr(counts, name))
-        errors = self._done.errors[:100] if not self.options.dry_run else []
+        errors = self._done.errors[:MAX_ITEM_ERRORS] if not self.options.dry_run else []
         return msgspec.structs.replace(self._frame, rules=rules, totals=totals, item_errors=errors)
 
     def _stored(self, report: schemas.RunReport) -> dict[str, Any]:
@@ -243,9 +265,20 @@ class StartedRun:
         del data["holds"]
         return data
 
-    async def _save(self, session: AsyncSession, *, final: bool = False) -> None:
-        report = self._stored(self.report(final=final))
-        await session.exec(update(RetentionRun).where(col(RetentionRun.id) == self.run_id).values(report=report))
+    async def _save(self, session: AsyncSession, *, force: bool = False) -> None:
+        """Refresh the run's row in the batch's own transaction, at most every SAVE_SECONDS (each
+        batch's audit event, committed with it, records exactly what that batch purged)."""
+        now = time.monotonic()
+        if not force and now - self._saved_at < SAVE_SECONDS:
+            return
+        self._saved_at = now
+        report = self._stored(self.report(final=False))
+        await session.exec(
+            update(RetentionRun)
+            .where(col(RetentionRun.id) == self.run_id)
+            .values(report=report)
+            .execution_options(synchronize_session=False)
+        )
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -297,15 +330,19 @@ class StartedRun:
         await self._checkpoint_audit()
         return RunResult(RunStatus.COMPLETED, self.run_id, "purge completed", report)
 
-    async def _batches(self, label: str, batch: Batch, *, act: bool, progress: Progress | None) -> None:
+    async def _batches(
+        self, label: str, batch: Batch, *, act: bool, progress: Progress | None, per_item: bool = False
+    ) -> None:
         if progress is not None:
             progress.stage(label)
+        # Erasing a subject or a request is a few statements, deleting a record one row.
+        limit = max(1, self.batch_size // ITEM_COST) if per_item else self.batch_size
         after: uuid.UUID | None = None
         while True:
             if act:
                 await self.lock.check()
-            async with self.runtime.db.transaction() as session:
-                tally, after = await batch(session, after, self.batch_size)
+            async with self._batch() if act else self.runtime.db.transaction() as session:
+                tally, after = await batch(session, after, limit)
                 if act:
                     self._done.add(tally)
                     if tally.acted() or tally.errors:
@@ -326,20 +363,29 @@ class StartedRun:
             if _acted(counts) + counts.errors:
                 progress.advance(key, _acted(counts) + counts.errors)
 
-    def _steps(self, engine: RetentionEngine, *, act: bool) -> list[tuple[str, Batch]]:
+    def _steps(self, engine: RetentionEngine, *, act: bool) -> list[tuple[str, Batch, bool]]:
+        """(label, batch, per item) for every step after the records."""
+
         def secrets(key: str) -> Batch:
             return lambda s, after, limit: engine.secrets_batch(s, key, after, limit, act=act)
 
         return [
-            ("subjects", lambda s, after, limit: engine.subjects_batch(s, after, limit, act=act)),
-            ("restricted records", lambda s, after, limit: engine.restricted_records_batch(s, after, limit, act=act)),
+            ("subjects", lambda s, after, limit: engine.subjects_batch(s, after, limit, act=act), True),
+            (
+                "restricted records",
+                lambda s, after, limit: engine.restricted_records_batch(s, after, limit, act=act),
+                False,
+            ),
             (
                 "restricted subjects",
                 lambda s, after, limit: engine.restricted_subjects_batch(s, after, limit, act=act),
+                True,
             ),
-            ("privacy requests", lambda s, after, limit: engine.requests_batch(s, after, limit, act=act)),
-            *((key.replace("_", " "), secrets(key)) for key in SECRET_KEYS),
-            (OUTBOX_KEY, lambda s, after, limit: engine.outbox_batch(s, after, limit, act=act)),
+            # Requests last: purging one takes its mail and credentials, which the steps before
+            # must have counted already for a dry run to count the same.
+            *((key.replace("_", " "), secrets(key), False) for key in SECRET_KEYS),
+            (OUTBOX_KEY, lambda s, after, limit: engine.outbox_batch(s, after, limit, act=act), False),
+            ("privacy requests", lambda s, after, limit: engine.requests_batch(s, after, limit, act=act), True),
         ]
 
     async def _make_plan(self, progress: Progress | None) -> None:
@@ -347,9 +393,8 @@ class StartedRun:
         if progress is not None:
             progress.stage("planning: records")
         async with self.runtime.db.transaction() as session:
-            totals = await engine.table_totals(session)
+            totals, unknown = await engine.table_totals(session)
             holds = await engine.holds_summary(session)
-            unknown = await engine.unknown_categories(session)
             self._plan.add(await engine.plan_records(session))
         if engine.has_windows:
             await self._batches(
@@ -358,8 +403,9 @@ class StartedRun:
                 act=False,
                 progress=None,
             )
-        for label, batch in self._steps(engine, act=False):
-            await self._batches(f"planning: {label}", batch, act=False, progress=progress)
+        for label, batch, per_item in self._steps(engine, act=False):
+            await self._batches(f"planning: {label}", batch, act=False, progress=progress, per_item=per_item)
+        self._totals = totals
         alerts = self._thresholds(totals)
         self._frame = schemas.RunReport(
             holds=holds,
@@ -368,7 +414,7 @@ class StartedRun:
             unknown_categories=unknown,
         )
         async with self.runtime.db.transaction() as session:
-            await self._save(session)
+            await self._save(session, force=True)
             await session.exec(
                 update(RetentionRun).where(col(RetentionRun.id) == self.run_id).values(holds=msgspec.to_builtins(holds))
             )
@@ -417,21 +463,27 @@ class StartedRun:
         if progress is not None:
             progress.stage("purging: records")
         async with self.runtime.db.transaction() as session:
-            end, per_unit = await engine.record_space(session)
+            end, per_unit = await engine.record_space(session, self._totals.get("records", 0))
         step = max(1, self.batch_size // per_unit)
+        # Only categories the plan found due rows in (a row that becomes due mid-run waits for the next run).
+        categories = [
+            key.removeprefix("records:")
+            for key, counts in self._plan.counts.items()
+            if key.startswith("records:") and counts.purged + counts.anonymised
+        ]
         checked = time.monotonic()
         for lo in range(0, end, step):
             if time.monotonic() - checked > LOCK_CHECK_SECONDS:
                 await self.lock.check()
                 checked = time.monotonic()
-            async with self.runtime.db.transaction() as session:
-                tally = await engine.purge_record_range(session, lo, lo + step)
+            async with self._batch() as session:
+                tally = await engine.purge_record_range(session, lo, lo + step, categories)
                 self._done.add(tally)
                 if tally.acted():
                     await self._save(session)
             self._advance(progress, tally)
-        for label, batch in self._steps(engine, act=True):
-            await self._batches(f"purging: {label}", batch, act=True, progress=progress)
+        for label, batch, per_item in self._steps(engine, act=True):
+            await self._batches(f"purging: {label}", batch, act=True, progress=progress, per_item=per_item)
 
     async def _finish(self, status: RunStatus, *, error: str | None = None) -> schemas.RunReport:
         report = self.report(final=True)

@@ -14,9 +14,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.operators.guards import current_operator, operator_guard
 from privacy_service.retention import schemas
+from privacy_service.retention.holds import HoldService
 from privacy_service.retention.jobs import RunOptions, start_run
 from privacy_service.retention.models import RunStatus
-from privacy_service.retention.service import HoldService, get_run, list_runs
+from privacy_service.retention.service import get_run, list_runs
 
 HOLD_READ = {"scopes": {"subjects:read"}}
 HOLD_WRITE = {"scopes": {"subjects:write"}}

@@ -27,10 +27,13 @@ What a run does, in order (each step batched, each batch one transaction):
    fields and identifiers whose category is due.
 3. ``restricted_records`` / ``restricted_subjects``: data kept after erasure whose date has
    passed is deleted; a subject whose last kept data goes loses its "retention" key too.
-4. ``requests``: completed privacy requests, per the rule of :data:`REQUEST_CATEGORY` (row,
-   history, queued mail and the request's data key).
-5. ``request_codes`` / ``request_tokens`` / ``request_exports``: expired credentials and export
+4. ``request_codes`` / ``request_tokens`` / ``request_exports``: expired credentials and export
    links are cleared; ``outbox``: sent and dead-lettered mail older than the configured age.
+5. ``requests``: completed privacy requests, per the rule of :data:`REQUEST_CATEGORY` (row,
+   history, queued mail and the request's data key).
+
+No step removes what a later step counts, so a dry run (which changes nothing) counts exactly
+what the real run does.
 
 The SQL conditions are built from :mod:`retention.cutoffs`, so they agree exactly with
 :func:`classify`, the per-item reference; the rare month-end anchors a bound cannot settle are
@@ -52,6 +55,7 @@ import msgspec
 from sqlalchemy import (
     ColumnElement,
     SQLColumnExpression,
+    String,
     Table,
     and_,
     bindparam,
@@ -74,13 +78,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
-from privacy_service.clock import Clock, as_utc
+from privacy_service.clock import Clock
 from privacy_service.config import Settings
 from privacy_service.crypto.fields import Binding, DataKey, DecryptionFailed
 from privacy_service.crypto.keys import KeyError_
-from privacy_service.crypto.service import PRIMARY, REQUEST, RETENTION, KeyService, KeyShredded
+from privacy_service.crypto.service import PRIMARY, REQUEST, KeyService, KeyShredded
 from privacy_service.dsr.models import PrivacyRequest, RequestTransition
-from privacy_service.errors import Conflict, DataIntegrityError, Gone, InvalidInput, NotFound
+from privacy_service.errors import DataIntegrityError, InvalidInput, NotFound
 from privacy_service.notify.models import OutboxMessage
 from privacy_service.policy.document import PolicyDocument, RetentionRule
 from privacy_service.retention import schemas
@@ -92,7 +96,6 @@ from privacy_service.subjects.service import IDENTIFIERS, SUBJECTS, Retention, S
 RECORDS: Table = Record.metadata.tables["records"]
 # The data category of privacy-request rows (dsr_requests); its rule says how long they are kept.
 REQUEST_CATEGORY = "system.privacy_request"
-HOLDS = "legal_holds"
 ACTOR = Actor.system("retention")
 MAX_REPORTED_HOLDS = 1000
 MAX_ITEM_ERRORS = 100
@@ -287,6 +290,7 @@ class RuleSql:
     duty: ColumnElement[bool]
     window: ColumnElement[bool]
     possible: ColumnElement[bool]  # a superset of "period over", for prefiltering
+    selected: ColumnElement[bool]  # due or duty (period over, certainly), in fewer terms
 
 
 def rule_sql(
@@ -311,6 +315,10 @@ def rule_sql(
         duty=and_(match, period_over, duty_running),
         window=and_(match, or_(_between(anchor, bound.period), and_(period_over, duty_window))),
         possible=and_(match, _le(anchor, bound.period.hi)),
+        # Without a month-end window the duty is certainly over or running: no need to look.
+        selected=and_(match, period_over)
+        if bound.duty is None or bound.duty.exact
+        else and_(match, period_over, or_(duty_over, duty_running)),
     )
 
 
@@ -334,7 +342,6 @@ class SubjectDecision:
     keep: dict[str, Retention]
     # erase | restrict | drop_fields | None
     action: str | None
-    duty_end_unknown: bool = False
 
 
 @dataclass(slots=True)
@@ -350,6 +357,7 @@ class RetentionEngine:
     postgres: bool
     _bounds: dict[str, Bound] = field(init=False)
     _records_sql: list[RuleSql] | None = field(default=None, init=False)
+    _statements: dict[str, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._bounds = {key: Bound.of(rule, self.now) for key, rule in sorted(self.policy.retention_rules().items())}
@@ -387,10 +395,10 @@ class RetentionEngine:
         out.append(housekeeping(SUBJECTS_KEY, "erase"))
         out.append(housekeeping(RESTRICTED_RECORDS_KEY, "delete"))
         out.append(housekeeping(RESTRICTED_SUBJECTS_KEY, "erase"))
-        if self.request_rule is not None:
-            out.append(from_rule(REQUESTS_KEY, "requests", self.request_rule))
         out += [housekeeping(key, "clear") for key in SECRET_KEYS]
         out.append(housekeeping(OUTBOX_KEY, "delete"))
+        if self.request_rule is not None:
+            out.append(from_rule(REQUESTS_KEY, "requests", self.request_rule))
         return out
 
     # -- shared pieces --------------------------------------------------------------------
@@ -456,11 +464,20 @@ class RetentionEngine:
 
     # -- totals, holds, unknown categories (the report's frame) -----------------------------
 
-    async def table_totals(self, session: AsyncSession) -> dict[str, int]:
-        records = (await session.exec(select(func.count()).select_from(Record))).one()
+    async def table_totals(self, session: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
+        """Row counts of the tables a run may purge, and the records whose category the policy no
+        longer has (kept, and reported so the policy can be fixed): one scan of records for both."""
+        by_category = {
+            category: int(count)
+            for category, count in (
+                await session.exec(select(col(Record.category), func.count()).group_by(col(Record.category)))
+            ).all()
+        }
         subjects = (await session.exec(select(func.count()).where(col(Subject.status) != SubjectStatus.ERASED))).one()
         requests = (await session.exec(select(func.count()).select_from(PrivacyRequest))).one()
-        return {"records": int(records), "subjects": int(subjects), "dsr_requests": int(requests)}
+        totals = {"records": sum(by_category.values()), "subjects": int(subjects), "dsr_requests": int(requests)}
+        unknown = {category: count for category, count in by_category.items() if category not in self._bounds}
+        return totals, unknown
 
     async def holds_summary(self, session: AsyncSession) -> schemas.HoldsSummary:
         active = LegalHold.active_at(self.now)
@@ -475,14 +492,6 @@ class RetentionEngine:
         ).all()
         items = [schemas.HoldRef(row.id, row.subject_id, row.until) for row in rows]
         return schemas.HoldsSummary(active=total, items=items, truncated=total > len(items))
-
-    async def unknown_categories(self, session: AsyncSession) -> dict[str, int]:
-        rows = await session.exec(
-            select(col(Record.category), func.count())
-            .where(col(Record.category).not_in(list(self._bounds)))
-            .group_by(col(Record.category))
-        )
-        return {category: int(count) for category, count in rows.all()}
 
     # -- 1. records ------------------------------------------------------------------------
 
@@ -510,7 +519,7 @@ class RetentionEngine:
         if not rules:
             return tally
         held = col(Record.subject_id).in_(self._held_ids())
-        selected = or_(*(or_(r.due, r.duty) for r in rules))
+        selected = or_(*(r.selected for r in rules))
         duty = or_(*(r.duty for r in rules))
         rows = await session.exec(
             select(
@@ -580,29 +589,36 @@ class RetentionEngine:
             self._count_record(tally, row[2], self._window_state(row), row[1] in held)
         return tally, (rows[-1][0] if len(rows) == limit else None)
 
-    async def record_space(self, session: AsyncSession) -> tuple[int, int]:
+    async def record_space(self, session: AsyncSession, rows: int) -> tuple[int, int]:
         """(end of the physical range to walk, rows per unit): PostgreSQL pages, SQLite rowids."""
         if self.postgres:
             size: Any = literal_column("pg_relation_size('records') / current_setting('block_size')::int")
-            estimate: Any = literal_column("(SELECT reltuples FROM pg_class WHERE oid = 'records'::regclass)")
-            pages, tuples = (await session.exec(wide_select(size, estimate))).one()
-            total = (await session.exec(select(func.count()).select_from(Record))).one()
-            per_page = max(1, math.ceil(max(float(tuples or 0), float(total)) / max(1, int(pages))))
-            return int(pages) + 1, per_page
+            pages = int((await session.exec(wide_select(size))).one())
+            return pages + 1, max(1, math.ceil(rows / max(1, pages)))
         rowid: Any = literal_column("records.rowid")
         top = (await session.exec(wide_select(func.max(rowid)).select_from(Record))).one()
         return int(top or 0) + 1, 1
 
-    def _range(self, lo: int, hi: int) -> ColumnElement[bool]:
-        # Bound parameters, not literals: the statement compiles once and is reused for every range.
+    def _range(self, lo: int | None = None, hi: int | None = None) -> ColumnElement[bool]:
+        """The physical range [lo, hi); without values, parameters ``range_lo``/``range_hi`` to bind
+        at execution (see _range_values), so a statement compiles once for every range."""
+        values = self._range_values(lo, hi) if lo is not None and hi is not None else {}
         if self.postgres:
             position: Any = literal_column("records.ctid")
             return and_(
-                position >= cast(bindparam("range_lo", (lo, 0), type_=Tid()), Tid()),
-                position < cast(bindparam("range_hi", (hi, 0), type_=Tid()), Tid()),
+                position >= cast(bindparam("range_lo", values.get("range_lo"), type_=Tid()), Tid()),
+                position < cast(bindparam("range_hi", values.get("range_hi"), type_=Tid()), Tid()),
             )
         rowid: Any = literal_column("records.rowid")
-        return and_(rowid >= bindparam("range_lo", lo), rowid < bindparam("range_hi", hi))
+        return and_(
+            rowid >= bindparam("range_lo", values.get("range_lo")),
+            rowid < bindparam("range_hi", values.get("range_hi")),
+        )
+
+    def _range_values(self, lo: int, hi: int) -> dict[str, Any]:
+        if self.postgres:
+            return {"range_lo": (lo, 0), "range_hi": (hi, 0)}
+        return {"range_lo": lo, "range_hi": hi}
 
     def _live_subject(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
         return (
@@ -615,87 +631,93 @@ class RetentionEngine:
             .exists()
         )
 
-    def _due_records(self) -> ColumnElement[bool]:
-        """Records certainly due. A record that is not restricted belongs to an active subject
-        (erasure deletes or restricts every record in its own transaction), so rules anchored on
-        the record alone need no join; only rules anchored on the subject's events look it up."""
-        bounds = list(self._bounds.values())
-        rules = self._record_sql()
-        own = [r.due for b, r in zip(bounds, rules, strict=True) if not b.reads_subject]
-        theirs = [r.due for b, r in zip(bounds, rules, strict=True) if b.reads_subject]
-        if theirs:
-            own.append(self._live_subject(or_(*theirs)))
-        return or_(false(), *own)
-
-    def _delete_records(self, where: ColumnElement[bool]) -> Any:
-        """DELETE ... RETURNING the category, and for ``anonymise`` rules what the aggregates need.
-
-        Whatever was read before, a held subject's records and restricted records stay. A Core
-        statement: ORM row handling would cost more than the delete itself.
-        """
-        records = RECORDS
-        anonymise = records.c.category.in_(self._anonymised) if self._anonymised else false()
-        return (
-            delete(records)
-            .where(where, records.c.restricted.is_(False), records.c.subject_id.not_in(self._held_ids()))
-            .returning(
-                records.c.category,
-                case((anonymise, records.c.subject_id), else_=None).label("subject_id"),
-                case((anonymise, records.c.id), else_=None).label("record_id"),
-                case((anonymise, records.c.kind), else_=None).label("kind"),
-                case((anonymise, records.c.occurred_at), else_=None).label("occurred_at"),
-                case((anonymise, records.c.data_ct), else_=None).label("data_ct"),
-            )
+    def _due_in(self, category: str) -> ColumnElement[bool]:
+        """One category's records certainly due. A record that is not restricted belongs to an
+        active subject (erasure deletes or restricts every record in its own transaction), so a
+        rule anchored on the record alone needs no join; one anchored on the subject's events
+        looks the subject up."""
+        bound = self._bounds[category]
+        due_ = rule_sql(bound, RECORD_ANCHORS, None).due
+        return and_(
+            RECORDS.c.category == category,
+            self._live_subject(due_) if bound.reads_subject else due_,
         )
 
-    async def _delete(self, session: AsyncSession, where: ColumnElement[bool]) -> list[Any]:
-        """Rows of (category, subject_id, record_id, kind, occurred_at, data_ct, count): the deleted
-        records of ``delete`` rules counted per category, those of ``anonymise`` rules one by one."""
-        statement = self._delete_records(where)
-        if not self.postgres:
-            return [(*row, 1) for row in (await session.exec(statement)).all()]
-        # PostgreSQL counts in the same statement, so a batch returns a handful of rows, not thousands.
-        purged = statement.cte("purged")
-        columns = list(purged.c)
-        return list((await session.exec(wide_select(*columns, func.count()).group_by(*columns))).all())
+    def _delete_statement(self, category: str | None) -> Any:
+        """DELETE of one category's due records in a physical range (``range_lo``/``range_hi``), or
+        with ``category`` None of the listed window rows (``ids``). ``anonymise`` rules return what
+        the aggregates need; ``delete`` rules return nothing (the row count is the count).
+
+        Built once per run and per category; only the parameters change between batches. Whatever
+        was read before, a held subject's records and restricted records stay. A Core statement:
+        ORM row handling would cost more than the delete itself.
+        """
+        key = category or ""
+        statement = self._statements.get(key)
+        if statement is not None:
+            return statement
+        records = RECORDS
+        if category is None:
+            where = and_(records.c.id.in_(bindparam("ids", expanding=True)), self._live_subject(true()))
+        else:
+            where = and_(self._range(), self._due_in(category))
+        statement = delete(records).where(
+            where, records.c.restricted.is_(False), records.c.subject_id.not_in(self._held_ids())
+        )
+        if category is None or category in self._anonymised:
+            statement = statement.returning(
+                records.c.category,
+                records.c.subject_id,
+                records.c.id,
+                records.c.kind,
+                records.c.occurred_at,
+                records.c.data_ct,
+            )
+        self._statements[key] = statement
+        return statement
 
     @property
     def _anonymised(self) -> list[str]:
         return [key for key, b in self._bounds.items() if b.rule.action == "anonymise"]
 
-    async def purge_record_range(self, session: AsyncSession, lo: int, hi: int) -> Tally:
-        """Delete (or anonymise) the due records in one physical range."""
+    async def purge_record_range(self, session: AsyncSession, lo: int, hi: int, categories: Iterable[str]) -> Tally:
+        """Delete (or anonymise) the due records of ``categories`` (those the plan found due) in one
+        physical range, plus any month-end rows there that turn out to be due."""
         tally = Tally()
-        rules = self._record_sql()
-        if not rules:
-            return tally
-        span = self._range(lo, hi)
-        deleted = await self._delete(session, and_(span, self._due_records()))
+        returned: list[Any] = []
+        span = self._range_values(lo, hi)
+        for category in categories:
+            result = await session.exec(self._delete_statement(category), params=span)
+            if category in self._anonymised:
+                returned += result.all()
+            else:
+                tally[record_key(category)].purged += int(result.rowcount or 0)
         if self.has_windows:
-            window = (await session.exec(self._window_query().where(span))).all()
+            window = (await session.exec(self._window_query().where(self._range(lo, hi)))).all()
             held = await self.held_among(session, (row[1] for row in window))
             ids = [row[0] for row in window if row[1] not in held and self._window_state(row) is State.DUE]
             if ids:
-                deleted += await self._delete(session, and_(RECORDS.c.id.in_(ids), self._live_subject(true())))
-        await self._tally_deleted(session, tally, deleted)
+                for row in (await session.exec(self._delete_statement(None), params={"ids": ids})).all():
+                    if row[0] in self._anonymised:
+                        returned.append(row)
+                    else:
+                        tally[record_key(row[0])].purged += 1
+        await self._tally_deleted(session, tally, returned)
         return tally
 
     async def _tally_deleted(self, session: AsyncSession, tally: Tally, rows: Sequence[Any]) -> None:
+        """Count the anonymised rows into the aggregates (same transaction as their delete); audit."""
         counted: Counter[tuple[str, str, str, str]] = Counter()
         keys: dict[uuid.UUID, DataKey | None] = {}
-        for category, subject_id, record_id, kind, occurred_at, data_ct, count in rows:
-            counts = tally[record_key(category)]
-            if record_id is None:
-                counts.purged += int(count)
-                continue
-            counts.anonymised += 1
+        for category, subject_id, record_id, kind, occurred_at, data_ct in rows:
+            tally[record_key(category)].anonymised += 1
             if subject_id not in keys:
                 keys[subject_id] = await self._load_key(session, subject_id, PRIMARY)
             band = self._band(keys[subject_id], subject_id, record_id, data_ct)
             counted[(category, kind, occurred_at.astimezone(UTC).strftime("%Y-%m"), band)] += 1
         await self._aggregate(session, counted)
-        if rows:
-            by_rule = {key: c.purged + c.anonymised for key, c in tally.counts.items()}
+        by_rule = {key: c.purged + c.anonymised for key, c in tally.counts.items() if c.purged + c.anonymised}
+        if by_rule:
             self._audit(session, "retention.records.purged", rules=by_rule)
 
     async def _load_key(self, session: AsyncSession, owner: uuid.UUID, purpose: str) -> DataKey | None:
@@ -717,22 +739,16 @@ class RetentionEngine:
     # -- 2. subjects -----------------------------------------------------------------------
 
     def _subject_candidates(self) -> ColumnElement[bool]:
-        """A superset of the subjects a rule could act on: the period of some subject-level
-        category or of some record may be over (decide() then settles it exactly)."""
+        """A superset of the subjects a rule could act on (decide() settles it exactly): a subject
+        -level period may be over, the account is closed, or the subject holds no profile field or
+        identifier (then only its records can make it "nothing live"). A subject with a field still
+        live can only lose fields, and only once some field's period may be over."""
         possible = [rule_sql(self._bounds[c], SUBJECT_ANCHORS, None).possible for c in self.subject_level_categories]
-        rules = self._record_sql()
-        if rules:
-            records = (
-                select(col(Record.id))
-                .where(
-                    col(Record.subject_id) == col(Subject.id),
-                    col(Record.restricted).is_(False),
-                    or_(*(r.possible for r in rules)),
-                )
-                .exists()
-            )
-            possible.append(records)
-        return or_(false(), *possible)
+        no_fields = and_(
+            *(getattr(Subject, f"{kind}_ct").is_(None) for kind in IDENTIFIERS),
+            cast(col(Subject.profile_fields), String) == "{}",
+        )
+        return or_(col(Subject.account_closed_at).is_not(None), no_fields, *possible)
 
     async def _record_states(
         self, session: AsyncSession, subjects: Sequence[Subject]
@@ -843,7 +859,7 @@ class RetentionEngine:
             action = "drop_fields"
         if held:
             action = None
-        return SubjectDecision(held, not live, field_states, keep, action, duty_end_unknown=unknown_end)
+        return SubjectDecision(held, not live, field_states, keep, action)
 
     def _count_subject(self, tally: Tally, decision: SubjectDecision) -> None:
         for category, state in decision.field_states.items():
@@ -853,8 +869,6 @@ class RetentionEngine:
                 counts.skipped_hold += 1
             elif state is State.DUTY:
                 counts.skipped_legal_duty += 1
-            elif decision.action is None:
-                counts.deferred += 1
             elif self._bounds[category].rule.action == "anonymise":
                 counts.anonymised += 1
             else:
@@ -952,7 +966,7 @@ class RetentionEngine:
         self, session: AsyncSession, after: uuid.UUID | None, limit: int, *, act: bool
     ) -> tuple[Tally, uuid.UUID | None]:
         tally = Tally()
-        ended = and_(col(Record.restricted).is_(True), col(Record.retain_until) <= self.now)
+        ended = and_(col(Record.restricted) == true(), col(Record.retain_until) <= self.now)
         query = select(col(Record.id), col(Record.subject_id)).where(ended)
         if after is not None:
             query = query.where(col(Record.id) > after)
@@ -1000,7 +1014,7 @@ class RetentionEngine:
                 await session.exec(
                     select(func.count()).where(
                         col(Record.subject_id) == subject.id,
-                        col(Record.restricted).is_(True),
+                        col(Record.restricted) == true(),
                         col(Record.retain_until) > self.now,
                     )
                 )
@@ -1016,7 +1030,7 @@ class RetentionEngine:
     async def _end_retention(self, session: AsyncSession, subject: Subject) -> None:
         deleted = await session.exec(
             delete(Record)
-            .where(col(Record.subject_id) == subject.id, col(Record.restricted).is_(True))
+            .where(col(Record.subject_id) == subject.id, col(Record.restricted) == true())
             .execution_options(synchronize_session=False)
         )
         destroyed = await self.keys.shred(session, subject.id)
@@ -1176,133 +1190,6 @@ class RetentionEngine:
         elif not act:
             counts.purged += len(ids)
         return tally, (ids[-1] if len(ids) == limit else None)
-
-
-# -- legal holds ----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class HoldService:
-    """Place, list and release legal holds. The reason is sealed under the subject's own data key."""
-
-    session: AsyncSession
-    keys: KeyService
-    clock: Clock
-    actor: Actor
-    request_id: str | None = None
-
-    def _audit(self, action: str, subject_id: uuid.UUID, **detail: Any) -> None:
-        audit.record(
-            self.session,
-            at=self.clock.now(),
-            actor=self.actor,
-            action=action,
-            subject_id=subject_id,
-            request_id=self.request_id,
-            detail=detail,
-        )
-
-    @staticmethod
-    def _binding(hold: LegalHold) -> Binding:
-        return Binding(HOLDS, hold.subject_id, hold.id, "reason")
-
-    async def _subject(self, subject_id: uuid.UUID, *, lock: bool = False) -> Subject:
-        query = select(Subject).where(col(Subject.id) == subject_id)
-        bind = self.session.bind
-        if lock and bind is not None and bind.dialect.name == "postgresql":
-            query = query.with_for_update()
-        subject = (await self.session.exec(query)).one_or_none()
-        if subject is None:
-            raise NotFound("no subject with this id")
-        return subject
-
-    async def _render(self, hold: LegalHold, now: datetime, keys: dict[str, DataKey | None]) -> schemas.HoldOut:
-        if hold.reason_key not in keys:
-            try:
-                keys[hold.reason_key] = await self.keys.load_key(self.session, hold.subject_id, hold.reason_key)
-            except (KeyShredded, KeyError_):
-                keys[hold.reason_key] = None
-        key = keys[hold.reason_key]
-        reason: str | None = None
-        if key is not None and hold.reason_ct is not None:
-            try:
-                reason = key.open(hold.reason_ct, self._binding(hold)).decode()
-            except DecryptionFailed as exc:
-                raise DataIntegrityError("a stored hold reason failed to decrypt") from exc
-        return schemas.HoldOut(
-            id=hold.id,
-            subject_id=hold.subject_id,
-            active=hold.is_active(now),
-            reason=reason,
-            reason_readable=reason is not None,
-            placed_by=hold.placed_by,
-            placed_at=hold.placed_at,
-            until=hold.until,
-            released_at=hold.released_at,
-            released_by=hold.released_by,
-        )
-
-    async def place(self, subject_id: uuid.UUID, body: schemas.HoldCreate) -> schemas.HoldOut:
-        now = self.clock.now()
-        until = as_utc(body.until, "until") if body.until is not None else None
-        if until is not None and until <= now:
-            raise InvalidInput(
-                "until must be in the future", extra={"errors": [{"field": "until", "message": "not in the future"}]}
-            )
-        if not body.reason.strip():
-            raise InvalidInput("reason must not be blank", extra={"errors": [{"field": "reason", "message": "blank"}]})
-        subject = await self._subject(subject_id, lock=True)
-        # Active data is sealed under the primary key; after a partial erasure only the kept data
-        # (under the "retention" key) is left to hold. An erased subject has nothing left.
-        purpose = {SubjectStatus.ACTIVE: PRIMARY, SubjectStatus.RESTRICTED: RETENTION}.get(
-            SubjectStatus(subject.status)
-        )
-        if purpose is None:
-            raise Gone("this subject has been erased: nothing is left to hold")
-        try:
-            key = await self.keys.load_key(self.session, subject_id, purpose)
-        except (KeyShredded, KeyError_) as exc:
-            raise DataIntegrityError("the subject's data key is unavailable") from exc
-        hold = LegalHold(
-            id=uuid.uuid4(),
-            subject_id=subject_id,
-            reason_key=purpose,
-            placed_by=self.actor.id,
-            placed_at=now,
-            until=until,
-        )
-        hold.reason_ct = key.seal(body.reason.strip().encode(), self._binding(hold))
-        self.session.add(hold)
-        self._audit("hold.placed", subject_id, hold_id=str(hold.id), until=until.isoformat() if until else None)
-        return await self._render(hold, now, {purpose: key})
-
-    async def list(self, subject_id: uuid.UUID) -> schemas.HoldList:
-        await self._subject(subject_id)
-        now = self.clock.now()
-        rows = (
-            await self.session.exec(
-                select(LegalHold)
-                .where(col(LegalHold.subject_id) == subject_id)
-                .order_by(col(LegalHold.placed_at), col(LegalHold.id))
-            )
-        ).all()
-        keys: dict[str, DataKey | None] = {}
-        items = [await self._render(row, now, keys) for row in rows]
-        self._audit("hold.read", subject_id, count=len(items))
-        return schemas.HoldList(items=items)
-
-    async def release(self, subject_id: uuid.UUID, hold_id: uuid.UUID) -> schemas.HoldOut:
-        await self._subject(subject_id, lock=True)
-        hold = await self.session.get(LegalHold, hold_id)
-        if hold is None or hold.subject_id != subject_id:
-            raise NotFound("no hold with this id for this subject")
-        if hold.released_at is not None:
-            raise Conflict("this hold has already been released")
-        now = self.clock.now()
-        hold.released_at, hold.released_by = now, self.actor.id
-        self.session.add(hold)
-        self._audit("hold.released", subject_id, hold_id=str(hold.id))
-        return await self._render(hold, now, {})
 
 
 # -- reading runs ---------------------------------------------------------------------------

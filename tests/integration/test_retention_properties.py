@@ -191,7 +191,7 @@ async def profile_of(runtime: Runtime, subject: dict[str, Any]) -> dict[str, Any
 
 
 PROPERTY = settings(
-    max_examples=15,
+    max_examples=40,
     deadline=None,
     derandomize=True,
     database=None,

@@ -3,9 +3,16 @@ decisions (erase, restrict, drop fields), data kept after erasure, and dry run =
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
-from privacy_service.crypto.service import PRIMARY, RETENTION
+from sqlmodel import col, select
+
+from privacy_service.crypto.fields import Binding
+from privacy_service.crypto.models import DataKeyRow
+from privacy_service.crypto.service import PRIMARY, REQUEST, RETENTION
+from privacy_service.dsr.models import PrivacyRequest, RequestTransition
+from privacy_service.notify.models import OutboxMessage
 from privacy_service.runtime import Runtime
 from privacy_service.subjects.service import Retention
 from tests.retention_support import (
@@ -103,3 +110,96 @@ async def test_each_rule_purges_what_is_due_and_nothing_else(runtime: Runtime) -
     assert again.report is not None
     assert again.report.totals.purged == 0, "a second run found more to purge"
     assert await state(runtime) == after
+
+
+async def _request(
+    runtime: Runtime,
+    *,
+    completed: timedelta | None,
+    subject_id: uuid.UUID | None = None,
+    secrets_expired: timedelta | None = None,
+) -> uuid.UUID:
+    """A privacy request row as DsrService leaves it: its own data key, history and queued mail."""
+    request_id = uuid.uuid4()
+    received = NOW - (completed or timedelta()) - timedelta(days=10)
+    expiry = NOW - secrets_expired if secrets_expired is not None else NOW + timedelta(days=1)
+    async with runtime.db.transaction() as session:
+        key = await runtime.keys.create_key(session, request_id, REQUEST)
+        session.add(
+            PrivacyRequest(
+                id=request_id,
+                type="access",
+                status="completed" if completed is not None else "awaiting_review",
+                regime="gdpr",
+                language="en",
+                identity_kind="email",
+                identity_bidx=uuid.uuid4().bytes,
+                identity_ct=key.seal(b"requester@example.com", Binding("dsr_requests", request_id, None, "identity")),
+                subject_id=subject_id,
+                received_at=received,
+                due_at=received + timedelta(days=30),
+                completed_at=NOW - completed if completed is not None else None,
+                code_hash=b"c" * 32,
+                code_expires_at=expiry,
+                token_hash=uuid.uuid4().bytes * 2,
+                token_expires_at=expiry,
+                export_expires_at=expiry,
+            )
+        )
+        await session.flush()
+        session.add(
+            RequestTransition(
+                request_id=request_id, to_status="received", at=received, actor_type="subject", actor_id="x"
+            )
+        )
+        for age, status in ((40, "sent"), (5, "sent"), (40, "pending")):
+            session.add(
+                OutboxMessage(
+                    id=uuid.uuid4(),
+                    template="completed",
+                    owner_id=request_id,
+                    status=status,
+                    next_attempt_at=NOW - timedelta(days=age),
+                    created_at=NOW - timedelta(days=age),
+                )
+            )
+    return request_id
+
+
+async def test_requests_credentials_and_old_mail_are_purged(runtime: Runtime) -> None:
+    held_subject = await add_subject(runtime, created_at=NOW - years(5), profile={"name": "Held Requester"})
+    await hold(runtime, held_subject)
+    # P24M and the CCPA duty (P24M) both over; its credentials and mail expired long ago too.
+    old = await _request(runtime, completed=years(3), secrets_expired=years(3))
+    recent = await _request(runtime, completed=years(1), secrets_expired=timedelta(days=3))
+    held = await _request(runtime, completed=years(3), subject_id=held_subject)
+    open_ = await _request(runtime, completed=None, secrets_expired=timedelta(hours=1))  # within the grace
+
+    dry = await purge(runtime, dry_run=True)
+    real = await purge(runtime)
+    assert counts(dry) == counts(real)
+    requests = entry(real, "requests:system.privacy_request")
+    assert (requests.selected, requests.purged, requests.skipped_hold) == (2, 1, 1)
+
+    async with runtime.db.transaction() as session:
+        rows = {r.id: r for r in (await session.exec(select(PrivacyRequest))).all()}
+        history = set((await session.exec(select(col(RequestTransition.request_id)))).all())
+        mail = (await session.exec(select(OutboxMessage))).all()
+        keys = {k.subject_id for k in (await session.exec(select(DataKeyRow))).all()}
+    assert old not in rows
+    assert old not in history
+    assert old not in keys
+    assert all(m.owner_id != old for m in mail)
+    assert {recent, held, open_} <= set(rows)
+    assert rows[recent].code_hash is None
+    assert rows[recent].token_hash is None
+    assert rows[recent].export_expires_at is None
+    assert rows[open_].code_hash is not None
+    assert rows[open_].token_hash is not None
+    # Sent mail older than 30 days goes; recent or unsent mail stays.
+    assert sorted((m.status, (NOW - m.created_at).days) for m in mail if m.owner_id == recent) == [
+        ("pending", 40),
+        ("sent", 5),
+    ]
+    assert entry(real, "request_tokens").purged == 2  # old's and recent's (held's are not expired)
+    assert entry(real, "outbox").purged == 4  # every request's 40-day-old sent mail
