@@ -57,7 +57,8 @@ def serve(
 
 @app.command()
 def worker() -> None:
-    """Run scheduled work: mail and webhook delivery, audit sealing, request expiry and digest, breach clock and monitoring, the daily retention purge."""
+    """Run scheduled work: mail and webhook delivery, audit sealing, request expiry and digest,
+    breach clock and monitoring, and the daily retention purge."""
     from privacy_service.worker import run_worker
 
     with_runtime(run_worker)
