@@ -28,6 +28,10 @@ DEFAULT_MOUNT_POINT = "transit"
 _NONCE = 12
 
 
+class NotModelled(Exception):
+    """The fake refuses an option it does not model, rather than silently ignoring it."""
+
+
 @dataclass(frozen=True, slots=True)
 class NoContent:
     """What hvac's JSONAdapter hands back for Vault's 204 answers (a bare response)."""
@@ -54,7 +58,7 @@ class _Key:
 def _refuse_unsupported(**options: Any) -> None:
     given = sorted(name for name, value in options.items() if value is not None)
     if given:
-        raise NotImplementedError(f"FakeTransit does not model: {', '.join(given)}")
+        raise NotModelled(f"FakeTransit does not model: {', '.join(given)}")
 
 
 def _b64decode(text: str) -> bytes:
@@ -155,7 +159,7 @@ class FakeTransit:
             key = self._keys.get((mount_point, name))
             if key is None:  # Vault upserts the key on encrypt when the token may create it
                 if type not in (None, "aes256-gcm96"):
-                    raise NotImplementedError(f"FakeTransit only models aes256-gcm96 keys, not {type}")
+                    raise NotModelled(f"FakeTransit only models aes256-gcm96 keys, not {type}")
                 key = self._keys[(mount_point, name)] = _Key()
                 key.add_version()
             try:
