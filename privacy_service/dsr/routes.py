@@ -21,7 +21,7 @@ from privacy_service.dsr.flows import Status
 from privacy_service.dsr.service import TOKEN_PREFIX, DsrService
 from privacy_service.errors import Forbidden, Unauthenticated, problem
 from privacy_service.operators.guards import bearer_key, current_operator, operator_guard
-from privacy_service.ratelimit import Limit, client_address, ip_rate_limit
+from privacy_service.ratelimit import Limit, ip_rate_limit
 
 MANAGE = {"scopes": {"requests:manage"}}
 # Authorised in the handler (see authorise): documented with the 401/403 it can answer.
@@ -44,7 +44,9 @@ async def provide_dsr_service(request: Request[Any, Any, Any], db_session: Named
         rules=state.runtime.deadlines,
         clock=state.clock,
         settings=settings,
-        actor=operator.actor if operator else Actor("subject", client_address(request, settings.trusted_proxies)),
+        # An unauthenticated subject is not identified by address (an IP is personal data); once a
+        # request exists the service attributes its steps to the request id.
+        actor=operator.actor if operator else Actor("subject", "anonymous"),
         request_id=request.scope["state"].get("request_id"),
         identity_limiter=per_identity,
     )

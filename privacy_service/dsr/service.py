@@ -246,6 +246,8 @@ class DsrService:
                 request_id=request.id, to_status=Status.RECEIVED, at=now, actor_type="subject", actor_id=str(request.id)
             )
         )
+        if self.actor.type == "subject":
+            self.actor = Actor("subject", str(request.id))
         self._transition(request, Status.AWAITING_VERIFICATION)
         await self._notify(request, key, "verification_code", code=code, minutes=self.settings.dsr_code_ttl_minutes)
         return schemas.RequestAccepted(id=request.id, status=request.status, due_at=request.due_at)

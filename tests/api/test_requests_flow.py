@@ -137,3 +137,14 @@ async def test_erasure_keeps_aml_records_and_says_why(
     assert (await client.post("/v1/subjects/lookup", json={"email": EMAIL}, headers=auth)).json()["items"] == []
     again = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
     assert again.status_code == 409
+
+
+async def test_audit_never_records_a_subjects_address(client: AsyncClient, runtime: Runtime, mail: MailSink) -> None:
+    from sqlalchemy import text
+
+    request_id, _ = await submit_and_verify(client, runtime, mail, type="access")
+    async with runtime.db.engine.connect() as conn:
+        actors = {(row[0], row[1]) for row in await conn.execute(text("SELECT actor_type, actor_id FROM audit_events"))}
+    subject_actors = {actor_id for actor_type, actor_id in actors if actor_type == "subject"}
+    assert subject_actors == {request_id}
+    assert not any("127.0.0.1" in actor_id for _, actor_id in actors)
