@@ -124,6 +124,11 @@ class Kick:
         for event in self._events:
             event.set()
 
+    async def after_commit(self) -> None:
+        """The background task form: a coroutine runs on the event loop (asyncio events are not
+        thread-safe, and Litestar would hand a plain function to a worker thread)."""
+        self.set()
+
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
     if runtime is None:

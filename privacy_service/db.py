@@ -13,17 +13,21 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, Table, event, insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession as SqlAlchemyAsyncSession
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.config import Settings
 
 KEYSTORE_SCHEMA = "keystore"
+_PENDING_ROWS = "privacy_service.pending_rows"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -118,3 +122,65 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# -- append-only rows ----------------------------------------------------------------------------
+#
+# Audit events, request transitions, outbox messages and wrapped data keys are written once and
+# never updated in the transaction that writes them. Building an ORM object for each and letting the
+# unit of work insert it costs more Python time than the rest of a typical request (SQLModel
+# validation, attribute instrumentation, flush planning). Such rows are instead queued as plain dicts
+# on the session and written with one Core ``INSERT`` per table (a single executemany) when the
+# transaction commits, or earlier if the same transaction runs a query first (so it reads its own
+# writes). A rollback discards the queue. Inside a savepoint rows take the ordinary ORM path, so a
+# savepoint rolled back takes them with it. None of these tables is the target of a foreign key, so
+# the order relative to the unit of work's own inserts does not matter.
+
+
+def append_row(session: SqlAlchemyAsyncSession | Session, model: type[SQLModel], row: dict[str, Any]) -> None:
+    """Queue the INSERT of an append-only row of ``model``'s table in the session's transaction.
+
+    ``row`` must name every column of the table except an autoincrementing id (one executemany
+    statement serves all the rows queued for a table).
+    """
+    sync_session = session.sync_session if isinstance(session, SqlAlchemyAsyncSession) else session
+    if sync_session.in_nested_transaction():
+        sync_session.add(model(**row))
+        return
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    pending: dict[Table, list[dict[str, Any]]] = sync_session.info.setdefault(_PENDING_ROWS, {})
+    pending.setdefault(table, []).append(row)
+
+
+def column_values(instance: SQLModel) -> dict[str, Any]:
+    """Every column of a new, unsaved model instance, as :func:`append_row` takes them."""
+    table: Table = instance.__table__  # type: ignore[attr-defined]
+    return {column.key: getattr(instance, column.key) for column in table.columns}
+
+
+def _write_pending(session: Session) -> None:
+    pending: dict[Table, list[dict[str, Any]]] | None = session.info.pop(_PENDING_ROWS, None)
+    if not pending:
+        return
+    connection = session.connection()
+    for table, rows in pending.items():
+        # One row as a plain execute: an executemany of one costs more on asyncpg.
+        connection.execute(insert(table), rows[0] if len(rows) == 1 else rows)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _write_pending_before_query(state: ORMExecuteState) -> None:
+    # Not inside a savepoint: rows queued by the outer transaction must not be rolled back with it.
+    if _PENDING_ROWS in state.session.info and not state.session.in_nested_transaction():
+        _write_pending(state.session)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending_before_commit(session: Session) -> None:
+    _write_pending(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _discard_pending(session: Session, previous_transaction: SessionTransaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING_ROWS, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,10 +91,16 @@ def client_address(connection: ASGIConnection[Any, Any, Any, Any], trusted_proxi
     return client.host if client else "unknown"
 
 
-def ip_rate_limit(bucket: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A guard limiting one public endpoint per client address (limit from settings.rate_limits)."""
+def ip_rate_limit(
+    bucket: str,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]]:
+    """A guard limiting one public endpoint per client address (limit from settings.rate_limits).
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    A coroutine on purpose: Litestar hands a plain-function guard to a worker thread on every call,
+    which costs more than the check and would touch the limiter's buckets from several threads.
+    """
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
         state = connection.app.state
         settings = state.runtime.settings
         limit = Limit.parse(settings.rate_limits.get(bucket, settings.rate_limits["default"]))

@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from privacy_service.clock import Clock
-from privacy_service.db import Database
+from privacy_service.db import Database, append_row
 from privacy_service.security import constant_time_equals
 
 GENESIS = bytes(32)
@@ -59,17 +59,22 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append an event to the current unit of work. ``detail`` must never hold PII."""
-    session.add(
-        AuditEvent(
-            at=at,
-            actor_type=actor.type,
-            actor_id=actor.id,
-            action=action,
-            subject_id=subject_id,
-            request_id=request_id,
-            outcome=outcome,
-            detail=detail or {},
-        )
+    append_row(
+        session,
+        AuditEvent,
+        {
+            "seq": None,
+            "at": at,
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+            "action": action,
+            "subject_id": subject_id,
+            "request_id": request_id,
+            "outcome": outcome,
+            "detail": detail or {},
+            "prev_hash": None,
+            "hash": None,
+        },
     )
 
 

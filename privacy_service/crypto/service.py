@@ -17,6 +17,7 @@ from privacy_service.clock import Clock
 from privacy_service.crypto.fields import BlindIndexer, DataKey
 from privacy_service.crypto.keys import KeyProvider, WrappedKey
 from privacy_service.crypto.models import DataKeyRow
+from privacy_service.db import append_row
 
 PRIMARY = "primary"
 RETENTION = "retention"
@@ -59,15 +60,18 @@ class KeyService:
     async def create_key(self, session: AsyncSession, subject_id: uuid.UUID, purpose: str = PRIMARY) -> DataKey:
         key = DataKey.generate()
         wrapped = await self.provider.wrap(key.material, wrap_context(subject_id, key.key_id, purpose))
-        session.add(
-            DataKeyRow(
-                id=key.key_id,
-                subject_id=subject_id,
-                purpose=purpose,
-                kek_version=wrapped.kek_version,
-                wrapped=wrapped.blob,
-                created_at=self.clock.now(),
-            )
+        append_row(
+            session,
+            DataKeyRow,
+            {
+                "id": key.key_id,
+                "subject_id": subject_id,
+                "purpose": purpose,
+                "kek_version": wrapped.kek_version,
+                "wrapped": wrapped.blob,
+                "created_at": self.clock.now(),
+                "rewrapped_at": None,
+            },
         )
         return key
 

@@ -14,7 +14,7 @@ from privacy_service.clock import Clock
 from privacy_service.config import Settings
 from privacy_service.db import Database
 from privacy_service.dsr.flows import OPEN, Status, check
-from privacy_service.dsr.models import PrivacyRequest, RequestTransition
+from privacy_service.dsr.models import PrivacyRequest, record_transition
 from privacy_service.notify.service import enqueue
 from privacy_service.systems.fanout import escalate_overdue
 
@@ -52,16 +52,15 @@ async def expire_unverified(db: Database, clock: Clock, settings: Settings, batc
             now = clock.now()
             for request in rows:
                 check(request.status, Status.EXPIRED)
-                session.add(
-                    RequestTransition(
-                        request_id=request.id,
-                        from_status=request.status,
-                        to_status=Status.EXPIRED,
-                        at=now,
-                        actor_type=SYSTEM.type,
-                        actor_id=SYSTEM.id,
-                        note="not verified in time",
-                    )
+                record_transition(
+                    session,
+                    request.id,
+                    from_status=request.status,
+                    to_status=Status.EXPIRED,
+                    at=now,
+                    actor_type=SYSTEM.type,
+                    actor_id=SYSTEM.id,
+                    note="not verified in time",
                 )
                 request.status, request.code_hash, request.completed_at = Status.EXPIRED, None, now
                 session.add(request)

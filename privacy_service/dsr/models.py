@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from privacy_service.db import UTCDateTime
+from privacy_service.db import UTCDateTime, append_row
 
 
 class PrivacyRequest(SQLModel, table=True):
@@ -63,3 +64,30 @@ class RequestTransition(SQLModel, table=True):
     actor_type: str = Field(max_length=16)
     actor_id: str = Field(max_length=64)
     note: str | None = Field(default=None, max_length=200)
+
+
+def record_transition(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    *,
+    from_status: str | None,
+    to_status: str,
+    at: datetime,
+    actor_type: str,
+    actor_id: str,
+    note: str | None = None,
+) -> None:
+    """Queue a transition row in the session's transaction (append-only: see ``db.append_row``)."""
+    append_row(
+        session,
+        RequestTransition,
+        {
+            "request_id": request_id,
+            "from_status": from_status,
+            "to_status": to_status,
+            "at": at,
+            "actor_type": actor_type,
+            "actor_id": actor_id,
+            "note": note,
+        },
+    )

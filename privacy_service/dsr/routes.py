@@ -54,7 +54,7 @@ async def provide_dsr_service(request: Request[Any, Any, Any], db_session: Named
 
 def kick_outbox(request: Request[Any, Any, Any]) -> BackgroundTask:
     """Runs after the response is sent, i.e. after the transaction committed."""
-    return BackgroundTask(request.app.state.outbox_kick.set)
+    return BackgroundTask(request.app.state.outbox_kick.after_commit)
 
 
 async def authorise(request: Request[Any, Any, Any], service: DsrService, request_id: uuid.UUID) -> None:

@@ -10,6 +10,7 @@ import msgspec
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.crypto.fields import Binding, DataKey
+from privacy_service.db import append_row
 from privacy_service.notify.models import OutboxMessage
 from privacy_service.notify.templates import render
 
@@ -39,14 +40,20 @@ def enqueue(
         if owner_id is None:
             raise ValueError("a sealed message needs its owner id")
         payload = key.seal(payload, payload_binding(owner_id, message_id))
-    session.add(
-        OutboxMessage(
-            id=message_id,
-            template=template,
-            owner_id=owner_id if key is not None else None,
-            payload=payload,
-            next_attempt_at=now,
-            created_at=now,
-        )
+    append_row(
+        session,
+        OutboxMessage,
+        {
+            "id": message_id,
+            "template": template,
+            "owner_id": owner_id if key is not None else None,
+            "payload": payload,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "last_error": None,
+            "created_at": now,
+            "sent_at": None,
+        },
     )
     return message_id
