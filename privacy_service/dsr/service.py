@@ -115,6 +115,18 @@ class DsrService:
     def _status_url(self, request: PrivacyRequest) -> str:
         return f"{self.settings.base_url.rstrip('/')}/privacy/requests/{request.id}"
 
+    def _received(self, request: PrivacyRequest, at: datetime, actor: Actor) -> None:
+        """Every request's first transition: into ``received``, from no state."""
+        record_transition(
+            self.session,
+            request.id,
+            from_status=None,
+            to_status=Status.RECEIVED,
+            at=at,
+            actor_type=actor.type,
+            actor_id=actor.id,
+        )
+
     def _transition(self, request: PrivacyRequest, target: Status, note: str | None = None) -> None:
         check(request.status, target)
         now = self.clock.now()
@@ -252,15 +264,7 @@ class DsrService:
         if body.reason is not None:
             request.reason_ct = key.seal(body.reason.encode(), self._binding(request, "reason"))
         code = self._new_code(request)
-        record_transition(
-            self.session,
-            request.id,
-            from_status=None,
-            to_status=Status.RECEIVED,
-            at=now,
-            actor_type="subject",
-            actor_id=str(request.id),
-        )
+        self._received(request, now, Actor("subject", str(request.id)))
         if self.actor.type == "subject":
             self.actor = Actor("subject", str(request.id))
         self._transition(request, Status.AWAITING_VERIFICATION)
@@ -411,15 +415,7 @@ class DsrService:
         if changes is not None:
             request.changes_ct = key.seal(msgspec.json.encode(changes), self._binding(request, "changes"))
         self.session.add(request)
-        record_transition(
-            self.session,
-            request.id,
-            from_status=None,
-            to_status=Status.RECEIVED,
-            at=received,
-            actor_type=self.actor.type,
-            actor_id=self.actor.id,
-        )
+        self._received(request, received, self.actor)
         request.subject_id = await self._match_subject(request)
         self._transition(request, Status.VERIFIED, note=note)
         if request.type in self.settings.dsr_auto_approve:
