@@ -8,6 +8,7 @@ with ``pg_dump --exclude-schema=keystore``; see the README's threat model).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -140,8 +141,8 @@ class Database:
 def append_row(session: SqlAlchemyAsyncSession | Session, model: type[SQLModel], row: dict[str, Any]) -> None:
     """Queue the INSERT of an append-only row of ``model``'s table in the session's transaction.
 
-    ``row`` must name every column of the table except an autoincrementing id (one executemany
-    statement serves all the rows queued for a table).
+    Columns ``row`` leaves out take the model's defaults, so every queued row of a table has the
+    same keys (one executemany statement serves them all).
     """
     sync_session = session.sync_session if isinstance(session, SqlAlchemyAsyncSession) else session
     if sync_session.in_nested_transaction():
@@ -149,7 +150,22 @@ def append_row(session: SqlAlchemyAsyncSession | Session, model: type[SQLModel],
         return
     table: Table = model.__table__  # type: ignore[attr-defined]
     pending: dict[Table, list[dict[str, Any]]] = sync_session.info.setdefault(_PENDING_ROWS, {})
-    pending.setdefault(table, []).append(row)
+    pending.setdefault(table, []).append(_defaults(model) | row)
+
+
+@functools.cache
+def _defaults(model: type[SQLModel]) -> dict[str, Any]:
+    """Constant defaults of ``model``'s columns (an autoincrementing id is left to the database)."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        field = model.model_fields[column.key]
+        if field.is_required() or field.default_factory is not None:
+            continue  # a required value, or a mutable one the caller must give
+        if column.primary_key and field.default is None:
+            continue
+        defaults[column.key] = field.default
+    return defaults
 
 
 def column_values(instance: SQLModel) -> dict[str, Any]:

@@ -63,7 +63,6 @@ def record(
         session,
         AuditEvent,
         {
-            "seq": None,
             "at": at,
             "actor_type": actor.type,
             "actor_id": actor.id,
@@ -72,8 +71,6 @@ def record(
             "request_id": request_id,
             "outcome": outcome,
             "detail": detail or {},
-            "prev_hash": None,
-            "hash": None,
         },
     )
 

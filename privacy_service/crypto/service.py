@@ -70,7 +70,6 @@ class KeyService:
                 "kek_version": wrapped.kek_version,
                 "wrapped": wrapped.blob,
                 "created_at": self.clock.now(),
-                "rewrapped_at": None,
             },
         )
         return key

@@ -48,12 +48,8 @@ def enqueue(
             "template": template,
             "owner_id": owner_id if key is not None else None,
             "payload": payload,
-            "status": "pending",
-            "attempts": 0,
             "next_attempt_at": now,
-            "last_error": None,
             "created_at": now,
-            "sent_at": None,
         },
     )
     return message_id
