@@ -11,16 +11,19 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, Table, event, insert
+from sqlalchemy import DateTime, Select, Table, bindparam, event, insert, literal_column, select
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as SqlAlchemyAsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -136,6 +139,18 @@ class Database:
 # writes). A rollback discards the queue. Inside a savepoint rows take the ordinary ORM path, so a
 # savepoint rolled back takes them with it. None of these tables is the target of a foreign key, so
 # the order relative to the unit of work's own inserts does not matter.
+#
+# On PostgreSQL the queued rows of a transaction go in one statement, each table's INSERT a
+# data-modifying CTE (``WITH a AS (INSERT ...), b AS (INSERT ...) SELECT 1``), built once per shape
+# and cached. A query passed through :func:`carry_appended_rows` takes them along itself, so an
+# audited read costs no extra statement at all. Statements are only ever built from bind parameters.
+
+_MAX_CARRIED_ROWS = 8  # per table; a larger batch is an executemany (insertmanyvalues batches it)
+
+# What the queued rows look like: per table, its column names and how many rows.
+_Shape = tuple[tuple[Table, tuple[str, ...], int], ...]
+_Select = TypeVar("_Select", bound=Select[*tuple[Any, ...]])
+_NOTHING_ELSE: Select[*tuple[Any, ...]] = select(literal_column("1"))
 
 
 def append_row(session: SqlAlchemyAsyncSession | Session, model: type[SQLModel], row: dict[str, Any]) -> None:
@@ -174,11 +189,96 @@ def column_values(instance: SQLModel) -> dict[str, Any]:
     return {column.key: getattr(instance, column.key) for column in table.columns}
 
 
+def carry_appended_rows(
+    session: SqlAlchemyAsyncSession, statement: _Select, params: dict[str, Any]
+) -> tuple[_Select, dict[str, Any]]:
+    """On PostgreSQL, ``statement`` and ``params`` with the transaction's queued rows riding along.
+
+    Each queued row becomes an ``INSERT`` CTE of the query, so recording an event costs no statement
+    of its own. ``statement`` must be built once (module level or cached): the combined statement is
+    cached per statement object. Otherwise (SQLite, inside a savepoint, a queued row of a table the
+    query reads, a long queue) the arguments come back unchanged and the rows are written before the
+    query as usual, so the transaction still reads its own writes.
+    """
+    sync_session = session.sync_session
+    pending: dict[Table, list[dict[str, Any]]] | None = sync_session.info.get(_PENDING_ROWS)
+    if not pending or sync_session.in_nested_transaction() or sync_session.get_bind().dialect.name != "postgresql":
+        return statement, params
+    shape = _shape(pending)
+    if shape is None or _tables_read(statement).intersection(pending):
+        return statement, params
+    del sync_session.info[_PENDING_ROWS]
+    carrier = _carrier(statement, shape)
+    return cast(_Select, carrier.statement), carrier.params(pending) | params
+
+
+def _shape(pending: dict[Table, list[dict[str, Any]]]) -> _Shape | None:
+    shape = []
+    for table, rows in pending.items():
+        keys = tuple(rows[0])
+        if len(rows) > _MAX_CARRIED_ROWS or any(tuple(row) != keys for row in rows[1:]):
+            return None
+        shape.append((table, keys, len(rows)))
+    return tuple(shape)
+
+
+@dataclass(frozen=True, slots=True)
+class _Carrier:
+    statement: Select[*tuple[Any, ...]]
+    names: tuple[tuple[str, ...], ...]  # per queued row, in queue order: its columns' bind parameters
+
+    def params(self, pending: dict[Table, list[dict[str, Any]]]) -> dict[str, Any]:
+        rows = (row for table_rows in pending.values() for row in table_rows)
+        return {
+            name: value
+            for names, row in zip(self.names, rows, strict=True)
+            for name, value in zip(names, row.values(), strict=True)
+        }
+
+
+@functools.lru_cache(maxsize=256)
+def _carrier(statement: Select[*tuple[Any, ...]], shape: _Shape) -> _Carrier:
+    """``statement`` with an INSERT CTE per queued row of ``shape``, every value a bind parameter.
+
+    One CTE per row, not one multi-row VALUES per table: SQLAlchemy does not cache the compiled
+    form of a multi-row VALUES, and compiling it on every call would cost more than it saves.
+    PostgreSQL runs a statement's CTEs in no set order, so each further row of a table selects its
+    values from the previous row's CTE: its INSERT (and the id the sequence gives it) comes after.
+    """
+    names = []
+    for index, (table, keys, count) in enumerate(shape):
+        previous: CTE | None = None
+        for row in range(count):
+            row_names = tuple(f"_append_{index}_{row}_{key}" for key in keys)
+            values = [bindparam(name, type_=table.c[key].type) for key, name in zip(keys, row_names, strict=True)]
+            if previous is None:
+                insert_row = insert(table).values(dict(zip(keys, values, strict=True)))
+            else:
+                insert_row = insert(table).from_select(keys, select(*values).select_from(previous))
+            if row + 1 < count:
+                insert_row = insert_row.returning(literal_column("1"))
+            previous = insert_row.cte(f"_append_{index}_{row}")
+            statement = statement.add_cte(previous)
+            names.append(row_names)
+    return _Carrier(statement, tuple(names))
+
+
+@functools.lru_cache(maxsize=256)
+def _tables_read(statement: Select[*tuple[Any, ...]]) -> frozenset[Table]:
+    return frozenset(
+        table for table in find_tables(statement, include_joins=True, check_columns=True) if isinstance(table, Table)
+    )
+
+
 def _write_pending(session: Session) -> None:
     pending: dict[Table, list[dict[str, Any]]] | None = session.info.pop(_PENDING_ROWS, None)
     if not pending:
         return
     connection = session.connection()
+    if connection.dialect.name == "postgresql" and (shape := _shape(pending)) is not None:
+        carrier = _carrier(_NOTHING_ELSE, shape)
+        connection.execute(carrier.statement, carrier.params(pending))
+        return
     for table, rows in pending.items():
         # One row as a plain execute: an executemany of one costs more on asyncpg.
         connection.execute(insert(table), rows[0] if len(rows) == 1 else rows)

@@ -17,7 +17,7 @@ from privacy_service.clock import Clock
 from privacy_service.crypto.fields import BlindIndexer, DataKey
 from privacy_service.crypto.keys import KeyProvider, WrappedKey
 from privacy_service.crypto.models import DataKeyRow
-from privacy_service.db import append_row
+from privacy_service.db import append_row, carry_appended_rows
 
 PRIMARY = "primary"
 RETENTION = "retention"
@@ -33,8 +33,12 @@ _KEY_ROW = select(DataKeyRow).where(
 
 
 @functools.cache
+@functools.cache
 def _with_key_row(entity: type[SQLModel]) -> Select[SQLModel, DataKeyRow]:
-    """Rows of ``entity`` by primary key (the subject id), each with that subject's key row or NULLs."""
+    """Rows of ``entity`` by primary key (the subject id), each with that subject's key row or NULLs.
+
+    Built once per entity, so queued rows (an audited read's event) can ride on it.
+    """
     (id_column,) = sa_inspect(entity).primary_key
     key_matches = and_(
         col(DataKeyRow.subject_id) == bindparam("subject_id"), col(DataKeyRow.purpose) == bindparam("purpose")
@@ -87,8 +91,11 @@ class KeyService:
         Pass the key row to :meth:`unwrap_row`. A separate :meth:`load_key` round trip was the
         largest cost of an encrypted read (``make bench``, figure "read").
         """
-        params = {"subject_id": subject_id, "purpose": purpose}
-        found = (await session.exec(_with_key_row(entity), params=params)).one_or_none()
+        # Rows the transaction queued (an audit event) go in the same statement on PostgreSQL.
+        query, params = carry_appended_rows(
+            session, _with_key_row(entity), {"subject_id": subject_id, "purpose": purpose}
+        )
+        found = (await session.exec(query, params=params)).one_or_none()
         if found is None:
             return None, None
         row, key_row = found

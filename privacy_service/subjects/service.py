@@ -201,10 +201,11 @@ class SubjectService:
         )
 
     async def read(self, subject_id: uuid.UUID) -> schemas.SubjectOut:
-        subject, key = await self._get_active_with_key(subject_id)
-        out = self._render(subject, key)
+        # Recorded first, so the event rides on the read's own query (db.carries_appended_rows); a
+        # subject not found or not active raises, and the transaction rolls the event back.
         self._audit("subject.read", subject_id)
-        return out
+        subject, key = await self._get_active_with_key(subject_id)
+        return self._render(subject, key)
 
     async def patch(self, subject_id: uuid.UUID, body: schemas.SubjectPatch) -> schemas.SubjectOut:
         subject = await self._get_active(subject_id)

@@ -4,15 +4,24 @@ rolled back takes with it exactly the rows written inside it."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
-from sqlalchemy import func
+from sqlalchemy import event, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.models import AuditEvent
 from privacy_service.audit.service import Actor
+from privacy_service.db import carry_appended_rows
 from privacy_service.runtime import Runtime
+from privacy_service.subjects.models import Subject
+from privacy_service.subjects.schemas import SubjectCreate
+from privacy_service.subjects.service import SubjectService
 
 ACTOR = Actor.system("append-rows-test")
 
@@ -78,3 +87,99 @@ async def test_a_savepoint_rolled_back_keeps_the_outer_rows(runtime: Runtime) ->
             _record(runtime, session, "test.inner-kept")
         _record(runtime, session, "test.outer-after")
     assert sorted(await _actions(runtime)) == ["test.inner-kept", "test.outer-after", "test.outer-before"]
+
+
+# -- rows carried on a query (PostgreSQL) and in one statement at commit -------------------------
+
+
+@contextmanager
+def _statements(runtime: Runtime) -> Iterator[list[str]]:
+    """The SQL statements the runtime's engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    engine = runtime.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record_statement)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record_statement)
+
+
+async def _audited_read(runtime: Runtime, session: AsyncSession, subject_id: uuid.UUID) -> None:
+    _record(runtime, session, "test.read")
+    found, _ = await runtime.keys.get_with_key_row(session, Subject, subject_id)
+    assert found is not None
+
+
+async def _subject(runtime: Runtime) -> uuid.UUID:
+    async with runtime.db.transaction() as session:
+        service = SubjectService(session, runtime.keys, runtime.policy, runtime.clock, Actor.system("setup"))
+        return await service.create(SubjectCreate(email="carried@example.com"))
+
+
+async def test_a_queued_row_rides_on_the_next_carrying_query(runtime: Runtime, backend: str) -> None:
+    subject_id = await _subject(runtime)
+    with _statements(runtime) as sent:
+        async with runtime.db.transaction() as session:
+            await _audited_read(runtime, session, subject_id)
+    assert await _actions(runtime) == ["test.read"]
+    if backend == "postgres":
+        # One statement: the event's INSERT is a CTE of the read.
+        assert [s.split()[0] for s in sent] == ["WITH"]
+        assert "FROM subjects" in sent[0]
+    else:
+        # SQLite has no data-modifying CTEs: the INSERT goes first, then the read.
+        assert [s.split()[0] for s in sent if s != "BEGIN IMMEDIATE"] == ["INSERT", "SELECT"]
+
+
+async def _failing_read(runtime: Runtime, subject_id: uuid.UUID) -> None:
+    async with runtime.db.transaction() as session:
+        await _audited_read(runtime, session, subject_id)
+        raise Boom
+
+
+async def test_a_carried_row_is_rolled_back_with_its_transaction(runtime: Runtime) -> None:
+    subject_id = await _subject(runtime)
+    with pytest.raises(Boom):
+        await _failing_read(runtime, subject_id)
+    assert await _actions(runtime) == []
+
+
+async def test_rows_of_a_table_the_query_reads_are_written_before_it(runtime: Runtime) -> None:
+    async with runtime.db.transaction() as session:
+        _record(runtime, session, "test.seen")
+        count = select(func.count()).where(col(AuditEvent.actor_id) == ACTOR.id)
+        query, params = carry_appended_rows(session, count, {})
+        assert query is count  # not carried: the query would not see its own transaction's row
+        assert (await session.exec(query, params=params)).one() == 1
+
+
+async def test_a_long_queue_is_not_carried_but_still_written(runtime: Runtime, backend: str) -> None:
+    subject_id = await _subject(runtime)
+    actions = [f"test.many-{n}" for n in range(12)]
+    with _statements(runtime) as sent:
+        async with runtime.db.transaction() as session:
+            for action in actions:
+                _record(runtime, session, action)
+            found, _ = await runtime.keys.get_with_key_row(session, Subject, subject_id)
+            assert found is not None
+    assert await _actions(runtime) == actions
+    assert not any(s.startswith("WITH") for s in sent)
+
+
+async def test_queued_rows_of_several_tables_go_in_one_statement_at_commit(runtime: Runtime, backend: str) -> None:
+    subject_id = uuid.uuid4()
+    with _statements(runtime) as sent:
+        async with runtime.db.transaction() as session:
+            _record(runtime, session, "test.first")
+            await runtime.keys.create_key(session, subject_id)
+            _record(runtime, session, "test.second")
+    assert await _actions(runtime) == ["test.first", "test.second"]
+    async with runtime.db.transaction() as session:
+        assert await runtime.keys.load_key(session, subject_id)
+    if backend == "postgres":
+        assert len(sent) == 1
+        assert sent[0].count("INSERT INTO") == 3
