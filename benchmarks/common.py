@@ -292,6 +292,35 @@ async def interleaved_throughput(
     return results
 
 
+def ratio_figure(
+    name: str,
+    measured: Sequence[Round],
+    baseline: Sequence[Round],
+    *,
+    target: float | None,
+    target_text: str,
+    details: dict[str, Any],
+) -> Figure:
+    """A throughput figure from interleaved rounds: median rates, median pair ratio, graded if ``target``."""
+    ratios = pair_ratios(measured, baseline)
+    ratio = statistics.median(ratios)
+    return Figure(
+        figure=name,
+        unit="ops/s",
+        measured=median_rate(measured),
+        baseline=median_rate(baseline),
+        ratio=ratio,
+        target=target_text if target is not None else "-",
+        verdict=verdict(ratio >= target) if target is not None else "info",
+        spread=(min(ratios), max(ratios)),
+        details={
+            "statistic": "ops/s: median of rounds; ratio: median of back-to-back round pairs",
+            "pair_ratios": ratios,
+        }
+        | details,
+    )
+
+
 def median_rate(rounds: Sequence[Round]) -> float:
     return statistics.median(r.rate for r in rounds)
 

@@ -10,7 +10,6 @@ and copies bytes. The HTML page is measured the same way, for information.
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,10 +22,8 @@ from benchmarks.common import (
     Op,
     Round,
     interleaved_throughput,
-    median_rate,
-    pair_ratios,
     progress,
-    verdict,
+    ratio_figure,
 )
 from privacy_service.app import create_app
 
@@ -59,23 +56,16 @@ def _getter(client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | No
 
 
 def _figure(name: str, results: dict[str, list[Round]], workers: int, size: int, target: bool) -> Figure:
-    ratios = pair_ratios(results[APPLICATION], results[BARE])
-    ratio = statistics.median(ratios)
-    return Figure(
-        figure=name,
-        unit="ops/s",
-        measured=median_rate(results[APPLICATION]),
-        baseline=median_rate(results[BARE]),
-        ratio=ratio,
-        target=f"≥ {RATIO_TARGET:.2f}x" if target else "-",
-        verdict=verdict(ratio >= RATIO_TARGET) if target else "info",
-        spread=(min(ratios), max(ratios)),
+    return ratio_figure(
+        name,
+        results[APPLICATION],
+        results[BARE],
+        target=RATIO_TARGET if target else None,
+        target_text=f"≥ {RATIO_TARGET:.2f}x",
         details={
             "workers": workers,
             "body_bytes": size,
-            "statistic": "ops/s: median of rounds; ratio: median of back-to-back round pairs",
             "baseline": "bare Litestar app returning a constant of the same size (in process, httpx.ASGITransport)",
-            "pair_ratios": ratios,
         },
     )
 

@@ -14,10 +14,15 @@ real ciphertext sealed under that subject's key (the purge deletes rows, it neve
 of these categories is anonymised).
 
 Measured: ``jobs.run_purge`` (forced: 80% of the table is over the alert threshold; default batch
-size) from start to finish, lock, plan, every step and the audit checkpoint included, on a freshly
-loaded table; rows/s = rows purged / wall time. Baseline: one ``DELETE FROM records WHERE <the same
-rows>`` in one transaction on an identical freshly loaded copy, in the same run. RSS growth: the
-process's resident size sampled every 20 ms during the purge, peak minus the size before it.
+size) from start to finish, lock, plan, every step and the audit checkpoint included; rows/s = rows
+purged / wall time. Baseline: one ``DELETE FROM records WHERE <the same rows>`` in one transaction,
+in the same run. Each size runs ``PRIVACY_BENCH_PURGE_PAIRS`` (default 3) pairs, the order within a
+pair alternating, every run on the table restored from the loaded copy, vacuumed and checkpointed;
+the figure is the median. Before the first, the whole database is vacuumed, so autovacuum catching up
+on the benches before this one does not land inside a timing. The issue's targets apply to the
+largest size (1M); smaller sizes are for information and the linear-cost figure. RSS growth: the
+process's resident size sampled every 20 ms during a purge, peak minus the size before it (the
+largest over the pairs).
 
 Where a run's time goes at 1M (PostgreSQL 15, 2 cores): the deletes themselves about match the raw
 DELETE; on top come the plan (one grouped scan counting what every rule would do, needed for the
@@ -32,6 +37,7 @@ import asyncio
 import gc
 import os
 import random
+import statistics
 import time
 import uuid
 from dataclasses import dataclass
@@ -70,6 +76,13 @@ def _sizes() -> list[int]:
     if not sizes or min(sizes) < PER_SUBJECT * 10:
         raise SystemExit(f"PRIVACY_BENCH_PURGE_SIZES: sizes of at least {PER_SUBJECT * 10} records")
     return sizes
+
+
+def _pairs() -> int:
+    pairs = int(os.environ.get("PRIVACY_BENCH_PURGE_PAIRS", "3"))
+    if pairs < 1:
+        raise SystemExit("PRIVACY_BENCH_PURGE_PAIRS: at least 1")
+    return pairs
 
 
 def _label(size: int) -> str:
@@ -206,6 +219,16 @@ async def _settle(ctx: BenchContext) -> None:
         await conn.close()
 
 
+async def _quiet_database(ctx: BenchContext) -> None:
+    """Vacuum what the benches before this one wrote, so autovacuum does not run during a timing."""
+    conn = await asyncpg.connect(_dsn(ctx))
+    try:
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def _restore(ctx: BenchContext) -> None:
     conn = await asyncpg.connect(_dsn(ctx))
     try:
@@ -239,14 +262,14 @@ async def _raw_delete(ctx: BenchContext) -> tuple[int, float]:
 
 
 @dataclass(frozen=True, slots=True)
-class Measurement:
-    size: int
+class Pair:
+    """One purge and one raw DELETE, back to back, each on a freshly restored, settled table."""
+
     purged: int
     seconds: float
     raw_rows: int
     raw_seconds: float
     rss_growth_mb: float
-    counts: dict[str, Any]
 
     @property
     def rate(self) -> float:
@@ -256,77 +279,134 @@ class Measurement:
     def raw_rate(self) -> float:
         return self.raw_rows / self.raw_seconds
 
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.raw_rate
 
-async def _measure(ctx: BenchContext, size: int) -> Measurement:
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    size: int
+    pairs: list[Pair]
+    counts: dict[str, Any]
+
+    @property
+    def purged(self) -> int:
+        return self.pairs[0].purged
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(pair.seconds for pair in self.pairs)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(pair.rate for pair in self.pairs)
+
+    @property
+    def raw_rate(self) -> float:
+        return statistics.median(pair.raw_rate for pair in self.pairs)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(pair.ratio for pair in self.pairs)
+
+    @property
+    def rss_growth_mb(self) -> float:
+        return max(pair.rss_growth_mb for pair in self.pairs)
+
+
+async def _fresh_table(ctx: BenchContext) -> None:
+    await _restore(ctx)
+    await _settle(ctx)
+    gc.collect()
+
+
+async def _timed_purge(ctx: BenchContext, size: int) -> tuple[int, float, float, dict[str, Any]]:
+    """(rows purged, seconds, RSS growth in MB, counts) of one forced ``run_purge``."""
+    baseline_rss = _rss_mb()
+    sampler = Sampler()
+    sampler.start()
+    started = time.perf_counter()
+    result = await run_purge(ctx.runtime, RunOptions(force=True))
+    seconds = time.perf_counter() - started
+    await sampler.stop()
+    if result.report is None or result.status != "completed":
+        raise RuntimeError(f"the purge did not complete: {result!r}")
+    rules = {entry.key: entry.counts for entry in result.report.rules}
+    device, transaction = rules["records:user.device"], rules["records:user.financial.transaction"]
+    if (device.skipped_hold, transaction.skipped_legal_duty) != (size // 10, size // 10):
+        raise RuntimeError("protected rows were not skipped as planned")
+    counts = {
+        "purged": device.purged,
+        "skipped_hold": device.skipped_hold,
+        "skipped_legal_duty": transaction.skipped_legal_duty,
+        "batch_size": ctx.runtime.settings.retention_batch_size,
+    }
+    return device.purged, seconds, sampler.peak - baseline_rss, counts
+
+
+async def _measure(ctx: BenchContext, size: int, pairs: int) -> Measurement:
+    """``pairs`` interleaved purge / raw DELETE pairs (order alternating) on one loaded dataset."""
     started = time.perf_counter()
     await _load(ctx, size)
     progress.log(f"purge bench: {size:,} records loaded in {time.perf_counter() - started:.1f} s")
     try:
-        await _settle(ctx)
-        raw_rows, raw_seconds = await _raw_delete(ctx)
-        progress.log(f"purge bench: raw DELETE of {raw_rows:,} rows took {raw_seconds:.2f} s")
-        await _restore(ctx)
-        await _settle(ctx)
-        gc.collect()
-        baseline_rss = _rss_mb()
-        sampler = Sampler()
-        sampler.start()
-        started = time.perf_counter()
-        result = await run_purge(ctx.runtime, RunOptions(force=True))
-        seconds = time.perf_counter() - started
-        await sampler.stop()
-        if result.report is None or result.status != "completed":
-            raise RuntimeError(f"the purge did not complete: {result!r}")
-        rules = {entry.key: entry.counts for entry in result.report.rules}
-        device, transaction = rules["records:user.device"], rules["records:user.financial.transaction"]
-        purged = device.purged
-        if purged != raw_rows:
-            raise RuntimeError(f"the purge removed {purged:,} rows, the raw DELETE {raw_rows:,}")
-        if (device.skipped_hold, transaction.skipped_legal_duty) != (size // 10, size // 10):
-            raise RuntimeError("protected rows were not skipped as planned")
-        progress.log(f"purge bench: purge of {purged:,} rows took {seconds:.2f} s")
-        return Measurement(
-            size=size,
-            purged=purged,
-            seconds=seconds,
-            raw_rows=raw_rows,
-            raw_seconds=raw_seconds,
-            rss_growth_mb=sampler.peak - baseline_rss,
-            counts={
-                "purged": purged,
-                "skipped_hold": device.skipped_hold,
-                "skipped_legal_duty": transaction.skipped_legal_duty,
-                "batch_size": ctx.runtime.settings.retention_batch_size,
-            },
-        )
+        results: list[Pair] = []
+        counts: dict[str, Any] = {}
+        for index in range(pairs):
+            raw: tuple[int, float] | None = None
+            purge: tuple[int, float, float, dict[str, Any]] | None = None
+            for variant in ("raw", "purge") if index % 2 == 0 else ("purge", "raw"):
+                await _fresh_table(ctx)
+                if variant == "raw":
+                    raw = await _raw_delete(ctx)
+                    progress.log(f"purge bench {index + 1}/{pairs}: raw DELETE of {raw[0]:,} rows took {raw[1]:.2f} s")
+                else:
+                    purge = await _timed_purge(ctx, size)
+                    progress.log(f"purge bench {index + 1}/{pairs}: purge of {purge[0]:,} rows took {purge[1]:.2f} s")
+            assert raw is not None
+            assert purge is not None
+            purged, seconds, rss_growth, counts = purge
+            if purged != raw[0]:
+                raise RuntimeError(f"the purge removed {purged:,} rows, the raw DELETE {raw[0]:,}")
+            results.append(Pair(purged, seconds, raw[0], raw[1], rss_growth))
+        return Measurement(size=size, pairs=results, counts=counts)
     finally:
         await _wipe(ctx)
 
 
 async def purge_throughput(ctx: BenchContext) -> list[Figure]:
-    measurements = [await _measure(ctx, size) for size in _sizes()]
+    sizes = _sizes()
+    await _quiet_database(ctx)
+    measurements = [await _measure(ctx, size, _pairs()) for size in sizes]
     figures = []
     for m in measurements:
-        ratio = m.rate / m.raw_rate
-        passed = ratio >= RATIO_TARGET and m.seconds < SECONDS_TARGET
+        # The issue's target is the largest run (1M records); smaller sizes show how the cost scales,
+        # their fixed per-run cost (~0.3 s) weighs more, and they are reported for information.
+        graded = m.size == sizes[-1]
+        passed = m.ratio >= RATIO_TARGET and m.seconds < SECONDS_TARGET
         details = {
             "records": m.size,
             "subjects": m.size // PER_SUBJECT,
-            "purge_seconds": round(m.seconds, 2),
-            "raw_delete_seconds": round(m.raw_seconds, 3),
+            "purge_seconds": [round(pair.seconds, 2) for pair in m.pairs],
+            "raw_delete_seconds": [round(pair.raw_seconds, 3) for pair in m.pairs],
+            "pair_ratios": [round(pair.ratio, 3) for pair in m.pairs],
             "baseline": "one DELETE ... WHERE of the same rows, one transaction, identical fresh table",
+            "statistic": "rows/s and seconds: median of pairs; ratio: median of pair ratios; order alternates",
             "counts": m.counts,
             "rss_growth_mb": round(m.rss_growth_mb, 1),
         }
+        ratios = [pair.ratio for pair in m.pairs]
         figures.append(
             Figure(
                 f"purge @{_label(m.size)} rows/s",
                 "rows/s",
                 m.rate,
                 m.raw_rate,
-                ratio,
-                target=f"≥ {RATIO_TARGET:.1f}x raw, < {SECONDS_TARGET:.0f} s",
-                verdict=verdict(passed),
+                m.ratio,
+                target=f"≥ {RATIO_TARGET:.1f}x raw, < {SECONDS_TARGET:.0f} s" if graded else "-",
+                verdict=verdict(passed) if graded else "info",
+                spread=(min(ratios), max(ratios)),
                 details=details,
             )
         )
@@ -337,8 +417,8 @@ async def purge_throughput(ctx: BenchContext) -> list[Figure]:
                 m.rss_growth_mb,
                 RSS_TARGET_MB,
                 m.rss_growth_mb / RSS_TARGET_MB,
-                target=f"< {RSS_TARGET_MB:.0f} MB",
-                verdict=verdict(m.rss_growth_mb < RSS_TARGET_MB),
+                target=f"< {RSS_TARGET_MB:.0f} MB" if graded else "-",
+                verdict=verdict(m.rss_growth_mb < RSS_TARGET_MB) if graded else "info",
                 details=details,
             )
         )
@@ -360,7 +440,10 @@ async def purge_throughput(ctx: BenchContext) -> list[Figure]:
                 verdict=verdict(per_row[large.size] <= per_row[small.size] * 1.1),
                 details={
                     "seconds": {_label(m.size): round(m.seconds, 2) for m in measurements},
-                    "raw_delete_seconds": {_label(m.size): round(m.raw_seconds, 3) for m in measurements},
+                    "raw_delete_seconds": {
+                        _label(m.size): round(statistics.median(pair.raw_seconds for pair in m.pairs), 3)
+                        for m in measurements
+                    },
                     "marginal_us_per_row": round(marginal * 1e6, 2),
                     "fixed_seconds_per_run": round(fixed, 3),
                 },

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as SqlAlchemyAsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.selectable import CTE, HasCTE
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
@@ -149,7 +150,7 @@ _MAX_CARRIED_ROWS = 8  # per table; a larger batch is an executemany (insertmany
 
 # What the queued rows look like: per table, its column names and how many rows.
 _Shape = tuple[tuple[Table, tuple[str, ...], int], ...]
-_Select = TypeVar("_Select", bound=Select[*tuple[Any, ...]])
+_Statement = TypeVar("_Statement", bound=HasCTE)
 _NOTHING_ELSE: Select[*tuple[Any, ...]] = select(literal_column("1"))
 
 
@@ -190,8 +191,8 @@ def column_values(instance: SQLModel) -> dict[str, Any]:
 
 
 def carry_appended_rows(
-    session: SqlAlchemyAsyncSession, statement: _Select, params: dict[str, Any]
-) -> tuple[_Select, dict[str, Any]]:
+    session: SqlAlchemyAsyncSession, statement: _Statement, params: dict[str, Any]
+) -> tuple[_Statement, dict[str, Any]]:
     """On PostgreSQL, ``statement`` and ``params`` with the transaction's queued rows riding along.
 
     Each queued row becomes an ``INSERT`` CTE of the query, so recording an event costs no statement
@@ -207,9 +208,13 @@ def carry_appended_rows(
     shape = _shape(pending)
     if shape is None or _tables_read(statement).intersection(pending):
         return statement, params
-    del sync_session.info[_PENDING_ROWS]
     carrier = _carrier(statement, shape)
-    return cast(_Select, carrier.statement), carrier.params(pending) | params
+    carried = carrier.params(pending)
+    if not carried.keys().isdisjoint(params):
+        raise ValueError("a parameter of the query has the name of a queued row's parameter (_append_*)")
+    # The rows leave the queue only once the statement that writes them is built.
+    del sync_session.info[_PENDING_ROWS]
+    return cast(_Statement, carrier.statement), carried | params
 
 
 def _shape(pending: dict[Table, list[dict[str, Any]]]) -> _Shape | None:
@@ -224,7 +229,7 @@ def _shape(pending: dict[Table, list[dict[str, Any]]]) -> _Shape | None:
 
 @dataclass(frozen=True, slots=True)
 class _Carrier:
-    statement: Select[*tuple[Any, ...]]
+    statement: HasCTE
     names: tuple[tuple[str, ...], ...]  # per queued row, in queue order: its columns' bind parameters
 
     def params(self, pending: dict[Table, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -237,7 +242,7 @@ class _Carrier:
 
 
 @functools.lru_cache(maxsize=256)
-def _carrier(statement: Select[*tuple[Any, ...]], shape: _Shape) -> _Carrier:
+def _carrier(statement: HasCTE, shape: _Shape) -> _Carrier:
     """``statement`` with an INSERT CTE per queued row of ``shape``, every value a bind parameter.
 
     One CTE per row, not one multi-row VALUES per table: SQLAlchemy does not cache the compiled
@@ -264,7 +269,7 @@ def _carrier(statement: Select[*tuple[Any, ...]], shape: _Shape) -> _Carrier:
 
 
 @functools.lru_cache(maxsize=256)
-def _tables_read(statement: Select[*tuple[Any, ...]]) -> frozenset[Table]:
+def _tables_read(statement: HasCTE) -> frozenset[Table]:
     return frozenset(
         table for table in find_tables(statement, include_joins=True, check_columns=True) if isinstance(table, Table)
     )
@@ -277,7 +282,7 @@ def _write_pending(session: Session) -> None:
     connection = session.connection()
     if connection.dialect.name == "postgresql" and (shape := _shape(pending)) is not None:
         carrier = _carrier(_NOTHING_ELSE, shape)
-        connection.execute(carrier.statement, carrier.params(pending))
+        connection.execute(cast(Executable, carrier.statement), carrier.params(pending))
         return
     for table, rows in pending.items():
         # One row as a plain execute: an executemany of one costs more on asyncpg.

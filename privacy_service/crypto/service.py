@@ -33,7 +33,6 @@ _KEY_ROW = select(DataKeyRow).where(
 
 
 @functools.cache
-@functools.cache
 def _with_key_row(entity: type[SQLModel]) -> Select[SQLModel, DataKeyRow]:
     """Rows of ``entity`` by primary key (the subject id), each with that subject's key row or NULLs.
 

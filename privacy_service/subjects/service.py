@@ -201,8 +201,9 @@ class SubjectService:
         )
 
     async def read(self, subject_id: uuid.UUID) -> schemas.SubjectOut:
-        # Recorded first, so the event rides on the read's own query (db.carries_appended_rows); a
-        # subject not found or not active raises, and the transaction rolls the event back.
+        # Recorded first, so the event rides on the read's own query (db.carry_appended_rows). A
+        # subject not found or not active raises, and the transaction rolls the event back: callers
+        # must not swallow that error and commit.
         self._audit("subject.read", subject_id)
         subject, key = await self._get_active_with_key(subject_id)
         return self._render(subject, key)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from typing import Any
 
+import pytest
 from httpx import AsyncClient
+from sqlalchemy import event, func
+from sqlmodel import col, select
 
+from privacy_service.dsr.models import PrivacyRequest, RequestTransition
 from privacy_service.notify.jobs import deliver_pending
 from privacy_service.runtime import Runtime
 from tests.conftest import MailSink
@@ -148,3 +153,31 @@ async def test_audit_never_records_a_subjects_address(client: AsyncClient, runti
     subject_actors = {actor_id for actor_type, actor_id in actors if actor_type == "subject"}
     assert subject_actors == {request_id}
     assert not any("127.0.0.1" in actor_id for _, actor_id in actors)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_intake_writes_everything_in_one_statement(client: AsyncClient, runtime: Runtime) -> None:
+    # The request row's INSERT links a duplicate itself and carries the key, transitions, audit
+    # event and mail rows as CTEs (db.carry_appended_rows): BEGIN, one statement, COMMIT.
+    sent: list[str] = []
+
+    def record_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    engine = runtime.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record_statement)
+    try:
+        for _ in range(2):
+            response = await client.post(
+                "/v1/requests", json={"type": "erase", "identity": {"email": "one@example.com"}}
+            )
+            assert response.status_code == 202
+    finally:
+        event.remove(engine, "before_cursor_execute", record_statement)
+    assert len(sent) == 2
+    assert all(s.startswith("WITH") and "INSERT INTO dsr_requests" in s for s in sent)
+    async with runtime.db.transaction() as session:
+        rows = (await session.exec(select(PrivacyRequest).order_by(col(PrivacyRequest.received_at)))).all()
+        kinds = (await session.exec(select(func.count()).select_from(RequestTransition))).one()
+    assert [row.duplicate_of for row in rows] == [None, rows[0].id]
+    assert kinds == 4

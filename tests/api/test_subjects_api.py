@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 from httpx import AsyncClient
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from privacy_service.audit.models import AuditEvent
+from privacy_service.runtime import Runtime
 
 SUBJECT = {
     "email": " Alice@Example.COM ",
@@ -145,3 +152,23 @@ async def test_security_headers(client: AsyncClient, auth: dict[str, str]) -> No
     assert "server" not in headers
     assert "strict-transport-security" not in headers  # base_url is plain http in tests
     assert len(headers["x-request-id"]) >= 16
+
+
+async def test_a_read_that_finds_nothing_leaves_no_read_event(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    # The audited read's event goes in with the read's own query; a 404 or 410 must roll it back.
+    subject_id = (await client.post("/v1/subjects", json={"email": "gone@example.com"}, headers=auth)).json()["id"]
+    assert (await client.delete(f"/v1/subjects/{subject_id}", headers=auth)).status_code == 200
+    assert (await client.get(f"/v1/subjects/{uuid.uuid4()}", headers=auth)).status_code == 404
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).status_code == 410
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).status_code == 410
+    async with runtime.db.transaction() as session:
+        reads = (await session.exec(select(func.count()).where(col(AuditEvent.action) == "subject.read"))).one()
+    assert reads == 0
+    # The same check can see a read event when there is one.
+    live = (await client.post("/v1/subjects", json={"email": "live@example.com"}, headers=auth)).json()["id"]
+    assert (await client.get(f"/v1/subjects/{live}", headers=auth)).status_code == 200
+    async with runtime.db.transaction() as session:
+        reads = (await session.exec(select(func.count()).where(col(AuditEvent.action) == "subject.read"))).one()
+    assert reads == 1

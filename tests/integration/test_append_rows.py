@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func
+from sqlalchemy import bindparam, event, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -183,3 +183,31 @@ async def test_queued_rows_of_several_tables_go_in_one_statement_at_commit(runti
     if backend == "postgres":
         assert len(sent) == 1
         assert sent[0].count("INSERT INTO") == 3
+
+
+async def test_rows_queued_before_a_savepoint_are_not_carried_inside_it(runtime: Runtime) -> None:
+    subject_id = await _subject(runtime)
+
+    async def failing_savepoint(session: AsyncSession) -> None:
+        async with session.begin_nested():
+            # Carried here, the outer row would be rolled back with the savepoint.
+            found, _ = await runtime.keys.get_with_key_row(session, Subject, subject_id)
+            assert found is not None
+            raise Boom
+
+    async with runtime.db.transaction() as session:
+        _record(runtime, session, "test.outer")
+        with pytest.raises(Boom):
+            await failing_savepoint(session)
+    assert await _actions(runtime) == ["test.outer"]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_query_parameter_named_like_a_carried_one_is_refused(runtime: Runtime) -> None:
+    async with runtime.db.transaction() as session:
+        _record(runtime, session, "test.clash")
+        query = select(Subject.id).where(col(Subject.status) == bindparam("_append_0_0_action"))
+        with pytest.raises(ValueError, match="_append_"):
+            carry_appended_rows(session, query, {"_append_0_0_action": "x"})
+        # Refused, the rows stay queued and are written at commit.
+    assert await _actions(runtime) == ["test.clash"]
