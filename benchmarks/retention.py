@@ -18,9 +18,11 @@ size) from start to finish, lock, plan, every step and the audit checkpoint incl
 purged / wall time. Baseline: one ``DELETE FROM records WHERE <the same rows>`` in one transaction,
 in the same run. Each size runs ``PRIVACY_BENCH_PURGE_PAIRS`` (default 3) pairs, the order within a
 pair alternating, every run on the table restored from the loaded copy, vacuumed and checkpointed;
-the figure is the median. Before the first, the whole database is vacuumed, so autovacuum catching up
-on the benches before this one does not land inside a timing. The issue's targets apply to the
-largest size (1M); smaller sizes are for information and the linear-cost figure. RSS growth: the
+the figure is the median. Before the first, what the benches before this one left (subjects,
+requests, mail a purge would also have to look at) is removed, their audit events sealed and the
+whole database vacuumed, so the purge sees only this dataset and autovacuum stays out of the
+timings. The issue's targets apply to the largest size (1M); smaller sizes are for information and
+the linear-cost figure. RSS growth: the
 process's resident size sampled every 20 ms during a purge, peak minus the size before it (the
 largest over the pairs).
 
@@ -49,6 +51,7 @@ import msgspec
 from sqlalchemy import insert
 
 from benchmarks.common import BenchContext, Figure, progress, verdict
+from privacy_service.audit.service import seal_pending
 from privacy_service.crypto.fields import Binding, DataKey
 from privacy_service.crypto.models import DataKeyRow
 from privacy_service.crypto.service import PRIMARY, wrap_context
@@ -220,7 +223,14 @@ async def _settle(ctx: BenchContext) -> None:
 
 
 async def _quiet_database(ctx: BenchContext) -> None:
-    """Vacuum what the benches before this one wrote, so autovacuum does not run during a timing."""
+    """Start from a database that holds only this bench's dataset, with nothing left to catch up on.
+
+    The benches before this one leave subjects (100,000 for the lookup figure), requests and mail
+    that a purge must also look at, and audit events waiting to be sealed: removed or sealed here,
+    then the whole database vacuumed, so autovacuum does not run during a timing.
+    """
+    await _wipe(ctx)
+    await seal_pending(ctx.runtime.db, ctx.runtime.clock, ctx.runtime.audit_key)
     conn = await asyncpg.connect(_dsn(ctx))
     try:
         await conn.execute("VACUUM ANALYZE")
@@ -243,6 +253,8 @@ async def _wipe(ctx: BenchContext) -> None:
     try:
         await conn.execute("DROP TABLE IF EXISTS bench_records_copy")
         await conn.execute("TRUNCATE records, legal_holds, retention_runs, retention_aggregates")
+        # CASCADE: the downstream-systems tables refer to requests (empty unless their bench ran).
+        await conn.execute("TRUNCATE dsr_transitions, dsr_requests, outbox_messages CASCADE")
         await conn.execute("DELETE FROM subjects")
         await conn.execute("TRUNCATE keystore.data_keys")
     finally:

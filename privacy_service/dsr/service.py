@@ -279,7 +279,10 @@ class DsrService:
         if self.actor.type == "subject":
             self.actor = Actor("subject", str(request.id))
         self._transition(request, Status.AWAITING_VERIFICATION)
-        await self._notify(request, key, "verification_code", code=code, minutes=self.settings.dsr_code_ttl_minutes)
+        # An e-mail identity is its own recipient: no need to open what was just sealed.
+        to = identity if kind == "email" else None
+        minutes = self.settings.dsr_code_ttl_minutes
+        await self._notify(request, key, "verification_code", to=to, code=code, minutes=minutes)
         # A new row nothing else in this transaction changes: a Core INSERT, not the unit of work.
         params = {f"new_{name}": value for name, value in column_values(request).items() if name != "duplicate_of"}
         params |= {"dup_bidx": bidx, "dup_type": body.type}
