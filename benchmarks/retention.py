@@ -28,7 +28,8 @@ largest over the pairs).
 
 Where a run's time goes at 1M (PostgreSQL 15, 2 cores): the deletes themselves about match the raw
 DELETE; on top come the plan (one grouped scan counting what every rule would do, needed for the
-safety thresholds before anything is purged and for the dry run's exact counts, ~0.5 s), a commit
+safety thresholds before anything is purged and for the dry run's exact counts, ~1 s: PostgreSQL
+evaluates every rule's condition for every row), a commit
 and an audit event per batch of ``PRIVACY_RETENTION_BATCH_SIZE`` rows, and ~0.3 s per run of fixed
 work (lock, run row, the small tables' steps, audit checkpoint).
 """
