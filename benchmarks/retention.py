@@ -22,14 +22,12 @@ the figure is the median. Before the first, what the benches before this one lef
 requests, mail a purge would also have to look at) is removed, their audit events sealed and the
 whole database vacuumed, so the purge sees only this dataset and autovacuum stays out of the
 timings. The issue's targets apply to the largest size (1M); smaller sizes are for information and
-the linear-cost figure. RSS growth: the
-process's resident size sampled every 20 ms during a purge, peak minus the size before it (the
-largest over the pairs).
+the linear-cost figure. RSS growth: the process's resident size sampled every 20 ms during a purge,
+peak minus the size before it (the largest over the pairs).
 
 Where a run's time goes at 1M (PostgreSQL 15, 2 cores): the deletes themselves about match the raw
 DELETE; on top come the plan (one grouped scan counting what every rule would do, needed for the
-safety thresholds before anything is purged and for the dry run's exact counts, ~1 s: PostgreSQL
-evaluates every rule's condition for every row), a commit
+safety thresholds before anything is purged and for the dry run's exact counts, ~1 s), a commit
 and an audit event per batch of ``PRIVACY_RETENTION_BATCH_SIZE`` rows, and ~0.3 s per run of fixed
 work (lock, run row, the small tables' steps, audit checkpoint).
 """

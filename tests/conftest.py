@@ -15,6 +15,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -26,7 +27,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller as SmtpController
 from litestar import Litestar
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from privacy_service.app import create_app
 from privacy_service.config import Settings
@@ -244,6 +245,22 @@ async def operator_key(runtime: Runtime) -> str:
 @pytest.fixture
 def auth(operator_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {operator_key}"}
+
+
+@contextmanager
+def sql_statements(runtime: Runtime) -> Iterator[list[str]]:
+    """The SQL statements the runtime's engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    engine = runtime.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record_statement)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record_statement)
 
 
 async def table_counts(runtime: Runtime) -> dict[str, int]:

@@ -393,10 +393,9 @@ class StartedRun:
         if progress is not None:
             progress.stage("planning: records")
         async with self.runtime.db.transaction() as session:
-            planned, by_category = await engine.plan_records(session)
-            self._plan.add(planned)
-            totals, unknown = await engine.table_totals(session, by_category)
+            totals, unknown = await engine.table_totals(session)
             holds = await engine.holds_summary(session)
+            self._plan.add(await engine.plan_records(session))
         if engine.has_windows:
             await self._batches(
                 "planning: month-end records",

@@ -464,12 +464,15 @@ class RetentionEngine:
 
     # -- totals, holds, unknown categories (the report's frame) -----------------------------
 
-    async def table_totals(
-        self, session: AsyncSession, by_category: dict[str, int]
-    ) -> tuple[dict[str, int], dict[str, int]]:
+    async def table_totals(self, session: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
         """Row counts of the tables a run may purge, and the records whose category the policy no
-        longer has (kept, and reported so the policy can be fixed). ``by_category``: every record
-        counted by category, as :meth:`plan_records` returns it (its scan serves both)."""
+        longer has (kept, and reported so the policy can be fixed): one scan of records for both."""
+        by_category = {
+            category: int(count)
+            for category, count in (
+                await session.exec(select(col(Record.category), func.count()).group_by(col(Record.category)))
+            ).all()
+        }
         subjects = (await session.exec(select(func.count()).where(col(Subject.status) != SubjectStatus.ERASED))).one()
         requests = (await session.exec(select(func.count()).select_from(PrivacyRequest))).one()
         totals = {"records": sum(by_category.values()), "subjects": int(subjects), "dsr_requests": int(requests)}
@@ -509,37 +512,27 @@ class RetentionEngine:
         else:
             counts.purged += 1
 
-    async def plan_records(self, session: AsyncSession) -> tuple[Tally, dict[str, int]]:
-        """Counts for every record a bound settles, and every record counted by category, in one
-        grouped scan of the table (window rows come separately)."""
+    async def plan_records(self, session: AsyncSession) -> Tally:
+        """Counts for every record a bound settles (one grouped scan); window rows come separately."""
         tally = Tally()
-        everything = select(col(Record.category), func.count()).group_by(col(Record.category))
         rules = self._record_sql()
         if not rules:
-            return tally, {category: int(n) for category, n in (await session.exec(everything)).all()}
+            return tally
         held = col(Record.subject_id).in_(self._held_ids())
-        considered = and_(
-            col(Record.restricted).is_(False),
-            col(Subject.status) == SubjectStatus.ACTIVE,
-            or_(*(r.selected for r in rules)),
-        )
+        selected = or_(*(r.selected for r in rules))
         duty = or_(*(r.duty for r in rules))
         rows = await session.exec(
-            wide_select(
+            select(
                 col(Record.category),
                 func.count(),
-                func.sum(case((considered, 1), else_=0)),
-                func.sum(case((and_(considered, held), 1), else_=0)),
-                func.sum(case((and_(considered, not_(held), duty), 1), else_=0)),
+                func.sum(case((held, 1), else_=0)),
+                func.sum(case((and_(not_(held), duty), 1), else_=0)),
             )
             .join(Subject, col(Subject.id) == col(Record.subject_id))
+            .where(col(Record.restricted).is_(False), col(Subject.status) == SubjectStatus.ACTIVE, selected)
             .group_by(col(Record.category))
         )
-        by_category: dict[str, int] = {}
-        for category, total, n, n_held, n_duty in rows.all():
-            by_category[category] = int(total)
-            if not n:
-                continue
+        for category, n, n_held, n_duty in rows.all():
             counts = tally[record_key(category)]
             counts.selected += int(n)
             counts.skipped_hold += int(n_held or 0)
@@ -549,7 +542,7 @@ class RetentionEngine:
                 counts.anonymised += acting
             else:
                 counts.purged += acting
-        return tally, by_category
+        return tally
 
     def _window_query(self) -> Any:
         return (

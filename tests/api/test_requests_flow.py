@@ -5,17 +5,16 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from typing import Any
 
 import pytest
 from httpx import AsyncClient
-from sqlalchemy import event, func
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from privacy_service.dsr.models import PrivacyRequest, RequestTransition
 from privacy_service.notify.jobs import deliver_pending
 from privacy_service.runtime import Runtime
-from tests.conftest import MailSink
+from tests.conftest import MailSink, sql_statements
 
 EMAIL = "carol.customer@example.com"
 PROFILE = {"name": "Carol Customer", "date_of_birth": "1985-05-05", "national_id": "ZX998877"}
@@ -159,21 +158,12 @@ async def test_audit_never_records_a_subjects_address(client: AsyncClient, runti
 async def test_intake_writes_everything_in_one_statement(client: AsyncClient, runtime: Runtime) -> None:
     # The request row's INSERT links a duplicate itself and carries the key, transitions, audit
     # event and mail rows as CTEs (db.carry_appended_rows): BEGIN, one statement, COMMIT.
-    sent: list[str] = []
-
-    def record_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    engine = runtime.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record_statement)
-    try:
+    with sql_statements(runtime) as sent:
         for _ in range(2):
             response = await client.post(
                 "/v1/requests", json={"type": "erase", "identity": {"email": "one@example.com"}}
             )
             assert response.status_code == 202
-    finally:
-        event.remove(engine, "before_cursor_execute", record_statement)
     assert len(sent) == 2
     assert all(s.startswith("WITH") and "INSERT INTO dsr_requests" in s for s in sent)
     async with runtime.db.transaction() as session:

@@ -5,12 +5,9 @@ rolled back takes with it exactly the rows written inside it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, func
+from sqlalchemy import bindparam, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,6 +19,7 @@ from privacy_service.runtime import Runtime
 from privacy_service.subjects.models import Subject
 from privacy_service.subjects.schemas import SubjectCreate
 from privacy_service.subjects.service import SubjectService
+from tests.conftest import sql_statements
 
 ACTOR = Actor.system("append-rows-test")
 
@@ -92,22 +90,6 @@ async def test_a_savepoint_rolled_back_keeps_the_outer_rows(runtime: Runtime) ->
 # -- rows carried on a query (PostgreSQL) and in one statement at commit -------------------------
 
 
-@contextmanager
-def _statements(runtime: Runtime) -> Iterator[list[str]]:
-    """The SQL statements the runtime's engine sends while the block runs."""
-    sent: list[str] = []
-
-    def record_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    engine = runtime.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record_statement)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record_statement)
-
-
 async def _audited_read(runtime: Runtime, session: AsyncSession, subject_id: uuid.UUID) -> None:
     _record(runtime, session, "test.read")
     found, _ = await runtime.keys.get_with_key_row(session, Subject, subject_id)
@@ -122,7 +104,7 @@ async def _subject(runtime: Runtime) -> uuid.UUID:
 
 async def test_a_queued_row_rides_on_the_next_carrying_query(runtime: Runtime, backend: str) -> None:
     subject_id = await _subject(runtime)
-    with _statements(runtime) as sent:
+    with sql_statements(runtime) as sent:
         async with runtime.db.transaction() as session:
             await _audited_read(runtime, session, subject_id)
     assert await _actions(runtime) == ["test.read"]
@@ -160,7 +142,7 @@ async def test_rows_of_a_table_the_query_reads_are_written_before_it(runtime: Ru
 async def test_a_long_queue_is_not_carried_but_still_written(runtime: Runtime, backend: str) -> None:
     subject_id = await _subject(runtime)
     actions = [f"test.many-{n}" for n in range(12)]
-    with _statements(runtime) as sent:
+    with sql_statements(runtime) as sent:
         async with runtime.db.transaction() as session:
             for action in actions:
                 _record(runtime, session, action)
@@ -172,7 +154,7 @@ async def test_a_long_queue_is_not_carried_but_still_written(runtime: Runtime, b
 
 async def test_queued_rows_of_several_tables_go_in_one_statement_at_commit(runtime: Runtime, backend: str) -> None:
     subject_id = uuid.uuid4()
-    with _statements(runtime) as sent:
+    with sql_statements(runtime) as sent:
         async with runtime.db.transaction() as session:
             _record(runtime, session, "test.first")
             await runtime.keys.create_key(session, subject_id)
