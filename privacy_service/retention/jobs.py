@@ -393,9 +393,9 @@ class StartedRun:
         if progress is not None:
             progress.stage("planning: records")
         async with self.runtime.db.transaction() as session:
-            totals, unknown = await engine.table_totals(session)
+            totals = await engine.table_totals(session)
             holds = await engine.holds_summary(session)
-            self._plan.add(await engine.plan_records(session))
+            self._plan.add(await engine.plan_records(session, totals.records))
         if engine.has_windows:
             await self._batches(
                 "planning: month-end records",
@@ -405,13 +405,13 @@ class StartedRun:
             )
         for label, batch, per_item in self._steps(engine, act=False):
             await self._batches(f"planning: {label}", batch, act=False, progress=progress, per_item=per_item)
-        self._totals = totals
-        alerts = self._thresholds(totals)
+        self._totals = totals.tables
+        alerts = self._thresholds(totals.tables)
         self._frame = schemas.RunReport(
             holds=holds,
             alerts=alerts,
             would_refuse=bool(alerts),
-            unknown_categories=unknown,
+            unknown_categories=totals.unknown,
         )
         async with self.runtime.db.transaction() as session:
             await self._save(session, force=True)

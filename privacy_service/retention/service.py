@@ -334,6 +334,16 @@ class CategoryState:
     duty_anchor: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The frame of a run's report: rows per table a run may purge, per record category, and
+    the records whose category the policy does not know."""
+
+    tables: dict[str, int]
+    records: dict[str, int]
+    unknown: dict[str, int]
+
+
 @dataclass(slots=True)
 class SubjectDecision:
     held: bool
@@ -356,7 +366,7 @@ class RetentionEngine:
     run_id: uuid.UUID
     postgres: bool
     _bounds: dict[str, Bound] = field(init=False)
-    _records_sql: list[RuleSql] | None = field(default=None, init=False)
+    _records_sql: dict[str, RuleSql] | None = field(default=None, init=False)
     _statements: dict[str, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -417,12 +427,12 @@ class RetentionEngine:
         )
         return set(rows.all())
 
-    def _record_sql(self) -> list[RuleSql]:
+    def _record_sql(self) -> dict[str, RuleSql]:
         # Built once per run: building and cache-keying these expressions costs more than running them.
         if self._records_sql is None:
-            self._records_sql = [
-                rule_sql(b, RECORD_ANCHORS, col(Record.category) == key) for key, b in self._bounds.items()
-            ]
+            self._records_sql = {
+                key: rule_sql(b, RECORD_ANCHORS, col(Record.category) == key) for key, b in self._bounds.items()
+            }
         return self._records_sql
 
     @property
@@ -464,7 +474,7 @@ class RetentionEngine:
 
     # -- totals, holds, unknown categories (the report's frame) -----------------------------
 
-    async def table_totals(self, session: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
+    async def table_totals(self, session: AsyncSession) -> Totals:
         """Row counts of the tables a run may purge, and the records whose category the policy no
         longer has (kept, and reported so the policy can be fixed): one scan of records for both."""
         by_category = {
@@ -475,9 +485,11 @@ class RetentionEngine:
         }
         subjects = (await session.exec(select(func.count()).where(col(Subject.status) != SubjectStatus.ERASED))).one()
         requests = (await session.exec(select(func.count()).select_from(PrivacyRequest))).one()
-        totals = {"records": sum(by_category.values()), "subjects": int(subjects), "dsr_requests": int(requests)}
-        unknown = {category: count for category, count in by_category.items() if category not in self._bounds}
-        return totals, unknown
+        return Totals(
+            tables={"records": sum(by_category.values()), "subjects": int(subjects), "dsr_requests": int(requests)},
+            records=by_category,
+            unknown={category: count for category, count in by_category.items() if category not in self._bounds},
+        )
 
     async def holds_summary(self, session: AsyncSession) -> schemas.HoldsSummary:
         active = LegalHold.active_at(self.now)
@@ -512,15 +524,26 @@ class RetentionEngine:
         else:
             counts.purged += 1
 
-    async def plan_records(self, session: AsyncSession) -> Tally:
-        """Counts for every record a bound settles (one grouped scan); window rows come separately."""
+    async def plan_records(self, session: AsyncSession, category_rows: Mapping[str, int]) -> Tally:
+        """Counts for every record a bound settles (one grouped scan); window rows come separately.
+
+        The scan tests every row against the rules' conditions, which dominates its cost at scale:
+        the rules are tested most common category first (``category_rows``: records per category, from
+        :meth:`table_totals`), so a typical row settles on the first term, and the legal-duty test
+        first asks whether the row's category has a duty at all (one hashed lookup)."""
         tally = Tally()
-        rules = self._record_sql()
-        if not rules:
+        by_key = self._record_sql()
+        if not by_key:
             return tally
+        order = sorted(by_key, key=lambda key: (-category_rows.get(key, 0), key))
         held = col(Record.subject_id).in_(self._held_ids())
-        selected = or_(*(r.selected for r in rules))
-        duty = or_(*(r.duty for r in rules))
+        selected = or_(*(by_key[key].selected for key in order))
+        with_duty = [key for key in order if self._bounds[key].rule.legal_duty is not None]
+        duty = (
+            and_(col(Record.category).in_(with_duty), or_(*(by_key[key].duty for key in with_duty)))
+            if with_duty
+            else false()
+        )
         rows = await session.exec(
             select(
                 col(Record.category),
@@ -559,7 +582,7 @@ class RetentionEngine:
             .where(
                 col(Record.restricted).is_(False),
                 col(Subject.status) == SubjectStatus.ACTIVE,
-                or_(*(r.window for r in self._record_sql())),
+                or_(*(r.window for r in self._record_sql().values())),
             )
         )
 
@@ -754,7 +777,7 @@ class RetentionEngine:
         self, session: AsyncSession, subjects: Sequence[Subject]
     ) -> dict[uuid.UUID, dict[str, CategoryState]]:
         ids = [s.id for s in subjects]
-        rules = self._record_sql()
+        rules = list(self._record_sql().values())
         known = list(self._bounds)
         live = or_(col(Record.category).not_in(known), *(r.live for r in rules))
         duty = or_(*(r.duty for r in rules)) if rules else false()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import msgspec
 from sqlmodel import col, select
 
 from privacy_service.crypto.fields import Binding
@@ -13,6 +14,7 @@ from privacy_service.crypto.models import DataKeyRow
 from privacy_service.crypto.service import PRIMARY, REQUEST, RETENTION
 from privacy_service.dsr.models import PrivacyRequest, RequestTransition
 from privacy_service.notify.models import OutboxMessage
+from privacy_service.retention.service import RetentionEngine
 from privacy_service.runtime import Runtime
 from privacy_service.subjects.service import Retention
 from tests.retention_support import (
@@ -203,3 +205,45 @@ async def test_requests_credentials_and_old_mail_are_purged(runtime: Runtime) ->
     ]
     assert entry(real, "request_tokens").purged == 2  # old's and recent's (held's are not expired)
     assert entry(real, "outbox").purged == 4  # every request's 40-day-old sent mail
+
+
+async def test_the_plan_counts_the_same_whatever_order_it_tests_the_rules_in(runtime: Runtime) -> None:
+    # plan_records tests the most common category first; the order is a speed hint, never a result.
+    closed = await add_subject(
+        runtime, created_at=NOW - years(9), profile={"name": "Fay"}, email="fay@example.com", closed_at=NOW - years(2)
+    )
+    open_ = await add_subject(runtime, created_at=NOW - years(4), profile={"name": "Gus"})
+    await hold(runtime, open_)
+    for subject in (closed, open_):
+        for category, age in (
+            ("user.device", 2),
+            ("user.device", 0.1),
+            ("user.financial.transaction", 3),
+            ("user.behavior", 2),
+            ("system.support_ticket", 4),
+        ):
+            await add_record(runtime, subject, category=category, created_at=NOW - years(age))
+    engine = RetentionEngine(
+        policy=runtime.policy,
+        keys=runtime.keys,
+        clock=runtime.clock,
+        settings=runtime.settings,
+        now=NOW,
+        run_id=uuid.uuid4(),
+        postgres=not runtime.settings.is_sqlite,
+    )
+    categories = sorted(runtime.policy.retention_rules())
+    plans = []
+    for hint in (
+        {},
+        {category: n for n, category in enumerate(categories)},
+        {category: -n for n, category in enumerate(categories)},
+    ):
+        async with runtime.db.transaction() as session:
+            tally = await engine.plan_records(session, hint)
+        plans.append({key: msgspec.to_builtins(c) for key, c in tally.counts.items()})
+    assert plans[0] == plans[1] == plans[2]
+    device = plans[0]["records:user.device"]
+    assert (device["selected"], device["skipped_hold"], device["purged"]) == (2, 1, 1)
+    transaction = plans[0]["records:user.financial.transaction"]
+    assert (transaction["selected"], transaction["skipped_hold"], transaction["skipped_legal_duty"]) == (2, 1, 1)
