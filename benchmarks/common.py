@@ -65,6 +65,7 @@ class BenchConfig:
 
     postgres_url: str = DEFAULT_POSTGRES_URL
     workers: int = 8  # concurrent asyncio workers for the "realistic concurrency" figures
+    intake_clients: int = 16  # concurrent clients of the request-intake figure (the 16)
     rounds: int = 8  # timed rounds per variant; the variants alternate A/B then B/A
     round_seconds: float = 1.0  # short rounds: a burst of outside load hits both rounds of a pair
     warmup_seconds: float = 1.0
@@ -81,6 +82,7 @@ class BenchConfig:
         return cls(
             postgres_url=os.environ.get("PRIVACY_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL,
             workers=_env_int("PRIVACY_BENCH_WORKERS", default.workers),
+            intake_clients=_env_int("PRIVACY_BENCH_DSR_CLIENTS", default.intake_clients),
             rounds=_env_int("PRIVACY_BENCH_ROUNDS", default.rounds),
             round_seconds=_env_float("PRIVACY_BENCH_ROUND_SECONDS", default.round_seconds, 0.1),
             warmup_seconds=_env_float("PRIVACY_BENCH_WARMUP_SECONDS", default.warmup_seconds, 0.0),
@@ -95,6 +97,7 @@ class BenchConfig:
         return {
             "postgres_server": self.postgres_url.rpartition("@")[2].rpartition("/")[0],
             "workers": self.workers,
+            "intake_clients": self.intake_clients,
             "rounds": self.rounds,
             "round_seconds": self.round_seconds,
             "warmup_seconds": self.warmup_seconds,
@@ -180,7 +183,9 @@ async def bench_context(config: BenchConfig) -> AsyncIterator[BenchContext]:
                 keyring_path=Path(folder) / "keyring.json",
                 policy_dir=ROOT / "policies",
                 log_level="WARNING",
-                db_pool_size=config.workers + 2,
+                # Room for every concurrent client: a pool smaller than the load opens and closes
+                # connections all the time (a server process each), which no deployment would run.
+                db_pool_size=max(config.workers, config.intake_clients) + 2,
             )
             # upgrade() calls asyncio.run, which cannot nest inside this loop.
             await asyncio.to_thread(upgrade, settings)

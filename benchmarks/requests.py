@@ -80,7 +80,6 @@ MB = 1024 * 1024
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RequestBenchConfig:
-    clients: int = 16  # concurrent clients for the intake figure
     records: int = 10_000  # records held by the exported / erased subject
     export_runs: int = 8
     erase_runs: int = 5
@@ -89,7 +88,6 @@ class RequestBenchConfig:
     def from_env(cls) -> RequestBenchConfig:
         default = cls()
         return cls(
-            clients=_env_int("PRIVACY_BENCH_DSR_CLIENTS", default.clients),
             records=_env_int("PRIVACY_BENCH_DSR_RECORDS", default.records),
             export_runs=_env_int("PRIVACY_BENCH_DSR_EXPORT_RUNS", default.export_runs, minimum=2),
             erase_runs=_env_int("PRIVACY_BENCH_DSR_ERASE_RUNS", default.erase_runs),
@@ -199,7 +197,7 @@ async def _timed_round(op: Callable[[], Awaitable[None]], clients: int, seconds:
 
 
 async def intake_throughput(ctx: BenchContext) -> list[Figure]:
-    config, dsr_config = ctx.config, RequestBenchConfig.from_env()
+    config = ctx.config
     runtime = _open_runtime(ctx)
     async with runtime.db.engine.begin() as conn:
         await conn.run_sync(BARE_METADATA.create_all)
@@ -222,11 +220,11 @@ async def intake_throughput(ctx: BenchContext) -> list[Figure]:
 
         variants = {APPLICATION: poster(app_client, "/v1/requests"), BARE: poster(bare_client, "/requests")}
         for name, op in variants.items():
-            await _timed_round(op, dsr_config.clients, config.warmup_seconds, name)
+            await _timed_round(op, config.intake_clients, config.warmup_seconds, name)
         results: dict[str, list[LatencyRound]] = {APPLICATION: [], BARE: []}
         for index in range(config.rounds):
             for name in list(variants) if index % 2 == 0 else list(variants)[::-1]:
-                result = await _timed_round(variants[name], dsr_config.clients, config.round_seconds, name)
+                result = await _timed_round(variants[name], config.intake_clients, config.round_seconds, name)
                 results[name].append(result)
                 p95 = percentiles(result.latencies)[95] * 1000
                 progress.log(
@@ -241,7 +239,7 @@ async def intake_throughput(ctx: BenchContext) -> list[Figure]:
         for name, rounds in results.items()
     }
     details = {
-        "clients": dsr_config.clients,
+        "clients": config.intake_clients,
         "path": "HTTP app in process (httpx.ASGITransport) -> RequestController.submit -> DsrService.submit",
         "baseline": "bare Litestar app, same transport and database: parse the body, one INSERT into a table shaped "
         "like dsr_requests (same two indexes), commit",
@@ -252,7 +250,7 @@ async def intake_throughput(ctx: BenchContext) -> list[Figure]:
     }
     return [
         Figure(
-            f"request intake, {dsr_config.clients} clients",
+            f"request intake, {config.intake_clients} clients",
             "ops/s",
             statistics.median(r.rate for r in results[APPLICATION]),
             statistics.median(r.rate for r in results[BARE]),
@@ -263,7 +261,7 @@ async def intake_throughput(ctx: BenchContext) -> list[Figure]:
             details=details,
         ),
         Figure(
-            f"request intake p95, {dsr_config.clients} clients",
+            f"request intake p95, {config.intake_clients} clients",
             "ms",
             latency[APPLICATION][95],
             latency[BARE][95],

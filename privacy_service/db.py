@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as SqlAlchemyAsyncSession
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, class_mapper
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.selectable import CTE, HasCTE
@@ -184,10 +184,46 @@ def _defaults(model: type[SQLModel]) -> dict[str, Any]:
     return defaults
 
 
+_Model = TypeVar("_Model", bound=SQLModel)
+
+
+def new_row(model: type[_Model], values: dict[str, Any]) -> _Model:
+    """A new, unsaved instance of table model ``model``: ``values`` over the model's defaults.
+
+    Built the way SQLAlchemy builds a row it loads (values straight into the instance's dict), not
+    through the constructor: SQLModel's sets every field of a table model through both SQLAlchemy's
+    and pydantic's ``__setattr__`` (and validates none), which cost intake more than building its
+    whole statement. Later assignments go through the instrumented attributes as usual. Every
+    column without a constant default must be given.
+    """
+    missing = _required(model) - values.keys()
+    if missing:
+        raise TypeError(f"{model.__name__}: no value for " + ", ".join(sorted(missing)))
+    # class_mapper configures the mappers first if they are not yet (the constructor would).
+    instance: _Model = class_mapper(model).class_manager.new_instance()
+    instance.__dict__.update(_defaults(model) | values)
+    return instance
+
+
+@functools.cache
+def _required(model: type[SQLModel]) -> frozenset[str]:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    defaults = _defaults(model)
+    return frozenset(
+        column.key
+        for column in table.columns
+        if column.key not in defaults and not (column.primary_key and column.autoincrement is True)
+    )
+
+
 def column_values(instance: SQLModel) -> dict[str, Any]:
     """Every column of a new, unsaved model instance, as :func:`append_row` takes them."""
     table: Table = instance.__table__  # type: ignore[attr-defined]
-    return {column.key: getattr(instance, column.key) for column in table.columns}
+    values = instance.__dict__  # a new instance holds every column there (no lazy loads to trigger)
+    return {
+        column.key: values[column.key] if column.key in values else getattr(instance, column.key)
+        for column in table.columns
+    }
 
 
 def carry_appended_rows(

@@ -25,7 +25,7 @@ from privacy_service.clock import Clock, as_utc
 from privacy_service.config import Settings
 from privacy_service.crypto.fields import NORMALISERS, Binding, DataKey, DecryptionFailed, InvalidIdentifier
 from privacy_service.crypto.service import REQUEST, KeyService, KeyShredded
-from privacy_service.db import carry_appended_rows, column_values
+from privacy_service.db import carry_appended_rows, column_values, new_row
 from privacy_service.dsr import schemas
 from privacy_service.dsr.deadlines import DeadlineRules
 from privacy_service.dsr.flows import EXTENDABLE, OPEN, TRANSITIONS, IllegalTransition, Status, check
@@ -256,17 +256,20 @@ class DsrService:
             self.identity_limiter(bidx)
         now = self.clock.now()
         regime = body.regime or self.settings.dsr_default_regime
-        request = PrivacyRequest(
-            id=uuid.uuid4(),
-            type=body.type,
-            status=Status.RECEIVED,
-            regime=regime,
-            language=body.language,
-            identity_kind=kind,
-            identity_bidx=bidx,
-            received_at=now,
-            due_at=self.rules.due_at(regime, now),
-            acknowledged_at=now,
+        request = new_row(
+            PrivacyRequest,
+            {
+                "id": uuid.uuid4(),
+                "type": body.type,
+                "status": Status.RECEIVED,
+                "regime": regime,
+                "language": body.language,
+                "identity_kind": kind,
+                "identity_bidx": bidx,
+                "received_at": now,
+                "due_at": self.rules.due_at(regime, now),
+                "acknowledged_at": now,
+            },
         )
         key = await self.keys.create_key(self.session, request.id, REQUEST)
         request.identity_ct = key.seal(identity.encode(), self._binding(request, "identity"))

@@ -13,8 +13,10 @@ LANGUAGES = ("en", "zh")
 @lru_cache(maxsize=1)
 def _environment() -> Environment:
     # Plain-text mail: HTML escaping would corrupt it, and nothing rendered here is ever HTML.
+    # The templates ship with the package: no need to stat their files on every message.
     return Environment(
         loader=PackageLoader("privacy_service.notify", "templates"),
+        auto_reload=False,
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),

@@ -5,6 +5,7 @@ rolled back takes with it exactly the rows written inside it."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import bindparam, func
@@ -14,7 +15,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.audit import service as audit
 from privacy_service.audit.models import AuditEvent
 from privacy_service.audit.service import Actor
-from privacy_service.db import carry_appended_rows
+from privacy_service.db import carry_appended_rows, column_values, new_row
+from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.runtime import Runtime
 from privacy_service.subjects.models import Subject
 from privacy_service.subjects.schemas import SubjectCreate
@@ -193,3 +195,53 @@ async def test_a_query_parameter_named_like_a_carried_one_is_refused(runtime: Ru
             carry_appended_rows(session, query, {"_append_0_0_action": "x"})
         # Refused, the rows stay queued and are written at commit.
     assert await _actions(runtime) == ["test.clash"]
+
+
+def _new_request(**values: object) -> PrivacyRequest:
+    now = datetime.now(UTC)
+    fields: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "type": "access",
+        "status": "received",
+        "regime": "gdpr",
+        "language": "en",
+        "identity_kind": "email",
+        "identity_bidx": uuid.uuid4().bytes,
+        "received_at": now,
+        "due_at": now + timedelta(days=30),
+    }
+    return new_row(PrivacyRequest, fields | values)
+
+
+def test_new_row_fills_defaults_and_refuses_a_missing_required_column() -> None:
+    request = _new_request()
+    assert request.code_attempts == 0
+    assert request.subject_id is None
+    assert column_values(request)["code_attempts"] == 0
+    request.status = "awaiting_verification"  # assignments go through the instrumented attribute
+    assert column_values(request)["status"] == "awaiting_verification"
+    with pytest.raises(TypeError, match="due_at"):
+        new_row(PrivacyRequest, {"id": uuid.uuid4(), "type": "access"})
+
+
+async def test_a_row_built_by_new_row_is_saved_like_one_built_by_its_constructor(runtime: Runtime) -> None:
+    # Built without the constructor, the instance is still an ordinary pending object for the ORM.
+    built = _new_request(status="awaiting_review")
+    constructed = PrivacyRequest(**column_values(_new_request(status="awaiting_review")))
+    async with runtime.db.transaction() as session:
+        session.add(built)
+        session.add(constructed)
+    async with runtime.db.transaction() as session:
+        rows = {
+            row.id: row
+            for row in (
+                await session.exec(select(PrivacyRequest).where(col(PrivacyRequest.id).in_([built.id, constructed.id])))
+            ).all()
+        }
+    assert rows.keys() == {built.id, constructed.id}
+    saved, reference = rows[built.id], rows[constructed.id]
+    skip = {"id", "identity_bidx", "received_at", "due_at"}
+    assert {k: v for k, v in column_values(saved).items() if k not in skip} == {
+        k: v for k, v in column_values(reference).items() if k not in skip
+    }
+    assert saved.due_at == built.due_at
