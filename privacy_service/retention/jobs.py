@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import msgspec
 import structlog
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -212,6 +212,7 @@ class StartedRun:
     _engine: RetentionEngine | None = None
     _totals: dict[str, int] = field(default_factory=dict)
     _saved_at: float = 0.0
+    _connection: AsyncConnection | None = None
 
     @property
     def engine(self) -> RetentionEngine:
@@ -229,14 +230,44 @@ class StartedRun:
         return self._engine
 
     @asynccontextmanager
+    async def _batch_connection(self) -> AsyncIterator[None]:
+        """The connection every batch of the purge runs on, one after the other.
+
+        On PostgreSQL its commits do not wait for the WAL flush: a batch lost in a server crash
+        loses its deletes, its report update and its audit events together, and the next run redoes
+        it; nothing is ever reported done that was not. Set once for the run (per batch it cost a
+        round trip each) and reset before the connection goes back to the pool.
+        """
+        postgres = not self.runtime.settings.is_sqlite
+        async with self.runtime.db.engine.connect() as connection:
+            if postgres:
+                await connection.exec_driver_sql("SET synchronous_commit TO OFF")
+                await connection.commit()
+            self._connection = connection
+            try:
+                yield
+            finally:
+                self._connection = None
+                if postgres:
+                    try:
+                        await connection.rollback()
+                        await connection.exec_driver_sql("RESET synchronous_commit")
+                        await connection.commit()
+                    except (SQLAlchemyError, OSError):
+                        await connection.invalidate()  # never back to the pool with the setting on
+
+    @asynccontextmanager
     async def _batch(self) -> AsyncIterator[AsyncSession]:
-        """One batch's transaction. On PostgreSQL its commit does not wait for the WAL flush: a
-        batch lost in a server crash loses its deletes, its report update and its audit events
-        together, and the next run redoes it. Nothing is ever reported done that was not."""
-        async with self.runtime.db.transaction() as session:
-            if not self.runtime.settings.is_sqlite:
-                await session.exec(text("SET LOCAL synchronous_commit TO OFF"))  # type: ignore[call-overload]
-            yield session
+        """One batch's transaction, on the run's batch connection: commit if it succeeds."""
+        if self._connection is None:
+            raise RuntimeError("a purge batch runs inside _batch_connection()")
+        async with AsyncSession(bind=self._connection, expire_on_commit=False) as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
 
     # -- the report ------------------------------------------------------------------------
 
@@ -459,6 +490,10 @@ class StartedRun:
         )
 
     async def _purge(self, progress: Progress | None) -> None:
+        async with self._batch_connection():
+            await self._purge_batches(progress)
+
+    async def _purge_batches(self, progress: Progress | None) -> None:
         engine = self.engine
         if progress is not None:
             progress.stage("purging: records")

@@ -26,6 +26,7 @@ from privacy_service.config import Settings
 from privacy_service.crypto.models import DataKeyRow
 from privacy_service.retention.jobs import RunOptions, run_purge
 from privacy_service.retention.models import LegalHold, RetentionAggregate, RetentionRun
+from privacy_service.retention.service import RetentionEngine
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.models import Record, Subject
 from privacy_service.subjects.service import Retention
@@ -230,6 +231,34 @@ async def test_api_serves_reads_and_writes_during_a_purge(
     assert result.status == "completed", result
     assert during >= 3, "the purge finished before the API was exercised alongside it"
     assert entry(result, "records:user.device").purged == 20 * 30 - 30  # the held subject's stay
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_batches_commit_without_waiting_for_the_wal_and_the_pool_gets_the_setting_back(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await scenario(runtime, subjects=4, records=5)
+    seen: list[str] = []
+    original = RetentionEngine.purge_record_range
+
+    async def spying(self: RetentionEngine, session: Any, *args: Any) -> Any:
+        seen.append((await session.exec(text("SHOW synchronous_commit"))).one()[0])
+        return await original(self, session, *args)
+
+    monkeypatch.setattr(RetentionEngine, "purge_record_range", spying)
+    result = await run_purge(runtime, RunOptions(now=NOW, batch_size=3, force=True))
+    assert result.status == "completed", result
+    assert seen, "no batch ran"
+    assert set(seen) == {"off"}
+    # Every pooled connection (all checked out at once) is back to the server's default.
+    pool = runtime.settings.db_pool_size
+    connections = [await runtime.db.engine.connect() for _ in range(pool)]
+    try:
+        settings = {(await c.exec_driver_sql("SHOW synchronous_commit")).scalar_one() for c in connections}
+    finally:
+        for connection in connections:
+            await connection.close()
+    assert settings == {"on"}
 
 
 # -- crash and rerun -------------------------------------------------------------------------
