@@ -25,11 +25,12 @@ timings. The issue's targets apply to the largest size (1M); smaller sizes are f
 the linear-cost figure. RSS growth: the process's resident size sampled every 20 ms during a purge,
 peak minus the size before it (the largest over the pairs).
 
-Where a run's time goes at 1M (PostgreSQL 15, 2 cores): the deletes themselves about match the raw
-DELETE; on top come the plan (one grouped scan counting what every rule would do, needed for the
-safety thresholds before anything is purged and for the dry run's exact counts, ~1 s), a commit
-and an audit event per batch of ``PRIVACY_RETENTION_BATCH_SIZE`` rows, and ~0.3 s per run of fixed
-work (lock, run row, the small tables' steps, audit checkpoint).
+Where a run's time goes at 1M (PostgreSQL 15, 2 cores, 26 November 2026): the deletes themselves
+about match the raw DELETE; on top come the plan (one grouped scan counting what every rule would
+do, needed for the safety thresholds before anything is purged and for the dry run's exact counts,
+~0.17 s, plus ~0.05 s of table totals), a commit and an audit event per batch of
+``PRIVACY_RETENTION_BATCH_SIZE`` rows, and some fixed work per run (lock, run row, the small
+tables' steps, audit checkpoint).
 """
 
 from __future__ import annotations
