@@ -15,6 +15,8 @@ import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeoutError
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("privacy_service.errors")
@@ -172,6 +174,33 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     )
 
 
+RETRY_AFTER_SECONDS = "2"
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached or dropped the connection mid-request (a restart, a
+    failover), or the pool had no connection to give within its timeout: worth a retry."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, ConnectionError | SqlAlchemyTimeoutError | DisconnectionError)
+
+
+def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """503 with Retry-After when the database is out of reach; anything else is an internal error."""
+    if not _database_unavailable(exc):
+        return internal_error_handler(request, exc)
+    # The type only: driver messages can carry SQL parameters.
+    log.warning("database_unavailable", error=type(exc).__name__)
+    return problem(
+        503,
+        "unavailable",
+        "Service unavailable",
+        "The database is not reachable right now; nothing was changed. Retry shortly.",
+        request,
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
 def too_deep_handler(request: Request[Any, Any, Any], _exc: RecursionError) -> Response[dict[str, Any]]:
     # The JSON decoder gives up on absurdly nested input before any handler runs.
     return problem(400, "bad-request", "Bad request", "The request body is nested too deeply.", request)
@@ -179,6 +208,10 @@ def too_deep_handler(request: Request[Any, Any, Any], _exc: RecursionError) -> R
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     RecursionError: too_deep_handler,
+    DBAPIError: unavailable_handler,
+    ConnectionError: unavailable_handler,
+    SqlAlchemyTimeoutError: unavailable_handler,
+    DisconnectionError: unavailable_handler,
     DomainError: domain_error_handler,
     HTTPException: http_error_handler,
     Exception: internal_error_handler,
