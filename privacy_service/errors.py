@@ -177,17 +177,26 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
 RETRY_AFTER_SECONDS = "2"
 
 
-def _database_unavailable(exc: BaseException) -> bool:
+# What a database out of reach raises (a DBAPIError only when it lost the connection).
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    DBAPIError,
+    ConnectionError,
+    SqlAlchemyTimeoutError,
+    DisconnectionError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
     """The database cannot be reached or dropped the connection mid-request (a restart, a
     failover), or the pool had no connection to give within its timeout: worth a retry."""
     if isinstance(exc, DBAPIError):
         return bool(exc.connection_invalidated)
-    return isinstance(exc, ConnectionError | SqlAlchemyTimeoutError | DisconnectionError)
+    return isinstance(exc, UNAVAILABLE_ERRORS)
 
 
 def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """503 with Retry-After when the database is out of reach; anything else is an internal error."""
-    if not _database_unavailable(exc):
+    if not database_unavailable(exc):
         return internal_error_handler(request, exc)
     # The type only: driver messages can carry SQL parameters.
     log.warning("database_unavailable", error=type(exc).__name__)
@@ -208,10 +217,7 @@ def too_deep_handler(request: Request[Any, Any, Any], _exc: RecursionError) -> R
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     RecursionError: too_deep_handler,
-    DBAPIError: unavailable_handler,
-    ConnectionError: unavailable_handler,
-    SqlAlchemyTimeoutError: unavailable_handler,
-    DisconnectionError: unavailable_handler,
+    **dict.fromkeys(UNAVAILABLE_ERRORS, unavailable_handler),
     DomainError: domain_error_handler,
     HTTPException: http_error_handler,
     Exception: internal_error_handler,

@@ -30,7 +30,17 @@ from privacy_service.config import Settings
 from privacy_service.dsr import schemas
 from privacy_service.dsr.routes import export_download, kick_outbox, provide_dsr_service
 from privacy_service.dsr.service import DsrService
-from privacy_service.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, log_unhandled
+from privacy_service.errors import (
+    RETRY_AFTER_SECONDS,
+    UNAVAILABLE_ERRORS,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    database_unavailable,
+    log_unhandled,
+)
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.policy.pages import negotiate_language, respond
 from privacy_service.ratelimit import ip_rate_limit
@@ -284,6 +294,8 @@ def portal_error_page(request: AnyRequest, exc: Exception) -> Response[bytes]:
         status, headers = exc.status, dict(exc.headers or {})
     elif isinstance(exc, HTTPException):
         status, headers = exc.status_code, dict(exc.headers or {})
+    elif database_unavailable(exc):
+        status, headers = 503, {"Retry-After": RETRY_AFTER_SECONDS}
     else:
         status, headers = 500, {}
     if status >= 500:
@@ -322,5 +334,8 @@ def portal_router(settings: Settings, policy: PolicyDocument) -> Router:
         path="/",
         route_handlers=[PortalController],
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
-        exception_handlers=dict.fromkeys((DomainError, HTTPException, Exception), portal_error_page),
+        # The app's handlers for a database out of reach answer JSON: portal pages take them over too.
+        exception_handlers=dict.fromkeys(
+            (DomainError, HTTPException, *UNAVAILABLE_ERRORS, Exception), portal_error_page
+        ),
     )

@@ -7,6 +7,7 @@ as it happens); a dead one is replaced at checkout, so the next request succeeds
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from privacy_service.app import create_app
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.service import SubjectService
+from privacy_service.web.portal import TOKEN_COOKIE
 from tests.conftest import _dsn
 
 pytestmark = pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -70,6 +72,9 @@ async def test_an_unreachable_database_answers_503_with_retry_after(runtime: Run
                 await client.post("/v1/requests", json={"type": "access", "identity": {"email": "down@example.com"}}),
                 await client.get("/v1/subjects/00000000-0000-0000-0000-000000000000", headers=auth),
             ]
+            # A portal page says so as a page, in the visitor's language, never as JSON.
+            client.cookies.set(TOKEN_COOKIE, "psr_" + "x" * 40, path="/privacy")
+            page = await client.get(f"/privacy/requests/{uuid.uuid4()}", headers={"Accept-Language": "zh"})
     finally:
         await gone.close()
     for answer in answers:
@@ -81,6 +86,10 @@ async def test_an_unreachable_database_answers_503_with_retry_after(runtime: Run
         assert "down@example.com" not in answer.text
         assert "127.0.0.1" not in answer.text
         assert "Traceback" not in answer.text
+    assert page.status_code == 503, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["retry-after"] == "2"
+    assert "抱歉" in page.text
 
 
 async def test_a_connection_lost_mid_request_answers_503_and_the_next_request_succeeds(
