@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, text
 from sqlmodel import Field, SQLModel
 
 from privacy_service.db import UTCDateTime
@@ -48,7 +48,16 @@ class Subject(SQLModel, table=True):
 
 class Record(SQLModel, table=True):
     __tablename__ = "records"
-    __table_args__ = (Index("ix_records_subject_category", "subject_id", "category"),)
+    __table_args__ = (
+        Index("ix_records_subject_category", "subject_id", "category"),
+        # Restricted rows (kept under a legal duty after erasure) are found by their end date (0003).
+        Index(
+            "ix_records_restricted_until",
+            "retain_until",
+            postgresql_where=text("restricted"),
+            sqlite_where=text("restricted"),
+        ),
+    )
 
     id: uuid.UUID = Field(primary_key=True)
     subject_id: uuid.UUID = Field(sa_column=Column(ForeignKey("subjects.id"), nullable=False))
