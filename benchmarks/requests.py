@@ -512,7 +512,7 @@ async def erasure_latency(ctx: BenchContext) -> list[Figure]:
     figures: list[Figure] = []
     cases = [
         (behaviour, dsr_config.erase_runs, True),
-        # Records an AML duty keeps are re-sealed under the retention key, one by one: not flat.
+        # Records an AML duty keeps are each re-sealed under the retention key: not flat.
         (aml, 1, False),
     ]
     label = f"{dsr_config.records // 1000}k" if dsr_config.records >= 1000 else str(dsr_config.records)

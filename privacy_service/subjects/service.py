@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func
+from sqlalchemy import Table, bindparam, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -33,6 +33,14 @@ IDENTIFIERS = ("email", "phone", "external_id")
 LEGAL_HOLD_BASIS = "legal hold (kept for legal claims while the hold lasts, GDPR Art. 17(3)(e))"
 SUBJECTS = "subjects"
 RECORDS = "records"
+_RECORDS_TABLE: Table = Record.__table__  # type: ignore[attr-defined]
+# Erasure keeping a category: each kept record re-sealed under the retention key and restricted.
+_RESEAL = (
+    update(_RECORDS_TABLE)
+    .where(_RECORDS_TABLE.c.id == bindparam("record_id"))
+    .values(data_ct=bindparam("sealed"), restricted=True, retain_until=bindparam("until"))
+)
+_RESEAL_CHUNK = 1000
 
 _encode = msgspec.json.encode
 
@@ -342,18 +350,8 @@ class SubjectService:
             key = await self._key(subject_id)
             retention_key = await self.keys.create_key(self.session, subject_id, RETENTION)
             retained = self._retained_fields(subject, key, keep)
-            kept_records = (
-                await self.session.exec(
-                    select(Record).where(col(Record.subject_id) == subject_id, col(Record.category).in_(list(keep)))
-                )
-            ).all()
-            for row in kept_records:
-                binding = Binding(RECORDS, subject_id, row.id, "data")
-                plain = self._open(key, row.data_ct, binding)
-                row.data_ct = retention_key.seal(plain or b"{}", binding)
-                row.restricted, row.retain_until = True, keep[row.category].until
-                self.session.add(row)
-                kept_summary[row.category] = keep[row.category].basis
+            for category in await self._reseal_kept_records(subject_id, key, retention_key, keep):
+                kept_summary[category] = keep[category].basis
             if retained:
                 subject.retained_ct = retention_key.seal(
                     _encode(retained), Binding(SUBJECTS, subject.id, None, "retained")
@@ -389,6 +387,35 @@ class SubjectService:
         return schemas.ErasureReport(
             subject_id, subject.status, now, destroyed, records_deleted, False, kept=kept_summary
         )
+
+    async def _reseal_kept_records(
+        self, subject_id: uuid.UUID, key: DataKey, retention_key: DataKey, keep: Mapping[str, Retention]
+    ) -> set[str]:
+        """Re-seal the records of kept categories under the retention key and restrict them, in
+        chunks (rows, not ORM objects: one UPDATE executemany per chunk). Returns the categories
+        that had records."""
+        query = (
+            select(col(Record.id), col(Record.category), col(Record.data_ct))
+            .where(col(Record.subject_id) == subject_id, col(Record.category).in_(list(keep)))
+            .order_by(col(Record.id))
+            .limit(_RESEAL_CHUNK)
+        )
+        connection = await self.session.connection()
+        categories: set[str] = set()
+        after: uuid.UUID | None = None
+        while True:
+            rows = (await self.session.exec(query if after is None else query.where(col(Record.id) > after))).all()
+            if not rows:
+                return categories
+            resealed = []
+            for record_id, category, data_ct in rows:
+                binding = Binding(RECORDS, subject_id, record_id, "data")
+                plain = self._open(key, data_ct, binding)
+                sealed = retention_key.seal(plain or b"{}", binding)
+                resealed.append({"record_id": record_id, "sealed": sealed, "until": keep[category].until})
+                categories.add(category)
+            await connection.execute(_RESEAL, resealed)
+            after = rows[-1][0]
 
     def _retained_fields(
         self, subject: Subject, key: DataKey, keep: Mapping[str, Retention]

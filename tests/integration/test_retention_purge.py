@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 import msgspec
+import pytest
 from sqlmodel import col, select
 
 from privacy_service.crypto.fields import Binding
@@ -16,6 +17,8 @@ from privacy_service.dsr.models import PrivacyRequest, RequestTransition
 from privacy_service.notify.models import OutboxMessage
 from privacy_service.retention.service import RetentionEngine
 from privacy_service.runtime import Runtime
+from privacy_service.subjects import service as subjects_service
+from privacy_service.subjects.models import Record
 from privacy_service.subjects.service import Retention
 from tests.retention_support import (
     NOW,
@@ -247,3 +250,28 @@ async def test_the_plan_counts_the_same_whatever_order_it_tests_the_rules_in(run
     assert (device["selected"], device["skipped_hold"], device["purged"]) == (2, 1, 1)
     transaction = plans[0]["records:user.financial.transaction"]
     assert (transaction["selected"], transaction["skipped_hold"], transaction["skipped_legal_duty"]) == (2, 1, 1)
+
+
+async def test_erasure_reseals_every_kept_record_under_the_retention_key(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subjects_service, "_RESEAL_CHUNK", 2)  # five records: three chunks
+    subject = await add_subject(runtime, created_at=NOW - years(4), profile={"name": "Ivy"}, closed_at=NOW - years(1))
+    kept = {
+        await add_record(
+            runtime, subject, category="user.financial.transaction", created_at=NOW - years(3), data={"n": n}
+        ): n
+        for n in range(5)
+    }
+    gone = await add_record(runtime, subject, category="user.device", created_at=NOW - years(3))
+    until = NOW + years(4)
+    await restrict(runtime, subject, {"user.financial.transaction": Retention(AML, until)}, NOW)
+    async with runtime.db.transaction() as session:
+        rows = (await session.exec(select(Record).where(col(Record.subject_id) == subject))).all()
+        key = await runtime.keys.load_key(session, subject, RETENTION)
+    assert {row.id for row in rows} == set(kept), f"{gone} should be gone, every kept record there"
+    for row in rows:
+        assert row.restricted
+        assert row.retain_until == until
+        plain = key.open(row.data_ct, Binding("records", subject, row.id, "data"))
+        assert msgspec.json.decode(plain) == {"n": kept[row.id]}
