@@ -95,7 +95,7 @@ async def _outbox(out: Exposition, session: AsyncSession) -> None:
         "privacy_outbox_messages",
         "gauge",
         "Queued mail by status (pending/sending = backlog, dead = gave up).",
-        (({"status": s}, counts.get(s, 0)) for s in ("pending", "sending", "sent", "dead")),
+        (({"status": s}, counts.get(s, 0)) for s in ("pending", "sending", "sent", "dead", "dropped")),
     )
     out.family(
         "privacy_outbox_failed_attempts",

@@ -31,6 +31,7 @@ from privacy_service.dsr.deadlines import DeadlineRules
 from privacy_service.dsr.flows import EXTENDABLE, OPEN, TRANSITIONS, IllegalTransition, Status, check
 from privacy_service.dsr.models import PrivacyRequest, RequestTransition, record_transition
 from privacy_service.errors import Conflict, DataIntegrityError, Forbidden, Gone, InvalidInput, NotFound
+from privacy_service.notify.recipients import PHONE_ON_FILE
 from privacy_service.notify.service import enqueue
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.security import constant_time_equals
@@ -203,18 +204,35 @@ class DsrService:
             return None  # erased meanwhile: no address is left to write to
 
     async def _notify(
-        self, request: PrivacyRequest, key: DataKey, template: str, *, to: str | None = None, **context: Any
+        self,
+        request: PrivacyRequest,
+        key: DataKey,
+        template: str,
+        *,
+        to: str | None = None,
+        public: bool = False,
+        **context: Any,
     ) -> None:
-        """Queue mail about the request; ``to`` when the address was resolved earlier (before an erasure)."""
-        to = to or await self._recipient(request, key)
-        if to is None:
-            return
+        """Queue mail about the request; ``to`` when the address was resolved earlier (before an erasure).
+
+        ``public``: answering an unauthenticated caller (intake, resend). A phone identity's address
+        is then found at delivery (notify.recipients), so a known phone costs no more than an unknown
+        one here and the answer's timing tells nobody which numbers are customers.
+        """
+        recipient = None
+        if to is None and public and request.identity_kind == "phone":
+            recipient = PHONE_ON_FILE
+        elif to is None:
+            to = await self._recipient(request, key)
+            if to is None:
+                return
         actions = ACTIONS_ZH if request.language == "zh" else ACTIONS
         enqueue(
             self.session,
             template=template,
             language=request.language,
             to=to,
+            recipient=recipient,
             now=self.clock.now(),
             key=key,
             owner_id=request.id,
@@ -285,7 +303,7 @@ class DsrService:
         # An e-mail identity is its own recipient: no need to open what was just sealed.
         to = identity if kind == "email" else None
         minutes = self.settings.dsr_code_ttl_minutes
-        await self._notify(request, key, "verification_code", to=to, code=code, minutes=minutes)
+        await self._notify(request, key, "verification_code", to=to, public=True, code=code, minutes=minutes)
         # A new row nothing else in this transaction changes: a Core INSERT, not the unit of work.
         params = {f"new_{name}": value for name, value in column_values(request).items() if name != "duplicate_of"}
         params |= {"dup_bidx": bidx, "dup_type": body.type}
@@ -329,7 +347,8 @@ class DsrService:
         key = await self._request_key(request)
         code = self._new_code(request)
         self.session.add(request)
-        await self._notify(request, key, "verification_code", code=code, minutes=self.settings.dsr_code_ttl_minutes)
+        minutes = self.settings.dsr_code_ttl_minutes
+        await self._notify(request, key, "verification_code", public=True, code=code, minutes=minutes)
 
     # -- verification --------------------------------------------------------------------
 

@@ -24,10 +24,12 @@ from privacy_service.crypto.service import REQUEST, KeyService, KeyShredded
 from privacy_service.db import Database
 from privacy_service.notify.mailer import Mail, Mailer, MailError
 from privacy_service.notify.models import OutboxMessage
+from privacy_service.notify.recipients import NoRecipient, resolve
 from privacy_service.notify.service import payload_binding
 
 log = structlog.get_logger("privacy_service.notify")
 LEASE = timedelta(minutes=2)
+DROPPED = "dropped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class DeliveryResult:
     sent: int = 0
     retried: int = 0
     dead: int = 0
+    dropped: int = 0  # no recipient when delivered (see notify.recipients): never sent, not retried
 
 
 def backoff(attempts: int, base_seconds: float = 30.0, cap_seconds: float = 6 * 3600) -> timedelta:
@@ -70,13 +73,16 @@ async def _open(keys: KeyService, db: Database, message: OutboxMessage) -> Mail:
             key = await keys.load_key(session, message.owner_id, REQUEST)
         raw = key.open(raw, payload_binding(message.owner_id, message.id))
     data = msgspec.json.decode(raw)
-    return Mail(to=data["to"], subject=data["subject"], body=data["body"])
+    to = data["to"]
+    if to is None:
+        to = await resolve(db, keys, str(data.get("recipient")), message.owner_id)
+    return Mail(to=to, subject=data["subject"], body=data["body"])
 
 
 async def deliver_pending(
     db: Database, keys: KeyService, mailer: Mailer, clock: Clock, *, batch: int = 50, max_attempts: int = 8
 ) -> DeliveryResult:
-    sent = retried = dead = 0
+    sent = retried = dead = dropped = 0
     for message_id in await _claim(db, clock, batch):
         async with db.transaction() as session:
             message = await session.get(OutboxMessage, message_id)
@@ -91,12 +97,17 @@ async def deliver_pending(
         except (KeyShredded, DecryptionFailed) as exc:
             # The owner was erased or the payload is damaged: this message can never be sent.
             error, permanent = type(exc).__name__, True
+        except NoRecipient:
+            error = DROPPED  # nobody to write to (an unknown phone): expected, not a failure
         async with db.transaction() as session:
             message = await session.get(OutboxMessage, message_id)
             if message is None:
                 continue
             now = clock.now()
-            if error is None:
+            if error == DROPPED:
+                message.status, message.payload = DROPPED, None
+                dropped += 1
+            elif error is None:
                 message.status, message.sent_at, message.payload = "sent", now, None
                 sent += 1
             else:
@@ -118,4 +129,4 @@ async def deliver_pending(
                     message.status, message.next_attempt_at = "pending", now + backoff(message.attempts)
                     retried += 1
             session.add(message)
-    return DeliveryResult(sent, retried, dead)
+    return DeliveryResult(sent, retried, dead, dropped)

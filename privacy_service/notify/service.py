@@ -26,16 +26,23 @@ def enqueue(
     *,
     template: str,
     language: str,
-    to: str,
+    to: str | None,
     now: datetime,
     key: DataKey | None = None,
     owner_id: uuid.UUID | None = None,
+    recipient: str | None = None,
     **context: Any,
 ) -> uuid.UUID:
-    """Render and store a message. With ``key`` (the owner's), the payload is sealed at rest."""
+    """Render and store a message. With ``key`` (the owner's), the payload is sealed at rest.
+
+    Either ``to`` or ``recipient``: a rule of :mod:`notify.recipients` that finds the address when
+    the message is delivered (the same work at queue time whoever it turns out to reach).
+    """
+    if (to is None) == (recipient is None):
+        raise ValueError("give either an address or a recipient rule")
     subject, body = render(template, language, **context)
     message_id = uuid.uuid4()
-    payload = msgspec.json.encode({"to": to, "subject": subject, "body": body})
+    payload = msgspec.json.encode({"to": to, "recipient": recipient, "subject": subject, "body": body})
     if key is not None:
         if owner_id is None:
             raise ValueError("a sealed message needs its owner id")

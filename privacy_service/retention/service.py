@@ -1194,7 +1194,7 @@ class RetentionEngine:
     ) -> tuple[Tally, uuid.UUID | None]:
         tally = Tally()
         cutoff = self.now - timedelta(days=self.settings.retention_outbox_max_age_days)
-        old = and_(col(OutboxMessage.status).in_(["sent", "dead"]), col(OutboxMessage.created_at) <= cutoff)
+        old = and_(col(OutboxMessage.status).in_(["sent", "dead", "dropped"]), col(OutboxMessage.created_at) <= cutoff)
         query = select(col(OutboxMessage.id)).where(old)
         if after is not None:
             query = query.where(col(OutboxMessage.id) > after)

@@ -102,11 +102,23 @@ async def test_a_phone_identity_is_written_to_at_the_address_on_file(
 ) -> None:
     await make_subject(client, auth, email=EMAIL, phone=PHONE, profile=PROFILE)
     request_id = await submit(client, {"phone": PHONE}, "access")
-    await submit(client, {"phone": "+447911123457"}, "access")  # nobody's number: no mail at all
-    await deliver(runtime)
+    nobody = await submit(client, {"phone": "+447911123457"}, "access")  # nobody's number: no mail at all
+    # Both codes were queued alike, without an address: it is found when the mail is delivered.
+    queued = await outbox(runtime)
+    assert len(queued) == 2
+    result = await deliver_pending(runtime.db, runtime.keys, runtime.mailer, runtime.clock)
+    assert (result.sent, result.dropped, result.dead, result.retried) == (1, 1, 0, 0)
     (message,) = mail.messages
     assert message["To"] == EMAIL
     assert "447911123456" not in message.as_string()
+    dropped = [row for row in await outbox(runtime) if uuid.UUID(str(row["owner_id"])) == uuid.UUID(nobody)]
+    assert [(row["status"], row["payload"]) for row in dropped] == [("dropped", None)]
+    # A resend (public too) reaches the same address the same way.
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=2)):
+        resent = await client.post(f"/v1/requests/{request_id}/resend")
+        assert resent.status_code == 202, resent.text
+        await deliver(runtime)
+    assert [m["To"] for m in mail.messages] == [EMAIL, EMAIL]
     verified = await client.post(f"/v1/requests/{request_id}/verify", json={"code": code_from(mail, EMAIL)})
     assert verified.json()["status"] == "completed"
 
