@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import DateTime, Select, Table, bindparam, event, insert, literal_column, select
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as SqlAlchemyAsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, class_mapper
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -111,9 +111,10 @@ class Database:
         self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit if the block succeeds, roll back if it raises."""
-        async with self.sessionmaker() as session:
+    async def transaction(self, bind: AsyncConnection | None = None) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commit if the block succeeds, roll back if it raises. ``bind``: on a
+        connection the caller holds (one after another on it), not one from the pool."""
+        async with self.sessionmaker() if bind is None else self.sessionmaker(bind=bind) as session:
             try:
                 yield session
                 await session.commit()

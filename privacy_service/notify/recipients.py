@@ -18,6 +18,7 @@ from privacy_service.crypto.service import PRIMARY, KeyService
 from privacy_service.db import Database
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.subjects.models import Subject, SubjectStatus
+from privacy_service.subjects.service import SUBJECTS
 
 PHONE_ON_FILE = "phone_on_file"
 
@@ -41,4 +42,4 @@ async def resolve(db: Database, keys: KeyService, rule: str, owner_id: uuid.UUID
         if subject is None or subject.email_ct is None:
             raise NoRecipient("no customer with an e-mail on file holds this phone")
         key = await keys.load_key(session, subject.id, PRIMARY)
-    return key.open(subject.email_ct, Binding("subjects", subject.id, None, "email")).decode()
+    return key.open(subject.email_ct, Binding(SUBJECTS, subject.id, None, "email")).decode()

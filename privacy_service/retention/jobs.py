@@ -261,13 +261,8 @@ class StartedRun:
         """One batch's transaction, on the run's batch connection: commit if it succeeds."""
         if self._connection is None:
             raise RuntimeError("a purge batch runs inside _batch_connection()")
-        async with AsyncSession(bind=self._connection, expire_on_commit=False) as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        async with self.runtime.db.transaction(bind=self._connection) as session:
+            yield session
 
     # -- the report ------------------------------------------------------------------------
 
