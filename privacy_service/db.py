@@ -9,10 +9,13 @@ with ``pg_dump --exclude-schema=keystore``; see the README's threat model).
 from __future__ import annotations
 
 import functools
+import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import DateTime, Select, Table, bindparam, event, insert, literal_column, select
@@ -61,8 +64,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         keystore = settings.resolved_keystore_path
         for path in (data_path, keystore):
             if path is not None and str(path) != ":memory:":
-                # The data directory is private: the database files inherit no wider access.
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                make_private(path)
         engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -90,6 +92,21 @@ def make_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkout", _discard_closed)
     return engine
+
+
+def make_private(path: Path) -> None:
+    """Create a SQLite file 0600 in a 0700 directory, whatever existed before (``make run`` does
+    ``mkdir -p var`` with the umask's 0755). SQLite gives its -wal/-journal files the main file's mode.
+
+    A shared sticky directory such as /tmp is left as it is: tightening it would break the machine.
+    """
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = directory.stat()
+    if info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX:
+        directory.chmod(0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    path.chmod(0o600)
 
 
 def _discard_closed(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:

@@ -149,6 +149,25 @@ async def test_db_upgrade_and_operator_lifecycle(tmp_path: Path) -> None:
     assert await _authenticates(settings, key) is None
 
 
+def test_db_upgrade_makes_private_files_in_an_existing_directory(tmp_path: Path) -> None:
+    """`make run` does `mkdir -p var` (0755 under the usual umask) before `db upgrade`: the database
+    files must still be 0600 and the directory 0700, and a file left 0644 by an old version is tightened."""
+    data_dir = tmp_path / "var"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    (data_dir / "privacy-keys.db").touch(mode=0o644)
+    (data_dir / "privacy-keys.db").chmod(0o644)
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{data_dir}/privacy.db",
+        keyring_path=tmp_path / "keyring.json",
+        policy_dir=ROOT / "policies",
+    )
+    ok(cli(settings, "db", "upgrade"))
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("privacy.db", "privacy-keys.db"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+
+
 async def _create_subjects(client: AsyncClient, auth: dict[str, str], count: int) -> dict[str, str]:
     emails: dict[str, str] = {}
     for i in range(count):
