@@ -41,6 +41,7 @@ from privacy_service.db import UTCDateTime
 from privacy_service.errors import Conflict, InvalidInput, NotFound
 from privacy_service.notify.models import OutboxMessage
 from privacy_service.policy.document import PolicyDocument
+from privacy_service.spreadsheet import csv_cell
 from privacy_service.subjects.models import Record, Subject
 from privacy_service.subjects.schemas import Language
 
@@ -104,7 +105,7 @@ def human_span(delta: timedelta) -> str:
 
 
 def _cell(value: Any) -> str:
-    """A CSV cell; text that a spreadsheet would run as a formula is quoted with a leading apostrophe."""
+    """A register cell: dates, flags and lists spelled out, then neutralised (``spreadsheet.csv_cell``)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -112,9 +113,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, list | tuple):
-        return "; ".join(str(item) for item in value)
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+        return csv_cell("; ".join(str(item) for item in value))
+    return csv_cell(value)
 
 
 REGISTER_COLUMNS = (

@@ -6,7 +6,6 @@ its own short transaction, so a subject with 10,000 records costs the memory of 
 
 from __future__ import annotations
 
-import csv
 import io
 import uuid
 import zipfile
@@ -21,6 +20,7 @@ from privacy_service.crypto.fields import Binding, DataKey
 from privacy_service.crypto.service import KeyService
 from privacy_service.db import Database
 from privacy_service.dsr.models import PrivacyRequest
+from privacy_service.spreadsheet import csv_text
 from privacy_service.subjects.models import Record
 from privacy_service.subjects.schemas import SubjectOut
 from privacy_service.subjects.service import RECORDS
@@ -121,9 +121,8 @@ class _Sink(io.RawIOBase):
 
 
 def _csv_bytes(rows: list[list[Any]]) -> bytes:
-    text = io.StringIO()
-    csv.writer(text).writerows(rows)
-    return text.getvalue().encode()
+    # The customer opens these in a spreadsheet: their own data must not run there as formulas.
+    return csv_text(rows).encode()
 
 
 async def zip_export(
