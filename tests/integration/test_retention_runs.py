@@ -22,6 +22,7 @@ from sqlalchemy import Table, delete, insert, text
 from sqlalchemy import select as core_select
 from sqlmodel import col, select
 
+from privacy_service.audit.models import AuditEvent
 from privacy_service.config import Settings
 from privacy_service.crypto.models import DataKeyRow
 from privacy_service.retention.jobs import RunOptions, run_purge
@@ -287,6 +288,22 @@ async def progress_of(runtime: Runtime) -> tuple[str | None, int]:
     return run.status, sum(totals.get(k, 0) for k in ("purged", "anonymised", "restricted"))
 
 
+async def records_reported_and_audited(runtime: Runtime, status: str = "running") -> tuple[int, int]:
+    """(records purged or anonymised according to the run's report, and according to its audit events)."""
+    async with runtime.db.transaction() as session:
+        run = (await session.exec(select(RetentionRun).where(col(RetentionRun.status) == status))).one()
+        events = (
+            await session.exec(select(AuditEvent).where(col(AuditEvent.action) == "retention.records.purged"))
+        ).all()
+    reported = sum(
+        rule["counts"]["purged"] + rule["counts"]["anonymised"]
+        for rule in run.report.get("rules", [])
+        if rule["key"].startswith("records:")
+    )
+    audited = sum(sum(e.detail["rules"].values()) for e in events if e.detail.get("run_id") == str(run.id))
+    return reported, audited
+
+
 async def test_a_killed_run_is_finished_by_the_next_one(settings: Settings, runtime: Runtime) -> None:
     await scenario(runtime, subjects=10, records=150)
     dataset = await dump(runtime)
@@ -312,6 +329,10 @@ async def test_a_killed_run_is_finished_by_the_next_one(settings: Settings, runt
     status, _ = await progress_of(runtime)
     assert status == "running"
     assert await state(runtime) != expected
+    # The killed run's row reports exactly what its committed batches did, as their audit events say.
+    reported, audited = await records_reported_and_audited(runtime)
+    assert audited > 0
+    assert reported == audited
 
     rerun = cli(settings, "purge", "--now", NOW.isoformat(), "--force")
     assert rerun.returncode == 0, rerun.stderr
@@ -319,6 +340,8 @@ async def test_a_killed_run_is_finished_by_the_next_one(settings: Settings, runt
     async with runtime.db.transaction() as session:
         runs = (await session.exec(select(RetentionRun.status).order_by(col(RetentionRun.started_at)))).all()
     assert list(runs)[-2:] == ["interrupted", "completed"]
+    # Marked interrupted, the dead run still reports what it did (not "purged: 0").
+    assert await records_reported_and_audited(runtime, status="interrupted") == (reported, audited)
 
 
 # -- the worker's schedule ---------------------------------------------------------------------
