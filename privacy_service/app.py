@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from litestar import Litestar, Request
+from litestar import Litestar, Request, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             title="privacy-service",
             version=__version__,
             description="Encrypted PII vault and privacy-rights service for a digital wallet.",
+            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
         ),
         state=State(
             {

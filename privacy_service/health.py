@@ -9,12 +9,17 @@ from litestar import Request, Response, get
 from privacy_service.errors import problem
 
 
-@get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+@get("/healthz", tags=["ops"], opt={"public": True}, summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["ops"], opt={"problems": (503,)}, summary="Readiness: database, keys and policy usable")
+@get(
+    "/readyz",
+    tags=["ops"],
+    opt={"public": True, "problems": (503,)},
+    summary="Readiness: database, keys and policy usable",
+)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     state = request.app.state
     checks: dict[str, str] = {}

@@ -214,7 +214,7 @@ async def _retention(out: Exposition, session: AsyncSession) -> None:
     "/metrics",
     tags=["ops"],
     media_type=MediaType.TEXT,
-    opt={"problems": (401,)},
+    opt={"credential": "the metrics token (PRIVACY_METRICS_TOKEN)", "problems": (401,)},
     summary="Prometheus metrics (no personal data)",
 )
 async def metrics(request: Request[Any, Any, Any]) -> Response[str]:

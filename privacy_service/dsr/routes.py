@@ -19,13 +19,16 @@ from privacy_service.dsr import schemas
 from privacy_service.dsr.export import json_export, zip_export
 from privacy_service.dsr.flows import Status
 from privacy_service.dsr.service import TOKEN_PREFIX, DsrService
-from privacy_service.errors import Forbidden, Unauthenticated, problem
+from privacy_service.errors import Unauthenticated, problem
 from privacy_service.operators.guards import bearer_key, current_operator, operator_guard
 from privacy_service.ratelimit import Limit, ip_rate_limit
 
 MANAGE = {"scopes": {"requests:manage"}}
-# Authorised in the handler (see authorise): documented with the 401/403 it can answer.
-TOKEN_OR_OPERATOR = {"problems": (401, 403)}
+PUBLIC = {"public": True}
+# Authorised in the handler (see authorise): the request's own subject token, or an operator key with
+# these scopes. The export is the subject's personal data: an operator needs subjects:export for it.
+TOKEN_OR_MANAGE = {"subject_token": True, "scopes": {"requests:manage"}}
+TOKEN_OR_EXPORT = {"subject_token": True, "scopes": {"subjects:export"}, "pii": True}
 
 
 async def provide_dsr_service(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> DsrService:
@@ -58,16 +61,14 @@ def kick_outbox(request: Request[Any, Any, Any]) -> BackgroundTask:
 
 
 async def authorise(request: Request[Any, Any, Any], service: DsrService, request_id: uuid.UUID) -> None:
-    """Either the request's own subject token or an operator key with requests:manage."""
+    """Either the request's own subject token or an operator key with the route's scopes."""
     credential = bearer_key(request)
     if credential is None:
         raise Unauthenticated("send the request token (or an operator key) as 'Authorization: Bearer ...'")
     if credential.startswith(TOKEN_PREFIX):
         await service.authorise_token(request_id, credential)
         return
-    await operator_guard(request, request.route_handler)
-    if "requests:manage" not in current_operator(request).scopes:
-        raise Forbidden("this key lacks the scope(s): requests:manage")
+    await operator_guard(request, request.route_handler)  # checks the handler's declared scopes
     service.actor = current_operator(request).actor
 
 
@@ -97,7 +98,7 @@ class RequestController(Controller):
     tags = ["requests"]  # noqa: RUF012 - Litestar reads these class attributes
     dependencies = {"service": Provide(provide_dsr_service)}  # noqa: RUF012
 
-    @post("/", status_code=HTTP_202_ACCEPTED, guards=[ip_rate_limit("intake")], summary="Submit a request")
+    @post("/", status_code=HTTP_202_ACCEPTED, guards=[ip_rate_limit("intake")], opt=PUBLIC, summary="Submit a request")
     async def submit(
         self,
         request: Request[Any, Any, Any],
@@ -107,7 +108,13 @@ class RequestController(Controller):
         accepted = await service.submit(data)
         return Response(accepted, status_code=HTTP_202_ACCEPTED, background=kick_outbox(request))
 
-    @post("/{request_id:uuid}/verify", status_code=HTTP_200_OK, guards=[ip_rate_limit("verify")], summary="Verify")
+    @post(
+        "/{request_id:uuid}/verify",
+        status_code=HTTP_200_OK,
+        guards=[ip_rate_limit("verify")],
+        opt=PUBLIC,
+        summary="Verify",
+    )
     async def verify(
         self,
         request: Request[Any, Any, Any],
@@ -133,6 +140,7 @@ class RequestController(Controller):
         "/{request_id:uuid}/resend",
         status_code=HTTP_202_ACCEPTED,
         guards=[ip_rate_limit("resend")],
+        opt=PUBLIC,
         summary="Resend code",
     )
     async def resend(
@@ -144,7 +152,7 @@ class RequestController(Controller):
     @get(
         "/{request_id:uuid}",
         guards=[ip_rate_limit("verify")],
-        opt=TOKEN_OR_OPERATOR,
+        opt=TOKEN_OR_MANAGE,
         summary="Request status (subject token or operator)",
     )
     async def status(
@@ -156,7 +164,7 @@ class RequestController(Controller):
     @get(
         "/{request_id:uuid}/export",
         guards=[ip_rate_limit("download")],
-        opt=TOKEN_OR_OPERATOR,
+        opt=TOKEN_OR_EXPORT,
         summary="Download the answer (streamed)",
     )
     async def export(

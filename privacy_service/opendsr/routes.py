@@ -98,7 +98,11 @@ class OpenDsrController(Controller):
     ) -> Response[schemas.StatusView]:
         return Response(await service.cancel(request_id), status_code=HTTP_202_ACCEPTED, headers=_headers(request))
 
-    @get(["/discovery", "/v2/discovery", "/v1/discovery"], summary="What this processor supports (OpenDSR)")
+    @get(
+        ["/discovery", "/v2/discovery", "/v1/discovery"],
+        opt={"public": True},
+        summary="What this processor supports (OpenDSR)",
+    )
     async def discovery(self, request: Request[Any, Any, Any]) -> Response[schemas.Discovery]:
         return Response(discovery(request.app.state.runtime.settings), headers=_headers(request))
 

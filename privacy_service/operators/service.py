@@ -26,6 +26,10 @@ from privacy_service.security import constant_time_equals
 SCOPES = (
     "subjects:read",
     "subjects:write",
+    # The answer to an access request (the full export), fetched with an operator key: granted deliberately.
+    "subjects:export",
+    # Erasing data a legal duty keeps (with a written reason, audited): granted deliberately.
+    "subjects:erase-override",
     "requests:manage",
     "retention:run",
     "breaches:manage",
@@ -33,6 +37,16 @@ SCOPES = (
     "keys:manage",
     "systems:manage",
 )
+# Only these scopes let an operator key receive decrypted personal data.
+READING_SCOPES = frozenset({"subjects:read", "subjects:export"})
+# Every route declares who may call it in its ``opt`` (tests/security/test_authorization_matrix.py walks
+# the route table and fails on a route without one):
+#   "scopes": {...}         an operator key holding every scope named (operator_guard checks it)
+#   "public": True          anyone, without a credential (rate-limited per client address where it does work)
+#   "subject_token": True   the data subject's own request token; with "scopes", also an operator key with them
+#   "credential": "<what>"  its own credential (a system's signature, the metrics token); operator keys do not apply
+#   "pii": True             answers decrypted personal data: an operator key needs a reading scope for it
+ACCESS_KINDS = ("scopes", "public", "subject_token", "credential")
 KEY_PREFIX = "psk_"
 _KEY_SHAPE = re.compile(r"^psk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 _NAME_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$")

@@ -46,6 +46,7 @@ _RESPONSES = {
 class PolicyController(Controller):
     path = "/v1/policy"
     tags = ["policy"]  # noqa: RUF012 - Litestar reads these class attributes
+    opt = {"public": True}  # noqa: RUF012
 
     @get(
         "/",
@@ -120,7 +121,7 @@ class PolicyController(Controller):
 @get(
     "/.well-known/gpc.json",
     tags=["policy"],
-    opt={"problems": (404,)},
+    opt={"public": True, "problems": (404,)},
     summary="Global Privacy Control support, as the policy declares it",
 )
 async def gpc_json(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:

@@ -138,7 +138,7 @@ class SystemController(Controller):
         "/callbacks/{delivery_id:uuid}",
         status_code=HTTP_202_ACCEPTED,
         guards=[ip_rate_limit("callback")],
-        opt={"problems": (401, 413, 415)},
+        opt={"credential": "the system's signature", "problems": (401, 413, 415)},
         operation_class=CallbackOperation,
         summary="A system's signed answer (in_progress / completed / failed, optional access data)",
     )

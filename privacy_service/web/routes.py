@@ -60,15 +60,23 @@ from privacy_service.web.portal import (
     status_view,
 )
 
+PUBLIC = {"public": True}
 static_files = create_static_files_router(
     path="/static",
     directories=[STATIC],
     cache_control=CacheControlHeader(public=True, max_age=3600),
     include_in_schema=False,
+    opt={"public": True},
 )
 
 
-@get("/privacy", media_type=HTML_MEDIA_TYPE, tags=["policy"], summary="The privacy notice as an HTML page")
+@get(
+    "/privacy",
+    media_type=HTML_MEDIA_TYPE,
+    tags=["policy"],
+    opt={"public": True},
+    summary="The privacy notice as an HTML page",
+)
 async def privacy_page(
     request: Request[Any, Any, Any],
     lang: Annotated[str | None, QueryParameter(max_length=35, description="Language, e.g. en or zh")] = None,
@@ -160,13 +168,13 @@ class PortalController(Controller):
     include_in_schema = False
     dependencies = {"service": Provide(provide_dsr_service)}  # noqa: RUF012 - Litestar reads these class attributes
 
-    @get("/request")
+    @get("/request", opt=PUBLIC)
     async def request_form(self, request: AnyRequest) -> Response[bytes]:
         language = visitor_language(request, _policy(request).languages)
         values = {"language": language, "regime": _settings(request).dsr_default_regime}
         return _form_page(request, language, RequestForm(values=values))
 
-    @post("/request", guards=[ip_rate_limit("intake")])
+    @post("/request", guards=[ip_rate_limit("intake")], opt=PUBLIC)
     async def submit(self, request: AnyRequest, service: NamedDependency[DsrService]) -> Response[Any]:
         language = visitor_language(request, _policy(request).languages)
         form = parse_request_form(
@@ -181,13 +189,13 @@ class PortalController(Controller):
             return _form_page(request, language, form, status_code=422)
         return Redirect(request_path(accepted.id) + "/verify", status_code=303, background=kick_outbox(request))
 
-    @get("/requests/{request_id:str}/verify")
+    @get("/requests/{request_id:str}/verify", opt=PUBLIC)
     async def verify_form(self, request: AnyRequest, request_id: FromPath[str]) -> Response[bytes]:
         language = visitor_language(request, _policy(request).languages)
         notice = messages(language)["verify"]["resent"] if request.query_params.get("sent") == "1" else None
         return _verify_page(request, _request_id(request_id), language, notice=notice)
 
-    @post("/requests/{request_id:str}/verify", guards=[ip_rate_limit("verify")])
+    @post("/requests/{request_id:str}/verify", guards=[ip_rate_limit("verify")], opt=PUBLIC)
     async def verify(
         self, request: AnyRequest, request_id: FromPath[str], service: NamedDependency[DsrService]
     ) -> Response[Any]:
@@ -222,7 +230,7 @@ class PortalController(Controller):
             background=kick_outbox(request),
         )
 
-    @post("/requests/{request_id:str}/resend", guards=[ip_rate_limit("resend")])
+    @post("/requests/{request_id:str}/resend", guards=[ip_rate_limit("resend")], opt=PUBLIC)
     async def resend(
         self, request: AnyRequest, request_id: FromPath[str], service: NamedDependency[DsrService]
     ) -> Response[Any]:
@@ -240,7 +248,8 @@ class PortalController(Controller):
             )
         return Redirect(request_path(rid) + "/verify?sent=1", status_code=303, background=kick_outbox(request))
 
-    @get("/requests/{request_id:str}", guards=[ip_rate_limit("verify")])
+    # Without the request's token cookie it shows the locked verification page, nothing of the request.
+    @get("/requests/{request_id:str}", guards=[ip_rate_limit("verify")], opt=PUBLIC)
     async def status(
         self, request: AnyRequest, request_id: FromPath[str], service: NamedDependency[DsrService]
     ) -> Response[Any]:
@@ -259,7 +268,11 @@ class PortalController(Controller):
         context.update(title=messages(language)["status"]["title"], s=status_view(view, document, language))
         return render("portal/status.html", context, cookies=remember_language(request, language))
 
-    @get("/requests/{request_id:str}/export", guards=[ip_rate_limit("download")])
+    @get(
+        "/requests/{request_id:str}/export",
+        guards=[ip_rate_limit("download")],
+        opt={"subject_token": True, "pii": True},
+    )
     async def export(
         self,
         request: AnyRequest,
