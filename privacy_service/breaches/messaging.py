@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 import yaml
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -159,12 +159,35 @@ def authority_content(
     }
 
 
-@lru_cache(maxsize=1)
-def _documents() -> Environment:
+# Markdown passes raw HTML through to whatever renders it: every value written into the Markdown notice
+# has HTML's special characters as entities and Markdown's link, code, emphasis and table characters
+# backslash-escaped, so an incident text like "<script>" or "[x](javascript:...)" stays text.
+_MARKDOWN_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{char: "\\" + char for char in "\\`*_[]|~"}}
+)
+
+
+def markdown_text(value: object) -> str:
+    """``value`` as inert Markdown text."""
+    return str(value).translate(_MARKDOWN_ESCAPES)
+
+
+@lru_cache(maxsize=2)
+def _documents(fmt: str) -> Environment:
+    if fmt == "markdown":
+        return Environment(
+            loader=PackageLoader("privacy_service.breaches", "templates"),
+            undefined=StrictUndefined,
+            autoescape=False,  # noqa: S701 - Markdown, escaped by markdown_text on every output
+            finalize=markdown_text,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
     return Environment(
         loader=PackageLoader("privacy_service.breaches", "templates"),
         undefined=StrictUndefined,
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+        autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -243,7 +266,7 @@ def render_authority_notice(content: Mapping[str, Any], document: PolicyDocument
     """The notice as a document: ``fmt`` is ``html`` or ``markdown``; ``language`` en or zh."""
     language = language if language in labels() else "en"
     name = "authority_notice.html" if fmt == "html" else "authority_notice.md"
-    return _documents().get_template(name).render(**_document_context(content, document, language))
+    return _documents(fmt).get_template(name).render(**_document_context(content, document, language))
 
 
 # -- the subject notice (Art. 34(2)) --------------------------------------------------------------

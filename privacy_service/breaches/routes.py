@@ -83,7 +83,7 @@ class BreachController(Controller):
     async def register_csv(self, service: NamedDependency[BreachService]) -> Response[str]:
         return Response(
             await service.register_csv(),
-            media_type="text/csv; charset=utf-8",
+            media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="breach-register.csv"', "Cache-Control": "no-store"},
         )
 
@@ -176,7 +176,8 @@ class BreachController(Controller):
         if format == "json":
             return Response(notice.content)
         text = render_authority_notice(notice.content, request.app.state.policy, lang, format)
-        media_type = "text/html; charset=utf-8" if format == "html" else "text/markdown; charset=utf-8"
+        # Litestar adds "; charset=utf-8" to text/* itself.
+        media_type = "text/html" if format == "html" else "text/markdown"
         return Response(text, media_type=media_type, headers={"Content-Language": lang})
 
     @post(
