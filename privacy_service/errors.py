@@ -223,4 +223,16 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Exception: internal_error_handler,
 }
 
+def response_status(exc: BaseException) -> int:
+    """The status the handlers above answer ``exc`` with, for the access log: an exception raised by a
+    middleware (the portal's CSRF check) passes the logging middleware before it becomes a response."""
+    if isinstance(exc, RecursionError):
+        return 400
+    if isinstance(exc, DomainError):
+        return exc.status
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    return 503 if database_unavailable(exc) else 500
+
+
 __all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "problem"]

@@ -10,6 +10,8 @@ from typing import Any
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from privacy_service.errors import response_status
+
 log = structlog.get_logger("privacy_service.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -48,6 +50,9 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await app(scope, receive, send_tracking_status)
+            except Exception as exc:
+                status_holder["status"] = response_status(exc)
+                raise
             finally:
                 # The path holds opaque ids only; query strings (which may hold identifiers) are never logged.
                 log.info(
