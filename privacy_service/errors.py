@@ -223,6 +223,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Exception: internal_error_handler,
 }
 
+
 def response_status(exc: BaseException) -> int:
     """The status the handlers above answer ``exc`` with, for the access log: an exception raised by a
     middleware (the portal's CSRF check) passes the logging middleware before it becomes a response."""
