@@ -1,11 +1,16 @@
 """Field sealing (AES-256-GCM with AAD) and blind indexes.
 
-Ciphertext layout, version 1::
+Ciphertext layout (version 2, written; version 1, unpadded, still opens)::
 
-    0x01 | DEK id (16 bytes) | nonce (12 bytes) | ciphertext + GCM tag
+    0x02 | DEK id (16 bytes) | nonce (12 bytes) | AES-GCM(padded plaintext) + GCM tag
 
 The header is part of the AAD together with ``(table, subject id, record id, field)``, so a
-ciphertext moved to another row, subject or column, or sealed under another key, fails to open.
+ciphertext moved to another row, subject or column, or sealed under another key, fails to open;
+and a version-2 ciphertext relabelled version 1 (to pass its padding off as data) fails too.
+
+Version 2 pads the plaintext to a size bucket before sealing (:func:`bucket_size`), so a ciphertext's
+length tells someone holding only the database the bucket, not the exact length of an e-mail
+address, phone number or profile. Padding is ISO/IEC 7816-4: a 0x80 byte, then zero bytes.
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 
+import idna
 import phonenumbers
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from email_validator import EmailNotValidError, validate_email
 
-CIPHERTEXT_FORMAT = 1
+CIPHERTEXT_FORMAT = 2
+_UNPADDED_FORMAT = 1
+_FORMATS = frozenset({_UNPADDED_FORMAT, CIPHERTEXT_FORMAT})
+# Plaintext size buckets (bytes, the padding marker included): powers of two from 32 to 4096, then
+# multiples of 4096. A phone number or short e-mail address fills 32, a profile a few hundred bytes.
+PAD_MIN = 32
+PAD_STEP = 4096
 _HEADER_LEN = 1 + 16
 _NONCE_LEN = 12
 _MIN_LEN = _HEADER_LEN + _NONCE_LEN + 16
@@ -30,6 +42,25 @@ _SEP = b"\x1f"
 
 class DecryptionFailed(Exception):
     """A ciphertext is malformed, was tampered with, or is bound to another place or key."""
+
+
+def bucket_size(length: int) -> int:
+    """The padded size of a plaintext of ``length`` bytes (room for the 0x80 marker included)."""
+    needed = length + 1
+    if needed <= PAD_STEP:
+        return max(PAD_MIN, 1 << (needed - 1).bit_length())
+    return -(-needed // PAD_STEP) * PAD_STEP
+
+
+def _pad(plaintext: bytes) -> bytes:
+    return plaintext + b"\x80" + bytes(bucket_size(len(plaintext)) - len(plaintext) - 1)
+
+
+def _unpad(padded: bytes) -> bytes:
+    body = padded.rstrip(b"\x00")
+    if not body or body[-1] != 0x80:
+        raise DecryptionFailed("ciphertext padding is malformed")
+    return body[:-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,24 +101,25 @@ class DataKey:
     def seal(self, plaintext: bytes, binding: Binding) -> bytes:
         header = bytes([CIPHERTEXT_FORMAT]) + self.key_id.bytes
         nonce = secrets.token_bytes(_NONCE_LEN)
-        return header + nonce + self.aead.encrypt(nonce, plaintext, header + binding.aad())
+        return header + nonce + self.aead.encrypt(nonce, _pad(plaintext), header + binding.aad())
 
     def open(self, blob: bytes, binding: Binding) -> bytes:
-        if len(blob) < _MIN_LEN or blob[0] != CIPHERTEXT_FORMAT:
+        if len(blob) < _MIN_LEN or blob[0] not in _FORMATS:
             raise DecryptionFailed("unsupported or truncated ciphertext")
         header = blob[:_HEADER_LEN]
         if header[1:] != self.key_id.bytes:
             raise DecryptionFailed("ciphertext was sealed under another data key")
         nonce = blob[_HEADER_LEN : _HEADER_LEN + _NONCE_LEN]
         try:
-            return self.aead.decrypt(nonce, blob[_HEADER_LEN + _NONCE_LEN :], header + binding.aad())
+            plaintext = self.aead.decrypt(nonce, blob[_HEADER_LEN + _NONCE_LEN :], header + binding.aad())
         except InvalidTag:
             raise DecryptionFailed("ciphertext failed authentication") from None
+        return plaintext if header[0] == _UNPADDED_FORMAT else _unpad(plaintext)
 
 
 def key_id_of(blob: bytes) -> uuid.UUID:
     """The DEK id a ciphertext names (no decryption)."""
-    if len(blob) < _MIN_LEN or blob[0] != CIPHERTEXT_FORMAT:
+    if len(blob) < _MIN_LEN or blob[0] not in _FORMATS:
         raise DecryptionFailed("unsupported or truncated ciphertext")
     return uuid.UUID(bytes=blob[1:_HEADER_LEN])
 
@@ -97,11 +129,23 @@ class InvalidIdentifier(ValueError):
 
 
 def normalise_email(value: str) -> str:
+    """The one canonical form of an address: its blind index and what is stored and mailed.
+
+    The domain, given in Unicode or as punycode (``xn--``) in any case, becomes its IDNA 2008
+    U-label form, decoded from the A-label (so both spellings of one domain index alike); an ASCII
+    domain is only lower-cased. The local part is NFC-normalised and lower-cased.
+    """
     try:
         result = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError:
         raise InvalidIdentifier("not a valid e-mail address") from None
-    return result.normalized.lower()
+    domain = result.ascii_domain.lower()
+    if "xn--" in domain:
+        try:
+            domain = idna.decode(domain)
+        except idna.IDNAError:
+            raise InvalidIdentifier("not a valid internationalised e-mail domain") from None
+    return f"{result.local_part}@{domain}".lower()
 
 
 def normalise_phone(value: str) -> str:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from privacy_service.crypto.fields import (
     DataKey,
     DecryptionFailed,
     InvalidIdentifier,
+    bucket_size,
     key_id_of,
     normalise_email,
     normalise_external_id,
@@ -40,7 +42,7 @@ def test_seal_open_round_trip() -> None:
     assert KEY.open(SEALED, HOME) == PLAINTEXT
     assert PLAINTEXT not in SEALED
     assert key_id_of(SEALED) == KEY.key_id
-    assert SEALED[0] == 1  # format version
+    assert SEALED[0] == 2  # format version (padded)
     assert KEY.seal(PLAINTEXT, HOME) != SEALED  # fresh nonce every time
     empty = KEY.seal(b"", Binding("subjects", SUBJECT, None, "email"))
     assert KEY.open(empty, Binding("subjects", SUBJECT, None, "email")) == b""
@@ -89,7 +91,7 @@ def test_every_truncation_fails() -> None:
         KEY.open(SEALED + b"\x00", HOME)
 
 
-@pytest.mark.parametrize("fmt", [0, 2, 0x81, 0xFF])
+@pytest.mark.parametrize("fmt", [0, 3, 0x81, 0xFF])
 def test_unknown_format_byte_fails(fmt: int) -> None:
     with pytest.raises(DecryptionFailed, match="unsupported"):
         KEY.open(bytes([fmt]) + SEALED[1:], HOME)
@@ -247,3 +249,73 @@ def test_different_key_different_index() -> None:
 def test_blind_index_key_must_be_long() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         BlindIndexer(bytes(31))
+
+
+# -- padding (ciphertext format 2) ----------------------------------------------------------
+
+
+def _email(address: str) -> bytes:
+    return KEY.seal(address.encode(), Binding("subjects", SUBJECT, None, "email"))
+
+
+def test_emails_of_different_lengths_in_one_bucket_give_equal_length_ciphertexts() -> None:
+    """Someone holding only the database learns the bucket, not the length of the address."""
+    short, long = "al@example.com", "alexandra.smith@example.com"  # 14 and 27 bytes: bucket 32
+    assert bucket_size(len(short)) == bucket_size(len(long)) == 32
+    assert len(_email(short)) == len(_email(long))
+    # Profiles of different lengths, too.
+    profile = Binding("subjects", SUBJECT, None, "profile")
+    assert len(KEY.seal(b'{"name":"Al"}', profile)) == len(KEY.seal(b'{"name":"Alexandra Smith"}', profile))
+    # A different bucket is a different length (the bucket is all that shows).
+    assert len(_email("a" * 40 + "@example.com")) > len(_email(short))
+
+
+@pytest.mark.parametrize(
+    ("length", "bucket"),
+    [(0, 32), (31, 32), (32, 64), (63, 64), (64, 128), (4095, 4096), (4096, 8192), (10_000, 12_288)],
+)
+def test_bucket_sizes(length: int, bucket: int) -> None:
+    assert bucket_size(length) == bucket
+    assert len(KEY.seal(b"x" * length, HOME)) == 1 + 16 + 12 + bucket + 16
+
+
+def _seal_v1(key: DataKey, plaintext: bytes, binding: Binding) -> bytes:
+    """Format 1 as it was written before padding: header, nonce, AES-GCM of the bare plaintext."""
+    header = b"\x01" + key.key_id.bytes
+    nonce = bytes(range(12))
+    return header + nonce + AESGCM(key.material).encrypt(nonce, plaintext, header + binding.aad())
+
+
+def test_format_1_ciphertexts_still_open() -> None:
+    old = _seal_v1(KEY, PLAINTEXT, HOME)
+    assert KEY.open(old, HOME) == PLAINTEXT
+    assert key_id_of(old) == KEY.key_id
+    # Unpadded content that happens to end like padding is returned as it is.
+    tricky = b"ends like padding\x80\x00\x00"
+    assert KEY.open(_seal_v1(KEY, tricky, HOME), HOME) == tricky
+    with pytest.raises(DecryptionFailed):
+        KEY.open(old, Binding("records", OTHER_SUBJECT, RECORD, "data"))
+
+
+def test_a_padded_ciphertext_relabelled_format_1_fails() -> None:
+    """The version byte is authenticated: padding cannot be passed off as data."""
+    with pytest.raises(DecryptionFailed):
+        KEY.open(b"\x01" + SEALED[1:], HOME)
+
+
+def test_malformed_padding_under_a_valid_tag_fails() -> None:
+    header = b"\x02" + KEY.key_id.bytes
+    nonce = bytes(12)
+    for padded in (b"", b"no marker", b"data\x80\x00\x01", bytes(32)):
+        blob = header + nonce + KEY.aead.encrypt(nonce, padded, header + HOME.aad())
+        with pytest.raises(DecryptionFailed, match="padding"):
+            KEY.open(blob, HOME)
+
+
+@given(st.binary(max_size=5000))
+def test_padded_round_trip(plaintext: bytes) -> None:
+    sealed = KEY.seal(plaintext, HOME)
+    assert KEY.open(sealed, HOME) == plaintext
+    assert len(sealed) == 1 + 16 + 12 + bucket_size(len(plaintext)) + 16
+    assert _seal_v1(KEY, plaintext, HOME) != sealed
+    assert KEY.open(_seal_v1(KEY, plaintext, HOME), HOME) == plaintext
