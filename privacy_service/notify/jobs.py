@@ -1,8 +1,11 @@
 """Outbox delivery: claim due messages with a lease, send after the claim commits, record the outcome.
 
 At-least-once: a process that dies between sending and recording leaves the lease to expire and the
-message is sent again. Retries back off exponentially with jitter; after ``max_attempts`` the message
-is dead-lettered (payload wiped, an audit event and an error log raised for operators).
+message is sent again, with the same ``Message-ID`` (from the row id), so receivers can drop the
+copy. Retries back off exponentially with jitter; after ``max_attempts`` the message is
+dead-lettered (payload wiped, an audit event and an error log raised for operators). A message
+that can never go out (its owner's key shredded, or a non-ASCII address and a server without
+SMTPUTF8) is dead-lettered at once.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ async def _open(keys: KeyService, db: Database, message: OutboxMessage) -> Mail:
     to = data["to"]
     if to is None:
         to = await resolve(db, keys, str(data.get("recipient")), message.owner_id)
-    return Mail(to=to, subject=data["subject"], body=data["body"])
+    return Mail(to=to, subject=data["subject"], body=data["body"], outbox_id=message.id)
 
 
 async def deliver_pending(
@@ -93,7 +96,7 @@ async def deliver_pending(
         try:
             await mailer.send(await _open(keys, db, message))
         except MailError as exc:
-            error = str(exc)
+            error, permanent = str(exc), exc.permanent
         except (KeyShredded, DecryptionFailed) as exc:
             # The owner was erased or the payload is damaged: this message can never be sent.
             error, permanent = type(exc).__name__, True
@@ -116,7 +119,9 @@ async def deliver_pending(
                 if permanent or message.attempts >= max_attempts:
                     message.status, message.payload = "dead", None
                     dead += 1
-                    log.error("outbox_dead_letter", message_id=str(message.id), template=message.template)
+                    log.error(
+                        "outbox_dead_letter", message_id=str(message.id), template=message.template, reason=error[:100]
+                    )
                     audit.record(
                         session,
                         at=now,
