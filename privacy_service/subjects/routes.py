@@ -5,19 +5,30 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, delete, get, patch, post
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from privacy_service.errors import InvalidInput
+from privacy_service.errors import InvalidInput, problem
 from privacy_service.operators.guards import current_operator, operator_guard
 from privacy_service.subjects import schemas
+from privacy_service.subjects.erasure import Erasure, erase_subject
 from privacy_service.subjects.service import IDENTIFIERS, SubjectService
 
 READ = {"scopes": {"subjects:read"}}
+READ_PII = {"scopes": {"subjects:read"}, "pii": True}
 WRITE = {"scopes": {"subjects:write"}}
+# Setting a legal duty aside is its own scope, granted deliberately (on top of subjects:write).
+ERASE_OVERRIDE = {"scopes": {"subjects:write", "subjects:erase-override"}}
+_ERASED = {
+    HTTP_200_OK: ResponseSpec(
+        schemas.SubjectErased, description="What was erased, and what was kept, why and until when"
+    )
+}
 
 
 async def provide_subject_service(
@@ -40,6 +51,45 @@ def _one_identifier(body: schemas.Lookup) -> tuple[str, str]:
     if len(given) != 1:
         raise InvalidInput("give exactly one of email, phone or external_id")
     return given[0]
+
+
+def _erasure_answer(request: Request[Any, Any, Any], erasure: Erasure) -> Response[Any]:
+    """The report, or a 409 when a legal hold kept everything (returned, not raised: the refused
+    attempt stays in the audit log)."""
+    result = erasure.result
+    if erasure.held:
+        return problem(
+            409,
+            "legal-hold",
+            "A legal hold protects this subject",
+            "nothing was erased: a legal hold keeps this subject's data until it is released",
+            request,
+            kept=result["kept"],
+        )
+    report = erasure.report
+    return Response(
+        schemas.SubjectErased(
+            id=report.id,
+            status=report.status,
+            erased_at=report.erased_at,
+            keys_destroyed=report.keys_destroyed,
+            records_deleted=report.records_deleted,
+            already_erased=report.already_erased,
+            erased=result["erased"],
+            kept=[msgspec.convert(kept, schemas.KeptCategory) for kept in result["kept"]],
+            recipients_to_notify=result["recipients_to_notify"],
+            overridden=[msgspec.convert(kept, schemas.KeptCategory) for kept in erasure.overridden],
+        ),
+        status_code=HTTP_200_OK,
+    )
+
+
+async def _erase(
+    request: Request[Any, Any, Any], service: SubjectService, subject_id: uuid.UUID, reason: str | None = None
+) -> Response[Any]:
+    rules = request.app.state.runtime.deadlines
+    erasure = await erase_subject(service.session, service, rules, service.clock, subject_id, override_reason=reason)
+    return _erasure_answer(request, erasure)
 
 
 class SubjectController(Controller):
@@ -77,26 +127,62 @@ class SubjectController(Controller):
         kind, value = _one_identifier(data)
         return schemas.SubjectList(items=await service.lookup(kind, value))
 
-    @get("/{subject_id:uuid}", opt=READ, summary="Read a subject, decrypted")
+    @get("/{subject_id:uuid}", opt=READ_PII, summary="Read a subject, decrypted")
     async def read(
         self, subject_id: FromPath[uuid.UUID], service: NamedDependency[SubjectService]
     ) -> schemas.SubjectOut:
         return await service.read(subject_id)
 
-    @patch("/{subject_id:uuid}", opt=WRITE, summary="Change identifiers, language or profile fields")
+    @patch(
+        "/{subject_id:uuid}",
+        opt=WRITE,
+        summary="Change identifiers, language or profile fields",
+        description="The answer is the decrypted subject only for a key that also holds subjects:read (the "
+        "read is audited); otherwise what changed.",
+    )
     async def update(
         self,
+        request: Request[Any, Any, Any],
         subject_id: FromPath[uuid.UUID],
         data: JSONBody[schemas.SubjectPatch],
         service: NamedDependency[SubjectService],
-    ) -> schemas.SubjectOut:
-        return await service.patch(subject_id, data)
+    ) -> schemas.SubjectOut | schemas.SubjectUpdated:
+        updated = await service.patch(subject_id, data)
+        if "subjects:read" in current_operator(request).scopes:
+            return await service.read(subject_id)
+        return updated
 
-    @delete("/{subject_id:uuid}", status_code=HTTP_200_OK, opt=WRITE, summary="Erase a subject (crypto-shredding)")
+    @delete(
+        "/{subject_id:uuid}",
+        status_code=HTTP_200_OK,
+        opt=WRITE,
+        responses=_ERASED,
+        summary="Erase a subject as an erasure request does (legal holds and duties respected)",
+        description="Crypto-shredding. A legal duty keeps its categories, restricted, until it ends (listed in "
+        "`kept`); a legal hold keeps everything (409, nothing erased). Idempotent.",
+    )
     async def erase(
-        self, subject_id: FromPath[uuid.UUID], service: NamedDependency[SubjectService]
-    ) -> schemas.ErasureReport:
-        return await service.erase(subject_id)
+        self, request: Request[Any, Any, Any], subject_id: FromPath[uuid.UUID], service: NamedDependency[SubjectService]
+    ) -> Response[Any]:
+        return await _erase(request, service, subject_id)
+
+    @post(
+        "/{subject_id:uuid}/erase-override",
+        status_code=HTTP_200_OK,
+        opt=ERASE_OVERRIDE,
+        responses=_ERASED,
+        summary="Erase a subject including data a legal duty keeps (reason required, audited)",
+        description="For the rare case where a duty no longer binds (e.g. a court order). A legal hold is "
+        "never set aside here: release it first.",
+    )
+    async def erase_override(
+        self,
+        request: Request[Any, Any, Any],
+        subject_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.EraseOverride],
+        service: NamedDependency[SubjectService],
+    ) -> Response[Any]:
+        return await _erase(request, service, subject_id, data.reason)
 
     @post(
         "/{subject_id:uuid}/records",
@@ -112,7 +198,7 @@ class SubjectController(Controller):
     ) -> schemas.Created:
         return schemas.Created(id=await service.add_record(subject_id, data))
 
-    @get("/{subject_id:uuid}/records", opt=READ, summary="List a subject's records, decrypted")
+    @get("/{subject_id:uuid}/records", opt=READ_PII, summary="List a subject's records, decrypted")
     async def list_records(
         self,
         subject_id: FromPath[uuid.UUID],
@@ -122,7 +208,7 @@ class SubjectController(Controller):
     ) -> schemas.RecordPage:
         return await service.list_records(subject_id, after=after, limit=limit)
 
-    @get("/{subject_id:uuid}/records/{record_id:uuid}", opt=READ, summary="Read one record, decrypted")
+    @get("/{subject_id:uuid}/records/{record_id:uuid}", opt=READ_PII, summary="Read one record, decrypted")
     async def read_record(
         self, subject_id: FromPath[uuid.UUID], record_id: FromPath[uuid.UUID], service: NamedDependency[SubjectService]
     ) -> schemas.RecordOut:

@@ -75,6 +75,15 @@ class SubjectOut(msgspec.Struct):
     account_closed_at: datetime | None
 
 
+class SubjectUpdated(msgspec.Struct):
+    """A change's answer to a key without subjects:read: what changed, never the decrypted data."""
+
+    id: uuid.UUID
+    status: str
+    updated_at: datetime
+    changed: list[str]
+
+
 class SubjectRef(msgspec.Struct):
     id: uuid.UUID
     status: str
@@ -104,6 +113,35 @@ class EventAccepted(msgspec.Struct):
     subject_id: uuid.UUID
     type: str
     at: datetime
+
+
+class EraseOverride(Strict):
+    """Erase data a legal duty would keep: why (recorded in the audit log; no personal data)."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=10, max_length=500)]
+
+
+class KeptCategory(msgspec.Struct):
+    category: str
+    basis: str
+    # None: kept by a legal hold, until it is released.
+    until: datetime | None
+
+
+class SubjectErased(msgspec.Struct):
+    """The answer to an operator's erasure, in the shape of an erasure request's result."""
+
+    id: uuid.UUID
+    status: str
+    erased_at: datetime
+    keys_destroyed: int
+    records_deleted: int
+    already_erased: bool
+    erased: list[str]
+    kept: list[KeptCategory]
+    recipients_to_notify: list[str]
+    # Legal duties an override set aside (POST /v1/subjects/{id}/erase-override).
+    overridden: list[KeptCategory] = msgspec.field(default_factory=list)
 
 
 class ErasureReport(msgspec.Struct):

@@ -216,7 +216,14 @@ class SubjectService:
         subject, key = await self._get_active_with_key(subject_id)
         return self._render(subject, key)
 
-    async def patch(self, subject_id: uuid.UUID, body: schemas.SubjectPatch) -> schemas.SubjectOut:
+    async def patch(self, subject_id: uuid.UUID, body: schemas.SubjectPatch) -> schemas.SubjectUpdated:
+        """Apply a partial update; the answer says what changed (reading it back is a separate, audited read)."""
+        unchanged = all(getattr(body, kind) is msgspec.UNSET for kind in IDENTIFIERS) and body.language is msgspec.UNSET
+        if unchanged and (body.profile is msgspec.UNSET or not body.profile):
+            raise InvalidInput(
+                "nothing to change: give at least one of email, phone, external_id, language or a profile field",
+                extra={"errors": [{"field": "body", "message": "no field to change"}]},
+            )
         subject = await self._get_active(subject_id)
         key = await self._key(subject_id)
         changed: list[str] = []
@@ -242,7 +249,9 @@ class SubjectService:
         self.session.add(subject)
         await self._flush_unique()
         self._audit("subject.update", subject_id, fields=sorted(changed))
-        return self._render(subject, key)
+        return schemas.SubjectUpdated(
+            id=subject.id, status=subject.status, updated_at=subject.updated_at, changed=sorted(changed)
+        )
 
     async def lookup(self, kind: str, value: str) -> list[schemas.SubjectRef]:
         bidx = self.keys.indexer.index(kind, self._normalise(kind, value))
@@ -337,8 +346,7 @@ class SubjectService:
                 subject_id, subject.status, subject.erased_at, 0, 0, True, kept=dict(subject.profile_fields)
             )
         now = self.clock.now()
-        held = select(col(LegalHold.id)).where(col(LegalHold.subject_id) == subject_id, LegalHold.active_at(now))
-        if (await self.session.exec(held.limit(1))).first() is not None:
+        if await self.under_hold(subject_id):
             # A legal hold keeps everything, unchanged, until it is released (retention/).
             kept = dict.fromkeys(await self.categories_held(subject_id), LEGAL_HOLD_BASIS)
             self._audit("subject.erase.held", subject_id, kept_categories=sorted(kept))
@@ -387,6 +395,12 @@ class SubjectService:
         return schemas.ErasureReport(
             subject_id, subject.status, now, destroyed, records_deleted, False, kept=kept_summary
         )
+
+    async def under_hold(self, subject_id: uuid.UUID) -> bool:
+        """Whether an active legal hold protects the subject (it keeps everything, unchanged)."""
+        now = self.clock.now()
+        held = select(col(LegalHold.id)).where(col(LegalHold.subject_id) == subject_id, LegalHold.active_at(now))
+        return (await self.session.exec(held.limit(1))).first() is not None
 
     async def _reseal_kept_records(
         self, subject_id: uuid.UUID, key: DataKey, retention_key: DataKey, keep: Mapping[str, Retention]

@@ -63,7 +63,11 @@ async def test_create_read_lookup_patch_erase(client: AsyncClient, auth: dict[st
     erased = await client.delete(f"/v1/subjects/{subject_id}", headers=auth)
     assert erased.status_code == 200
     assert erased.json()["keys_destroyed"] == 1
-    assert erased.json()["records_deleted"] == 1
+    # The transaction and the national id are kept, restricted, under the AML duty (as an erasure request would).
+    assert erased.json()["records_deleted"] == 0
+    assert erased.json()["status"] == "restricted"
+    assert {item["category"] for item in erased.json()["kept"]} >= {"user.financial.transaction", "user.government_id"}
+    assert "user.contact.email" in erased.json()["erased"]
     again = await client.delete(f"/v1/subjects/{subject_id}", headers=auth)
     assert again.status_code == 200
     assert again.json()["already_erased"] is True

@@ -1,0 +1,127 @@
+"""Erasure of a subject, as the law asks for it: one use case for every path that erases.
+
+A data-subject request and an operator's ``DELETE /v1/subjects/{id}`` run the same steps: a legal hold
+keeps everything (nothing is erased), a legal duty (e.g. AML) keeps its categories restricted until
+the duty ends, everything else is crypto-shredded. The answer says what was erased and what was
+kept, on which basis and until when. Setting a duty aside needs a written reason (the caller checks
+the scope for it) and is audited with the duties it set aside.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.clock import Clock
+from privacy_service.dsr.deadlines import DeadlineRules
+from privacy_service.errors import NotFound
+from privacy_service.subjects.models import Record, Subject, SubjectStatus
+from privacy_service.subjects.schemas import ErasureReport
+from privacy_service.subjects.service import Retention, SubjectService
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What an erasure did: the vault's own report, and the answer in the shape a request's result has
+    (``erased`` categories, ``kept`` as ``[{category, basis, until}]``, ``recipients_to_notify``)."""
+
+    report: ErasureReport
+    result: dict[str, Any]
+    # A legal hold kept everything: nothing was erased.
+    held: bool = False
+    # Duties set aside by an override, as [{category, basis, until}].
+    overridden: tuple[dict[str, Any], ...] = ()
+
+
+def _kept(category: str, basis: str, until: str | None) -> dict[str, Any]:
+    return {"category": category, "basis": basis, "until": until}
+
+
+async def _previous_erasure(session: AsyncSession, subjects: SubjectService, subject: Subject) -> Erasure:
+    """An erased subject erased again: the first erasure's report (idempotent), with what it kept."""
+    report = await subjects.erase(subject.id)
+    rows = await session.exec(
+        select(Record.category, func.max(Record.retain_until))
+        .where(col(Record.subject_id) == subject.id, col(Record.restricted).is_(True))
+        .group_by(col(Record.category))
+    )
+    until = {category: latest for category, latest in rows.all()}
+    kept = []
+    for category, basis in sorted(report.kept.items()):
+        # Kept profile fields have no row of their own: the subject's date covers them.
+        latest = until.get(category) or subject.retained_until
+        kept.append(_kept(category, basis, latest.isoformat() if latest else None))
+    return Erasure(report, {"data_found": True, "erased": [], "kept": kept, "recipients_to_notify": []})
+
+
+async def erase_subject(
+    session: AsyncSession,
+    subjects: SubjectService,
+    rules: DeadlineRules,
+    clock: Clock,
+    subject_id: uuid.UUID,
+    *,
+    override_reason: str | None = None,
+) -> Erasure:
+    """Erase a subject, keeping what a legal hold or a legal duty keeps (``Erasure.result`` is the
+    answer a data-subject request records). With ``override_reason`` the legal duties are set aside
+    (a hold never is: release it first) and the erasure is audited with the reason."""
+    subject = await session.get(Subject, subject_id)
+    if subject is None:
+        raise NotFound("no subject with this id")
+    if subject.status != SubjectStatus.ACTIVE and subject.erased_at is not None:
+        return await _previous_erasure(session, subjects, subject)
+    held = await subjects.categories_held(subject_id)
+    now = clock.now()
+    # Erasure ends the business relationship if the account was still open.
+    anchors = {
+        "account_closed_at": subject.account_closed_at or now,
+        "last_activity_at": subject.last_activity_at or now,
+        "collected_at": subject.created_at,
+        "request_completed_at": now,
+    }
+    duties: dict[str, Retention] = {}
+    for category in held:
+        duty = rules.legal_duty(category, anchors)
+        if duty is not None and duty.until > now:
+            duties[category] = duty
+    under_hold = await subjects.under_hold(subject_id)
+    overridden: tuple[dict[str, Any], ...] = ()
+    keep = duties
+    if override_reason is not None and not under_hold:
+        overridden = tuple(
+            _kept(category, duty.basis, duty.until.isoformat()) for category, duty in sorted(duties.items())
+        )
+        keep = {}
+        subjects.audit_sink(
+            session,
+            at=now,
+            actor=subjects.actor,
+            action="subject.erase.override",
+            subject_id=subject_id,
+            request_id=subjects.request_id,
+            detail={"overridden_categories": sorted(duties), "reason": override_reason},
+        )
+    report = await subjects.erase(subject_id, keep)
+    result = {
+        "data_found": True,
+        "erased": sorted(category for category in held if category not in report.kept),
+        # A legal hold keeps every category (basis from the report, no end date); a duty keeps some.
+        "kept": [
+            _kept(
+                category,
+                report.kept[category],
+                keep[category].until.isoformat()
+                if category in keep and keep[category].basis == report.kept[category]
+                else None,
+            )
+            for category in sorted(report.kept)
+        ],
+        "recipients_to_notify": rules.recipients(sorted(held)),
+    }
+    return Erasure(report, result, held=under_hold, overridden=overridden)
