@@ -74,7 +74,10 @@ def db_upgrade(
     from privacy_service.runtime import build_key_provider
 
     settings = settings_or_exit()
-    upgrade(settings, revision)
+    try:
+        upgrade(settings, revision)
+    except ConfigError as exc:  # a migration that needs a key it cannot find
+        raise fail(str(exc)) from None
     err.print(f"database at revision {revision}")
     if settings.key_provider is KeyProviderKind.LOCAL and not settings.keyring_path.exists():
         try:
@@ -227,10 +230,12 @@ def keys_retire(version: Annotated[int, typer.Argument(help="Old KEK version to 
 
 def _register_domain_commands() -> None:
     """Domain packages own their sub-commands (``<domain>/cli.py``); this only mounts them."""
+    from privacy_service.audit.cli import audit_app
     from privacy_service.policy.cli import policy_app
     from privacy_service.retention.cli import purge
     from privacy_service.systems.cli import systems_app
 
+    app.add_typer(audit_app, name="audit")
     app.add_typer(policy_app, name="policy")
     app.command("purge")(purge)
     app.add_typer(systems_app, name="systems")

@@ -11,33 +11,84 @@ from typing import Annotated
 import msgspec
 import typer
 
+from privacy_service.audit.checkpoints import CheckpointFileError, SignedCheckpoint, parse_checkpoints
 from privacy_service.audit.queries import AuditFilter, stream
 from privacy_service.audit.service import Verification, seal_pending, verify_chain, write_checkpoint
 from privacy_service.cli_support import fail, stderr, with_runtime
+from privacy_service.logging import configure_logging
 from privacy_service.runtime import Runtime
 
-audit_app = typer.Typer(help="Tamper-evident audit log: verify, export, checkpoint.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help=(
+        "Tamper-evident audit log: verify the hash chain, export events, sign checkpoints. "
+        "Keep `audit checkpoint` output outside the database and pass it to `audit verify --checkpoints`: "
+        "that is what catches a chain rolled back or rewritten by someone who can write the database."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _logs_to_stderr(runtime: Runtime) -> None:
+    """Structured logs (e.g. each new checkpoint's line) go to stderr; stdout carries only the output."""
+    configure_logging(runtime.settings.log_level, runtime.settings.log_json)
+
+
+def _read_checkpoints(paths: list[Path]) -> list[SignedCheckpoint]:
+    found: list[SignedCheckpoint] = []
+    for path in paths:
+        try:
+            found.extend(parse_checkpoints(path.read_text(encoding="utf-8"), str(path)))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(f"cannot read {path}: {type(exc).__name__}") from None
+        except CheckpointFileError as exc:
+            raise fail(str(exc)) from None
+    return found
 
 
 @audit_app.command("verify")
 def verify(
     from_checkpoint: Annotated[
-        bool, typer.Option("--from-checkpoint", help="Start at the newest validly signed checkpoint.")
+        bool,
+        typer.Option(
+            "--from-checkpoint",
+            help="Start at the newest validly signed checkpoint in the database instead of the first entry "
+            "(faster; entries before it are not re-checked).",
+        ),
     ] = False,
+    checkpoints: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoints",
+            "-c",
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            help="A file of checkpoints kept outside the database (lines written by `audit checkpoint`, or a "
+            "shipped log with `audit_checkpoint` lines); fail unless the chain still contains every one. "
+            "Repeatable.",
+        ),
+    ] = None,
 ) -> None:
-    """Seal pending entries, then recompute the hash chain; exit 1 naming the first broken entry."""
+    """Seal pending entries, then recompute the hash chain and check the signed head and checkpoints.
+
+    Exit 0: intact. Exit 1: broken, naming the first bad entry or checkpoint. Exit 2: usage or config error.
+    """
+    external = _read_checkpoints(checkpoints or [])
 
     async def work(runtime: Runtime) -> Verification:
+        _logs_to_stderr(runtime)
         await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
-        return await verify_chain(runtime.db, runtime.audit_key, from_checkpoint=from_checkpoint)
+        return await verify_chain(runtime.db, runtime.audit_key, from_checkpoint=from_checkpoint, external=external)
 
     result = with_runtime(work)
     if not result.ok:
         where = f"seq {result.broken_seq}" + (f" (row id {result.broken_id})" if result.broken_id else "")
         raise fail(f"audit chain broken at {where}: {result.problem}", 1)
+    against = f"; matches {result.external} external checkpoints" if result.external else ""
     stderr.print(
         f"audit chain intact: {result.checked} entries verified from seq {result.start_seq + 1} "
-        f"to {result.head_seq}; {result.pending} pending"
+        f"to {result.head_seq}; {result.pending} pending{against}",
+        soft_wrap=True,  # one line whatever the terminal width (scripts grep it)
     )
 
 
@@ -47,7 +98,7 @@ def export(
     subject: Annotated[str | None, typer.Option(help="Only this subject id.")] = None,
     since: Annotated[datetime | None, typer.Option(help="Only events at or after (ISO 8601, UTC).")] = None,
 ) -> None:
-    """Write sealed audit events as JSON lines."""
+    """Seal pending entries, then write sealed audit events as JSON lines, in chain order."""
     try:
         subject_id = uuid.UUID(subject) if subject else None
     except ValueError:
@@ -58,6 +109,7 @@ def export(
     encoder = msgspec.json.Encoder()
 
     async def work(runtime: Runtime) -> int:
+        _logs_to_stderr(runtime)
         await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
         count = 0
         handle = output.open("wb") if output else sys.stdout.buffer
@@ -77,12 +129,40 @@ def export(
 
 
 @audit_app.command("checkpoint")
-def checkpoint() -> None:
-    """Seal pending entries and sign the chain head now."""
+def checkpoint(
+    append: Annotated[
+        Path | None,
+        typer.Option(
+            "--append",
+            "-a",
+            metavar="FILE",
+            dir_okay=False,
+            help="Also append the signed line to this file (created if missing). Keep it where the database's "
+            "users cannot write, e.g. another host or write-once storage.",
+        ),
+    ] = None,
+) -> None:
+    """Seal pending entries and sign the chain head now, in the database and as one JSON line on stdout.
 
-    async def work(runtime: Runtime) -> int | None:
+    The line (seq, hash, HMAC under the audit key) is what `audit verify --checkpoints` checks against.
+    """
+
+    async def work(runtime: Runtime) -> SignedCheckpoint | None:
+        _logs_to_stderr(runtime)
         await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
         return await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
 
-    seq = with_runtime(work)
-    stderr.print("audit log is empty; nothing to sign" if seq is None else f"checkpoint signed at seq {seq}")
+    signed = with_runtime(work)
+    if signed is None:
+        stderr.print("audit log is empty; nothing to sign")
+        return
+    line = signed.line()
+    if append is not None:
+        try:
+            with append.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError as exc:
+            raise fail(f"cannot append to {append}: {type(exc).__name__}") from None
+    sys.stdout.write(line + "\n")
+    done = f"checkpoint signed at seq {signed.seq}" + (f"; appended to {append}" if append else "")
+    stderr.print(done, soft_wrap=True, highlight=False)

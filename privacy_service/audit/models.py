@@ -48,13 +48,19 @@ class AuditEvent(SQLModel, table=True):
 
 
 class AuditHead(SQLModel, table=True):
-    """The last sealed event's seq and hash (one row, id = 1); locked while sealing."""
+    """The last sealed event's seq and hash (one row, id = 1); locked while sealing.
+
+    ``mac`` signs (seq, hash) with the audit key, which the database does not hold: someone who can
+    only write the tables can neither move the head back nor point it at a recomputed chain. The
+    empty log's head (seq 0) is unsigned.
+    """
 
     __tablename__ = "audit_head"
 
     id: int = Field(primary_key=True)
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    mac: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class AuditCheckpoint(SQLModel, table=True):

@@ -87,8 +87,9 @@ async def test_checkpoint_lets_verification_start_late(
 ) -> None:
     await _activity(client, auth, 3)
     await _seal(runtime)
-    checkpoint = await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
-    assert checkpoint is not None
+    signed = await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
+    assert signed is not None
+    checkpoint = signed.seq
     # Damage before the checkpoint is invisible to a checkpoint-based run, and caught by a full run.
     await _tamper(runtime, "UPDATE audit_events SET actor_id = 'someone-else' WHERE seq = 1")
     await _activity(client, auth, 2, tag="b")

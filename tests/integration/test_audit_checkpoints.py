@@ -1,13 +1,15 @@
-"""Signed checkpoints pin the chain: a consistent rewrite (hashes recomputed, head updated) by someone
-who can write the tables but lacks the audit key is caught at the first checkpoint after the edit."""
+"""Signed checkpoints and the signed head pin the chain: a consistent rewrite (hashes recomputed, head
+updated) by someone who can write the tables but lacks the audit key is caught at the first checkpoint
+after the edit, or at the head if no checkpoint follows it."""
 
 from __future__ import annotations
 
+import pytest
 from httpx import AsyncClient
 from sqlmodel import col, select
 
 from privacy_service.audit.models import AuditEvent, AuditHead
-from privacy_service.audit.service import event_digest, seal_pending, verify_chain, write_checkpoint
+from privacy_service.audit.service import AuditHeadInvalid, event_digest, seal_pending, verify_chain, write_checkpoint
 from privacy_service.runtime import Runtime
 
 
@@ -48,19 +50,31 @@ async def test_a_consistent_rewrite_before_a_checkpoint_is_caught(
     await _rewrite_from(runtime, 2)
     verdict = await verify_chain(runtime.db, runtime.audit_key)
     assert not verdict.ok
-    assert verdict.broken_seq == signed
+    assert verdict.broken_seq == signed.seq
     assert "signed checkpoint" in (verdict.problem or "")
 
 
-async def test_a_rewrite_after_the_last_checkpoint_is_the_documented_gap(
+async def test_a_rewrite_after_the_last_checkpoint_is_caught_at_the_signed_head(
     client: AsyncClient, auth: dict[str, str], runtime: Runtime
 ) -> None:
-    """SECURITY.md: entries after the newest checkpoint are protected by the chain alone."""
+    """The head carries a MAC under the audit key, so a rewrite with no checkpoint after it is caught
+    too; and neither the sealer nor `audit checkpoint` signs on top of the forged head."""
     await _activity(client, auth, 2, "a")
     await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
     signed = await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
     assert signed is not None
     await _activity(client, auth, 2, "b")
     await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
-    await _rewrite_from(runtime, signed + 1)
-    assert (await verify_chain(runtime.db, runtime.audit_key)).ok
+    await _rewrite_from(runtime, signed.seq + 1)
+
+    verdict = await verify_chain(runtime.db, runtime.audit_key)
+    assert not verdict.ok
+    assert "head's signature does not match" in (verdict.problem or "")
+
+    await _activity(client, auth, 1, "c")
+    sealing = await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
+    assert sealing.refused
+    assert sealing.sealed == 0
+    with pytest.raises(AuditHeadInvalid):
+        await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
+    assert not (await verify_chain(runtime.db, runtime.audit_key)).ok
