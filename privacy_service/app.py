@@ -188,7 +188,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             title="privacy-service",
             version=__version__,
             description="Encrypted PII vault and privacy-rights service for a digital wallet.",
-            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
+            # Litestar's own router for /schema, with the access declaration every route carries.
+            openapi_router=Router(path="/schema", route_handlers=[], include_in_schema=False, opt={"public": True}),
         ),
         state=State(
             {

@@ -3,8 +3,9 @@
 Litestar documents a 400 with its own ``{status_code, detail, extra}`` body, which this service never
 sends (errors.py renders RFC 9457 problems). :class:`ProblemResponses` replaces it, in one place, with
 the statuses the shared machinery can produce for each operation: validation and domain errors on
-``/v1``, authentication and scopes for operator routes, rate limits for guarded routes, body limits
-for routes that take a body. A handler names any others in ``opt={"problems": (...)}``.
+``/v1``, authentication and scopes from the route's access declaration (operator keys, subject
+tokens, a credential of its own), rate limits for guarded routes, body limits for routes that take a
+body. A handler names any others in ``opt={"problems": (...)}``.
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ def problem_statuses(route: HTTPRoute, handler: HTTPRouteHandler) -> set[int]:
         statuses |= {400, 413, 415}
     if handler.resolve_guards():
         statuses.add(429)  # every guard here rate-limits (per operator key or per client address)
-    if "scopes" in handler.opt:
+    # From the route's access declaration (operators.service.ACCESS_KINDS).
+    if "scopes" in handler.opt or "subject_token" in handler.opt:
         statuses |= {401, 403}
+    if "credential" in handler.opt:
+        statuses.add(401)
     return statuses
 
 
