@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from httpx import AsyncClient
 from sqlalchemy import text
 
-from privacy_service.audit.service import seal_pending, verify_chain, write_checkpoint
+from privacy_service.audit import service as audit
+from privacy_service.audit.service import Actor, Verification, seal_pending, verify_chain, write_checkpoint
 from privacy_service.runtime import Runtime
 
 
@@ -158,3 +162,59 @@ async def test_audit_api_needs_scope(client: AsyncClient, runtime: Runtime) -> N
     key = await make_operator_key(runtime, frozenset({"subjects:read"}))
     response = await client.get("/v1/audit", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 403
+
+
+class _SealsBetweenReads:
+    """The verifier's database, with the sealer appending just before its second transaction opens:
+    the moment a live system's sealer used to slip in between reading the head and the entries."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self.settings = runtime.db.settings
+        self.opened = 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        self.opened += 1
+        if self.opened == 2:
+            await _append_and_seal(self._runtime, 3)
+        async with self._runtime.db.transaction() as session:
+            yield session
+
+
+async def _append_and_seal(runtime: Runtime, n: int) -> None:
+    async with runtime.db.transaction() as session:
+        for _ in range(n):
+            audit.record(session, at=runtime.clock.now(), actor=Actor("operator", "op-live"), action="subject.read")
+    await seal_pending(runtime.db, runtime.clock, runtime.audit_key, checkpoint_every=4)
+
+
+async def test_verify_sees_one_state_while_the_sealer_appends(runtime: Runtime) -> None:
+    """Issue 16 item 5: no "trailing entries deleted" because entries were sealed mid-verification."""
+    await _append_and_seal(runtime, 6)
+    racing = _SealsBetweenReads(runtime)
+    verdict = await verify_chain(racing, runtime.audit_key)  # type: ignore[arg-type]
+    assert racing.opened >= 2
+    assert verdict.ok, verdict
+    assert verdict.head_seq == 6  # the state it started from; the 3 newer entries are the next run's
+    assert (await verify_chain(runtime.db, runtime.audit_key)).head_seq == 9
+
+
+async def test_verify_never_raises_a_false_alarm_under_live_traffic(runtime: Runtime) -> None:
+    """The sealer appends (crossing checkpoints) while verification runs again and again."""
+    await _append_and_seal(runtime, 5)
+    done = asyncio.Event()
+
+    async def traffic() -> None:
+        while not done.is_set():
+            await _append_and_seal(runtime, 2)
+
+    async def verifier() -> list[Verification]:
+        try:
+            return [await verify_chain(runtime.db, runtime.audit_key) for _ in range(25)]
+        finally:
+            done.set()
+
+    verdicts, _ = await asyncio.gather(verifier(), traffic())
+    assert [v.problem for v in verdicts if not v.ok] == []
+    assert len({v.head_seq for v in verdicts}) > 1  # the sealer really did append meanwhile
