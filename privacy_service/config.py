@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     systems_answer_days: int = Field(default=7, ge=1, le=90)
     # Webhooks carry identities: plain http is refused except to loopback unless this is set.
     systems_allow_http: bool = False
+    # Callback URLs must resolve to public internet addresses (checked at registration and before each
+    # POST); true allows loopback and private networks, for development and tests only.
+    systems_allow_private_networks: bool = False
     # If set, GET /metrics requires "Authorization: Bearer <token>".
     metrics_token: SecretStr | None = None
 
