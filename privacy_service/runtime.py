@@ -16,6 +16,7 @@ from privacy_service.dsr.deadlines import DeadlineRules, build_deadline_rules
 from privacy_service.notify.mailer import Mailer, SmtpMailer
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.policy.loader import PolicyError, load_policy
+from privacy_service.systems.network import Resolver, SystemResolver
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Runtime:
     deadlines: DeadlineRules
     clock: Clock = field(default_factory=SystemClock)
     audit_sink: AuditSink = record  # where SubjectService sends audit events (a benchmark swaps it)
+    # DNS for webhook destinations (systems.network); tests put a fake here.
+    resolver: Resolver = field(default_factory=SystemResolver)
 
     @property
     def keys(self) -> KeyService:

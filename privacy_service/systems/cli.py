@@ -58,7 +58,15 @@ def systems_add(
 
     async def work(runtime: Runtime) -> tuple[str, str, str]:
         async with runtime.db.transaction() as session:
-            service = SystemService(session, runtime.keys, runtime.policy, runtime.clock, runtime.settings, CLI_ACTOR)
+            service = SystemService(
+                session,
+                runtime.keys,
+                runtime.policy,
+                runtime.clock,
+                runtime.settings,
+                CLI_ACTOR,
+                resolver=runtime.resolver,
+            )
             created = await service.add(body)
         return str(created.system.id), created.system.key_id, created.signing_key
 

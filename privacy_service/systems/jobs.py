@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 import uuid
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ from privacy_service.systems.events import emit
 from privacy_service.systems.fanout import payload_binding
 from privacy_service.systems.flows import QUEUED, DeliveryStatus
 from privacy_service.systems.models import Delivery, DeliveryAttempt, DownstreamSystem
+from privacy_service.systems.network import PinnedTransport, RefusedDestination, Resolver, SystemResolver
 from privacy_service.systems.signing import IDEMPOTENCY_HEADER, sign
 from privacy_service.systems.vault import open_secret
 
@@ -51,7 +53,9 @@ USER_AGENT = f"privacy-service/{__version__}"
 
 
 class TransportError(Exception):
-    """The POST did not get an HTTP answer: ``timeout`` or ``network_error``."""
+    """The POST did not get an HTTP answer; ``outcome`` is its class, never a network detail:
+    ``refused_address`` (not a public destination, see ``systems.network``), ``timeout``, ``tls_error``
+    or ``network_error`` (no connection, or it broke)."""
 
     def __init__(self, outcome: str) -> None:
         super().__init__(outcome)
@@ -64,11 +68,25 @@ class Transport(Protocol):
         ...
 
 
-class HttpTransport:
-    """httpx, one connection pool per delivery run; redirects are not followed (the URL is registered)."""
+def _tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
-    def __init__(self) -> None:
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+class HttpTransport:
+    """httpx, one connection pool per delivery run; redirects are not followed (the URL is registered).
+
+    Every connection goes through :class:`PinnedTransport`: to public addresses only (unless
+    ``allow_private_networks``), resolved and checked right before connecting.
+    """
+
+    def __init__(self, resolver: Resolver | None = None, *, allow_private_networks: bool = False) -> None:
+        pinned = PinnedTransport(resolver or SystemResolver(), allow_private=allow_private_networks)
+        self._client = httpx.AsyncClient(transport=pinned, follow_redirects=False, trust_env=False)
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
         try:
@@ -76,10 +94,12 @@ class HttpTransport:
                 "POST", url, content=body, headers=dict(headers), timeout=httpx.Timeout(timeout)
             ) as response:
                 return response.status_code
+        except RefusedDestination:
+            raise TransportError("refused_address") from None
         except httpx.TimeoutException:
             raise TransportError("timeout") from None
-        except httpx.HTTPError:
-            raise TransportError("network_error") from None
+        except httpx.HTTPError as exc:
+            raise TransportError("tls_error" if _tls_failure(exc) else "network_error") from None
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -110,7 +130,7 @@ class _Job:
 
 @dataclass(frozen=True, slots=True)
 class _Result:
-    outcome: str  # delivered | http_error | timeout | network_error | unsendable
+    outcome: str  # delivered | http_error | refused_address | timeout | tls_error | network_error | unsendable
     status_code: int | None
     duration_ms: float
 
@@ -275,6 +295,7 @@ async def deliver_webhooks(
     clock: Clock,
     *,
     transport: Transport | None = None,
+    resolver: Resolver | None = None,
     batch: int = 50,
     max_attempts: int = 8,
     retry_base: float = 30.0,
@@ -290,7 +311,7 @@ async def deliver_webhooks(
         return DeliveryResult()
     own: HttpTransport | None = None
     if transport is None:
-        transport = own = HttpTransport()
+        transport = own = HttpTransport(resolver, allow_private_networks=db.settings.systems_allow_private_networks)
     sender = transport
     limit = asyncio.Semaphore(concurrency)
     finished: asyncio.Queue[tuple[_Job, _Result] | None] = asyncio.Queue()
@@ -346,6 +367,7 @@ async def deliver_from_runtime(runtime: Runtime) -> DeliveryResult:
         runtime.db,
         runtime.keys,
         runtime.clock,
+        resolver=runtime.resolver,
         max_attempts=settings.systems_max_attempts,
         retry_base=settings.systems_retry_base_seconds,
         concurrency=settings.systems_delivery_concurrency,

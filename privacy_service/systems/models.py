@@ -92,7 +92,8 @@ class DeliveryAttempt(SQLModel, table=True):
     system_id: uuid.UUID
     attempt: int
     at: datetime = Field(sa_type=UTCDateTime)
-    # delivered | http_error | timeout | network_error | unsendable
+    # delivered | http_error | refused_address | timeout | tls_error | network_error | unsendable: a class,
+    # never a network detail (no address, port or error text)
     outcome: str = Field(max_length=16)
     status_code: int | None = None
     duration_ms: float

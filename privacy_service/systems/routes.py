@@ -38,6 +38,7 @@ async def provide_system_service(
         actor=operator.actor if operator else dsr.actor,
         request_id=request.scope["state"].get("request_id"),
         dsr=dsr,
+        resolver=state.runtime.resolver,
     )
 
 

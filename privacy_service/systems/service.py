@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -34,6 +34,7 @@ from privacy_service.systems import data, schemas, vault
 from privacy_service.systems.events import emit
 from privacy_service.systems.flows import FINAL, UNDELIVERED, Answer, DeliveryStatus, check_answer, owes_answer
 from privacy_service.systems.models import CallbackNonce, Delivery, DeliveryAttempt, DownstreamSystem
+from privacy_service.systems.network import RefusedDestination, Resolver, SystemResolver, check_destination
 from privacy_service.systems.signing import SignatureError, verify
 
 CURSOR_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -107,6 +108,8 @@ class SystemService:
     request_id: str | None = None
     # Completes the requests a callback or a removal leaves with every required answer in.
     dsr: DsrService | None = None
+    # Resolves callback hosts for the destination check at registration.
+    resolver: Resolver = field(default_factory=SystemResolver)
 
     def _audit(self, action: str, **detail: object) -> None:
         audit.record(
@@ -135,6 +138,16 @@ class SystemService:
                 + ", ".join(str(i) for i in unknown[:20]),
                 extra={"errors": [{"field": f"categories[{i}]", "message": "unknown category"} for i in unknown[:20]]},
             )
+        # Last of the checks (a DNS lookup), and before this transaction's first statement.
+        allow_private = self.settings.systems_allow_private_networks
+        try:
+            await check_destination(body.callback_url, self.resolver, allow_private=allow_private)
+        except RefusedDestination:
+            # One answer for every refusal, without addresses: registration is no DNS or network probe.
+            raise InvalidInput(
+                "callback_url must name a host that resolves to public internet addresses only "
+                "(loopback, private, link-local, multicast, reserved and cloud metadata addresses are refused)"
+            ) from None
         existing = await self.session.exec(
             select(DownstreamSystem.id).where(
                 col(DownstreamSystem.name) == body.name, col(DownstreamSystem.removed_at).is_(None)

@@ -22,7 +22,8 @@ DOMAIN = "127.0.0.1"  # the host of the default PRIVACY_BASE_URL
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    return await fresh_settings(make_settings, backend)
+    # Receivers here listen on 127.0.0.1: a development set-up (tests/security/test_ssrf.py covers the default).
+    return await fresh_settings(make_settings, backend, systems_allow_private_networks=True)
 
 
 def opendsr(type_: str = "access", identities: list[dict[str, str]] | None = None, **extra: Any) -> dict[str, Any]:

@@ -37,7 +37,8 @@ UNUSED_URL = "http://127.0.0.1:9/hooks"
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    return await fresh_settings(make_settings, backend)
+    # Receivers here listen on 127.0.0.1: a development set-up (tests/security/test_ssrf.py covers the default).
+    return await fresh_settings(make_settings, backend, systems_allow_private_networks=True)
 
 
 @pytest.fixture

@@ -44,7 +44,9 @@ def api_port() -> int:
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str, api_port: int) -> Settings:
-    return await fresh_settings(make_settings, backend, base_url=f"http://127.0.0.1:{api_port}")
+    return await fresh_settings(
+        make_settings, backend, base_url=f"http://127.0.0.1:{api_port}", systems_allow_private_networks=True
+    )
 
 
 @pytest.fixture

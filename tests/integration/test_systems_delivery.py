@@ -36,7 +36,8 @@ from tests.integration.systems_support import (
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    return await fresh_settings(make_settings, backend)
+    # Receivers here listen on 127.0.0.1: a development set-up (tests/security/test_ssrf.py covers the default).
+    return await fresh_settings(make_settings, backend, systems_allow_private_networks=True)
 
 
 async def deliveries(runtime: Runtime) -> list[dict[str, Any]]:
@@ -272,7 +273,7 @@ async def test_killed_mid_fan_out_each_webhook_arrives_at_least_once_and_acts_on
             receiver.keys[system["system"]["key_id"]] = system["signing_key"].encode()
         await make_customer(client, auth)
         request_id = await access_request(client, runtime, mail)
-        transport = HttpTransport()
+        transport = HttpTransport(allow_private_networks=True)
         try:
             with pytest.raises(Crash):
                 await deliver(runtime, transport=CrashAfter(transport, 3), concurrency=1)
