@@ -4,13 +4,21 @@ after the edit, or at the head if no checkpoint follows it."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 from httpx import AsyncClient
 from sqlmodel import col, select
 
+from privacy_service.audit.checkpoints import head_mac
 from privacy_service.audit.models import AuditEvent, AuditHead
 from privacy_service.audit.service import AuditHeadInvalid, event_digest, seal_pending, verify_chain, write_checkpoint
+from privacy_service.config import ConfigError, Settings
+from privacy_service.crypto.keys import LocalKeyring
+from privacy_service.migrations.runner import upgrade
 from privacy_service.runtime import Runtime
+from tests.conftest import ROOT, isolated
 
 
 async def _rewrite_from(runtime: Runtime, seq: int) -> None:
@@ -78,3 +86,26 @@ async def test_a_rewrite_after_the_last_checkpoint_is_caught_at_the_signed_head(
     with pytest.raises(AuditHeadInvalid):
         await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
     assert not (await verify_chain(runtime.db, runtime.audit_key)).ok
+
+
+def test_upgrading_a_database_with_sealed_events_signs_its_head(tmp_path: Path) -> None:
+    """Migration 0007 signs an existing head with the configured audit key, so the sealer can go on;
+    without the key the upgrade stops with one clear line instead of leaving a head every seal refuses."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'old.db'}",
+        keystore_path=tmp_path / "old-keys.db",
+        keyring_path=tmp_path / "keyring.json",
+        policy_dir=ROOT / "policies",
+    )
+    isolated(upgrade, settings, "0006")
+    digest = bytes(range(32))
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("UPDATE audit_head SET seq = 1, hash = ? WHERE id = 1", (digest,))
+    with pytest.raises(ConfigError, match="audit key"):
+        isolated(upgrade, settings, "heads")
+
+    key = LocalKeyring.open_or_create(settings.keyring_path).audit_key
+    isolated(upgrade, settings, "heads")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        (mac,) = conn.execute("SELECT mac FROM audit_head WHERE id = 1").fetchone()
+    assert mac == head_mac(key, 1, digest)
