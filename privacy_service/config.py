@@ -112,8 +112,8 @@ class Settings(BaseSettings):
     # Callback URLs must resolve to public internet addresses (checked at registration and before each
     # POST); true allows loopback and private networks, for development and tests only.
     systems_allow_private_networks: bool = False
-    # If set, GET /metrics requires "Authorization: Bearer <token>".
-    metrics_token: SecretStr | None = None
+    # GET /metrics (scope metrics:read) answers from a snapshot this many seconds old at most.
+    metrics_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     # Retention purge (README "Retention"): schedule, batch size and the safety thresholds.
     retention_cron: str = "0 3 * * *"

@@ -36,6 +36,8 @@ SCOPES = (
     "audit:read",
     "keys:manage",
     "systems:manage",
+    # Prometheus figures (GET /metrics): counts only, never personal data.
+    "metrics:read",
 )
 # Only these scopes let an operator key receive decrypted personal data.
 READING_SCOPES = frozenset({"subjects:read", "subjects:export"})

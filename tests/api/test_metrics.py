@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from httpx import AsyncClient
 
+from privacy_service.app import create_app
 from privacy_service.config import Settings
-from privacy_service.runtime import Runtime
+from privacy_service.runtime import Runtime, build_runtime
 from tests.api.dsr_support import assert_problem, fresh_settings, submit_and_verify
-from tests.conftest import MailSink
-from tests.integration.systems_support import CUSTOMER_EMAIL, HookReceiver, deliver, make_customer, register
+from tests.conftest import MailSink, make_operator_key
+from tests.integration.systems_support import (
+    CUSTOMER_EMAIL,
+    HookReceiver,
+    OffsetClock,
+    deliver,
+    make_customer,
+    register,
+)
 
 SAMPLE = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+]+$')
 
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    return await fresh_settings(make_settings, backend)
+    # Receivers here listen on 127.0.0.1: a development set-up (tests/security/test_ssrf.py covers the default).
+    return await fresh_settings(make_settings, backend, systems_allow_private_networks=True)
 
 
 def samples(text: str) -> dict[str, float]:
@@ -42,7 +53,7 @@ async def test_metrics_count_requests_outbox_and_webhooks(
         await submit_and_verify(client, runtime, mail, CUSTOMER_EMAIL, "access")
         await client.post("/v1/requests", json={"type": "erase", "identity": {"email": "someone@example.com"}})
         await deliver(runtime)
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers=auth)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = response.text
@@ -63,21 +74,34 @@ async def test_metrics_count_requests_outbox_and_webhooks(
         assert secret not in text
 
 
-async def test_metrics_token(make_settings: Any, backend: str) -> None:
-    from privacy_service.app import create_app
-    from privacy_service.runtime import build_runtime
+async def test_metrics_need_an_operator_key_with_metrics_read(client: AsyncClient, runtime: Runtime) -> None:
+    assert_problem(await client.get("/metrics"), 401, "unauthenticated")
+    other = await make_operator_key(runtime, frozenset({"subjects:read", "audit:read"}))
+    assert_problem(await client.get("/metrics", headers={"Authorization": f"Bearer {other}"}), 403, "forbidden")
+    scraper = await make_operator_key(runtime, frozenset({"metrics:read"}))
+    ok = await client.get("/metrics", headers={"Authorization": f"Bearer {scraper}"})
+    assert ok.status_code == 200
+    assert ok.headers["cache-control"] == "no-store"
 
-    settings = await fresh_settings(make_settings, backend, metrics_token="scrape-token-123")
-    runtime = build_runtime(settings)
+
+async def test_scrapes_within_metrics_cache_seconds_share_one_snapshot(make_settings: Any, backend: str) -> None:
+    settings = await fresh_settings(
+        make_settings, backend, metrics_cache_seconds=30, systems_allow_private_networks=True
+    )
+    clock = OffsetClock()
+    runtime = build_runtime(settings, clock=clock)
     try:
-        import httpx
-
+        headers = {"Authorization": f"Bearer {await make_operator_key(runtime, frozenset({'metrics:read'}))}"}
         transport = httpx.ASGITransport(app=create_app(runtime=runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            assert_problem(await client.get("/metrics"), 401, "unauthenticated")
-            wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
-            assert_problem(wrong, 401, "unauthenticated")
-            ok = await client.get("/metrics", headers={"Authorization": "Bearer scrape-token-123"})
-            assert ok.status_code == 200
+            first = (await client.get("/metrics", headers=headers)).text
+            filed = await client.post("/v1/requests", json={"type": "erase", "identity": {"email": "x@example.com"}})
+            assert filed.status_code == 202
+            clock.travel(timedelta(seconds=29))
+            assert (await client.get("/metrics", headers=headers)).text == first  # no new scan
+            clock.travel(timedelta(seconds=2))
+            fresh = samples((await client.get("/metrics", headers=headers)).text)
+        key = 'privacy_requests{type="erase",status="awaiting_verification"}'
+        assert fresh[key] == samples(first).get(key, 0) + 1
     finally:
         await runtime.close()
