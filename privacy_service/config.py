@@ -31,7 +31,6 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "default": "60/min burst 20",
     "operator": "6000/min burst 600",
     "intake": "20/min burst 10",
-    "intake_identity": "5/hour burst 3",
     "verify": "30/min burst 10",
     "resend": "5/min burst 2",
     "download": "30/min burst 10",
@@ -90,6 +89,11 @@ class Settings(BaseSettings):
     dsr_code_ttl_minutes: int = Field(default=15, ge=1, le=1440)
     dsr_code_max_attempts: int = Field(default=5, ge=1, le=20)
     dsr_resend_cooldown_seconds: int = Field(default=60, ge=0, le=3600)
+    # Mail-bombing and lock-out (see ratelimit.code_quota): codes sent again per request; code
+    # mails to one identity in any 24 hours, in all and for callers at one client address.
+    dsr_resend_max_per_request: int = Field(default=3, ge=0, le=20)
+    dsr_codes_per_identity_per_day: int = Field(default=10, ge=1, le=1000)
+    dsr_codes_per_identity_and_address_per_day: int = Field(default=3, ge=1, le=1000)
     dsr_unverified_expiry_days: int = Field(default=7, ge=1, le=90)
     dsr_token_ttl_days: int = Field(default=7, ge=1, le=90)
     dsr_export_ttl_days: int = Field(default=7, ge=1, le=90)

@@ -42,6 +42,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 TERMINAL = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
 OPEN = frozenset(Status) - TERMINAL
+# Open and verified: what a new request of the same type for the same identity is linked to
+# (``duplicate_of``, for the operator's information only).
+VERIFIED_OPEN = frozenset({S.VERIFIED, S.AWAITING_REVIEW, S.PROCESSING})
 # A request's clock can be extended only while someone still owes an answer.
 EXTENDABLE = frozenset({S.AWAITING_VERIFICATION, S.VERIFIED, S.AWAITING_REVIEW, S.PROCESSING})
 

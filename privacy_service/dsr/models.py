@@ -43,6 +43,8 @@ class PrivacyRequest(SQLModel, table=True):
     code_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     code_sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     code_attempts: int = 0
+    # Codes sent again on request (resend); capped per request (dsr_resend_max_per_request).
+    resends: int = 0
     token_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary, unique=True))
     token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     export_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -21,7 +21,7 @@ from privacy_service.dsr.flows import Status
 from privacy_service.dsr.service import TOKEN_PREFIX, DsrService
 from privacy_service.errors import Unauthenticated, problem
 from privacy_service.operators.guards import bearer_key, current_operator, operator_guard
-from privacy_service.ratelimit import Limit, ip_rate_limit
+from privacy_service.ratelimit import code_quota, ip_rate_limit
 
 MANAGE = {"scopes": {"requests:manage"}}
 PUBLIC = {"public": True}
@@ -35,11 +35,6 @@ async def provide_dsr_service(request: Request[Any, Any, Any], db_session: Named
     state = request.app.state
     settings = state.runtime.settings
     operator = request.scope["state"].get("operator")
-    limiter = state.rate_limiter
-
-    def per_identity(bidx: bytes) -> None:
-        limiter.check("identity:intake", bidx.hex(), Limit.parse(settings.rate_limits["intake_identity"]))
-
     return DsrService(
         session=db_session,
         keys=state.key_service,
@@ -51,7 +46,8 @@ async def provide_dsr_service(request: Request[Any, Any, Any], db_session: Named
         # request exists the service attributes its steps to the request id.
         actor=operator.actor if operator else Actor("subject", "anonymous"),
         request_id=request.scope["state"].get("request_id"),
-        identity_limiter=per_identity,
+        code_quota=code_quota(request),
+        scopes=frozenset(operator.scopes) if operator else frozenset(),
     )
 
 
@@ -70,6 +66,7 @@ async def authorise(request: Request[Any, Any, Any], service: DsrService, reques
         return
     await operator_guard(request, request.route_handler)  # checks the handler's declared scopes
     service.actor = current_operator(request).actor
+    service.scopes = frozenset(current_operator(request).scopes)
 
 
 async def export_download(

@@ -76,6 +76,14 @@ class Transition(msgspec.Struct):
     note: str | None = None
 
 
+class FieldChange(msgspec.Struct, omit_defaults=True):
+    """One requested correction: the new value (null removes a profile field) and, for a reviewer
+    who may read subjects, the value it replaces (``from``; null: none on file)."""
+
+    to: Any
+    from_: Any | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="from")
+
+
 class RequestView(msgspec.Struct):
     id: uuid.UUID
     type: str
@@ -92,6 +100,8 @@ class RequestView(msgspec.Struct):
     duplicate_of: uuid.UUID | None = None
     decision: str | None = None
     result: dict[str, Any] | None = None
+    # A correction's requested changes, field -> {from?, to}: for operators (requests:manage) only.
+    changes: dict[str, FieldChange] | None = None
     export_url: str | None = None
     export_expires_at: datetime | None = None
     # Downstream systems sent this request: who answered, who is overdue.

@@ -213,6 +213,9 @@ class PolicySpec(Strict):
     profile_fields: dict[str, str]
     # The category of each identifier the vault indexes for lookup (email, phone, external_id).
     identifier_fields: dict[str, str]
+    # Profile fields a verified e-mail code alone may correct; every other correction (identifiers
+    # always) waits for an operator who sees the requested change.
+    rectify_without_review: list[str] = Field(default_factory=list)
     # Public holidays on which request deadlines do not end (with roll_to_working_day).
     holidays: list[date] = Field(default_factory=list)
 
@@ -497,6 +500,11 @@ class PolicyDocument:
     @property
     def identifier_fields(self) -> Mapping[str, str]:
         return self.spec.identifier_fields
+
+    @property
+    def rectify_without_review(self) -> frozenset[str]:
+        """Profile fields whose correction needs no operator review (identifiers never qualify)."""
+        return frozenset(self.spec.rectify_without_review)
 
     def is_category(self, key: str) -> bool:
         return key in self.spec.data_categories

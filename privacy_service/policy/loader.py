@@ -195,6 +195,14 @@ def _check_spec(file: str, spec: PolicySpec, problems: list[Problem]) -> None:
     for name, category_key in spec.identifier_fields.items():
         if category_key not in spec.data_categories:
             add(f"identifier_fields.{name}", f"category {category_key!r} is not in data_categories")
+    for index, name in enumerate(spec.rectify_without_review):
+        where = f"rectify_without_review[{index}]"
+        if name in spec.identifier_fields:
+            add(where, f"{name!r} is an identifier: a change of identifier always waits for an operator's review")
+        elif name not in spec.profile_fields:
+            add(where, f"{name!r} is not in profile_fields")
+    if len(set(spec.rectify_without_review)) != len(spec.rectify_without_review):
+        add("rectify_without_review", "a field is listed twice")
     for key, transfer in spec.transfers.items():
         refs(f"transfers.{key}.recipients", transfer.recipients, spec.recipients, "recipient")
     for key, right in spec.rights.items():

@@ -155,19 +155,20 @@ async def test_audit_never_records_a_subjects_address(client: AsyncClient, runti
 
 
 @pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
-async def test_intake_writes_everything_in_one_statement(client: AsyncClient, runtime: Runtime) -> None:
-    # The request row's INSERT links a duplicate itself and carries the key, transitions, audit
-    # event and mail rows as CTEs (db.carry_appended_rows): BEGIN, one statement, COMMIT.
+async def test_intake_writes_everything_in_one_statement(client: AsyncClient, runtime: Runtime, mail: MailSink) -> None:
+    # The request row's INSERT links a duplicate itself (an open, verified request of the same type
+    # for the same identity) and carries the key, transitions, audit event and mail rows as CTEs
+    # (db.carry_appended_rows): BEGIN, one statement, COMMIT.
+    first, _ = await submit_and_verify(client, runtime, mail, type="erase")
     with sql_statements(runtime) as sent:
         for _ in range(2):
-            response = await client.post(
-                "/v1/requests", json={"type": "erase", "identity": {"email": "one@example.com"}}
-            )
+            response = await client.post("/v1/requests", json={"type": "erase", "identity": {"email": EMAIL}})
             assert response.status_code == 202
     assert len(sent) == 2
     assert all(s.startswith("WITH") and "INSERT INTO dsr_requests" in s for s in sent)
     async with runtime.db.transaction() as session:
         rows = (await session.exec(select(PrivacyRequest).order_by(col(PrivacyRequest.received_at)))).all()
         kinds = (await session.exec(select(func.count()).select_from(RequestTransition))).one()
-    assert [row.duplicate_of for row in rows] == [None, rows[0].id]
-    assert kinds == 4
+    assert str(rows[0].id) == first
+    assert [row.duplicate_of for row in rows] == [None, rows[0].id, rows[0].id]
+    assert kinds == 4 + 2 * 2  # received, awaiting_verification, verified, awaiting_review; then 2 each

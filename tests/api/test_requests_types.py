@@ -158,7 +158,10 @@ async def test_rectification_writes_values_and_reports_field_names_only(
     subject_id = await make_subject(client, auth, email=EMAIL, profile={**PROFILE, "city": "Leeds"})
     changes = {"phone": "+14155552671", "profile": {"name": "Carol Corrected", "city": "Lyon"}}
     request_id, verified = await submit_and_verify(client, runtime, mail, EMAIL, "rectify", changes=changes)
-    assert verified["status"] == "completed"
+    # An identifier and identity data: an operator reviews the correction before it is written.
+    assert verified["status"] == "awaiting_review"
+    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    assert approved.json()["status"] == "completed", approved.text
     subject = (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()
     assert subject["phone"] == "+14155552671"
     assert subject["profile"] == {**PROFILE, "name": "Carol Corrected", "city": "Lyon"}
@@ -191,7 +194,9 @@ async def test_rectification_to_an_address_in_use_is_denied_not_stuck(
     request_id, verified = await submit_and_verify(
         client, runtime, mail, EMAIL, "rectify", changes={"email": "taken@example.com", "profile": {"name": "X"}}
     )
-    assert verified["status"] == "denied"
+    assert verified["status"] == "awaiting_review"
+    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    assert approved.json()["status"] == "denied", approved.text
     status = (await client.get(f"/v1/requests/{request_id}", headers=bearer(verified["token"]))).json()
     assert "already in use" in status["decision"]
     assert status["result"] is None
@@ -298,38 +303,37 @@ async def test_erasure_requested_by_phone_completes_and_mails_the_address_on_fil
 # -- duplicates --------------------------------------------------------------------------------
 
 
-async def test_a_duplicate_open_request_is_linked_to_the_original(
+async def test_a_duplicate_is_answered_on_its_own_and_linked_for_operators_only(
     client: AsyncClient, auth: dict[str, str], runtime: Runtime, mail: MailSink
 ) -> None:
     await make_subject(client, auth, email=EMAIL, profile=PROFILE)
     original, first = await submit_and_verify(client, runtime, mail, EMAIL, "erase")
     duplicate, second = await submit_and_verify(client, runtime, mail, EMAIL, "erase")
-    assert second["id"] == original
+    # Each verification verifies its own request and hands a token for it alone.
+    assert (first["id"], second["id"]) == (original, duplicate)
     assert second["status"] == "awaiting_review"
-    assert (await client.get(f"/v1/requests/{original}", headers=bearer(second["token"]))).status_code == 200
+    assert (await client.get(f"/v1/requests/{original}", headers=bearer(second["token"]))).status_code == 403
+    assert (await client.get(f"/v1/requests/{original}", headers=bearer(first["token"]))).status_code == 200
     view = (await client.get(f"/v1/requests/{duplicate}", headers=auth)).json()
-    assert (view["status"], view["duplicate_of"]) == ("cancelled", original)
-    assert view["history"][-1]["note"] == f"duplicate of {original}"
+    assert (view["status"], view["duplicate_of"]) == ("awaiting_review", original)
+    own = (await client.get(f"/v1/requests/{duplicate}", headers=bearer(second["token"]))).json()
+    assert own["duplicate_of"] is None  # another request's id is for operators
     listed = (await client.get("/v1/requests", params={"status": "awaiting_review"}, headers=auth)).json()
-    assert [item["id"] for item in listed["items"]] == [original]
-    assert first["id"] == original
+    assert sorted(item["id"] for item in listed["items"]) == sorted([original, duplicate])
 
 
-async def test_verifying_a_duplicate_verifies_the_unverified_original(
+async def test_verifying_a_new_request_leaves_an_unverified_older_one_alone(
     client: AsyncClient, auth: dict[str, str], runtime: Runtime, mail: MailSink
 ) -> None:
     await make_subject(client, auth, email=EMAIL, profile=PROFILE)
-    original = await submit(client, {"email": EMAIL}, "erase")  # its code mail is never used
-    duplicate, verified = await submit_and_verify(client, runtime, mail, EMAIL, "erase")
-    assert (verified["id"], verified["status"]) == (original, "awaiting_review")
-    view = (await client.get(f"/v1/requests/{original}", headers=bearer(verified["token"]))).json()
-    assert view["verified_at"] is not None
-    assert [(h["status"], h["note"]) for h in view["history"]][-2:] == [
-        ("verified", f"verified by {duplicate}"),
-        ("awaiting_review", None),
-    ]
-    dup = (await client.get(f"/v1/requests/{duplicate}", headers=auth)).json()
-    assert (dup["status"], dup["duplicate_of"]) == ("cancelled", original)
+    older = await submit(client, {"email": EMAIL}, "erase")  # its code mail is never used
+    newer, verified = await submit_and_verify(client, runtime, mail, EMAIL, "erase")
+    assert (verified["id"], verified["status"]) == (newer, "awaiting_review")
+    view = (await client.get(f"/v1/requests/{older}", headers=auth)).json()
+    assert (view["status"], view["verified_at"]) == ("awaiting_verification", None)
+    assert [h["status"] for h in view["history"]] == ["received", "awaiting_verification"]
+    mine = (await client.get(f"/v1/requests/{newer}", headers=auth)).json()
+    assert mine["duplicate_of"] is None  # an unverified request is not linked: anybody may have filed it
 
 
 # -- the operator's side -----------------------------------------------------------------------

@@ -327,10 +327,12 @@ async def test_rectification_reaches_only_systems_holding_a_changed_category(
         await register(client, auth, receiver.url, name="crm", categories=("user.name",))
         await register(client, auth, receiver.url, name="kyc", categories=("user.government_id",))
         await make_customer(client, auth)
-        _request_id, verified = await submit_and_verify(
+        request_id, verified = await submit_and_verify(
             client, runtime, mail, CUSTOMER_EMAIL, "rectify", changes={"profile": {"name": "Dana D. Downstream"}}
         )
-        assert verified["status"] == "processing"
+        assert verified["status"] == "awaiting_review"  # a name: an operator reviews the correction
+        approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+        assert approved.json()["status"] == "processing", approved.text
         assert (await deliver_webhooks(runtime)).delivered == 1
     [hit] = receiver.received
     extension = hit.json["extensions"]["privacy-service"]

@@ -1,0 +1,211 @@
+"""Reading requests: one request's status (subject token or operator), the operator's list, the export's parts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, or_, select
+
+from privacy_service.audit import service as audit
+from privacy_service.clock import as_utc
+from privacy_service.crypto.fields import DataKey
+from privacy_service.dsr import schemas
+from privacy_service.dsr.flows import OPEN, Status
+from privacy_service.dsr.models import PrivacyRequest, RequestTransition
+from privacy_service.dsr.processing import IDENTIFIER_CHANGES, Processing
+from privacy_service.errors import Conflict, Gone, InvalidInput, NotFound
+from privacy_service.subjects.models import Subject, SubjectStatus
+from privacy_service.subjects.schemas import SubjectOut
+from privacy_service.systems import fanout as downstream
+
+CURSOR_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
+# Shown beside a requested correction so that a reviewer sees what it would replace.
+CURRENT_VALUES_SCOPE = "subjects:read"
+
+
+class Reading(Processing):
+    __slots__ = ()
+
+    async def view(self, request_id: uuid.UUID) -> schemas.RequestView:
+        """The request as its caller may see it (authorised by the route: its own token or an operator).
+
+        A correction's requested values (``changes``) are for the operator who reviews them; the
+        subject's answer names the changed fields only (``result``), so a leaked status link shows
+        no values. The values they would replace come from the vault, only for an operator who may
+        read subjects and only while the request awaits review. ``duplicate_of`` names another
+        request: operators only too.
+        """
+        request = await self._get(request_id)
+        transitions = (
+            await self.session.exec(
+                select(RequestTransition)
+                .where(col(RequestTransition.request_id) == request.id)
+                .order_by(col(RequestTransition.id))
+            )
+        ).all()
+        operator = self.actor.type == "operator"
+        key: DataKey | None = None
+        if request.decision_ct is not None or (operator and request.changes_ct is not None):
+            key = await self._request_key(request)
+        decision = None
+        if key is not None and request.decision_ct is not None:
+            decision = self._open_text(key, request, "decision", request.decision_ct)
+        changes = None
+        if key is not None and operator and request.changes_ct is not None:
+            changes = await self._diff(request, key, with_current=operator and CURRENT_VALUES_SCOPE in self.scopes)
+        now = self.clock.now()
+        export_ready = (
+            request.type in ("access", "portability")
+            and request.status in EXPORTABLE
+            and request.export_expires_at is not None
+            and request.export_expires_at > now
+            and request.subject_id is not None
+        )
+        return schemas.RequestView(
+            id=request.id,
+            type=request.type,
+            status=request.status,
+            regime=request.regime,
+            language=request.language,
+            received_at=request.received_at,
+            due_at=request.due_at,
+            history=[schemas.Transition(t.to_status, t.at, t.actor_type, t.note) for t in transitions],
+            extended=request.extended_at is not None,
+            verified_at=request.verified_at,
+            completed_at=request.completed_at,
+            overdue=request.status in OPEN and request.due_at < now,
+            duplicate_of=request.duplicate_of if operator else None,
+            decision=decision,
+            result=request.result,
+            changes=changes,
+            export_url=f"/v1/requests/{request.id}/export" if export_ready else None,
+            export_expires_at=request.export_expires_at if export_ready else None,
+            systems=await downstream.progress(self.session, request.id, now) or None,
+        )
+
+    async def _diff(
+        self, request: PrivacyRequest, key: DataKey, *, with_current: bool
+    ) -> dict[str, schemas.FieldChange]:
+        """A correction as ``field -> {from?, to}`` (``to`` null: the profile field is removed)."""
+        changes = self._changes(request, key)
+        requested: dict[str, Any] = {k: getattr(changes, k) for k in IDENTIFIER_CHANGES if getattr(changes, k)}
+        requested |= {f"profile.{name}": value for name, value in changes.profile.items()}
+        current: dict[str, Any] | None = None
+        if with_current and request.status == Status.AWAITING_REVIEW and request.subject_id is not None:
+            subject = await self.session.get(Subject, request.subject_id)
+            if subject is not None and subject.status == SubjectStatus.ACTIVE:
+                held = await self.subjects.read(request.subject_id)  # audited as a read of the subject
+                current = {k: getattr(held, k) for k in IDENTIFIER_CHANGES}
+                current |= {f"profile.{name}": value for name, value in held.profile.items()}
+        ordered = sorted(requested.items())
+        if current is None:
+            return {name: schemas.FieldChange(to=value) for name, value in ordered}
+        return {name: schemas.FieldChange(to=value, from_=current.get(name)) for name, value in ordered}
+
+    async def list_requests(
+        self,
+        *,
+        status: str | None,
+        type_: str | None,
+        overdue: bool | None,
+        due_before: datetime | None,
+        after: str | None,
+        limit: int,
+    ) -> schemas.RequestPage:
+        now = self.clock.now()
+        query = select(PrivacyRequest)
+        if status is not None:
+            query = query.where(col(PrivacyRequest.status) == status)
+        if type_ is not None:
+            query = query.where(col(PrivacyRequest.type) == type_)
+        if overdue is not None:
+            open_values = [s.value for s in OPEN]
+            if overdue:
+                query = query.where(col(PrivacyRequest.status).in_(open_values), col(PrivacyRequest.due_at) < now)
+            else:
+                query = query.where(
+                    or_(col(PrivacyRequest.status).not_in(open_values), col(PrivacyRequest.due_at) >= now)
+                )
+        if due_before is not None:
+            query = query.where(col(PrivacyRequest.due_at) < as_utc(due_before, "due_before"))
+        if after is not None:
+            due_text, _, id_text = after.partition("_")
+            try:
+                cursor_due, cursor_id = datetime.fromisoformat(due_text), uuid.UUID(id_text)
+            except ValueError:
+                raise InvalidInput("after: not a cursor returned by this endpoint") from None
+            if cursor_due.tzinfo is None:
+                raise InvalidInput("after: not a cursor returned by this endpoint")
+            cursor_due = as_utc(cursor_due, "after")
+            query = query.where(
+                or_(
+                    col(PrivacyRequest.due_at) > cursor_due,
+                    (col(PrivacyRequest.due_at) == cursor_due) & (col(PrivacyRequest.id) > cursor_id),
+                )
+            )
+        rows = (
+            await self.session.exec(query.order_by(col(PrivacyRequest.due_at), col(PrivacyRequest.id)).limit(limit + 1))
+        ).all()
+        page = rows[:limit]
+        return schemas.RequestPage(
+            items=[
+                schemas.RequestSummary(
+                    id=r.id,
+                    type=r.type,
+                    status=r.status,
+                    regime=r.regime,
+                    received_at=r.received_at,
+                    due_at=r.due_at,
+                    overdue=r.status in OPEN and r.due_at < now,
+                    subject_id=r.subject_id,
+                )
+                for r in page
+            ],
+            # "Z", not "+00:00": a '+' pasted unencoded into a query string arrives as a space.
+            next_cursor=f"{page[-1].due_at.strftime(CURSOR_TIME)}_{page[-1].id}" if len(rows) > limit else None,
+        )
+
+    async def export_parts(
+        self, request_id: uuid.UUID
+    ) -> tuple[PrivacyRequest, SubjectOut, dict[str, Any], list[dict[str, Any]]]:
+        """What a download needs: the request, the subject's profile, the Art. 15 information, history.
+
+        The history lists every request filed for this identity (a stranger's too: requests concerning
+        the customer are data about them), by id, type, status and date only: never another
+        request's body (its corrections or reason).
+        """
+        request = await self._get(request_id)
+        if request.type not in ("access", "portability"):
+            raise Conflict("only access and portability requests have an export")
+        if request.status not in EXPORTABLE:
+            raise Conflict(f"the export is not available while the request is {request.status}")
+        if request.export_expires_at is None or request.export_expires_at <= self.clock.now():
+            raise Gone("the export link has expired; submit a new request")
+        if request.subject_id is None:
+            raise NotFound("no personal data is held for this identity")
+        subject = await self.subjects.read(request.subject_id)
+        held = await self.subjects.categories_held(request.subject_id)
+        processing = self.rules.processing_information(sorted(held), request.language)
+        history = [
+            {"id": str(r.id), "type": r.type, "status": r.status, "received_at": r.received_at.isoformat()}
+            for r in (
+                await self.session.exec(
+                    select(PrivacyRequest)
+                    .where(col(PrivacyRequest.identity_bidx) == request.identity_bidx)
+                    .order_by(col(PrivacyRequest.received_at))
+                )
+            ).all()
+        ]
+        audit.record(
+            self.session,
+            at=self.clock.now(),
+            actor=self.actor,
+            action="dsr.export.download",
+            subject_id=request.subject_id,
+            request_id=self.request_id,
+            detail={"dsr_id": str(request.id)},
+        )
+        return request, subject, processing, history

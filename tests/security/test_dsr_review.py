@@ -1,0 +1,138 @@
+"""Issue 16 item 2, as an attacker holding one e-mailed code tries it: a correction of an identifier or
+of identity/financial data waits for an operator (``awaiting_review``) and changes nothing until
+approved; the operator sees the requested diff; the policy frees named low-risk fields from review.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+from privacy_service.config import Settings
+from privacy_service.policy.loader import check_policy
+from privacy_service.runtime import Runtime
+from tests.api.dsr_support import bearer, fresh_settings, make_subject, rows, submit_and_verify
+from tests.conftest import make_operator_key
+from tests.policy_files import copy_policies, edit_yaml
+
+EMAIL = "carol.customer@example.com"
+PHONE = "+447911123456"
+IBAN = "DE89370400440532013000"
+PROFILE = {"name": "Carol Customer", "iban": IBAN, "national_id": "ZX998877"}
+
+
+@pytest.fixture
+async def settings(make_settings: Any, backend: str) -> Settings:
+    return await fresh_settings(make_settings, backend)
+
+
+async def subject_updates(runtime: Runtime) -> list[Any]:
+    return [e for e in await rows(runtime, "audit_events") if e["action"] == "subject.update"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "before", "after"),
+    [
+        ({"email": "mallory@example.net"}, "email", EMAIL, "mallory@example.net"),
+        ({"phone": "+14155552671"}, "phone", PHONE, "+14155552671"),
+        ({"profile": {"name": "Mallory Owner"}}, "profile.name", "Carol Customer", "Mallory Owner"),
+        ({"profile": {"iban": "GB33BUKB20201555555555"}}, "profile.iban", IBAN, "GB33BUKB20201555555555"),
+        # One low-risk field does not carry a risky one through.
+        (
+            {"profile": {"secondary_email": "c@example.org", "national_id": "AA000000"}},
+            "profile.national_id",
+            "ZX998877",
+            "AA000000",
+        ),
+    ],
+    ids=["email", "phone", "name", "iban", "mixed"],
+)
+async def test_a_code_alone_never_corrects_identifiers_or_identity_data(
+    client: AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    mail: Any,
+    changes: dict[str, Any],
+    field: str,
+    before: str,
+    after: str,
+) -> None:
+    subject_id = await make_subject(client, auth, email=EMAIL, phone=PHONE, profile=PROFILE)
+    original = (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()
+    request_id, verified = await submit_and_verify(client, runtime, mail, EMAIL, "rectify", changes=changes)
+    assert verified["status"] == "awaiting_review"  # although rectify is auto-approved by default
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json() == original
+    assert await subject_updates(runtime) == []
+
+    # The operator reviewing it sees the requested diff, with the value on file it would replace.
+    view = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
+    assert view["changes"][field] == {"from": before, "to": after}
+    assert view["history"][-1]["note"]
+    # The subject's own status read names no values (a leaked link shows nothing).
+    own = await client.get(f"/v1/requests/{request_id}", headers=bearer(verified["token"]))
+    assert own.json()["changes"] is None
+    assert after not in own.text
+    assert before not in own.text
+
+    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    assert approved.json()["status"] == "completed", approved.text
+    corrected = (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()
+    key = field.removeprefix("profile.")
+    assert (corrected["profile"][key] if field.startswith("profile.") else corrected[key]) == after
+
+
+async def test_the_diff_shows_values_on_file_only_to_a_key_that_reads_subjects(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime, mail: Any
+) -> None:
+    await make_subject(client, auth, email=EMAIL, profile=PROFILE)
+    request_id, _ = await submit_and_verify(
+        client, runtime, mail, EMAIL, "rectify", changes={"profile": {"name": "New Name", "iban": None}}
+    )
+    manager = bearer(await make_operator_key(runtime, frozenset({"requests:manage"})))
+    view = await client.get(f"/v1/requests/{request_id}", headers=manager)
+    assert view.json()["changes"] == {"profile.iban": {"to": None}, "profile.name": {"to": "New Name"}}
+    assert "Carol" not in view.text
+    assert IBAN not in view.text
+    full = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
+    assert full["changes"] == {
+        "profile.iban": {"from": IBAN, "to": None},
+        "profile.name": {"from": "Carol Customer", "to": "New Name"},
+    }
+
+
+async def test_a_field_the_policy_frees_from_review_is_corrected_on_the_code(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime, mail: Any
+) -> None:
+    assert "secondary_email" in runtime.policy.rectify_without_review
+    subject_id = await make_subject(client, auth, email=EMAIL, profile=PROFILE)
+    _, verified = await submit_and_verify(
+        client, runtime, mail, EMAIL, "rectify", changes={"profile": {"secondary_email": "carol@example.org"}}
+    )
+    assert verified["status"] == "completed"
+    subject = (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()
+    assert subject["profile"] == {**PROFILE, "secondary_email": "carol@example.org"}
+    details = [json.dumps(u["detail"], default=str) for u in await subject_updates(runtime)]
+    assert len(details) == 1
+    assert "profile.secondary_email" in details[0]
+
+
+@pytest.mark.parametrize(
+    ("listed", "message"),
+    [
+        (["email"], "is an identifier"),
+        (["favourite_colour"], "is not in profile_fields"),
+        (["occupation", "occupation"], "listed twice"),
+    ],
+)
+def test_policy_check_refuses_freeing_identifiers_or_unknown_fields(
+    tmp_path: Path, listed: list[str], message: str
+) -> None:
+    folder = copy_policies(tmp_path)
+    edit_yaml(folder / "policy.yaml", lambda data: data.update(rectify_without_review=listed))
+    document, problems = check_policy(folder)
+    assert document is None
+    assert any(message in str(problem) and "rectify_without_review" in str(problem) for problem in problems), problems
