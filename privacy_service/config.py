@@ -30,6 +30,8 @@ class KeyProviderKind(StrEnum):
 DEFAULT_RATE_LIMITS: dict[str, str] = {
     "default": "60/min burst 20",
     "operator": "6000/min burst 600",
+    # Rejected operator keys per client address; past it, any key from there gets 429 unchecked.
+    "auth_failed": "10/min burst 10",
     "intake": "20/min burst 10",
     "verify": "30/min burst 10",
     "resend": "5/min burst 2",

@@ -8,7 +8,7 @@ review (nothing is notified from a draft; the clock starts only when someone con
 * ``breach_monitor_integrity_failures`` failed decryptions / unavailable keys within
   ``breach_monitor_integrity_minutes`` (tampering with ciphertext or the key store);
 * ``breach_monitor_auth_failures`` rejected operator keys within ``breach_monitor_auth_minutes``
-  (guessing or a leaked key list).
+  (guessing or a leaked key list), summed over the aggregated rows the guard writes.
 
 A signal opens at most one draft per ``breach_monitor_cooldown_minutes``.
 """
@@ -220,18 +220,20 @@ async def _integrity_failures(session: AsyncSession, settings: Settings, now: da
 async def _auth_failures(session: AsyncSession, settings: Settings, now: datetime) -> list[Signal]:
     since = now - timedelta(minutes=settings.breach_monitor_auth_minutes)
     where = (col(AuditEvent.action) == AUTH_FAILED_ACTION, col(AuditEvent.at) >= since)
-    count = int((await session.exec(select(func.count()).select_from(AuditEvent).where(*where))).one())
+    # One row stands for several attempts from one address (operators/guards.py); older rows for one.
+    attempts = func.coalesce(func.sum(func.coalesce(AuditEvent.detail["attempts"].as_integer(), 1)), 0)
+    sources = func.count(distinct(col(AuditEvent.actor_id)))
+    count_row = (await session.exec(select(attempts, sources).select_from(AuditEvent).where(*where))).one()
+    count, source_count = int(count_row[0]), int(count_row[1])
     if count < settings.breach_monitor_auth_failures:
         return []
-    distinct_keys = select(func.count(distinct(col(AuditEvent.actor_id)))).select_from(AuditEvent).where(*where)
-    key_ids = int((await session.exec(distinct_keys)).one())
     return [
         Signal(
             key="auth_failures",
             title=f"{count} rejected operator keys in {settings.breach_monitor_auth_minutes} minutes",
             description=(
                 f"{count} requests presented an unknown, revoked or wrong operator key since "
-                f"{since.isoformat(timespec='seconds')} ({key_ids} distinct key ids; threshold: "
+                f"{since.isoformat(timespec='seconds')} ({source_count} distinct client addresses; threshold: "
                 f"{settings.breach_monitor_auth_failures} in {settings.breach_monitor_auth_minutes} minutes). "
                 "Someone may be guessing keys or replaying a leaked list. No personal data is known to be "
                 "affected yet: dismiss the draft if none was."

@@ -3,11 +3,21 @@
 Route handlers declare ``opt={"scopes": {...}}``. Authenticated keys are cached for a few seconds
 (keyed by the key's hash) so a hot API does not pay a database round trip per call; revocation
 therefore takes effect within ``AUTH_CACHE_SECONDS``.
+
+Rejected keys are limited per client address (``rate_limits["auth_failed"]``): once an address has
+used up its failures, every request from it that presents a key is answered 429 with Retry-After,
+before the key is even looked up. Rejections are audited in aggregate (see :class:`FailedAuthGate`),
+so a flood of junk keys costs a handful of audit rows, not one each, while breach monitoring still
+sees how many there were.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -19,17 +29,132 @@ from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.errors import Forbidden, Unauthenticated
 from privacy_service.operators.service import AuthenticatedOperator, authenticate, hash_key, parse_key_id
-from privacy_service.ratelimit import Limit
+from privacy_service.ratelimit import Limit, RateLimited, client_address
 
 AUTH_CACHE_SECONDS = 5.0
+# Rejected attempts from one address are recorded at the 1st, 2nd, 4th, 8th... of each window.
+AUTH_FAILURE_WINDOW_SECONDS = 600.0
+MAX_TRACKED_ADDRESSES = 10_000
+_MANY = "*"  # every address beyond MAX_TRACKED_ADDRESSES shares one tally (and one bucket)
+_KEY_IDS_PER_ROW = 10
+_SOURCE_CONTEXT = b"privacy-service/auth-source/v1|"
 log = structlog.get_logger("privacy_service.operators")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="privacy-service"'}
 
 
+@dataclass(slots=True)
+class _Source:
+    tokens: float
+    updated: float
+    window_started: float
+    attempts: int = 0  # rejected attempts in the current window
+    unrecorded: int = 0  # since the last audit row (carried into the next window)
+    throttled: int = 0
+    malformed: int = 0
+    key_ids: set[str] = field(default_factory=set)
+
+
+class FailedAuthGate:
+    """Per client address: a token bucket of failed authentications, and a tally of rejected attempts.
+
+    The tally turns into an audit row at the 1st, 2nd, 4th, 8th, ... rejected attempt of each window
+    (``AUTH_FAILURE_WINDOW_SECONDS``), carrying the count since the previous row: 300 junk keys in a
+    burst make 9 rows, not 300, and the first attempt is on record at once. What came after the last
+    row is carried into the first row of the address's next window. Process memory, like the other
+    rate limits; bounded by ``MAX_TRACKED_ADDRESSES`` (beyond it all new addresses share one entry).
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        window: float = AUTH_FAILURE_WINDOW_SECONDS,
+        max_addresses: int = MAX_TRACKED_ADDRESSES,
+    ) -> None:
+        self._clock = clock
+        self._window = window
+        self._max = max_addresses
+        self._sources: dict[str, _Source] = {}
+
+    def _tokens(self, source: _Source, limit: Limit, now: float) -> float:
+        source.tokens = min(float(limit.burst), source.tokens + (now - source.updated) * limit.per_minute / 60.0)
+        source.updated = now
+        return source.tokens
+
+    def _source(self, address: str, limit: Limit, now: float) -> tuple[str, _Source]:
+        found = self._sources.get(address)
+        if found is not None:
+            return address, found
+        if len(self._sources) >= self._max:
+            self._evict(limit, now)
+        if len(self._sources) >= self._max:
+            address = _MANY
+        return address, self._sources.setdefault(address, _Source(float(limit.burst), now, now))
+
+    def _evict(self, limit: Limit, now: float) -> None:
+        """Forget addresses whose bucket is full again and whose window has ended."""
+        self._sources = {
+            address: source
+            for address, source in self._sources.items()
+            if address == _MANY
+            or self._tokens(source, limit, now) < limit.burst
+            or now - source.window_started < self._window
+        }
+
+    def retry_after(self, address: str, limit: Limit) -> float | None:
+        """Seconds until ``address`` may present a key again, or None if it may now (nothing consumed)."""
+        now = self._clock()
+        source = self._sources.get(address)
+        if source is None and len(self._sources) >= self._max:
+            source = self._sources.get(_MANY)
+        if source is None:
+            return None
+        tokens = self._tokens(source, limit, now)
+        if tokens >= 1.0:
+            return None
+        rate = limit.per_minute / 60.0
+        return (1.0 - tokens) / rate if rate > 0 else self._window
+
+    def reject(
+        self, address: str, key_id: str | None, limit: Limit, *, throttled: bool
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Count one rejected attempt (a failed key, or one refused with 429 unchecked).
+
+        Returns (address or "*", audit detail) when a row is due, else None.
+        """
+        now = self._clock()
+        address, source = self._source(address, limit, now)
+        if not throttled:
+            source.tokens = max(0.0, self._tokens(source, limit, now) - 1.0)
+        if now - source.window_started >= self._window:
+            source.window_started, source.attempts = now, 0
+        source.attempts += 1
+        source.unrecorded += 1
+        source.throttled += throttled
+        if key_id is None:
+            source.malformed += 1
+        elif len(source.key_ids) < _KEY_IDS_PER_ROW:
+            source.key_ids.add(key_id)
+        if source.attempts & (source.attempts - 1):
+            return None  # not a power of two: aggregated into the next row
+        detail: dict[str, Any] = {
+            "attempts": source.unrecorded,
+            "throttled": source.throttled,
+            "malformed": source.malformed,
+            "key_ids": sorted(source.key_ids),
+        }
+        source.unrecorded = source.throttled = source.malformed = 0
+        source.key_ids = set()
+        return address, detail
+
+    def reset(self) -> None:
+        self._sources.clear()
+
+
 class OperatorAuthenticator:
-    def __init__(self, ttl: float = AUTH_CACHE_SECONDS) -> None:
+    def __init__(self, ttl: float = AUTH_CACHE_SECONDS, failures: FailedAuthGate | None = None) -> None:
         self._ttl = ttl
         self._cache: dict[bytes, tuple[float, AuthenticatedOperator]] = {}
+        self.failures = failures or FailedAuthGate()
 
     def forget_all(self) -> None:
         self._cache.clear()
@@ -52,19 +177,38 @@ class OperatorAuthenticator:
         return operator
 
 
-async def record_failed_auth(connection: ASGIConnection[Any, Any, Any, Any], key: str) -> None:
-    """Audit a rejected key (breach monitoring counts bursts): its public key id only, never the key."""
+def _source_tag(audit_key: bytes, address: str) -> str:
+    """A pseudonym for a client address (an address is personal data): tells sources apart in the audit
+    log, and an investigator holding the audit key can test a suspected address against it."""
+    if address == _MANY:
+        return "many"
+    return hmac.new(audit_key, _SOURCE_CONTEXT + address.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _failure_limit(connection: ASGIConnection[Any, Any, Any, Any]) -> Limit:
+    return Limit.parse(connection.app.state.runtime.settings.rate_limits["auth_failed"])
+
+
+async def record_failed_auth(
+    connection: ASGIConnection[Any, Any, Any, Any], key: str, address: str, *, throttled: bool
+) -> None:
+    """Count a rejected key and, when one is due, audit the aggregate: the address's pseudonym, how many
+    attempts, and their public key ids only (never a key). Breach monitoring sums the attempts."""
     state = connection.app.state
     key_id = parse_key_id(key)
+    due = state.authenticator.failures.reject(address, key_id, _failure_limit(connection), throttled=throttled)
+    if due is None:
+        return
+    source, detail = due
     try:
         async with state.db.transaction() as session:
             audit.record(
                 session,
                 at=state.clock.now(),
-                actor=Actor("operator_key", key_id or "malformed"),
+                actor=Actor("client", _source_tag(state.runtime.audit_key, source)),
                 action="operator.auth_failed",
                 outcome="failed",
-                detail={"key_id": key_id} if key_id else {"well_formed": False},
+                detail=detail,
             )
     except (SQLAlchemyError, OSError) as exc:
         log.warning("auth_failure_not_recorded", error=type(exc).__name__)
@@ -82,11 +226,16 @@ async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
     key = bearer_key(connection)
     if key is None:
         raise Unauthenticated("send an operator key as 'Authorization: Bearer psk_...'", headers=_CHALLENGE)
-    operator = await connection.app.state.authenticator(connection, key)
-    if operator is None:
-        await record_failed_auth(connection, key)
-        raise Unauthenticated("the operator key is unknown, revoked or expired", headers=_CHALLENGE)
     state = connection.app.state
+    address = client_address(connection, state.runtime.settings.trusted_proxies)
+    wait = state.authenticator.failures.retry_after(address, _failure_limit(connection))
+    if wait is not None:
+        await record_failed_auth(connection, key, address, throttled=True)
+        raise RateLimited(wait)
+    operator = await state.authenticator(connection, key)
+    if operator is None:
+        await record_failed_auth(connection, key, address, throttled=False)
+        raise Unauthenticated("the operator key is unknown, revoked or expired", headers=_CHALLENGE)
     state.rate_limiter.check("operator", str(operator.id), Limit.parse(state.runtime.settings.rate_limits["operator"]))
     required: set[str] = set(handler.opt.get("scopes", ()))
     missing = sorted(required - operator.scopes)

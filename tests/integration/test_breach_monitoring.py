@@ -146,11 +146,17 @@ async def test_a_burst_of_rejected_operator_keys_opens_a_draft(monitored: tuple[
         response = await client.get("/v1/breaches", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 401
     assert (await monitor(runtime)).opened == []  # 3 < 4
+    # Aggregated per client address: rows at its 1st, 2nd, 4th, 8th... rejection, each with the count since.
     events = await audit_events(runtime, "operator.auth_failed")
-    assert [e["detail"] for e in events] == [{"key_id": guessed[4:16]}] * 2 + [{"well_formed": False}]
+    one = {"attempts": 1, "throttled": 0, "malformed": 0, "key_ids": [guessed[4:16]]}
+    assert [e["detail"] for e in events] == [one, one]
     assert all(guessed not in str(event) and guessed[17:] not in str(event) for event in events)
+    assert {e["actor_type"] for e in events} == {"client"}
+    assert "127.0.0.1" not in str(events)  # the address only as a keyed pseudonym
 
     assert (await client.get("/v1/subjects", headers={"Authorization": "Bearer psk_x"})).status_code == 401
+    events = await audit_events(runtime, "operator.auth_failed")
+    assert events[-1]["detail"] == {"attempts": 2, "throttled": 0, "malformed": 2, "key_ids": []}
     result = await monitor(runtime)
     assert result.signals == ["auth_failures"]
     auth = {"Authorization": f"Bearer {await make_operator_key(runtime)}"}

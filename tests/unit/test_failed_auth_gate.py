@@ -1,0 +1,60 @@
+"""FailedAuthGate: the per-address bucket of failed keys and the aggregated audit tally (fake clock)."""
+
+from __future__ import annotations
+
+from privacy_service.operators.guards import FailedAuthGate
+from privacy_service.ratelimit import Limit
+
+LIMIT = Limit.parse("10/min burst 3")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rows_at_each_doubling_and_the_tail_carried_into_the_next_window() -> None:
+    clock = FakeClock()
+    gate = FailedAuthGate(clock, window=600.0)
+    due = [gate.reject("a", "k1", LIMIT, throttled=False) for _ in range(6)]
+    assert [row is not None for row in due] == [True, True, False, True, False, False]
+    assert [row[1]["attempts"] for row in due if row] == [1, 1, 2]
+    clock.now = 601.0  # the window ends: the two unrecorded attempts ride on the next window's first row
+    carried = gate.reject("a", None, LIMIT, throttled=True)
+    assert carried is not None
+    assert carried[1] == {"attempts": 3, "throttled": 1, "malformed": 1, "key_ids": ["k1"]}
+
+
+def test_the_bucket_blocks_after_the_burst_and_refills() -> None:
+    clock = FakeClock()
+    gate = FailedAuthGate(clock)
+    assert gate.retry_after("a", LIMIT) is None
+    for _ in range(3):
+        gate.reject("a", None, LIMIT, throttled=False)
+    wait = gate.retry_after("a", LIMIT)
+    assert wait is not None
+    assert 5.9 < wait <= 6.0  # one failure back every 6 s at 10/min
+    gate.reject("a", None, LIMIT, throttled=True)  # a throttled attempt takes nothing
+    clock.now = 6.0
+    assert gate.retry_after("a", LIMIT) is None
+    assert gate.retry_after("b", LIMIT) is None  # other addresses are unaffected
+
+
+def test_addresses_beyond_the_bound_share_one_entry() -> None:
+    clock = FakeClock()
+    gate = FailedAuthGate(clock, max_addresses=2)
+    assert gate.reject("a", None, LIMIT, throttled=False) is not None
+    assert gate.reject("b", None, LIMIT, throttled=False) is not None
+    third = gate.reject("c", None, LIMIT, throttled=False)
+    assert third is not None
+    assert third[0] == "*"
+    for address in ("d", "e"):
+        gate.reject(address, None, LIMIT, throttled=False)
+    assert gate.retry_after("f", LIMIT) is not None  # the shared entry's bucket is spent
+    clock.now = 10_000.0  # every bucket full and every window over: room again for new addresses
+    fresh = gate.reject("g", None, LIMIT, throttled=False)
+    assert fresh is not None
+    assert fresh[0] == "g"
