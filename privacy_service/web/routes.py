@@ -29,7 +29,7 @@ from litestar.static_files import create_static_files_router
 from privacy_service.config import Settings
 from privacy_service.dsr import schemas
 from privacy_service.dsr.routes import export_download, kick_outbox, provide_dsr_service
-from privacy_service.dsr.service import DsrService
+from privacy_service.dsr.service import DsrService, TooManyCodes
 from privacy_service.errors import (
     RETRY_AFTER_SECONDS,
     UNAVAILABLE_ERRORS,
@@ -238,6 +238,11 @@ class PortalController(Controller):
         language = visitor_language(request, _policy(request).languages)
         try:
             await service.resend_code(rid)
+        except TooManyCodes as exc:
+            message = messages(language)["errors"]["resend_limit"]
+            return _verify_page(
+                request, rid, language, errors={"resend": message}, status_code=429, headers=exc.headers
+            )
         except Conflict as exc:
             wait = (exc.headers or {}).get("Retry-After")
             if wait is None:

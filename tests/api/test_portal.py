@@ -254,6 +254,25 @@ async def test_resend_and_its_cooldown(client: httpx.AsyncClient, runtime: Runti
     assert "resend-error" in (page.by_id("resend").attrs.get("aria-describedby") or "")
 
 
+async def test_resends_past_the_cap_say_so_on_the_code_page(make_settings: Any, mail: MailSink) -> None:
+    runtime = build_runtime(make_settings(dsr_resend_cooldown_seconds=0, dsr_resend_max_per_request=1))
+    transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await submit(client, type="access", identity_kind="email", email=EMAIL)
+            request_path = response.headers["location"].removesuffix("/verify")
+            token = await open_form(client, request_path + "/verify")
+            assert (await client.post(request_path + "/resend", data={"_csrf_token": token})).status_code == 303
+            refused = await client.post(request_path + "/resend", data={"_csrf_token": token})
+            assert refused.status_code == 429
+            assert refused.headers["content-type"] == HTML
+            assert_error_at(refused.text, "resend", "We cannot send more codes for this request now")
+            await deliver(runtime)
+            assert len(mail.to(EMAIL)) == 2
+    finally:
+        await runtime.close()
+
+
 async def test_too_many_requests_is_a_friendly_page(make_settings: Any) -> None:
     runtime = build_runtime(make_settings(rate_limits={"intake": "1/hour burst 1"}))
     transport = httpx.ASGITransport(app=create_app(runtime=runtime))

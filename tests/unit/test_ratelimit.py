@@ -62,3 +62,30 @@ def test_eviction_keeps_memory_bounded() -> None:
         limiter.hit("b", str(i), limit)
         clock.now += 0.01
     assert len(limiter._buckets) <= 10
+
+
+def test_a_sliding_window_never_holds_more_than_its_limit() -> None:
+    """take_all: "3 a day" means no 24 hours ever hold more than 3, whatever the timing."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock)
+    day = 86_400.0
+    taken = []
+    for _ in range(200):  # one attempt every 30 minutes for 4 days and 4 hours
+        if limiter.take_all([("id", 3)], day) is None:
+            taken.append(clock.now)
+        clock.now += 1800
+    assert all(sum(1 for t in taken if start <= t < start + day) <= 3 for start in taken)
+    assert len(taken) == 3 * 5  # the window moves: each day (the fifth too) gets its 3 again
+
+
+def test_take_all_counts_for_every_key_or_none() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock)
+    assert limiter.take_all([("identity", 2), ("identity:a", 1)], 100.0) is None
+    # The per-address key is full: nothing is counted, not even for the identity.
+    wait = limiter.take_all([("identity", 2), ("identity:a", 1)], 100.0)
+    assert wait == pytest.approx(100.0)
+    assert limiter.take_all([("identity", 2), ("identity:b", 1)], 100.0) is None
+    assert limiter.take_all([("identity", 2), ("identity:c", 1)], 100.0) is not None  # the identity is full
+    clock.now += 100.0
+    assert limiter.take_all([("identity", 2), ("identity:c", 1)], 100.0) is None
