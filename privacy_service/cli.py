@@ -151,32 +151,48 @@ def keys_rotate(
         typer.Option("--resume", help="Do not add a KEK version; finish re-wrapping to the current one."),
     ] = False,
 ) -> None:
-    """Add a KEK version and re-wrap every data key under it, online, in batches (resumable)."""
-    from privacy_service.crypto.jobs import count_stale, rewrap_all
+    """Add a KEK version and re-wrap every data key under it, online, in batches (resumable).
 
-    async def work(runtime: Runtime) -> None:
-        provider = runtime.provider
-        version = await provider.current_version() if resume else await provider.rotate()
+    One rotation at a time: a second one waits for the first, then adds its own version. If the
+    database goes away mid-run (after a few retries), says how far it got; `--resume` finishes.
+    """
+    from privacy_service.crypto.jobs import RotationCallbacks, RotationInterrupted, rotate_keys
+
+    columns = (TextColumn("re-wrapping data keys"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    progress = Progress(*columns, console=err, transient=False)
+    task = progress.add_task("rewrap", start=False, visible=False)
+
+    def start(version: int, total: int) -> None:
         err.print(f"{'resuming re-wrap to' if resume else 'new'} KEK version {version}")
-        total = await count_stale(runtime.db, version)
-        columns = (
-            TextColumn("re-wrapping data keys"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=err, transient=False) as progress:
-            task = progress.add_task("rewrap", total=total)
-            result = await rewrap_all(
-                runtime.db,
-                provider,
-                runtime.clock,
-                batch_size=batch_size or runtime.settings.rotation_batch_size,
-                on_batch=lambda n: progress.advance(task, n),
-            )
-        err.print(f"done: {result.rewrapped} data keys now under KEK version {result.target_version}")
+        progress.update(task, total=total, visible=True)
+        progress.start_task(task)
 
-    with_runtime(work)
+    callbacks = RotationCallbacks(
+        on_wait=lambda: err.print("another key rotation is running; waiting for it to finish"),
+        on_start=start,
+        on_batch=lambda n: progress.advance(task, n),
+        on_retry=lambda n, delay: progress.console.print(
+            f"database connection lost; retry {n} in {delay:g} s", highlight=False
+        ),
+    )
+
+    async def work(runtime: Runtime) -> str:
+        with progress:
+            try:
+                result = await rotate_keys(
+                    runtime.db,
+                    runtime.provider,
+                    runtime.clock,
+                    resume=resume,
+                    batch_size=batch_size or runtime.settings.rotation_batch_size,
+                    callbacks=callbacks,
+                )
+            except RotationInterrupted as exc:
+                progress.stop()
+                raise fail(str(exc), 1) from None
+        return f"done: {result.rewrapped} data keys now under KEK version {result.target_version}"
+
+    err.print(with_runtime(work))
 
 
 @keys_app.command("status")
