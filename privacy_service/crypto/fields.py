@@ -57,10 +57,10 @@ def _pad(plaintext: bytes) -> bytes:
 
 
 def _unpad(padded: bytes) -> bytes:
-    body = padded.rstrip(b"\x00")
-    if not body or body[-1] != 0x80:
+    marker = padded.rfind(0x80)
+    if marker < 0 or padded.count(0, marker + 1) != len(padded) - marker - 1:
         raise DecryptionFailed("ciphertext padding is malformed")
-    return body[:-1]
+    return padded[:marker]
 
 
 @dataclass(frozen=True, slots=True)
