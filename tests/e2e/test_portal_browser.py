@@ -138,6 +138,13 @@ async def test_correction(visitor: Visitor, live_server: LiveServer) -> None:
     await page.get_by_label("Full name").fill("Carol Q. Customer")
     request_id = await submit_request(visitor, "Correct my data", EMAIL, "request-form-correction")
     await enter_code(visitor, await live_server.code_for(EMAIL))
+    # A name is identity data: the code alone does not change it, an operator reviews it first.
+    await expect(page.locator(".tag")).to_have_text("Being reviewed by our privacy team")
+    unchanged = (await live_server.api("GET", f"/v1/subjects/{subject_id}")).json()
+    assert unchanged["profile"] == PROFILE
+    approved = await live_server.api("POST", f"/v1/requests/{request_id}/approve", {})
+    assert approved.status_code == 200, approved.text
+    await page.reload()
     await expect(page.locator(".tag")).to_have_text("Completed")
     await expect(page.get_by_role("heading", name="What we corrected")).to_be_visible()
     await expect(page.locator("h3:text-is('What we corrected') + ul")).to_have_text("Full name")
