@@ -84,8 +84,16 @@ class HttpTransport:
     ``allow_private_networks``), resolved and checked right before connecting.
     """
 
-    def __init__(self, resolver: Resolver | None = None, *, allow_private_networks: bool = False) -> None:
-        pinned = PinnedTransport(resolver or SystemResolver(), allow_private=allow_private_networks)
+    def __init__(
+        self,
+        resolver: Resolver | None = None,
+        *,
+        allow_private_networks: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        pinned = PinnedTransport(
+            resolver or SystemResolver(), allow_private=allow_private_networks, ssl_context=ssl_context
+        )
         self._client = httpx.AsyncClient(transport=pinned, follow_redirects=False, trust_env=False)
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:

@@ -145,10 +145,10 @@ class PinnedTransport(httpx.AsyncBaseTransport):
     name that happens to share the address.
     """
 
-    def __init__(self, resolver: Resolver, *, allow_private: bool) -> None:
+    def __init__(self, resolver: Resolver, *, allow_private: bool, ssl_context: ssl.SSLContext | None = None) -> None:
         self._resolver = resolver
         self._allow_private = allow_private
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # default: httpx's (certifi's CA bundle), made on first use
         self._pools: dict[tuple[str, str, int], httpx.AsyncHTTPTransport] = {}
 
     def _pool(self, key: tuple[str, str, int]) -> httpx.AsyncHTTPTransport:

@@ -11,16 +11,26 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import Iterable, Mapping
+import ssl
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from httpx import AsyncClient
 from sqlalchemy import text
 
 from privacy_service.config import Settings
 from privacy_service.runtime import Runtime
-from privacy_service.systems.jobs import DeliveryResult, deliver_webhooks
+from privacy_service.systems.jobs import DeliveryResult, HttpTransport, TransportError, deliver_webhooks
 from privacy_service.systems.network import SystemResolver, refusal
 from tests.api.dsr_support import assert_problem, fresh_settings, submit_and_verify
 from tests.conftest import MailSink
@@ -231,3 +241,102 @@ def test_public_and_metadata_addresses() -> None:
         assert refusal(public, allow_private=False) is None
     for metadata in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "::ffff:169.254.169.254"):
         assert refusal(metadata, allow_private=True) == "metadata"
+
+
+def _certificates(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate for ``name`` it signed: (CA file, certificate file, key file)."""
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return files
+
+
+@contextmanager
+def _tls_receiver(certificate: Path, key: Path) -> Iterator[tuple[int, list[str | None], list[str]]]:
+    """An HTTPS receiver on 127.0.0.1 answering 202: (port, TLS server names asked for, Host headers)."""
+    server_names: list[str | None] = []
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            hosts.append(self.headers.get("Host", ""))
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+
+    def record_server_name(_socket: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        server_names.append(name)
+
+    context.sni_callback = record_server_name
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], server_names, hosts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_https_goes_to_the_checked_address_with_the_registered_name_for_tls(tmp_path: Path) -> None:
+    """The pinned connection still verifies the certificate against the URL's name (sent as SNI):
+    a name whose certificate does not match is a ``tls_error``, with no detail."""
+    ca, certificate, key = _certificates(tmp_path, "hooks.tls.example")
+    trust = ssl.create_default_context(cafile=str(ca))
+    dns = FakeDns({"hooks.tls.example": ["127.0.0.1"], "impostor.example": ["127.0.0.1"]})
+    with _tls_receiver(certificate, key) as (port, server_names, hosts):
+        transport = HttpTransport(dns, allow_private_networks=True, ssl_context=trust)
+        try:
+            status = await transport.post(f"https://hooks.tls.example:{port}/hooks", b"{}", {}, 5.0)
+            with pytest.raises(TransportError) as mismatch:
+                await transport.post(f"https://impostor.example:{port}/hooks", b"{}", {}, 5.0)
+        finally:
+            await transport.aclose()
+        guarded = HttpTransport(dns, ssl_context=trust)  # the default: private networks refused
+        try:
+            with pytest.raises(TransportError) as refused:
+                await guarded.post(f"https://hooks.tls.example:{port}/hooks", b"{}", {}, 5.0)
+        finally:
+            await guarded.aclose()
+    assert status == 202
+    assert hosts == [f"hooks.tls.example:{port}"]
+    assert server_names == ["hooks.tls.example", "impostor.example"]  # the refused one never connected
+    assert (mismatch.value.outcome, refused.value.outcome) == ("tls_error", "refused_address")
+    assert str(mismatch.value) == "tls_error"
