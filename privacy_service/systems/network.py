@@ -101,7 +101,7 @@ async def public_addresses(
     try:
         async with asyncio.timeout(timeout):
             addresses = await resolver.resolve(host.strip("[]"), port)
-    except (OSError, TimeoutError, UnicodeError):
+    except (OSError, TimeoutError, ValueError):  # ValueError: a name IDNA cannot encode
         raise RefusedDestination("unresolvable") from None
     if not addresses:
         raise RefusedDestination("unresolvable")

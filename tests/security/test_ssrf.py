@@ -31,7 +31,7 @@ from sqlalchemy import text
 from privacy_service.config import Settings
 from privacy_service.runtime import Runtime
 from privacy_service.systems.jobs import DeliveryResult, HttpTransport, TransportError, deliver_webhooks
-from privacy_service.systems.network import SystemResolver, refusal
+from privacy_service.systems.network import RefusedDestination, SystemResolver, public_addresses, refusal
 from tests.api.dsr_support import assert_problem, fresh_settings, submit_and_verify
 from tests.conftest import MailSink
 from tests.integration.systems_support import CUSTOMER_EMAIL, HookReceiver, make_customer, register
@@ -340,3 +340,9 @@ async def test_https_goes_to_the_checked_address_with_the_registered_name_for_tl
     assert server_names == ["hooks.tls.example", "impostor.example"]  # the refused one never connected
     assert (mismatch.value.outcome, refused.value.outcome) == ("tls_error", "refused_address")
     assert str(mismatch.value) == "tls_error"
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "bad\x00name.example", ".", ""])
+async def test_names_the_resolver_cannot_take_are_refused_not_errors(host: str) -> None:
+    with pytest.raises(RefusedDestination):
+        await public_addresses(SystemResolver(), host, 443, allow_private=False)
