@@ -31,8 +31,9 @@ from tests.api.dsr_support import (
     make_subject,
     rows,
     snapshot,
+    submit_and_verify,
 )
-from tests.conftest import make_operator_key
+from tests.conftest import MailSink, make_operator_key
 
 EMAIL = "victor.victim@example.com"
 PHONE = "+447911123457"
@@ -197,6 +198,31 @@ async def test_operator_delete_keeps_what_the_aml_duty_keeps(
     assert again.json()["already_erased"] is True
     assert {item["category"] for item in again.json()["kept"]} == set(kept)
     assert all(item["until"] for item in again.json()["kept"])
+
+
+async def test_operator_delete_answers_what_an_erasure_request_answers(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime, mail: MailSink
+) -> None:
+    """The same erasure: two identical customers, one erased by their own request, one by an operator."""
+    same = {"profile": PROFILE, "records": {TRANSACTION: 2, ID_DOCUMENT: 1}, "closed_at": "2026-01-10T09:00:00Z"}
+    await make_subject(client, auth, email="erin.request@example.com", **same)  # type: ignore[arg-type]
+    by_operator = await make_subject(client, auth, email="oscar.operator@example.com", **same)  # type: ignore[arg-type]
+
+    request_id, _ = await submit_and_verify(client, runtime, mail, "erin.request@example.com", "erase")
+    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    assert approved.status_code == 200, approved.text
+    result = approved.json()["result"]
+    deleted = await client.delete(f"/v1/subjects/{by_operator}", headers=auth)
+    assert deleted.status_code == 200, deleted.text
+    report = deleted.json()
+
+    def kept(items: list[dict[str, Any]]) -> list[tuple[str, str, datetime]]:
+        return [(i["category"], i["basis"], datetime.fromisoformat(i["until"].replace("Z", "+00:00"))) for i in items]
+
+    assert report["erased"] == result["erased"]
+    assert kept(report["kept"]) == kept(result["kept"])
+    assert {TRANSACTION, ID_DOCUMENT} <= {item["category"] for item in report["kept"]}
+    assert report["recipients_to_notify"] == result["recipients_to_notify"]
 
 
 async def test_operator_delete_of_a_held_subject_erases_nothing(
