@@ -23,7 +23,7 @@ from httpx import AsyncClient
 from sqlalchemy.engine import make_url
 
 from privacy_service.config import Settings
-from privacy_service.crypto.jobs import rewrap_all
+from privacy_service.crypto.jobs import acquire_rotation_lock, rewrap_all
 from privacy_service.crypto.service import PRIMARY, key_counts_by_kek
 from privacy_service.runtime import Runtime
 from tests.conftest import _dsn
@@ -106,6 +106,29 @@ async def test_two_rotations_started_together_both_finish(
     done = [line for run in (first_run, second_run) for line in run.stderr.splitlines() if "done:" in line]
     assert len(done) == 2
     assert any(f"data keys now under KEK version {newest}" in line for line in done)
+    await _retire_old_and_read(runtime, client, auth, emails)
+
+
+async def test_a_rotation_waits_while_another_holds_the_lock(
+    settings: Settings, runtime: Runtime, client: AsyncClient, auth: dict[str, str]
+) -> None:
+    emails = await _create_subjects(client, auth, 2)
+    total = sum((await _counts(runtime)).values())
+    held = await acquire_rotation_lock(runtime.db)  # a rotation in another process, as far as the CLI can tell
+    try:
+        process = await _rotate(_env(settings), settings)
+        assert process.stderr is not None
+        first_line = await asyncio.wait_for(process.stderr.readline(), timeout=60)
+        assert first_line.decode().strip() == "another key rotation is running; waiting for it to finish"
+        await asyncio.sleep(1.5)
+        assert process.returncode is None
+        assert await _versions(runtime) == [1]  # nothing added while it waits
+    finally:
+        await held.release()
+    _, rest = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, rest.decode()
+    assert f"done: {total} data keys now under KEK version 2" in rest.decode()
+    assert await _versions(runtime) == [1, 2]
     await _retire_old_and_read(runtime, client, auth, emails)
 
 
