@@ -28,7 +28,8 @@ class OpenDsrRequest(msgspec.Struct, kw_only=True):
     submitted_time: datetime
     subject_identities: Annotated[list[SubjectIdentity], msgspec.Meta(min_length=1, max_length=20)]
     api_version: Annotated[str, msgspec.Meta(max_length=16)] | None = None
-    # Accepted for compatibility; this service does not call them back (poll GET /requests/{id}).
+    # Callback URLs of registered systems (POST /v1/systems) only: the answer to an access request is
+    # sent to the first, signed with that system's key (opendsr.jobs). Statuses are polled.
     status_callback_urls: Annotated[
         list[Annotated[str, msgspec.Meta(max_length=2000)]], msgspec.Meta(max_length=10)
     ] = msgspec.field(default_factory=list)

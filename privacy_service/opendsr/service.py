@@ -21,7 +21,10 @@ from privacy_service.dsr.schemas import Changes, RequestView
 from privacy_service.dsr.service import DsrService
 from privacy_service.errors import DomainError
 from privacy_service.opendsr import schemas
+from privacy_service.opendsr.models import ControllerBinding
 from privacy_service.policy.document import PolicyDocument
+from privacy_service.systems.fanout import active_systems
+from privacy_service.systems.models import DownstreamSystem
 
 EXTENSION = "privacy-service"
 REQUEST_TYPES = {"access": "access", "portability": "portability", "erasure": "erase", "rectification": "rectify"}
@@ -69,9 +72,24 @@ class OpenDsrService:
         found = body.extensions or {}
         return found.get(processor_domain(self.settings)) or found.get(EXTENSION) or {}
 
+    async def _controller(self, urls: list[str]) -> DownstreamSystem | None:
+        """The registered system the answer goes to: every status_callback_url must be the callback URL
+        of a registered system (registering one needs systems:manage), so the answer never goes to an
+        address the caller chose freely."""
+        if not urls:
+            return None
+        registered = {system.callback_url: system for system in await active_systems(self.dsr.session)}
+        if any(url not in registered for url in urls):
+            raise InvalidRequest(
+                "status_callback_urls: each must be the callback URL of a registered system (POST /v1/systems); "
+                "the answer is sent there, signed with that system's key"
+            )
+        return registered[urls[0]]
+
     async def submit(self, body: schemas.OpenDsrRequest, raw: bytes) -> schemas.Created:
         if body.submitted_time.tzinfo is None:
             raise InvalidRequest("submitted_time must be RFC 3339 with a time zone offset")
+        controller = await self._controller(list(body.status_callback_urls))
         usable = [i for i in body.subject_identities if i.identity_type in IDENTITIES and i.identity_format == "raw"]
         if not usable:
             raise InvalidRequest(
@@ -100,6 +118,11 @@ class OpenDsrService:
             received_at=body.submitted_time,
             note=NOTE,
         )
+        if controller is not None:
+            # The answer is queued for the system after this commits (opendsr.jobs.queue_results).
+            self.dsr.session.add(
+                ControllerBinding(request_id=request.id, system_id=controller.id, created_at=self.dsr.clock.now())
+            )
         return schemas.Created(
             controller_id=self.controller_id,
             expected_completion_time=request.due_at,
@@ -151,7 +174,9 @@ def discovery(settings: Settings) -> schemas.Discovery:
                 "subject_request_types": ["rectification"],
                 "regulations": ["gdpr", "ccpa"],
                 "authentication": "operator API key (Authorization: Bearer psk_..., scope requests:manage)",
-                "status_callbacks": False,
+                # The answer to an access request goes, signed, to the registered system named in
+                # status_callback_urls (POST /v1/systems), never to whoever holds an operator key.
+                "status_callbacks": True,
             }
         },
     )

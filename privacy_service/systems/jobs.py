@@ -36,6 +36,7 @@ from privacy_service.crypto.fields import DataKey, DecryptionFailed
 from privacy_service.crypto.service import REQUEST, KeyService, KeyShredded
 from privacy_service.db import Database
 from privacy_service.notify.jobs import backoff
+from privacy_service.opendsr.jobs import queue_results
 from privacy_service.runtime import Runtime
 from privacy_service.systems.events import emit
 from privacy_service.systems.fanout import payload_binding
@@ -371,6 +372,7 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 async def deliver_from_runtime(runtime: Runtime) -> DeliveryResult:
     settings = runtime.settings
+    await queue_results(runtime)  # answers owed to controller systems become webhooks first
     return await deliver_webhooks(
         runtime.db,
         runtime.keys,

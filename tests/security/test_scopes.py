@@ -21,6 +21,7 @@ from sqlmodel import col, select
 from privacy_service.audit.models import AuditEvent
 from privacy_service.config import Settings
 from privacy_service.runtime import Runtime
+from privacy_service.systems.jobs import deliver_from_runtime
 from tests.api.dsr_support import (
     TRANSACTION,
     assert_no_leak,
@@ -34,6 +35,7 @@ from tests.api.dsr_support import (
     submit_and_verify,
 )
 from tests.conftest import MailSink, make_operator_key
+from tests.integration.systems_support import HookReceiver, register
 
 EMAIL = "victor.victim@example.com"
 PHONE = "+447911123457"
@@ -44,7 +46,8 @@ ID_DOCUMENT = "user.government_id"
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    return await fresh_settings(make_settings, backend)
+    # The controller system's receiver listens on 127.0.0.1.
+    return await fresh_settings(make_settings, backend, systems_allow_private_networks=True)
 
 
 async def _key(runtime: Runtime, *scopes: str) -> dict[str, str]:
@@ -163,6 +166,41 @@ async def test_a_request_manager_cannot_download_a_customers_export(
     assert reads[-1].actor_type == "operator"
     downloads = await _events(runtime, "dsr.export.download")
     assert [(str(e.subject_id), e.actor_type) for e in downloads] == [(subject_id, "operator")]
+
+
+async def test_an_opendsr_answer_goes_signed_to_the_registered_controller_system_only(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    await _victim(client, auth, records={TRANSACTION: 1})
+    manager = await _key(runtime, "requests:manage")
+    with HookReceiver().running() as receiver:
+        # Registered by someone with systems:manage; it holds no data of its own to answer access requests.
+        system = await register(client, auth, receiver.url, name="consent-platform", types=("erase",))
+        receiver.keys[system["system"]["key_id"]] = system["signing_key"].encode()
+
+        # A callback address the caller picks freely is refused, and nothing is filed.
+        before = await snapshot(runtime)
+        elsewhere = {**_opendsr_access(), "status_callback_urls": ["https://attacker.example/collect"]}
+        refused = await client.post("/opendsr/requests", json=elsewhere, headers=manager)
+        assert refused.status_code == 400, refused.text
+        assert_unchanged(before, await snapshot(runtime))
+
+        body = {**_opendsr_access(), "status_callback_urls": [receiver.url]}
+        created = await client.post("/opendsr/requests", json=body, headers=manager)
+        assert created.status_code == 201, created.text
+        request_id = body["subject_request_id"]
+        assert_problem(await client.get(f"/v1/requests/{request_id}/export", headers=manager), 403, "forbidden")
+
+        await deliver_from_runtime(runtime)
+        await deliver_from_runtime(runtime)  # queued once, sent once
+    (sent,) = receiver.received
+    assert sent.valid_signature
+    assert sent.json["subject_request_id"] == request_id
+    assert sent.json["request_status"] == "completed"
+    assert sent.json["results"]["subject"]["email"] == EMAIL
+    assert sent.json["results_count"] == 1
+    downloads = await _events(runtime, "dsr.export.download")
+    assert [(e.actor_type, e.actor_id) for e in downloads] == [("system", "opendsr")]
 
 
 # -- 8. an operator erasure respects duties and holds ---------------------------------------------
