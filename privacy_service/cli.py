@@ -166,30 +166,36 @@ def keys_rotate(
         err.print(f"{'resuming re-wrap to' if resume else 'new'} KEK version {version}")
         progress.update(task, total=total, visible=True)
         progress.start_task(task)
+        progress.start()  # the bar only once there is something to show
+
+    def stop() -> None:
+        if progress.live.is_started:
+            progress.stop()
 
     callbacks = RotationCallbacks(
         on_wait=lambda: err.print("another key rotation is running; waiting for it to finish"),
         on_start=start,
         on_batch=lambda n: progress.advance(task, n),
         on_retry=lambda n, delay: progress.console.print(
-            f"database connection lost; retry {n} in {delay:g} s", highlight=False
+            f"database out of reach; retry {n} in {delay:g} s", highlight=False
         ),
     )
 
     async def work(runtime: Runtime) -> str:
-        with progress:
-            try:
-                result = await rotate_keys(
-                    runtime.db,
-                    runtime.provider,
-                    runtime.clock,
-                    resume=resume,
-                    batch_size=batch_size or runtime.settings.rotation_batch_size,
-                    callbacks=callbacks,
-                )
-            except RotationInterrupted as exc:
-                progress.stop()
-                raise fail(str(exc), 1) from None
+        try:
+            result = await rotate_keys(
+                runtime.db,
+                runtime.provider,
+                runtime.clock,
+                resume=resume,
+                batch_size=batch_size or runtime.settings.rotation_batch_size,
+                callbacks=callbacks,
+            )
+        except RotationInterrupted as exc:
+            stop()
+            raise fail(str(exc), 1) from None
+        finally:
+            stop()
         return f"done: {result.rewrapped} data keys now under KEK version {result.target_version}"
 
     err.print(with_runtime(work))

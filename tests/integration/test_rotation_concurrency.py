@@ -289,3 +289,20 @@ async def test_dropped_connections_are_retried_and_the_rotation_finishes(
     assert "data keys now under KEK version 2" in stderr
     assert await _counts(runtime) == {2: total}
     await _retire_old_and_read(runtime, client, auth, emails)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_unreachable_database_changes_nothing(settings: Settings, runtime: Runtime, proxy: Proxy) -> None:
+    await _seed_keys(runtime, 5)
+    env = _via(settings, proxy.port)
+    await proxy.cut()
+    process = await _rotate(env, settings)
+    _, stderr_bytes = await asyncio.wait_for(process.communicate(), timeout=120)
+    stderr = stderr_bytes.decode()
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "error: the database is out of reach; nothing was changed"
+    assert len(lines) <= 6, stderr
+    assert await _versions(runtime) == [1]  # no KEK version added
+    assert await _counts(runtime) == {1: 5}
