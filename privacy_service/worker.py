@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from privacy_service.audit.service import seal_pending
 from privacy_service.breaches.jobs import scheduled_jobs as breach_jobs
 from privacy_service.dsr.jobs import expire_unverified, send_digest
+from privacy_service.logging import configure_logging
 from privacy_service.notify.jobs import deliver_pending
 from privacy_service.retention.jobs import scheduled_purge
 from privacy_service.runtime import Runtime
@@ -85,6 +86,8 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
 
 
 async def run_worker(runtime: Runtime) -> None:
+    # The same JSON lines as the API's (shipped logs keep the sealer's audit checkpoints).
+    configure_logging(runtime.settings.log_level, runtime.settings.log_json)
     scheduler = build_scheduler(runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

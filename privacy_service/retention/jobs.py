@@ -30,7 +30,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
-from privacy_service.audit.service import Actor, seal_pending, write_checkpoint
+from privacy_service.audit.service import Actor, AuditHeadInvalid, seal_pending, write_checkpoint
 from privacy_service.clock import as_utc
 from privacy_service.errors import Conflict, InvalidInput
 from privacy_service.retention import schemas
@@ -550,6 +550,9 @@ class StartedRun:
             await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("retention_audit_checkpoint_failed", run_id=str(self.run_id), error=type(exc).__name__)
+        except AuditHeadInvalid:
+            # The purge itself committed; a chain someone rewrote is an alarm for a person, not a failed run.
+            log.error("retention_audit_checkpoint_refused", run_id=str(self.run_id), error="audit_head_invalid")
 
 
 async def scheduled_purge(runtime: Runtime) -> RunResult:

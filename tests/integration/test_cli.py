@@ -6,11 +6,13 @@ both databases (the ``settings`` fixture: PostgreSQL follows the conftest skip/f
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -166,6 +168,42 @@ def test_db_upgrade_makes_private_files_in_an_existing_directory(tmp_path: Path)
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     for name in ("privacy.db", "privacy-keys.db"):
         assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+
+
+def test_the_worker_logs_json_lines(tmp_path: Path) -> None:
+    """Shipped logs parse: the worker prints the same JSON lines as the API (it once printed console text)."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/privacy.db",
+        keyring_path=tmp_path / "keyring.json",
+        policy_dir=ROOT / "policies",
+    )
+    ok(cli(settings, "db", "upgrade"))
+    env = _env(settings) | {"PRIVACY_LOG_LEVEL": "INFO"}
+    worker = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter running this package
+        [sys.executable, "-m", "privacy_service", "worker"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Bounded: a worker that never prints the line is stopped, which ends the read below.
+    watchdog = threading.Timer(60, worker.terminate)
+    watchdog.start()
+    try:
+        assert worker.stderr is not None
+        started = None
+        for line in worker.stderr:
+            if "worker_started" in line:
+                started = json.loads(line)
+                break
+        assert started is not None, "the worker never said it started"
+        assert started["event"] == "worker_started"
+        assert "retention-purge" in started["jobs"]
+    finally:
+        watchdog.cancel()
+        worker.terminate()
+        worker.communicate(timeout=30)
 
 
 async def _create_subjects(client: AsyncClient, auth: dict[str, str], count: int) -> dict[str, str]:

@@ -23,8 +23,10 @@ from sqlalchemy import select as core_select
 from sqlmodel import col, select
 
 from privacy_service.audit.models import AuditEvent
+from privacy_service.audit.service import seal_pending
 from privacy_service.config import Settings
 from privacy_service.crypto.models import DataKeyRow
+from privacy_service.retention import jobs
 from privacy_service.retention.jobs import RunOptions, run_purge
 from privacy_service.retention.models import LegalHold, RetentionAggregate, RetentionRun
 from privacy_service.retention.service import RetentionEngine
@@ -342,6 +344,26 @@ async def test_a_killed_run_is_finished_by_the_next_one(settings: Settings, runt
     assert list(runs)[-2:] == ["interrupted", "completed"]
     # Marked interrupted, the dead run still reports what it did (not "purged: 0").
     assert await records_reported_and_audited(runtime, status="interrupted") == (reported, audited)
+
+
+async def test_a_purge_on_a_rewritten_audit_chain_completes_and_raises_the_alarm(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The purge commits before it signs a checkpoint: a head that no longer verifies (someone rewrote
+    the chain in the database) is refused and logged, and the run still reports what it did."""
+    await scenario(runtime, subjects=2, records=3)
+    assert (await seal_pending(runtime.db, runtime.clock, runtime.audit_key)).head_seq > 0
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(text("UPDATE audit_head SET mac = :mac WHERE id = 1"), {"mac": bytes(32)})
+    alarms: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(jobs.log, "error", lambda event, **fields: alarms.append((event, fields)))
+    result = await purge(runtime, force=True)
+    assert result.status == "completed"
+    assert result.report is not None
+    assert result.report.totals.purged > 0
+    assert [(event, fields["error"]) for event, fields in alarms] == [
+        ("retention_audit_checkpoint_refused", "audit_head_invalid")
+    ]
 
 
 # -- the worker's schedule ---------------------------------------------------------------------
