@@ -552,7 +552,7 @@ class StartedRun:
             log.warning("retention_audit_checkpoint_failed", run_id=str(self.run_id), error=type(exc).__name__)
         except AuditHeadInvalid:
             # The purge itself committed; a chain someone rewrote is an alarm for a person, not a failed run.
-            log.error("retention_audit_checkpoint_refused", run_id=str(self.run_id), error="audit_head_invalid")
+            log.critical("retention_audit_checkpoint_refused", run_id=str(self.run_id), error="audit_head_invalid")
 
 
 async def scheduled_purge(runtime: Runtime) -> RunResult:

@@ -179,7 +179,7 @@ def test_the_worker_logs_json_lines(tmp_path: Path) -> None:
     )
     ok(cli(settings, "db", "upgrade"))
     env = _env(settings) | {"PRIVACY_LOG_LEVEL": "INFO"}
-    worker = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter running this package
+    worker = subprocess.Popen(
         [sys.executable, "-m", "privacy_service", "worker"],
         env=env,
         cwd=tmp_path,

@@ -356,7 +356,7 @@ async def test_a_purge_on_a_rewritten_audit_chain_completes_and_raises_the_alarm
     async with runtime.db.engine.begin() as conn:
         await conn.execute(text("UPDATE audit_head SET mac = :mac WHERE id = 1"), {"mac": bytes(32)})
     alarms: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(jobs.log, "error", lambda event, **fields: alarms.append((event, fields)))
+    monkeypatch.setattr(jobs.log, "critical", lambda event, **fields: alarms.append((event, fields)))
     result = await purge(runtime, force=True)
     assert result.status == "completed"
     assert result.report is not None
