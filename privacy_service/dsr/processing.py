@@ -18,9 +18,8 @@ from privacy_service.dsr.context import DsrBase
 from privacy_service.dsr.flows import Status
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.errors import Conflict, InvalidInput
-from privacy_service.subjects.models import Subject
+from privacy_service.subjects.erasure import erase_subject
 from privacy_service.subjects.schemas import SubjectPatch
-from privacy_service.subjects.service import Retention
 from privacy_service.systems import fanout as downstream
 
 # Shown when a verified correction cannot be written (say, the new address belongs to another account).
@@ -168,38 +167,7 @@ class Processing(DsrBase):
         }
 
     async def _erase(self, request: PrivacyRequest) -> dict[str, Any]:
+        """The erasure every path runs (subjects.erasure): holds and legal duties keep, the rest is shredded."""
         assert request.subject_id is not None  # noqa: S101 - checked by the caller
-        subject = await self.session.get(Subject, request.subject_id)
-        held = await self.subjects.categories_held(request.subject_id)
-        now = self.clock.now()
-        # Erasure ends the business relationship if the account was still open.
-        anchors = {
-            "account_closed_at": (subject.account_closed_at if subject else None) or now,
-            "last_activity_at": (subject.last_activity_at if subject else None) or now,
-            "collected_at": subject.created_at if subject else now,
-            "request_completed_at": now,
-        }
-        keep: dict[str, Retention] = {}
-        for category in held:
-            duty = self.rules.legal_duty(category, anchors)
-            if duty is not None and duty.until > now:
-                keep[category] = duty
-        report = await self.subjects.erase(request.subject_id, keep)
-        return {
-            "data_found": True,
-            "erased": sorted(category for category in held if category not in report.kept),
-            # A legal hold keeps every category (basis from the report, no end date); a duty keeps some.
-            "kept": [
-                {
-                    "category": category,
-                    "basis": report.kept[category],
-                    "until": (
-                        keep[category].until.isoformat()
-                        if category in keep and keep[category].basis == report.kept[category]
-                        else None
-                    ),
-                }
-                for category in sorted(report.kept)
-            ],
-            "recipients_to_notify": self.rules.recipients(sorted(held)),
-        }
+        erasure = await erase_subject(self.session, self.subjects, self.rules, self.clock, request.subject_id)
+        return erasure.result
