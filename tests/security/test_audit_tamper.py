@@ -209,6 +209,27 @@ async def test_db_only_rollback_to_an_old_copy_needs_the_external_checkpoints(ru
     assert "restored from an older copy" in (against.problem or "")
 
 
+async def test_db_only_wipe_to_the_empty_log_needs_the_external_checkpoints(runtime: Runtime) -> None:
+    """The empty log is an old copy every attacker has (its head is a constant and carries no signature):
+    deleting every entry and checkpoint and resetting the head passes the database-only check, as
+    SECURITY.md states. A checkpoint kept outside the database catches it."""
+    await _events(runtime, 5, "a")
+    kept = await _kept_outside(runtime)
+
+    await _sql(
+        runtime,
+        "DELETE FROM audit_events",
+        "DELETE FROM audit_checkpoints",
+        "UPDATE audit_head SET seq = 0, hash = :genesis, mac = NULL WHERE id = 1",
+        genesis=audit.GENESIS,
+    )
+    assert (await verify_chain(runtime.db, runtime.audit_key)).ok  # the stated limit of the database alone
+
+    against = await verify_chain(runtime.db, runtime.audit_key, external=kept)
+    assert not against.ok
+    assert against.broken_seq == kept[0].seq
+
+
 async def test_db_only_cannot_forge_an_external_checkpoint(runtime: Runtime) -> None:
     await _events(runtime, 3, "a")
     row = await _row(runtime, 3)
