@@ -55,8 +55,8 @@ USER_AGENT = f"privacy-service/{__version__}"
 
 class TransportError(Exception):
     """The POST did not get an HTTP answer; ``outcome`` is its class, never a network detail:
-    ``refused_address`` (not a public destination, see ``systems.network``), ``timeout``, ``tls_error``
-    or ``network_error`` (no connection, or it broke)."""
+    ``refused_address`` (not a public destination, see ``systems.network``), ``timeout``, ``tls_error``,
+    ``network_error`` (no connection, or it broke) or ``unsendable`` (httpx cannot send to the URL)."""
 
     def __init__(self, outcome: str) -> None:
         super().__init__(outcome)
@@ -105,6 +105,8 @@ class HttpTransport:
                 return response.status_code
         except RefusedDestination:
             raise TransportError("refused_address") from None
+        except httpx.InvalidURL:  # not an httpx.HTTPError; a URL stored before registration refused such forms
+            raise TransportError("unsendable") from None
         except httpx.TimeoutException:
             raise TransportError("timeout") from None
         except httpx.HTTPError as exc:
@@ -217,6 +219,10 @@ async def _send(job: _Job, transport: Transport, clock: Clock) -> _Result:
         status = await transport.post(job.url, job.body, headers, job.timeout)
     except TransportError as exc:
         return _Result(exc.outcome, None, (time.perf_counter() - started) * 1000)
+    except Exception as exc:  # one system's failure must not stop the others' sends
+        # Escaping, it would cancel every send of the batch, and the claim would come back to fail again.
+        log.warning("webhook_send_failed", delivery_id=str(job.delivery_id), error=type(exc).__name__)
+        return _Result("unsendable", None, (time.perf_counter() - started) * 1000)
     elapsed = (time.perf_counter() - started) * 1000
     return _Result("delivered" if 200 <= status < 300 else "http_error", status, elapsed)
 
@@ -264,7 +270,8 @@ def _apply(
         return "delivered"
     error = job.unsendable or (f"HTTP {result.status_code}" if result.status_code else result.outcome)
     delivery.last_error = error[:100]
-    if job.unsendable is not None or delivery.attempts >= max_attempts:
+    # Unsendable never becomes sendable by waiting: dead at once, for an operator to fix and retry.
+    if job.unsendable is not None or result.outcome == "unsendable" or delivery.attempts >= max_attempts:
         delivery.status = DeliveryStatus.DEAD
         audit.record(
             session,

@@ -19,7 +19,6 @@ import ipaddress
 import socket
 import ssl
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -113,13 +112,13 @@ async def public_addresses(
 
 
 async def check_destination(url: str, resolver: Resolver, *, allow_private: bool) -> None:
-    """Registration's check of a callback URL (already known to be an absolute http(s) URL).
+    """Registration's check of a callback URL (already known to be an absolute http(s) URL httpx reads).
 
     With private networks allowed (development), only metadata endpoints are refused and the name need
     not resolve yet; each POST still resolves and pins it.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    parts = httpx.URL(url)  # read as the sender reads it
+    host = parts.raw_host.decode("ascii")  # IDNA-encoded, as DNS sees it
     if allow_private:
         if _name(host) in METADATA_NAMES or (_is_ip_literal(host) and refusal(host, allow_private=True)):
             raise RefusedDestination("metadata")

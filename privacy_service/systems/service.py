@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+import httpx
 import msgspec
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -64,6 +66,36 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# One answer for every refused destination, without addresses: registration is no DNS or network probe.
+REFUSED_DESTINATION = (
+    "callback_url must name a host that resolves to public internet addresses only, written as a DNS name, "
+    "a dotted-decimal IPv4 address without leading zeros or a bracketed IPv6 address (loopback, private, "
+    "link-local, multicast, reserved and cloud metadata addresses are refused)"
+)
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9a-fA-F]*)$")
+_DNS_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def _host_refused(host: str) -> bool:
+    """A host written any way but a DNS name or a canonical IP address (``1.2.3.04``, ``0x7f.1``,
+    ``2130706433``, ``1.2.3``): resolvers and URL parsers read these differently (``getaddrinfo``
+    takes ``1.2.3.04`` as 1.2.3.4, httpx refuses to send to it), so one is never a destination."""
+    if ":" in host:
+        return not _is_ip(host)
+    labels = host.rstrip(".").split(".")
+    if _NUMERIC_LABEL.match(labels[-1]):  # ends in a number: an IPv4 address, so only the canonical form
+        return not _is_ip(host)
+    return len(host) > 253 or not all(_DNS_LABEL.match(label) for label in labels)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_url(url: str, *, allow_http: bool) -> None:
     try:
         parts = urlsplit(url)
@@ -72,7 +104,16 @@ def check_url(url: str, *, allow_http: bool) -> None:
         raise InvalidInput("callback_url is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("callback_url must be an absolute http(s) URL")
-    if parts.username or parts.password or parts.fragment:
+    # The sender's own parser (httpx) must read the URL: one it cannot send would fail at every delivery.
+    # Its reading of the host is the one checked here and resolved by check_destination, as at delivery.
+    try:
+        sent = httpx.URL(url)
+        raw_host = sent.raw_host.decode("ascii")
+    except (httpx.InvalidURL, ValueError):  # ValueError covers idna.IDNAError and UnicodeError
+        raise InvalidInput(REFUSED_DESTINATION) from None
+    if _host_refused(raw_host.lower()) or sent.scheme != parts.scheme:
+        raise InvalidInput(REFUSED_DESTINATION)
+    if parts.username or parts.password or parts.fragment or sent.userinfo or sent.fragment:
         raise InvalidInput("callback_url must not contain credentials or a fragment")
     if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
         raise InvalidInput(
@@ -143,11 +184,7 @@ class SystemService:
         try:
             await check_destination(body.callback_url, self.resolver, allow_private=allow_private)
         except RefusedDestination:
-            # One answer for every refusal, without addresses: registration is no DNS or network probe.
-            raise InvalidInput(
-                "callback_url must name a host that resolves to public internet addresses only "
-                "(loopback, private, link-local, multicast, reserved and cloud metadata addresses are refused)"
-            ) from None
+            raise InvalidInput(REFUSED_DESTINATION) from None
         existing = await self.session.exec(
             select(DownstreamSystem.id).where(
                 col(DownstreamSystem.name) == body.name, col(DownstreamSystem.removed_at).is_(None)

@@ -13,8 +13,8 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 
 from privacy_service.config import Settings
@@ -69,7 +69,7 @@ class FakeDns:
             pass
         if host in self.zone:
             return list(self.zone[host])
-        if host in ("2130706433", "0x7f.1", "localhost"):
+        if host == "localhost" or host[-1:].isdigit():
             return await SystemResolver().resolve(host, port)  # the C library's own reading of these
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
@@ -203,6 +203,118 @@ async def test_development_setting_posts_to_the_checked_address_under_the_regist
         assert hit.headers["Host"] == f"hooks.dev.example:{receiver.port}"
     finally:
         await runtime.close()
+
+
+# Public addresses written in forms the C resolver reads (octal, hex, fewer parts, one number) but httpx
+# refuses (``Invalid IPv4 address``) or other parsers read differently, and names httpx cannot send to.
+ODD_FORMS = (
+    "https://1.2.3.04/",
+    f"https://{PUBLIC.rsplit('.', 1)[0]}.014/",  # octal 014: .12
+    "https://0x5d.184.215.14/",
+    f"https://{int(ipaddress.IPv4Address(PUBLIC))}/",
+    "https://93.184.55054/",
+    "https://xn--/",
+    "https://exa mple.com/",
+)
+
+
+@pytest.mark.parametrize("url", ODD_FORMS)
+async def test_addresses_in_odd_forms_and_urls_httpx_cannot_send_are_refused_at_registration(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime, dns: FakeDns, url: str
+) -> None:
+    response = await client.post("/v1/systems", json=_system(url), headers=auth)
+    body = assert_problem(response, 422, "invalid-input")
+    assert "dotted-decimal IPv4 address without leading zeros" in body["detail"]
+    assert "Invalid IPv4" not in response.text
+    assert await _systems(runtime) == 0
+
+
+@asynccontextmanager
+async def _development(
+    make_settings: Any, backend: str, zone: Mapping[str, Iterable[str]]
+) -> AsyncIterator[tuple[Runtime, AsyncClient, dict[str, str]]]:
+    """An app with PRIVACY_SYSTEMS_ALLOW_PRIVATE_NETWORKS=true (receivers on loopback) and a fake DNS."""
+    from privacy_service.app import create_app
+    from privacy_service.runtime import build_runtime
+    from tests.conftest import make_operator_key
+
+    settings = await fresh_settings(
+        make_settings, backend, systems_allow_private_networks=True, systems_allow_http=True
+    )
+    runtime = build_runtime(settings)
+    runtime.resolver = FakeDns(zone)
+    try:
+        headers = {"Authorization": f"Bearer {await make_operator_key(runtime)}"}
+        async with AsyncClient(
+            transport=ASGITransport(app=create_app(runtime=runtime)), base_url="http://testserver"
+        ) as client:
+            yield runtime, client, headers
+    finally:
+        await runtime.close()
+
+
+async def _log(client: AsyncClient, auth: Mapping[str, str], system: dict[str, Any]) -> dict[str, Any]:
+    page = await client.get(f"/v1/systems/{system['system']['id']}/deliveries", headers=dict(auth))
+    [delivery] = page.json()["items"]
+    return dict(delivery)
+
+
+async def test_a_stored_url_httpx_cannot_send_does_not_stop_other_systems_deliveries(
+    make_settings: Any, backend: str, mail: MailSink
+) -> None:
+    """A row stored before registration refused ``1.2.3.04`` (httpx.InvalidURL, no httpx.HTTPError):
+    its delivery is dead-lettered as unsendable in the same pass that delivers the other system's."""
+    async with _development(make_settings, backend, {"hooks.dev.example": ["127.0.0.1"]}) as (runtime, client, auth):
+        with HookReceiver().running() as receiver:
+            good = await register(client, auth, f"http://hooks.dev.example:{receiver.port}/hooks")
+            bad = await register(client, auth, "https://hooks.dev.example/old", name="legacy")
+            async with runtime.db.engine.connect() as conn:
+                await conn.execute(
+                    text("UPDATE systems SET callback_url = 'https://1.2.3.04/hooks' WHERE name = 'legacy'")
+                )
+                await conn.commit()
+            await make_customer(client, auth)
+            await submit_and_verify(client, runtime, mail, CUSTOMER_EMAIL, "access")
+            result = await _deliver(runtime)
+            again = await _deliver(runtime)
+        assert (result.delivered, result.dead, result.retried) == (1, 1, 0)
+        assert again == DeliveryResult()  # nothing re-leased to fail again
+        assert len(receiver.received) == 1
+        assert (await _log(client, auth, good))["status"] == "delivered"
+        dead = await _log(client, auth, bad)
+        assert (dead["status"], dead["last_error"]) == ("dead", "unsendable")
+        assert [attempt["outcome"] for attempt in dead["log"]] == ["unsendable"]
+        assert "Invalid" not in json.dumps(dead)  # a class, not httpx's message
+
+
+class _BrokenFor:
+    """A transport that fails in a way no one planned for (a bug) for one URL, and answers 204 otherwise."""
+
+    def __init__(self, broken_url: str) -> None:
+        self.broken_url = broken_url
+        self.posted: list[str] = []
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+        if url == self.broken_url:
+            raise RuntimeError("unexpected")
+        self.posted.append(url)
+        return 204
+
+
+async def test_an_unexpected_failure_of_one_send_does_not_stop_the_others(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime, mail: MailSink, dns: FakeDns
+) -> None:
+    dns.zone["hooks.other.example"] = [PUBLIC]
+    good = await register(client, auth, "https://hooks.partner.example/privacy")
+    bad = await register(client, auth, "https://hooks.other.example/privacy", name="other")
+    await make_customer(client, auth)
+    await submit_and_verify(client, runtime, mail, CUSTOMER_EMAIL, "access")
+    transport = _BrokenFor("https://hooks.other.example/privacy")
+    result = await deliver_webhooks(runtime.db, runtime.keys, runtime.clock, transport=transport)
+    assert (result.delivered, result.dead) == (1, 1)
+    assert transport.posted == ["https://hooks.partner.example/privacy"]
+    assert (await _log(client, auth, good))["status"] == "delivered"
+    assert (await _log(client, auth, bad))["last_error"] == "unsendable"
 
 
 @pytest.mark.parametrize(
