@@ -3,8 +3,9 @@
 A data-subject request and an operator's ``DELETE /v1/subjects/{id}`` run the same steps: a legal hold
 keeps everything (nothing is erased), a legal duty (e.g. AML) keeps its categories restricted until
 the duty ends, everything else is crypto-shredded. The answer says what was erased and what was
-kept, on which basis and until when. Setting a duty aside needs a written reason (the caller checks
-the scope for it) and is audited with the duties it set aside.
+kept, on which basis and until when. Setting a duty aside needs a justification, a basis and a case
+reference (the caller checks the scope for it), and is audited with it and with the duties it set
+aside; an override refused (a legal hold, or a subject already erased) is audited with it too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from privacy_service.clock import Clock
 from privacy_service.dsr.deadlines import DeadlineRules
 from privacy_service.errors import NotFound
 from privacy_service.subjects.models import Record, Subject, SubjectStatus
-from privacy_service.subjects.schemas import ErasureReport
+from privacy_service.subjects.schemas import EraseOverride, ErasureReport
 from privacy_service.subjects.service import Retention, SubjectService
 
 
@@ -36,6 +37,8 @@ class Erasure:
     held: bool = False
     # Duties set aside by an override, as [{category, basis, until}].
     overridden: tuple[dict[str, Any], ...] = ()
+    # An override asked for on a subject already erased: nothing was set aside (the first report).
+    override_refused: bool = False
 
 
 def _kept(category: str, basis: str, until: str | None) -> dict[str, Any]:
@@ -59,6 +62,34 @@ async def _previous_erasure(session: AsyncSession, subjects: SubjectService, sub
     return Erasure(report, {"data_found": True, "erased": [], "kept": kept, "recipients_to_notify": []})
 
 
+def _audit_override(
+    subjects: SubjectService,
+    session: AsyncSession,
+    subject_id: uuid.UUID,
+    override: EraseOverride,
+    *,
+    categories: list[str],
+    refused: str | None = None,
+) -> None:
+    detail: dict[str, Any] = {
+        "basis": override.basis,
+        "reference": override.reference,
+        "overridden_categories": categories,
+    }
+    if refused is not None:
+        detail["refused"] = refused
+    subjects.audit_sink(
+        session,
+        at=subjects.clock.now(),
+        actor=subjects.actor,
+        action="subject.erase.override",
+        subject_id=subject_id,
+        request_id=subjects.request_id,
+        outcome="ok" if refused is None else "failed",
+        detail=detail,
+    )
+
+
 async def erase_subject(
     session: AsyncSession,
     subjects: SubjectService,
@@ -66,16 +97,21 @@ async def erase_subject(
     clock: Clock,
     subject_id: uuid.UUID,
     *,
-    override_reason: str | None = None,
+    override: EraseOverride | None = None,
 ) -> Erasure:
     """Erase a subject, keeping what a legal hold or a legal duty keeps (``Erasure.result`` is the
-    answer a data-subject request records). With ``override_reason`` the legal duties are set aside
-    (a hold never is: release it first) and the erasure is audited with the reason."""
+    answer a data-subject request records). With ``override`` the legal duties are set aside (a hold
+    never is: release it first) and the erasure is audited with its basis and reference; an override
+    that sets nothing aside (held, or already erased) is audited as refused."""
     subject = await session.get(Subject, subject_id)
     if subject is None:
         raise NotFound("no subject with this id")
     if subject.status != SubjectStatus.ACTIVE and subject.erased_at is not None:
-        return await _previous_erasure(session, subjects, subject)
+        previous = await _previous_erasure(session, subjects, subject)
+        if override is None:
+            return previous
+        _audit_override(subjects, session, subject_id, override, categories=[], refused="already_erased")
+        return Erasure(previous.report, previous.result, override_refused=True)
     held = await subjects.categories_held(subject_id)
     now = clock.now()
     # Erasure ends the business relationship if the account was still open.
@@ -93,20 +129,14 @@ async def erase_subject(
     under_hold = await subjects.under_hold(subject_id)
     overridden: tuple[dict[str, Any], ...] = ()
     keep = duties
-    if override_reason is not None and not under_hold:
+    if override is not None and under_hold:
+        _audit_override(subjects, session, subject_id, override, categories=[], refused="legal_hold")
+    elif override is not None:
         overridden = tuple(
             _kept(category, duty.basis, duty.until.isoformat()) for category, duty in sorted(duties.items())
         )
         keep = {}
-        subjects.audit_sink(
-            session,
-            at=now,
-            actor=subjects.actor,
-            action="subject.erase.override",
-            subject_id=subject_id,
-            request_id=subjects.request_id,
-            detail={"overridden_categories": sorted(duties), "reason": override_reason},
-        )
+        _audit_override(subjects, session, subject_id, override, categories=sorted(duties))
     report = await subjects.erase(subject_id, keep)
     result = {
         "data_found": True,

@@ -54,8 +54,8 @@ def _one_identifier(body: schemas.Lookup) -> tuple[str, str]:
 
 
 def _erasure_answer(request: Request[Any, Any, Any], erasure: Erasure) -> Response[Any]:
-    """The report, or a 409 when a legal hold kept everything (returned, not raised: the refused
-    attempt stays in the audit log)."""
+    """The report, or a 409 when a legal hold kept everything or an override found the subject already
+    erased (returned, not raised: the refused attempt stays in the audit log)."""
     result = erasure.result
     if erasure.held:
         return problem(
@@ -63,6 +63,16 @@ def _erasure_answer(request: Request[Any, Any, Any], erasure: Erasure) -> Respon
             "legal-hold",
             "A legal hold protects this subject",
             "nothing was erased: a legal hold keeps this subject's data until it is released",
+            request,
+            kept=result["kept"],
+        )
+    if erasure.override_refused:
+        return problem(
+            409,
+            "already-erased",
+            "This subject is already erased",
+            "nothing was overridden: this subject was erased before; data a legal duty kept then (listed in "
+            "kept) stays restricted and is purged when the duty ends",
             request,
             kept=result["kept"],
         )
@@ -85,10 +95,13 @@ def _erasure_answer(request: Request[Any, Any, Any], erasure: Erasure) -> Respon
 
 
 async def _erase(
-    request: Request[Any, Any, Any], service: SubjectService, subject_id: uuid.UUID, reason: str | None = None
+    request: Request[Any, Any, Any],
+    service: SubjectService,
+    subject_id: uuid.UUID,
+    override: schemas.EraseOverride | None = None,
 ) -> Response[Any]:
     rules = request.app.state.runtime.deadlines
-    erasure = await erase_subject(service.session, service, rules, service.clock, subject_id, override_reason=reason)
+    erasure = await erase_subject(service.session, service, rules, service.clock, subject_id, override=override)
     return _erasure_answer(request, erasure)
 
 
@@ -171,9 +184,12 @@ class SubjectController(Controller):
         status_code=HTTP_200_OK,
         opt=ERASE_OVERRIDE,
         responses=_ERASED,
-        summary="Erase a subject including data a legal duty keeps (reason required, audited)",
-        description="For the rare case where a duty no longer binds (e.g. a court order). A legal hold is "
-        "never set aside here: release it first.",
+        summary="Erase a subject including data a legal duty keeps (basis and case reference, audited)",
+        description="For the rare case where a duty no longer binds (e.g. a court order): `basis` says why and "
+        "`reference` names the ticket or case (e.g. `CASE-2026/0417`) where the explanation lives; both go "
+        "into the permanent audit log, so no free text. A legal hold is never set aside here: release it "
+        "first (409 legal-hold). A subject already erased has nothing left to override (409 already-erased). "
+        "Refused attempts are audited too.",
     )
     async def erase_override(
         self,
@@ -182,7 +198,7 @@ class SubjectController(Controller):
         data: JSONBody[schemas.EraseOverride],
         service: NamedDependency[SubjectService],
     ) -> Response[Any]:
-        return await _erase(request, service, subject_id, data.reason)
+        return await _erase(request, service, subject_id, data)
 
     @post(
         "/{subject_id:uuid}/records",

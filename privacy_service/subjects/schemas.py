@@ -115,10 +115,22 @@ class EventAccepted(msgspec.Struct):
     at: datetime
 
 
-class EraseOverride(Strict):
-    """Erase data a legal duty would keep: why (recorded in the audit log; no personal data)."""
+# Why a legal duty no longer binds. The explanation itself lives in the ticket or case system.
+OverrideBasis = Literal["court_order", "duty_ended", "regulator_instruction", "other"]
+# A ticket or case number: no spaces, so no sentence, so no personal data (the lookahead refuses the
+# trailing newline a Python ``$`` would let through).
+CaseReference = Annotated[str, msgspec.Meta(pattern=r"^(?!.*\n)[A-Za-z0-9][A-Za-z0-9._/-]{2,63}$")]
 
-    reason: Annotated[str, msgspec.Meta(min_length=10, max_length=500)]
+
+class EraseOverride(Strict):
+    """Erase data a legal duty would keep: the basis and the case reference, recorded in the audit log.
+
+    Structured on purpose: the audit log is permanent, hash-chained and never erased, so it takes no free
+    text that could carry a customer's name or story.
+    """
+
+    basis: OverrideBasis
+    reference: CaseReference
 
 
 class KeptCategory(msgspec.Struct):

@@ -313,12 +313,14 @@ async def test_erasure_makes_a_prior_backup_unreadable(
     # -- erasure --------------------------------------------------------------------------------
     # Everything, the data a legal duty would keep (her name) included: this test is about shredding.
     everything = f"/v1/subjects/{victim}/erase-override"
-    reason = {"reason": "shredding test: no legal duty applies"}
-    erased = await client.post(everything, json=reason, headers=auth)
+    justification = {"basis": "other", "reference": "TEST-shredding"}
+    erased = await client.post(everything, json=justification, headers=auth)
     assert erased.status_code == 200, erased.text
     assert erased.json()["keys_destroyed"] == 1
     assert erased.json()["records_deleted"] == 2
-    again = await client.post(everything, json=reason, headers=auth)
+    # Nothing left to override; erasing again reports the first erasure.
+    assert (await client.post(everything, json=justification, headers=auth)).status_code == 409
+    again = await client.delete(f"/v1/subjects/{victim}", headers=auth)
     assert again.status_code == 200
     assert again.json()["already_erased"] is True
     assert again.json()["keys_destroyed"] == 0

@@ -42,6 +42,8 @@ PHONE = "+447911123457"
 PROFILE = {"name": "Victor Victim", "iban": "GB33BUKB20201555555555", "national_id": "QQ123456C"}
 SECRETS = (EMAIL, PHONE, "Victor Victim", "GB33BUKB20201555555555", "QQ123456C")
 ID_DOCUMENT = "user.government_id"
+# An erase-override's justification: a basis and the case where the explanation lives (no free text).
+JUSTIFICATION = {"basis": "court_order", "reference": "CASE-2026/0417"}
 
 
 @pytest.fixture
@@ -273,11 +275,7 @@ async def test_operator_delete_of_a_held_subject_erases_nothing(
 
     for path, body, scopes in (
         (f"/v1/subjects/{subject_id}", None, ("subjects:write",)),
-        (
-            f"/v1/subjects/{subject_id}/erase-override",
-            {"reason": "court order 2026/0417 lifts the retention duty"},
-            ("subjects:write", "subjects:erase-override"),
-        ),
+        (f"/v1/subjects/{subject_id}/erase-override", JUSTIFICATION, ("subjects:write", "subjects:erase-override")),
     ):
         key = await _key(runtime, *scopes)
         if body is None:
@@ -291,26 +289,41 @@ async def test_operator_delete_of_a_held_subject_erases_nothing(
 
     assert_unchanged(before, await snapshot(runtime))
     assert len(await _events(runtime, "subject.erase.held")) == 2
-    assert await _events(runtime, "subject.erase.override") == []
+    # The refused override is on record with its justification, and as refused.
+    (attempt,) = await _events(runtime, "subject.erase.override")
+    assert attempt.outcome == "failed"
+    assert attempt.detail == {**JUSTIFICATION, "overridden_categories": [], "refused": "legal_hold"}
 
 
-async def test_setting_a_duty_aside_needs_its_own_scope_and_a_reason_and_is_audited(
+async def test_setting_a_duty_aside_needs_its_own_scope_and_a_justification_and_is_audited(
     client: AsyncClient, auth: dict[str, str], runtime: Runtime
 ) -> None:
+    """The justification goes into the permanent audit log, which is never erased: a basis and a case
+    reference only, never free text that could carry a customer's name or story."""
     subject_id = await _closed_customer_with_a_transaction_and_an_id_document(client, auth)
     path = f"/v1/subjects/{subject_id}/erase-override"
-    reason = {"reason": "court order 2026/0417 lifts the retention duty"}
     before = await snapshot(runtime)
 
     writer = await _key(runtime, "subjects:write")
-    assert_problem(await client.post(path, json=reason, headers=writer), 403, "forbidden")
+    assert_problem(await client.post(path, json=JUSTIFICATION, headers=writer), 403, "forbidden")
     overrider = await _key(runtime, "subjects:write", "subjects:erase-override")
-    missing = await client.post(path, json={}, headers=overrider)
-    assert missing.status_code in (400, 422), missing.text
-    assert (await client.post(path, json={"reason": "because"}, headers=overrider)).status_code in (400, 422)
+    for body in (
+        {},
+        {"reason": "Jane Doe (born 1980-02-01) asked us to delete her AML file"},
+        {**JUSTIFICATION, "reason": "Jane Doe asked"},
+        {"basis": "court_order"},
+        {"basis": "because_i_can", "reference": "CASE-2026/0417"},
+        {"basis": "court_order", "reference": "Jane Doe asked"},
+        {"basis": "court_order", "reference": "CASE-2026/0417\n"},
+        {"basis": "court_order", "reference": "-CASE"},
+        {"basis": "court_order", "reference": "C" * 65},
+    ):
+        refused = await client.post(path, json=body, headers=overrider)
+        assert_problem(refused, 400, "validation-error")
+        assert "Jane" not in refused.text
     assert_unchanged(before, await snapshot(runtime))
 
-    erased = await client.post(path, json=reason, headers=overrider)
+    erased = await client.post(path, json=JUSTIFICATION, headers=overrider)
     assert erased.status_code == 200, erased.text
     report = erased.json()
     assert report["status"] == "erased"
@@ -319,5 +332,21 @@ async def test_setting_a_duty_aside_needs_its_own_scope_and_a_reason_and_is_audi
     assert await rows(runtime, "records") == []
     (event,) = await _events(runtime, "subject.erase.override")
     assert str(event.subject_id) == subject_id
-    assert event.detail["reason"] == reason["reason"]
+    assert event.outcome == "ok"
+    assert {key: event.detail[key] for key in JUSTIFICATION} == JUSTIFICATION
+    assert "reason" not in event.detail
     assert {TRANSACTION, ID_DOCUMENT} <= set(event.detail["overridden_categories"])
+
+    # Once erased, nothing is left to override: a clear 409, not a 200 that sets nothing aside, on record.
+    after = await snapshot(runtime)
+    again = await client.post(path, json={"basis": "duty_ended", "reference": "TICKET-88"}, headers=overrider)
+    assert assert_problem(again, 409, "already-erased")["kept"] == []
+    assert_unchanged(after, await snapshot(runtime))
+    _, repeated = await _events(runtime, "subject.erase.override")
+    assert repeated.outcome == "failed"
+    assert repeated.detail == {
+        "basis": "duty_ended",
+        "reference": "TICKET-88",
+        "overridden_categories": [],
+        "refused": "already_erased",
+    }
