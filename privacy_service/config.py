@@ -92,10 +92,12 @@ class Settings(BaseSettings):
     dsr_code_max_attempts: int = Field(default=5, ge=1, le=20)
     dsr_resend_cooldown_seconds: int = Field(default=60, ge=0, le=3600)
     # Mail-bombing and lock-out (see ratelimit.code_quota): codes sent again per request; code
-    # mails to one identity in any 24 hours, in all and for callers at one client address.
+    # mails to one identity in any 24 hours, in all and for callers from one source network (IPv4 /24,
+    # IPv6 /64); of the day's mails, those held for networks that have had none yet.
     dsr_resend_max_per_request: int = Field(default=3, ge=0, le=20)
     dsr_codes_per_identity_per_day: int = Field(default=10, ge=1, le=1000)
     dsr_codes_per_identity_and_address_per_day: int = Field(default=3, ge=1, le=1000)
+    dsr_codes_reserved_for_new_networks: int = Field(default=5, ge=0, le=1000)
     dsr_unverified_expiry_days: int = Field(default=7, ge=1, le=90)
     dsr_token_ttl_days: int = Field(default=7, ge=1, le=90)
     dsr_export_ttl_days: int = Field(default=7, ge=1, le=90)

@@ -7,12 +7,14 @@ never plaintext PII.
 
 from __future__ import annotations
 
+import heapq
+import ipaddress
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -46,38 +48,95 @@ class Limit:
         return cls(int(burst) if burst.strip() else max(1, int(float(count))), per_minute)
 
 
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+    limit: Limit
+
+    def level(self, now: float) -> float:
+        """Tokens now, under the bucket's own limit."""
+        return min(float(self.limit.burst), self.tokens + (now - self.updated) * self.limit.per_minute / 60.0)
+
+    def used(self, now: float) -> float:
+        """How far towards its cap: 0 when full (nothing worth keeping), 1 when empty."""
+        return 1.0 - self.level(now) / self.limit.burst if self.limit.burst > 0 else 1.0
+
+
+@dataclass(slots=True)
+class _Log:
+    events: deque[float]
+    limit: int
+    window: float
+
+    def used(self, now: float) -> float:
+        """Like :meth:`_Bucket.used`, after dropping the events that have left the window."""
+        while self.events and now - self.events[0] >= self.window:
+            self.events.popleft()
+        return len(self.events) / self.limit if self.limit > 0 else 1.0
+
+
+_Key = TypeVar("_Key")
+_Entry = TypeVar("_Entry")
+
+
+def _make_room(table: OrderedDict[_Key, _Entry], max_keys: int, needed: int, used: Callable[[_Entry], float]) -> None:
+    """Bound ``table`` (kept in order of last use) so ``needed`` new keys fit, never forgetting it wholesale.
+
+    Entries with nothing to remember (``used`` 0: a refilled bucket, an empty log) go first. If that is
+    not enough, the entries furthest from their cap go, the least recently used first among equals.
+    A caller at its cap is thus forgotten only once every entry is at its cap: filling the table with
+    fresh junk keys evicts junk keys. Each pass frees a tenth of the table, so its cost (a scan and a
+    sort) is paid once per ``max_keys / 10`` new keys, not per request.
+    """
+    if len(table) + needed <= max_keys:
+        return
+    target = max_keys - max(needed, max_keys // 10)
+    scored = [(used(entry), rank, key) for rank, (key, entry) in enumerate(table.items())]
+    live = [item for item in scored if item[0] > 0.0]
+    for _, _, key in heapq.nsmallest(max(0, len(live) - target), live) + [i for i in scored if i[0] <= 0.0]:
+        del table[key]
+
+
 class RateLimiter:
+    """Token buckets (:meth:`hit`) and sliding logs (:meth:`take_all`), each table bounded by ``max_keys``."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
         self._clock = clock
         self._max_keys = max_keys
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
-        self._windows: dict[str, deque[float]] = {}
+        self._buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
+        self._windows: OrderedDict[str, _Log] = OrderedDict()
+
+    def _bucket(self, bucket: str, key: str, limit: Limit, now: float) -> _Bucket:
+        found = self._buckets.get((bucket, key))
+        if found is None:
+            _make_room(self._buckets, self._max_keys, 1, lambda entry: entry.used(now))
+            found = self._buckets[(bucket, key)] = _Bucket(float(limit.burst), now, limit)
+        else:
+            self._buckets.move_to_end((bucket, key))
+            found.tokens, found.updated, found.limit = found.level(now), now, limit
+        return found
 
     def hit(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> float | None:
         """Take ``cost`` tokens; None if allowed, else seconds until enough tokens exist."""
-        now = self._clock()
-        rate = limit.per_minute / 60.0
-        tokens, updated = self._buckets.get((bucket, key), (float(limit.burst), now))
-        tokens = min(float(limit.burst), tokens + (now - updated) * rate)
-        if tokens < cost:
-            self._buckets[(bucket, key)] = (tokens, now)
-            return (cost - tokens) / rate if rate > 0 else 3600.0
-        if len(self._buckets) >= self._max_keys:
-            self._evict(now, rate, limit.burst)
-        self._buckets[(bucket, key)] = (tokens - cost, now)
+        entry = self._bucket(bucket, key, limit, self._clock())
+        if entry.tokens < cost:
+            return _refill_wait(entry.tokens, limit, cost)
+        entry.tokens -= cost
         return None
+
+    def wait(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> float | None:
+        """Like :meth:`hit` without taking anything: None if ``cost`` tokens are there now."""
+        entry = self._buckets.get((bucket, key))
+        if entry is None:
+            return None
+        tokens = min(float(limit.burst), entry.tokens + (self._clock() - entry.updated) * limit.per_minute / 60.0)
+        return None if tokens >= cost else _refill_wait(tokens, limit, cost)
 
     def check(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> None:
         retry_after = self.hit(bucket, key, limit, cost)
         if retry_after is not None:
             raise RateLimited(retry_after)
-
-    def _evict(self, now: float, rate: float, burst: int) -> None:
-        """Drop buckets that have refilled completely (they carry no state worth keeping)."""
-        full_after = burst / rate if rate > 0 else 0.0
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
-        if len(self._buckets) >= self._max_keys:
-            self._buckets.clear()
 
     def take_all(self, quotas: Sequence[tuple[str, int]], window: float) -> float | None:
         """Count one event against every ``(key, limit)``: at most ``limit`` per key in any ``window`` s.
@@ -90,26 +149,34 @@ class RateLimiter:
         logs = []
         wait = 0.0
         for key, limit in quotas:
-            log = self._windows.get(key) or deque()
+            found = self._windows.get(key)
+            log = found.events if found is not None else deque()
             while log and now - log[0] >= window:
                 log.popleft()
             if len(log) >= limit:
                 wait = max(wait, log[len(log) - limit] + window - now if limit > 0 else window)
-            logs.append((key, log))
+            if found is not None:
+                found.limit, found.window = limit, window
+                self._windows.move_to_end(key)
+            logs.append((key, limit, log, found))
         if wait > 0:
             return wait
-        if len(self._windows) + len(logs) > self._max_keys:
-            self._windows = {k: v for k, v in self._windows.items() if v and now - v[-1] < window}
-            if len(self._windows) + len(logs) > self._max_keys:
-                self._windows.clear()
-        for key, log in logs:
+        new = sum(1 for *_, found in logs if found is None)
+        _make_room(self._windows, self._max_keys, new, lambda entry: entry.used(now))
+        for key, limit, log, found in logs:
             log.append(now)
-            self._windows[key] = log
+            if found is None or key not in self._windows:
+                self._windows[key] = _Log(log, limit, window)
         return None
 
     def reset(self) -> None:
         self._buckets.clear()
         self._windows.clear()
+
+
+def _refill_wait(tokens: float, limit: Limit, cost: float) -> float:
+    rate = limit.per_minute / 60.0
+    return (cost - tokens) / rate if rate > 0 else 3600.0
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any], trusted_proxies: int) -> str:
@@ -120,6 +187,45 @@ def client_address(connection: ASGIConnection[Any, Any, Any, Any], trusted_proxi
             return forwarded[-trusted_proxies]
     client = connection.client
     return client.host if client else "unknown"
+
+
+def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def address_key(address: str) -> str:
+    """What per-address limits count: an IPv4 address, or an IPv6 address's /64.
+
+    One host routinely holds a whole IPv6 /64 (the smallest subnet handed out), so counting each IPv6
+    address would give it 2^64 fresh limits. IPv4-mapped IPv6 counts as its IPv4 address.
+    """
+    ip = _parse(address)
+    if ip is None:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
+def network_key(address: str) -> str:
+    """A caller's source network: the IPv4 /24 or the IPv6 /64 (for the code-mail shares, see code_quota)."""
+    ip = _parse(address)
+    if ip is None:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Network((int(ip) >> 8 << 8, 24)))
+    return address_key(str(ip))
+
+
+def client_key(connection: ASGIConnection[Any, Any, Any, Any], trusted_proxies: int) -> str:
+    """The caller as per-address rate limits see it (:func:`address_key` of :func:`client_address`)."""
+    return address_key(client_address(connection, trusted_proxies))
 
 
 def ip_rate_limit(
@@ -135,7 +241,7 @@ def ip_rate_limit(
         state = connection.app.state
         settings = state.runtime.settings
         limit = Limit.parse(settings.rate_limits.get(bucket, settings.rate_limits["default"]))
-        state.rate_limiter.check(f"ip:{bucket}", client_address(connection, settings.trusted_proxies), limit)
+        state.rate_limiter.check(f"ip:{bucket}", client_key(connection, settings.trusted_proxies), limit)
 
     return guard
 
@@ -147,7 +253,7 @@ DAY_SECONDS = 86_400.0
 
 
 def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
-    """How many verification codes may be mailed to an identity, for a caller at this client address.
+    """How many verification codes may be mailed to an identity, for a caller from this source network.
 
     The limit must protect a customer's inbox without letting a stranger hold the customer's rights
     shut, so it limits *mail*, never intake:
@@ -157,29 +263,41 @@ def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
       with the same answer, but no code is mailed; a resend later sends one (answered 429 with
       ``Retry-After`` while the caps still hold).
     - At most ``dsr_codes_per_identity_per_day`` code mails reach one identity in any 24 hours,
-      whoever asks: the bound on what a mail-bomber can put in the inbox.
-    - At most ``dsr_codes_per_identity_and_address_per_day`` of them for callers at one client
-      address: a stranger uses a small share of the day's mails, and the owner, from their own
-      address, still gets a code and can verify their request.
+      whoever asks: the hard bound on what a mail-bomber can put in the inbox.
+    - At most ``dsr_codes_per_identity_and_address_per_day`` of them for callers from one source
+      network (an IPv4 /24 or an IPv6 /64, see :func:`network_key`), so neither one host nor its
+      neighbours' addresses multiply a stranger's share.
+    - ``dsr_codes_reserved_for_new_networks`` of the daily mails are held back: a network that has sent
+      no code to this identity today may take one of them when the rest are used up. The owner, from
+      their own network, thus still gets a code after strangers have used the shared part.
     - Resends are capped per request too (``dsr_resend_max_per_request``, checked by the service).
 
-    Exhausting the daily cap takes callers at several addresses (cap / per-address share); against
-    that the owner waits for the 24-hour window to move, or writes to the controller. Counted per
-    process, in memory, like every limit here.
+    The trade-off: any bound on the inbox is a number a third party can use up, since nothing tells
+    the owner's request from a stranger's before the code is entered. A larger reserve means more
+    networks are needed to lock the owner out, a smaller shared part means fewer codes for a caller
+    without competition; the inbox bound stays the same. With the defaults (10 a day, 3 per network,
+    5 reserved) a lock-out takes callers in 7 different networks within 24 hours instead of 4
+    addresses; against that the owner waits for the window to move, or writes to the controller.
+    Counted per process, in memory, like every limit here.
     """
     state = connection.app.state
     settings = state.runtime.settings
     limiter: RateLimiter = state.rate_limiter
-    address = client_address(connection, settings.trusted_proxies)
+    network = network_key(client_address(connection, settings.trusted_proxies))
+    total = settings.dsr_codes_per_identity_per_day
+    reserve = min(settings.dsr_codes_reserved_for_new_networks, total)
 
     def take(bidx: bytes) -> float | None:
         identity = "code:" + bidx.hex()
-        return limiter.take_all(
-            [
-                (identity, settings.dsr_codes_per_identity_per_day),
-                (f"{identity}:{address}", settings.dsr_codes_per_identity_and_address_per_day),
-            ],
+        source = f"{identity}:{network}"
+        shared = limiter.take_all(
+            [(identity, total - reserve), (source, settings.dsr_codes_per_identity_and_address_per_day)],
             DAY_SECONDS,
         )
+        if shared is None or reserve == 0:
+            return shared
+        # A limit of 1 on the source's log: only a network with no code to this identity today.
+        first = limiter.take_all([(identity + ":reserve", reserve), (source, 1)], DAY_SECONDS)
+        return None if first is None else min(shared, first)
 
     return take

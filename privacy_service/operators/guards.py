@@ -4,9 +4,9 @@ Route handlers declare ``opt={"scopes": {...}}``. Authenticated keys are cached 
 (keyed by the key's hash) so a hot API does not pay a database round trip per call; revocation
 therefore takes effect within ``AUTH_CACHE_SECONDS``.
 
-Rejected keys are limited per client address (``rate_limits["auth_failed"]``): once an address has
-used up its failures, every request from it that presents a key is answered 429 with Retry-After,
-before the key is even looked up. Rejections are audited in aggregate (see :class:`FailedAuthGate`),
+Rejected keys are limited per client address, an IPv6 client per /64 (``rate_limits["auth_failed"]``):
+once an address has used up its failures, every request from it that presents a key is answered 429
+with Retry-After, before the key is even looked up. Rejections are audited in aggregate (see :class:`FailedAuthGate`),
 so a flood of junk keys costs a handful of audit rows, not one each, while breach monitoring still
 sees how many there were.
 """
@@ -29,13 +29,14 @@ from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.errors import Forbidden, Unauthenticated
 from privacy_service.operators.service import AuthenticatedOperator, authenticate, hash_key, parse_key_id
-from privacy_service.ratelimit import Limit, RateLimited, client_address
+from privacy_service.ratelimit import Limit, RateLimited, RateLimiter, client_key
 
 AUTH_CACHE_SECONDS = 5.0
 # Rejected attempts from one address are recorded at the 1st, 2nd, 4th, 8th... of each window.
 AUTH_FAILURE_WINDOW_SECONDS = 600.0
 MAX_TRACKED_ADDRESSES = 10_000
-_MANY = "*"  # every address beyond MAX_TRACKED_ADDRESSES shares one tally (and one bucket)
+_MANY = "*"  # audit only: addresses beyond MAX_TRACKED_ADDRESSES share one tally (never a bucket)
+_BUCKET = "auth_failed"
 _KEY_IDS_PER_ROW = 10
 _SOURCE_CONTEXT = b"privacy-service/auth-source/v1|"
 log = structlog.get_logger("privacy_service.operators")
@@ -43,9 +44,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="privacy-service"'}
 
 
 @dataclass(slots=True)
-class _Source:
-    tokens: float
-    updated: float
+class _Tally:
     window_started: float
     attempts: int = 0  # rejected attempts in the current window
     unrecorded: int = 0  # since the last audit row (carried into the next window)
@@ -57,11 +56,16 @@ class _Source:
 class FailedAuthGate:
     """Per client address: a token bucket of failed authentications, and a tally of rejected attempts.
 
+    The buckets are a :class:`RateLimiter`'s, bounded the same way: junk from many addresses evicts
+    junk, never an address at its limit wholesale, and a new address always starts with a full bucket,
+    so its key is always checked. Only the audit tally overflows: beyond ``MAX_TRACKED_ADDRESSES``
+    addresses whose window is still open, new addresses' rejections are counted together (``"*"``).
+
     The tally turns into an audit row at the 1st, 2nd, 4th, 8th, ... rejected attempt of each window
     (``AUTH_FAILURE_WINDOW_SECONDS``), carrying the count since the previous row: 300 junk keys in a
     burst make 9 rows, not 300, and the first attempt is on record at once. What came after the last
     row is carried into the first row of the address's next window. Process memory, like the other
-    rate limits; bounded by ``MAX_TRACKED_ADDRESSES`` (beyond it all new addresses share one entry).
+    rate limits.
     """
 
     def __init__(
@@ -73,46 +77,26 @@ class FailedAuthGate:
         self._clock = clock
         self._window = window
         self._max = max_addresses
-        self._sources: dict[str, _Source] = {}
+        self._buckets = RateLimiter(clock, max_keys=max_addresses)
+        self._tallies: dict[str, _Tally] = {}
 
-    def _tokens(self, source: _Source, limit: Limit, now: float) -> float:
-        source.tokens = min(float(limit.burst), source.tokens + (now - source.updated) * limit.per_minute / 60.0)
-        source.updated = now
-        return source.tokens
-
-    def _source(self, address: str, limit: Limit, now: float) -> tuple[str, _Source]:
-        found = self._sources.get(address)
+    def _tally(self, address: str, now: float) -> tuple[str, _Tally]:
+        found = self._tallies.get(address)
         if found is not None:
             return address, found
-        if len(self._sources) >= self._max:
-            self._evict(limit, now)
-        if len(self._sources) >= self._max:
+        if len(self._tallies) >= self._max:
+            self._tallies = {
+                source: tally
+                for source, tally in self._tallies.items()
+                if source == _MANY or now - tally.window_started < self._window
+            }
+        if len(self._tallies) >= self._max:
             address = _MANY
-        return address, self._sources.setdefault(address, _Source(float(limit.burst), now, now))
-
-    def _evict(self, limit: Limit, now: float) -> None:
-        """Forget addresses whose bucket is full again and whose window has ended."""
-        self._sources = {
-            address: source
-            for address, source in self._sources.items()
-            if address == _MANY
-            or self._tokens(source, limit, now) < limit.burst
-            or now - source.window_started < self._window
-        }
+        return address, self._tallies.setdefault(address, _Tally(now))
 
     def retry_after(self, address: str, limit: Limit) -> float | None:
         """Seconds until ``address`` may present a key again, or None if it may now (nothing consumed)."""
-        now = self._clock()
-        source = self._sources.get(address)
-        if source is None and len(self._sources) >= self._max:
-            source = self._sources.get(_MANY)
-        if source is None:
-            return None
-        tokens = self._tokens(source, limit, now)
-        if tokens >= 1.0:
-            return None
-        rate = limit.per_minute / 60.0
-        return (1.0 - tokens) / rate if rate > 0 else self._window
+        return self._buckets.wait(_BUCKET, address, limit)
 
     def reject(
         self, address: str, key_id: str | None, limit: Limit, *, throttled: bool
@@ -122,9 +106,9 @@ class FailedAuthGate:
         Returns (address or "*", audit detail) when a row is due, else None.
         """
         now = self._clock()
-        address, source = self._source(address, limit, now)
         if not throttled:
-            source.tokens = max(0.0, self._tokens(source, limit, now) - 1.0)
+            self._buckets.hit(_BUCKET, address, limit)
+        address, source = self._tally(address, now)
         if now - source.window_started >= self._window:
             source.window_started, source.attempts = now, 0
         source.attempts += 1
@@ -147,7 +131,8 @@ class FailedAuthGate:
         return address, detail
 
     def reset(self) -> None:
-        self._sources.clear()
+        self._buckets.reset()
+        self._tallies.clear()
 
 
 class OperatorAuthenticator:
@@ -227,7 +212,7 @@ async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
     if key is None:
         raise Unauthenticated("send an operator key as 'Authorization: Bearer psk_...'", headers=_CHALLENGE)
     state = connection.app.state
-    address = client_address(connection, state.runtime.settings.trusted_proxies)
+    address = client_key(connection, state.runtime.settings.trusted_proxies)
     wait = state.authenticator.failures.retry_after(address, _failure_limit(connection))
     if wait is not None:
         await record_failed_auth(connection, key, address, throttled=True)

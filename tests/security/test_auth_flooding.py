@@ -18,6 +18,7 @@ import pytest
 from privacy_service.app import create_app
 from privacy_service.breaches.jobs import monitor_audit
 from privacy_service.breaches.policy import load_breach_policy
+from privacy_service.operators.guards import FailedAuthGate
 from privacy_service.runtime import Runtime
 from tests.breach_support import BREACH_TEAM, deliver_all, runtime_for
 from tests.conftest import MailSink, _empty_postgres, make_operator_key
@@ -95,3 +96,32 @@ async def test_three_hundred_junk_keys_are_throttled_and_recorded_in_aggregate(
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def test_a_full_table_of_junk_addresses_never_locks_out_a_valid_key(served: tuple[Runtime, Any]) -> None:
+    """Beyond the tracked addresses, new addresses used to share one bucket: 10 junk keys drained it and
+    every operator at an untracked address got 429 unchecked. Now their key is checked as usual."""
+    runtime, app = served
+    valid = await make_operator_key(runtime)
+    app.state.authenticator.failures = FailedAuthGate(max_addresses=4)  # the shipped bound, in small
+    for host in range(12):
+        async with _client(app, (f"203.0.113.{100 + host}", 40000)) as attacker:
+            for i in range(11):
+                response = await attacker.get("/v1/subjects", headers=_bearer(_junk(i)))
+                assert response.status_code == (401 if i < 10 else 429)
+    async with _client(app, OPERATOR) as operator:
+        response = await operator.get("/v1/subjects", params={"email": "nobody@example.com"}, headers=_bearer(valid))
+    assert response.status_code in (200, 404), response.text
+
+
+async def test_one_ipv6_host_cannot_rotate_addresses_in_its_64(served: tuple[Runtime, Any]) -> None:
+    runtime, app = served
+    valid = await make_operator_key(runtime)
+    statuses = []
+    for host in range(1, 13):  # a new address of the same /64 for every key
+        async with _client(app, (f"2001:db8:66:1::{host:x}", 40000)) as attacker:
+            statuses.append((await attacker.get("/v1/subjects", headers=_bearer(_junk(host)))).status_code)
+    assert statuses == [401] * 10 + [429] * 2
+    async with _client(app, ("2001:db8:66:2::1", 40000)) as neighbour:  # the next /64 is someone else
+        response = await neighbour.get("/v1/subjects", params={"email": "nobody@example.com"}, headers=_bearer(valid))
+    assert response.status_code in (200, 404), response.text

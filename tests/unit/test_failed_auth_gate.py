@@ -43,7 +43,31 @@ def test_the_bucket_blocks_after_the_burst_and_refills() -> None:
     assert gate.retry_after("b", LIMIT) is None  # other addresses are unaffected
 
 
-def test_addresses_beyond_the_bound_share_one_entry() -> None:
+def test_a_full_table_never_refuses_a_new_address_unchecked() -> None:
+    """Junk from many addresses fills the table: a new address is still let through to have its key checked."""
+    clock = FakeClock()
+    gate = FailedAuthGate(clock, max_addresses=50)
+    for i in range(500):  # ten times the bound, every address spending its whole burst
+        for _ in range(LIMIT.burst):
+            gate.reject(f"10.0.{i // 256}.{i % 256}", None, LIMIT, throttled=False)
+        clock.now += 0.001
+    assert gate.retry_after("10.0.1.243", LIMIT) is not None  # the newest junk address is still limited
+    for address in ("198.51.100.7", "198.51.100.8", "2001:db8::/64"):
+        assert gate.retry_after(address, LIMIT) is None
+
+
+def test_junk_addresses_do_not_free_an_address_at_its_limit() -> None:
+    clock = FakeClock()
+    gate = FailedAuthGate(clock, max_addresses=50)
+    for _ in range(LIMIT.burst):
+        gate.reject("attacker", None, LIMIT, throttled=False)
+    for i in range(500):  # one failure each: they never reach their limit
+        gate.reject(f"junk{i}", None, LIMIT, throttled=False)
+    assert gate.retry_after("attacker", LIMIT) is not None
+
+
+def test_audit_tallies_beyond_the_bound_share_one_row_source() -> None:
+    """Only the audit aggregation overflows into "*"; each address keeps its own bucket."""
     clock = FakeClock()
     gate = FailedAuthGate(clock, max_addresses=2)
     assert gate.reject("a", None, LIMIT, throttled=False) is not None
@@ -53,8 +77,9 @@ def test_addresses_beyond_the_bound_share_one_entry() -> None:
     assert third[0] == "*"
     for address in ("d", "e"):
         gate.reject(address, None, LIMIT, throttled=False)
-    assert gate.retry_after("f", LIMIT) is not None  # the shared entry's bucket is spent
-    clock.now = 10_000.0  # every bucket full and every window over: room again for new addresses
+    assert gate.retry_after("f", LIMIT) is None  # nobody's failures are charged to a stranger
+    assert gate.retry_after("c", LIMIT) is None  # one failure of three
+    clock.now = 10_000.0  # every window over: room again for new addresses' own rows
     fresh = gate.reject("g", None, LIMIT, throttled=False)
     assert fresh is not None
     assert fresh[0] == "g"

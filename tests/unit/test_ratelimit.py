@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from privacy_service.ratelimit import Limit, RateLimited, RateLimiter
+from privacy_service.ratelimit import Limit, RateLimited, RateLimiter, address_key, network_key
 
 
 class FakeClock:
@@ -89,3 +89,126 @@ def test_take_all_counts_for_every_key_or_none() -> None:
     assert limiter.take_all([("identity", 2), ("identity:c", 1)], 100.0) is not None  # the identity is full
     clock.now += 100.0
     assert limiter.take_all([("identity", 2), ("identity:c", 1)], 100.0) is None
+
+
+def test_junk_keys_never_reset_a_bucket_at_its_cap() -> None:
+    """An attacker filling the table with fresh keys must not empty the victim's bucket with the rest."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock, max_keys=100)
+    tight = Limit(burst=2, per_minute=1)
+    assert limiter.hit("intake", "victim", tight) is None
+    assert limiter.hit("intake", "victim", tight) is None
+    assert limiter.hit("intake", "victim", tight) is not None
+    for i in range(1000):  # ten times the bound, under another caller's (looser) limit
+        limiter.hit("status", f"junk{i}", Limit(burst=10, per_minute=600))
+        clock.now += 0.001
+    assert len(limiter._buckets) <= 100
+    assert limiter.hit("intake", "victim", tight) is not None  # still at its cap
+
+
+def test_a_bucket_is_judged_full_by_its_own_limit() -> None:
+    """Eviction drops only buckets that have refilled under their own limit, not the triggering caller's."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock, max_keys=3)
+    slow = Limit(burst=1, per_minute=1)  # refills after 60 s
+    assert limiter.hit("slow", "a", slow) is None
+    clock.now += 1.0  # refilled under a 600/min limit, far from it under its own
+    fast = Limit(burst=1, per_minute=600)
+    for key in ("x", "y", "z"):
+        assert limiter.hit("fast", key, fast) is None
+        clock.now += 1.0  # each fast bucket is full again a moment later
+    assert ("fast", "x") not in limiter._buckets
+    assert limiter.hit("slow", "a", slow) is not None
+
+
+def test_refilled_buckets_go_first_then_the_least_used() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock, max_keys=4)
+    limit = Limit(burst=4, per_minute=4)
+    for _ in range(4):
+        limiter.hit("b", "heavy", limit)
+    limiter.hit("b", "light", limit)
+    limiter.hit("b", "spent", Limit(burst=1, per_minute=600))
+    clock.now += 1.0  # "spent" has refilled: it carries nothing
+    limiter.hit("b", "new1", limit)
+    limiter.hit("b", "new2", limit)
+    assert ("b", "spent") not in limiter._buckets
+    assert ("b", "heavy") in limiter._buckets
+    limiter.hit("b", "new3", limit)  # full of live buckets: the one furthest from its cap goes
+    assert ("b", "heavy") in limiter._buckets
+    assert len(limiter._buckets) <= 4
+
+
+def test_junk_keys_never_reset_a_sliding_log_at_its_cap() -> None:
+    """Item 12 via memory: ~max_keys junk intakes must not wipe the victim's daily code cap."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock, max_keys=100)
+    day = 86_400.0
+    for _ in range(3):
+        assert limiter.take_all([("code:victim", 3)], day) is None
+    assert limiter.take_all([("code:victim", 3)], day) is not None
+    for i in range(1000):
+        assert limiter.take_all([(f"code:junk{i}", 10), (f"code:junk{i}:net", 3)], day) is None
+        clock.now += 1.0
+    assert len(limiter._windows) <= 100
+    assert limiter.take_all([("code:victim", 3)], day) is not None
+    clock.now += day  # the window moves on: the cap lifts as it should
+    assert limiter.take_all([("code:victim", 3)], day) is None
+
+
+def test_expired_logs_are_dropped_before_live_ones() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock, max_keys=3)
+    limiter.take_all([("old", 5)], 10.0)
+    clock.now += 5.0
+    limiter.take_all([("live", 5)], 10.0)
+    clock.now += 6.0  # "old" has left its window, "live" has not
+    limiter.take_all([("a", 5)], 10.0)
+    limiter.take_all([("b", 5)], 10.0)
+    assert "old" not in limiter._windows
+    assert "live" in limiter._windows
+
+
+def test_wait_peeks_without_taking() -> None:
+    limiter = RateLimiter(FakeClock())
+    limit = Limit(burst=1, per_minute=60)
+    assert limiter.wait("b", "k", limit) is None
+    assert limiter.wait("b", "k", limit) is None
+    assert limiter.hit("b", "k", limit) is None
+    assert limiter.wait("b", "k", limit) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_ipv6_callers_are_limited_per_64(address: str, key: str) -> None:
+    assert address_key(address) == key
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("203.0.113.7", "203.0.113.0/24"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.9", "198.51.100.0/24"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_source_networks(address: str, network: str) -> None:
+    assert network_key(address) == network
+
+
+def test_one_ipv6_host_cannot_rotate_through_its_64() -> None:
+    limiter = RateLimiter(FakeClock())
+    limit = Limit(burst=3, per_minute=1)
+    results = [limiter.hit("intake", address_key(f"2001:db8:0:7::{i:x}"), limit) for i in range(1, 10)]
+    assert results[:3] == [None, None, None]
+    assert all(result is not None for result in results[3:])
