@@ -22,7 +22,7 @@ from privacy_service.db import carry_appended_rows, column_values, new_row
 from privacy_service.dsr import schemas
 from privacy_service.dsr.flows import VERIFIED_OPEN, Status
 from privacy_service.dsr.models import PrivacyRequest
-from privacy_service.dsr.processing import Processing
+from privacy_service.dsr.processing import REVIEW_NOTE, Processing
 from privacy_service.errors import Conflict, DomainError, InvalidInput
 
 # Built once: intake runs them on every request (building one per call cost as much as running it).
@@ -191,8 +191,10 @@ class Intake(Processing):
         """Intake from a controller-side system authenticated with an operator key (the OpenDSR facade).
 
         That system has verified the subject itself, so no code is sent: the request is verified on
-        arrival, then processed or queued for review like any other. The caller chooses the id; the
-        legal clock starts when the controller received the request (``received_at``, never later than now).
+        arrival, then processed or queued for review like any other (a correction that needs review
+        waits for an operator who holds subjects:write and did not file it; see ``Decisions.approve``).
+        The caller chooses the id; the legal clock starts when the controller received the request
+        (``received_at``, never later than now).
         """
         try:
             identity = NORMALISERS[kind](value)
@@ -231,10 +233,13 @@ class Intake(Processing):
         self._received(request, received, self.actor)
         request.subject_id = await self._match_subject(request)
         self._transition(request, Status.VERIFIED, note=note)
-        if request.type in self.settings.dsr_auto_approve:
+        # The same review as a code-verified correction: an operator key files on its own word, and a
+        # correction of an identifier or of identity/financial data would move the account to it.
+        review = self._needs_review(request, key)
+        if request.type in self.settings.dsr_auto_approve and not review:
             self.actor = Actor.system("auto-approval")
             await self._process(request, key)
         else:
-            self._transition(request, Status.AWAITING_REVIEW)
+            self._transition(request, Status.AWAITING_REVIEW, note=REVIEW_NOTE if review else None)
             await self._notify(request, key, "received")
         return request

@@ -29,6 +29,7 @@ RECTIFY_REFUSED = {
     "zh": "无法按提交的内容进行更正。新的电子邮箱或电话号码已被使用或某个字段不再被接受。请联系我们或重新提交请求。",
 }
 IDENTIFIER_CHANGES = ("email", "phone")
+REVIEW_NOTE = "correction of an identifier or of identity/financial data: operator review"
 
 
 def changed_names(changes: schemas.Changes) -> list[str]:

@@ -22,8 +22,8 @@ from privacy_service.systems import fanout as downstream
 
 CURSOR_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
-# Shown beside a requested correction so that a reviewer sees what it would replace.
-CURRENT_VALUES_SCOPE = "subjects:read"
+# A correction's values (requested, and on file) are shown to an operator holding this scope only.
+VALUES_SCOPE = "subjects:read"
 
 
 class Reading(Processing):
@@ -32,11 +32,11 @@ class Reading(Processing):
     async def view(self, request_id: uuid.UUID) -> schemas.RequestView:
         """The request as its caller may see it (authorised by the route: its own token or an operator).
 
-        A correction's requested values (``changes``) are for the operator who reviews them; the
-        subject's answer names the changed fields only (``result``), so a leaked status link shows
-        no values. The values they would replace come from the vault, only for an operator who may
-        read subjects and only while the request awaits review. ``duplicate_of`` names another
-        request: operators only too.
+        A correction's fields (``changes``) are for operators; their values, the requested ones and,
+        while the request awaits review, the ones on file they would replace, only for an operator who
+        may read subjects (audited as a read of the subject). The subject's answer names the changed
+        fields only (``result``), so a leaked status link shows no values. ``duplicate_of`` names
+        another request: operators only too.
         """
         request = await self._get(request_id)
         transitions = (
@@ -55,7 +55,7 @@ class Reading(Processing):
             decision = self._open_text(key, request, "decision", request.decision_ct)
         changes = None
         if key is not None and operator and request.changes_ct is not None:
-            changes = await self._diff(request, key, with_current=operator and CURRENT_VALUES_SCOPE in self.scopes)
+            changes = await self._diff(request, key, with_values=VALUES_SCOPE in self.scopes)
         now = self.clock.now()
         export_ready = (
             request.type in ("access", "portability")
@@ -87,14 +87,28 @@ class Reading(Processing):
         )
 
     async def _diff(
-        self, request: PrivacyRequest, key: DataKey, *, with_current: bool
+        self, request: PrivacyRequest, key: DataKey, *, with_values: bool
     ) -> dict[str, schemas.FieldChange]:
-        """A correction as ``field -> {from?, to}`` (``to`` null: the profile field is removed)."""
+        """A correction as ``field -> {from?, to?}`` (``to`` null: the profile field is removed; no
+        ``to``: the caller may not read the values, it sees which fields change only)."""
         changes = self._changes(request, key)
         requested: dict[str, Any] = {k: getattr(changes, k) for k in IDENTIFIER_CHANGES if getattr(changes, k)}
         requested |= {f"profile.{name}": value for name, value in changes.profile.items()}
+        if not with_values:
+            return {name: schemas.FieldChange() for name in sorted(requested)}
+        # The requested values are (to be) the subject's data: reading them is audited as a read of the
+        # subject, as the values on file are (and counted by the breach monitor's unusual-reads check).
+        audit.record(
+            self.session,
+            at=self.clock.now(),
+            actor=self.actor,
+            action="subject.read",
+            subject_id=request.subject_id,
+            request_id=self.request_id,
+            detail={"dsr_id": str(request.id), "fields": sorted(requested)},
+        )
         current: dict[str, Any] | None = None
-        if with_current and request.status == Status.AWAITING_REVIEW and request.subject_id is not None:
+        if request.status == Status.AWAITING_REVIEW and request.subject_id is not None:
             subject = await self.session.get(Subject, request.subject_id)
             if subject is not None and subject.status == SubjectStatus.ACTIVE:
                 held = await self.subjects.read(request.subject_id)  # audited as a read of the subject

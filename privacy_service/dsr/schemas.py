@@ -77,10 +77,11 @@ class Transition(msgspec.Struct):
 
 
 class FieldChange(msgspec.Struct, omit_defaults=True):
-    """One requested correction: the new value (null removes a profile field) and, for a reviewer
-    who may read subjects, the value it replaces (``from``; null: none on file)."""
+    """One requested correction. For a reviewer who may read subjects: the new value (``to``; null
+    removes a profile field) and the value it replaces (``from``; null: none on file). Without that
+    scope, neither: the field's name alone says what would change."""
 
-    to: Any
+    to: Any | msgspec.UnsetType = msgspec.UNSET
     from_: Any | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="from")
 
 
@@ -100,7 +101,7 @@ class RequestView(msgspec.Struct):
     duplicate_of: uuid.UUID | None = None
     decision: str | None = None
     result: dict[str, Any] | None = None
-    # A correction's requested changes, field -> {from?, to}: for operators (requests:manage) only.
+    # A correction's requested changes, field -> {from?, to?}: for operators only (values with subjects:read).
     changes: dict[str, FieldChange] | None = None
     export_url: str | None = None
     export_expires_at: datetime | None = None

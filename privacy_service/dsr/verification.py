@@ -18,12 +18,11 @@ from privacy_service.dsr import schemas
 from privacy_service.dsr.context import hash_token
 from privacy_service.dsr.flows import TRANSITIONS, IllegalTransition, Status
 from privacy_service.dsr.models import PrivacyRequest
-from privacy_service.dsr.processing import Processing
+from privacy_service.dsr.processing import REVIEW_NOTE, Processing
 from privacy_service.errors import Forbidden, Gone
 from privacy_service.security import constant_time_equals
 
 # The transition note when a code-verified correction waits for an operator (no values: names only).
-REVIEW_NOTE = "correction of an identifier or of identity/financial data: operator review"
 
 
 class CodeRejected(Exception):

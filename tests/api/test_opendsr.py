@@ -123,13 +123,17 @@ async def test_a_request_in_progress_cannot_be_cancelled(client: AsyncClient, au
     assert_opendsr_error(await client.delete(path, headers=auth), 409)
 
 
-async def test_rectification_is_an_extension(client: AsyncClient, auth: dict[str, str]) -> None:
+async def test_rectification_is_an_extension(client: AsyncClient, auth: dict[str, str], runtime: Runtime) -> None:
     subject_id = await make_customer(client, auth)
     body = opendsr("rectification", extensions={"privacy-service": {"changes": {"profile": {"city": "York"}}}})
     assert (await client.post("/opendsr/requests", json=body, headers=auth)).status_code == 201
-    assert (await client.get(f"/opendsr/requests/{body['subject_request_id']}", headers=auth)).json()[
-        "request_status"
-    ] == "completed"
+    path = f"/opendsr/requests/{body['subject_request_id']}"
+    # A profile field the policy does not free from review waits for another operator, as a code-verified one does.
+    assert (await client.get(path, headers=auth)).json()["request_status"] == "pending"
+    reviewer = bearer(await make_operator_key(runtime, frozenset({"requests:manage", "subjects:write"})))
+    approved = await client.post(f"/v1/requests/{body['subject_request_id']}/approve", json={}, headers=reviewer)
+    assert approved.status_code == 200, approved.text
+    assert (await client.get(path, headers=auth)).json()["request_status"] == "completed"
     assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()["profile"]["city"] == "York"
     missing = opendsr("rectification")
     assert_opendsr_error(await client.post("/opendsr/requests", json=missing, headers=auth), 400)

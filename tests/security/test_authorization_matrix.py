@@ -44,7 +44,17 @@ ALLOWED, UNAUTHENTICATED, FORBIDDEN, DENIED = "allowed", 401, 403, "denied"
 EMAIL = "matrix.canary@example.com"
 PHONE = "+447911123458"
 PROFILE = {"name": "Marjorie Canaryfield", "iban": "GB94BARC10201530093459", "national_id": "QQ987654C"}
-CANARIES = (EMAIL, PHONE, PROFILE["name"], PROFILE["iban"], PROFILE["national_id"], "canary-record-reference")
+# The values a correction awaiting review asks for: the customer's data-to-be (issue 16, review C).
+REQUESTED = {"email": "requested.canary@example.org", "name": "Rosalind Requestedname", "iban": "NL91ABNA0417164300"}
+CANARIES = (
+    EMAIL,
+    PHONE,
+    PROFILE["name"],
+    PROFILE["iban"],
+    PROFILE["national_id"],
+    "canary-record-reference",
+    *REQUESTED.values(),
+)
 
 
 @pytest.fixture
@@ -245,7 +255,37 @@ async def _customer_with_a_completed_access_request(client: AsyncClient, runtime
     assert export.status_code == 200, export.text
     assert EMAIL in export.text
     assert PROFILE["name"] in (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).text
-    return {"subject_id": subject_id, "record_id": record.json()["id"], "request_id": request_id}
+    # A correction awaiting review, asking for distinctive new values.
+    rectify_id = str(uuid.uuid4())
+    filed = await client.post(
+        "/opendsr/requests",
+        json={
+            "regulation": "gdpr",
+            "subject_request_id": rectify_id,
+            "subject_request_type": "rectification",
+            "submitted_time": "2026-01-06T10:00:00Z",
+            "subject_identities": [{"identity_type": "email", "identity_value": EMAIL, "identity_format": "raw"}],
+            "extensions": {
+                "privacy-service": {
+                    "changes": {
+                        "email": REQUESTED["email"],
+                        "profile": {"name": REQUESTED["name"], "iban": REQUESTED["iban"]},
+                    }
+                }
+            },
+        },
+        headers=auth,
+    )
+    assert filed.status_code == 201, filed.text
+    review = await client.get(f"/v1/requests/{rectify_id}", headers=auth)
+    assert review.json()["status"] == "awaiting_review"
+    assert all(value in review.text for value in REQUESTED.values())  # control: a reading key sees them
+    return {
+        "subject_id": subject_id,
+        "record_id": record.json()["id"],
+        "request_id": request_id,
+        "rectify_id": rectify_id,
+    }
 
 
 def _destructive_last(case: Case) -> tuple[bool, str]:
@@ -263,12 +303,15 @@ async def test_no_route_hands_decrypted_data_to_a_key_without_a_reading_scope(
     callers.append(("every non-reading scope", await make_operator_key(runtime, frozenset(NON_READING))))
     answered = 0
     for case in sorted(cases(app), key=_destructive_last):
-        target = url(case.path, seeds)
-        for label, key in _for(case, callers):
-            response = await send(client, case.method, target, key)
-            answered += response.status_code < 400
-            try:
-                assert_no_leak(response, *CANARIES)
-            except AssertionError as exc:
-                raise AssertionError(f"{case} with {label} ({response.status_code}): {exc}") from None
+        targets = [url(case.path, seeds)]
+        if "{request_id:" in case.path:  # every request route, on the correction awaiting review too
+            targets.append(url(case.path, {**seeds, "request_id": seeds["rectify_id"]}))
+        for target in targets:
+            for label, key in _for(case, callers):
+                response = await send(client, case.method, target, key)
+                answered += response.status_code < 400
+                try:
+                    assert_no_leak(response, *CANARIES)
+                except AssertionError as exc:
+                    raise AssertionError(f"{case} {target} with {label} ({response.status_code}): {exc}") from None
     assert answered > 30  # many of these calls were let in, and still carried nothing
