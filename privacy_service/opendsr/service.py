@@ -19,7 +19,7 @@ from privacy_service.config import Settings
 from privacy_service.dsr.flows import Status
 from privacy_service.dsr.schemas import Changes, RequestView
 from privacy_service.dsr.service import DsrService
-from privacy_service.errors import DomainError
+from privacy_service.errors import DomainError, Forbidden
 from privacy_service.opendsr import schemas
 from privacy_service.opendsr.models import ControllerBinding
 from privacy_service.policy.document import PolicyDocument
@@ -44,6 +44,9 @@ STATUSES: dict[str, schemas.RequestStatus] = {
     Status.VERIFICATION_FAILED: "cancelled",
 }
 NOTE = "identity verified by the submitting controller (OpenDSR)"
+# Request types whose answer is the customer's export, and the scope that reading it takes.
+EXPORTING = frozenset({"access", "portability"})
+EXPORT_SCOPE = "subjects:export"
 
 
 class InvalidRequest(DomainError):
@@ -99,6 +102,13 @@ class OpenDsrService:
         # An e-mail address first: it is what the customer proved control of with the controller.
         chosen = min(usable, key=lambda i: list(IDENTITIES).index(i.identity_type))
         type_ = REQUEST_TYPES[body.subject_request_type]
+        if controller is not None and type_ in EXPORTING and EXPORT_SCOPE not in self.dsr.scopes:
+            # The export would leave for a system this caller may have registered itself: the same
+            # deliberate grant as downloading it (else requests:manage + systems:manage reads anyone).
+            raise Forbidden(
+                f"an {body.subject_request_type} request answered to a system delivers the customer's export: "
+                f"it needs the scope {EXPORT_SCOPE}"
+            )
         changes = None
         if type_ == "rectify":
             raw_changes = self._extension(body).get("changes")

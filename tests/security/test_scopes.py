@@ -174,7 +174,8 @@ async def test_an_opendsr_answer_goes_signed_to_the_registered_controller_system
     client: AsyncClient, auth: dict[str, str], runtime: Runtime
 ) -> None:
     await _victim(client, auth, records={TRANSACTION: 1})
-    manager = await _key(runtime, "requests:manage")
+    # Having an export sent to a system is reading it: subjects:export, as for a download.
+    manager = await _key(runtime, "requests:manage", "subjects:export")
     with HookReceiver().running() as receiver:
         # Registered by someone with systems:manage; it holds no data of its own to answer access requests.
         system = await register(client, auth, receiver.url, name="consent-platform", types=("erase",))
@@ -191,7 +192,8 @@ async def test_an_opendsr_answer_goes_signed_to_the_registered_controller_system
         created = await client.post("/opendsr/requests", json=body, headers=manager)
         assert created.status_code == 201, created.text
         request_id = body["subject_request_id"]
-        assert_problem(await client.get(f"/v1/requests/{request_id}/export", headers=manager), 403, "forbidden")
+        downloader = await _key(runtime, "requests:manage")
+        assert_problem(await client.get(f"/v1/requests/{request_id}/export", headers=downloader), 403, "forbidden")
 
         await deliver_from_runtime(runtime)
         await deliver_from_runtime(runtime)  # queued once, sent once
@@ -203,6 +205,32 @@ async def test_an_opendsr_answer_goes_signed_to_the_registered_controller_system
     assert sent.json["results_count"] == 1
     downloads = await _events(runtime, "dsr.export.download")
     assert [(e.actor_type, e.actor_id) for e in downloads] == [("system", "opendsr")]
+
+
+@pytest.mark.parametrize("request_type", ["access", "portability"])
+async def test_request_and_system_managers_cannot_have_an_export_sent_to_their_own_system(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime, request_type: str
+) -> None:
+    """requests:manage + systems:manage, no reading scope: register a system of one's own, then file a
+    pre-verified access request answered to it. Refused, nothing filed, nothing sent."""
+    await _victim(client, auth, records={TRANSACTION: 1})
+    attacker = await _key(runtime, "requests:manage", "systems:manage")
+    with HookReceiver().running() as receiver:
+        system = await register(client, attacker, receiver.url, name="attacker-sink", types=("erase",))
+        receiver.keys[system["system"]["key_id"]] = system["signing_key"].encode()
+        before = await snapshot(runtime)
+        body = {**_opendsr_access(), "subject_request_type": request_type, "status_callback_urls": [receiver.url]}
+        refused = await client.post("/opendsr/requests", json=body, headers=attacker)
+        assert_problem(refused, 403, "forbidden")
+        assert "subjects:export" in refused.json()["detail"]
+        assert_no_leak(refused, *SECRETS)
+        assert_unchanged(before, await snapshot(runtime))
+        assert await rows(runtime, "opendsr_requests", order="request_id") == []
+        await deliver_from_runtime(runtime)
+        await deliver_from_runtime(runtime)
+    assert receiver.received == []
+    assert await _events(runtime, "dsr.export.download") == []
+    assert await _events(runtime, "subject.read") == []
 
 
 # -- 8. an operator erasure respects duties and holds ---------------------------------------------
