@@ -274,8 +274,8 @@ def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
 
     The trade-off: any bound on the inbox is a number a third party can use up, since nothing tells
     the owner's request from a stranger's before the code is entered. A larger reserve means more
-    networks are needed to lock the owner out, a smaller shared part means fewer codes for a caller
-    without competition; the inbox bound stays the same. With the defaults (10 a day, 3 per network,
+    networks are needed to lock the owner out, and fewer repeat codes (beyond each network's first)
+    in the day; the inbox bound stays the same. With the defaults (10 a day, 3 per network,
     5 reserved) a lock-out takes callers in 7 different networks within 24 hours instead of 4
     addresses; against that the owner waits for the window to move, or writes to the controller.
     Counted per process, in memory, like every limit here.
