@@ -183,7 +183,10 @@ def discovery(settings: Settings) -> schemas.Discovery:
                 "processor_domain": processor_domain(settings),
                 "subject_request_types": ["rectification"],
                 "regulations": ["gdpr", "ccpa"],
-                "authentication": "operator API key (Authorization: Bearer psk_..., scope requests:manage)",
+                "authentication": (
+                    "operator API key (Authorization: Bearer psk_..., scope requests:manage; "
+                    "subjects:export too for an access or portability request with status_callback_urls)"
+                ),
                 # The answer to an access request goes, signed, to the registered system named in
                 # status_callback_urls (POST /v1/systems), never to whoever holds an operator key.
                 "status_callbacks": True,
