@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -198,11 +198,11 @@ async def test_jsonld_is_dpv_aligned(client: httpx.AsyncClient, runtime: Runtime
 
 @sqlite_only
 async def test_gpc_declaration_follows_the_policy(
-    client: httpx.AsyncClient, make_settings: Any, tmp_path: Path
+    client: httpx.AsyncClient, runtime: Runtime, make_settings: Any, tmp_path: Path
 ) -> None:
     response = await client.get("/.well-known/gpc.json")
     assert response.status_code == 200
-    assert response.json() == {"gpc": True, "lastUpdate": "2026-11-20"}
+    assert response.json() == {"gpc": True, "lastUpdate": runtime.policy.effective_date.isoformat()}
     folder = copy_policies(tmp_path / "no-gpc")
     edit_yaml(folder / "policy.yaml", lambda d: d["tracking"].update(honours_gpc=False))
     async with serve(make_settings(policy_dir=folder)) as (_, other):
@@ -256,28 +256,33 @@ async def test_one_retention_period_changes_notice_json_html_and_rule(
 async def test_versions_are_immutable(
     client: httpx.AsyncClient, runtime: Runtime, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    assert (await client.get("/v1/policy/versions")).json() == {"current": runtime.policy.version, "items": []}
+    # The shipped version, whatever it is, and the next one this test publishes after it.
+    current, effective = runtime.policy.version, runtime.policy.effective_date
+    bumped, bumped_effective = f"{current}.1", effective + timedelta(days=5)
+    assert (await client.get("/v1/policy/versions")).json() == {"current": current, "items": []}
     original_en = (await client.get("/v1/policy")).content
     original_zh = (await client.get("/v1/policy?lang=zh")).content
     await publish_current(runtime)
 
-    published = await client.get("/v1/policy/versions/2026.1")
+    published = await client.get(f"/v1/policy/versions/{current}")
     assert published.status_code == 200
     assert published.content == original_en  # served exactly as the current policy was
     assert published.headers["cache-control"] == "public, max-age=86400, immutable"
-    assert (await client.get("/v1/policy/versions/2026.1?lang=zh")).content == original_zh
-    negotiated = await client.get("/v1/policy/versions/2026.1", headers={"Accept-Language": "zh-CN"})
+    assert (await client.get(f"/v1/policy/versions/{current}?lang=zh")).content == original_zh
+    negotiated = await client.get(f"/v1/policy/versions/{current}", headers={"Accept-Language": "zh-CN"})
     assert negotiated.content == original_zh
     assert negotiated.headers["content-language"] == "zh"
-    not_modified = await client.get("/v1/policy/versions/2026.1", headers={"If-None-Match": published.headers["etag"]})
+    not_modified = await client.get(
+        f"/v1/policy/versions/{current}", headers={"If-None-Match": published.headers["etag"]}
+    )
     assert not_modified.status_code == 304
 
     # Edit the files after publishing: a new version with a changed period and a changed sentence.
     folder = copy_policies(tmp_path / "next")
 
     def change(data: dict[str, Any]) -> None:
-        data["version"] = "2026.2"
-        data["effective_date"] = "2026-11-25"
+        data["version"] = bumped
+        data["effective_date"] = bumped_effective.isoformat()
         data["data_categories"]["system.support_ticket"]["retention"]["period"] = "P2Y"
 
     edit_yaml(folder / "policy.yaml", change)
@@ -288,18 +293,21 @@ async def test_versions_are_immutable(
     async with serve(make_settings(policy_dir=folder)) as (second, other):
         await publish_current(second)
         listing = (await other.get("/v1/policy/versions")).json()
-        assert listing["current"] == "2026.2"
-        assert [item["version"] for item in listing["items"]] == ["2026.2", "2026.1"]
-        assert [item["effective_date"] for item in listing["items"]] == ["2026-11-25", "2026-11-20"]
+        assert listing["current"] == bumped
+        assert [item["version"] for item in listing["items"]] == [bumped, current]
+        assert [item["effective_date"] for item in listing["items"]] == [
+            bumped_effective.isoformat(),
+            effective.isoformat(),
+        ]
         assert listing["items"][1]["content_hash"] == runtime.policy.content_hash
         assert listing["items"][0]["content_hash"] == second.policy.content_hash
         assert all(item["languages"] == ["en", "zh"] for item in listing["items"])
 
         # The old version is unchanged, byte for byte; the new one has the edit.
-        old = await other.get("/v1/policy/versions/2026.1")
+        old = await other.get(f"/v1/policy/versions/{current}")
         assert old.content == original_en
         assert category(old.json(), "system.support_ticket")["retention"]["period"] == "P3Y"
-        new = (await other.get("/v1/policy/versions/2026.2")).json()
+        new = (await other.get(f"/v1/policy/versions/{bumped}")).json()
         assert category(new, "system.support_ticket")["retention"]["period"] == "P2Y"
         assert new["sections"][SECTION_IDS.index("cookies")]["body"].endswith("Nothing else.")
         assert (await other.get("/v1/policy")).json() == new
@@ -322,10 +330,11 @@ async def test_publish_refuses_duplicates_and_unbumped_edits(
         await edited.close()
 
     bumped_only = copy_policies(tmp_path / "bump")
-    edit_yaml(bumped_only / "policy.yaml", lambda d: d.update(version="2026.9"))
+    edit_yaml(bumped_only / "policy.yaml", lambda d: d.update(version=f"{runtime.policy.version}.9"))
     same = build_runtime(make_settings(policy_dir=bumped_only))
     try:
-        with pytest.raises(Conflict, match=r"nothing changed since policy version 2026\.1"):
+        unchanged_since = f"nothing changed since policy version {re.escape(runtime.policy.version)};"
+        with pytest.raises(Conflict, match=unchanged_since):
             await publish_current(same)
     finally:
         await same.close()

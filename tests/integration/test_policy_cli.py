@@ -57,15 +57,16 @@ async def test_publish_then_diff(runtime: Runtime, settings: Settings, tmp_path:
     pending = policy_cli(settings, folder, "diff", "--files")
     assert pending.stdout.splitlines() == ['~ policy.data_categories.user.device.retention.period: "P13M" -> "P1Y"']
 
-    edit_yaml(folder / "policy.yaml", lambda d: d.update(version="2026.2"))
+    bumped = f"{version}.1"
+    edit_yaml(folder / "policy.yaml", lambda d: d.update(version=bumped))
     second = policy_cli(settings, folder, "publish")
     assert second.returncode == 0, second.stderr
 
-    diff = policy_cli(settings, folder, "diff", version, "2026.2")
+    diff = policy_cli(settings, folder, "diff", version, bumped)
     assert diff.returncode == 0, diff.stderr
     assert diff.stdout.splitlines() == [
         '~ policy.data_categories.user.device.retention.period: "P13M" -> "P1Y"',
-        f'~ policy.version: "{version}" -> "2026.2"',
+        f'~ policy.version: "{version}" -> "{bumped}"',
     ]
 
     unknown = policy_cli(settings, folder, "diff", version, "no-such-version")

@@ -38,6 +38,27 @@ def test_the_shipped_policy_is_valid() -> None:
     assert set(document.profile_fields.values()) <= set(document.retention_rules())
 
 
+# Every policy version that has shipped, with the content hash it shipped with. A published version
+# never changes (`policy publish` refuses a known version with other content, and a retention run
+# would record a (version, hash) pair no published version has), so an edit of policies/ must bump
+# `version` in policy.yaml and add its hash here: this test fails first, not a deployment.
+SHIPPED_VERSIONS = {
+    "2026.1": "b4aff3f434f8048e1696eb501e50e55adac10a892e33b5240e07de4b9f19a698",
+    "2026.2": "8225bfc523094bc8e3d5f0ac8d4516526cdbeda3199af41fb10f33486a376c11",
+}
+
+
+def test_an_edited_policy_gets_a_new_version() -> None:
+    shipped = load_policy(POLICIES)
+    assert shipped.version in SHIPPED_VERSIONS, (
+        f"new policy version {shipped.version}: add it here with its hash {shipped.content_hash}"
+    )
+    assert SHIPPED_VERSIONS[shipped.version] == shipped.content_hash, (
+        f"policies/ changed but version {shipped.version} did not: bump `version` (and `effective_date`) "
+        f"in policy.yaml and add the new version here with hash {shipped.content_hash}"
+    )
+
+
 def test_a_category_without_a_retention_rule(tmp_path: Path) -> None:
     problems = problems_after(tmp_path, "policy.yaml", lambda d: d["data_categories"]["user.behavior"].pop("retention"))
     assert problems == [
