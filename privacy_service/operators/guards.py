@@ -79,18 +79,25 @@ class FailedAuthGate:
         self._max = max_addresses
         self._buckets = RateLimiter(clock, max_keys=max_addresses)
         self._tallies: dict[str, _Tally] = {}
+        self._next_expiry = 0.0
+
+    def _tracked(self) -> int:
+        return len(self._tallies) - (_MANY in self._tallies)
 
     def _tally(self, address: str, now: float) -> tuple[str, _Tally]:
         found = self._tallies.get(address)
         if found is not None:
             return address, found
-        if len(self._tallies) >= self._max:
+        if self._tracked() >= self._max and now >= self._next_expiry:
             self._tallies = {
                 source: tally
                 for source, tally in self._tallies.items()
                 if source == _MANY or now - tally.window_started < self._window
             }
-        if len(self._tallies) >= self._max:
+            # No window ends before this: until then a full table is not scanned again per request.
+            starts = [tally.window_started for source, tally in self._tallies.items() if source != _MANY]
+            self._next_expiry = min(starts, default=now) + self._window
+        if self._tracked() >= self._max:
             address = _MANY
         return address, self._tallies.setdefault(address, _Tally(now))
 
@@ -133,6 +140,7 @@ class FailedAuthGate:
     def reset(self) -> None:
         self._buckets.reset()
         self._tallies.clear()
+        self._next_expiry = 0.0
 
 
 class OperatorAuthenticator:

@@ -83,3 +83,23 @@ def test_audit_tallies_beyond_the_bound_share_one_row_source() -> None:
     fresh = gate.reject("g", None, LIMIT, throttled=False)
     assert fresh is not None
     assert fresh[0] == "g"
+
+
+def test_a_tally_slot_frees_as_soon_as_the_oldest_window_ends() -> None:
+    clock = FakeClock()
+    gate = FailedAuthGate(clock, window=600.0, max_addresses=2)
+    gate.reject("a", None, LIMIT, throttled=False)
+    clock.now = 300.0
+    gate.reject("b", None, LIMIT, throttled=False)
+    clock.now = 301.0
+    pooled = gate.reject("c", None, LIMIT, throttled=False)
+    assert pooled is not None
+    assert pooled[0] == "*"
+    clock.now = 599.0  # "a"'s window is still open
+    pooled = gate.reject("d", None, LIMIT, throttled=False)
+    assert pooled is not None
+    assert pooled[0] == "*"
+    clock.now = 601.0  # "a"'s window has ended: its slot goes to the next new address
+    own = gate.reject("e", None, LIMIT, throttled=False)
+    assert own is not None
+    assert own[0] == "e"
