@@ -22,7 +22,7 @@ from privacy_service.db import carry_appended_rows, column_values, new_row
 from privacy_service.dsr import schemas
 from privacy_service.dsr.flows import VERIFIED_OPEN, Status
 from privacy_service.dsr.models import PrivacyRequest
-from privacy_service.dsr.processing import REVIEW_NOTE, Processing
+from privacy_service.dsr.processing import Processing
 from privacy_service.errors import Conflict, DomainError, InvalidInput
 
 # Built once: intake runs them on every request (building one per call cost as much as running it).
@@ -235,11 +235,5 @@ class Intake(Processing):
         self._transition(request, Status.VERIFIED, note=note)
         # The same review as a code-verified correction: an operator key files on its own word, and a
         # correction of an identifier or of identity/financial data would move the account to it.
-        review = self._needs_review(request, key)
-        if request.type in self.settings.dsr_auto_approve and not review:
-            self.actor = Actor.system("auto-approval")
-            await self._process(request, key)
-        else:
-            self._transition(request, Status.AWAITING_REVIEW, note=REVIEW_NOTE if review else None)
-            await self._notify(request, key, "received")
+        await self._process_or_queue(request, key)
         return request

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from privacy_service.audit.service import Actor
 from privacy_service.crypto.fields import DataKey
 from privacy_service.dsr import schemas
 from privacy_service.dsr.context import DsrBase
@@ -55,6 +56,17 @@ class Processing(DsrBase):
         if any(getattr(changes, name) is not None for name in IDENTIFIER_CHANGES):
             return True
         return not set(changes.profile) <= self.policy.rectify_without_review
+
+    async def _process_or_queue(self, request: PrivacyRequest, key: DataKey) -> None:
+        """A verified request (by code or by a controller system): processed now if its type is
+        auto-approved and it needs no review, else queued for an operator with the reason."""
+        review = self._needs_review(request, key)
+        if request.type in self.settings.dsr_auto_approve and not review:
+            self.actor = Actor.system("auto-approval")
+            await self._process(request, key)
+        else:
+            self._transition(request, Status.AWAITING_REVIEW, note=REVIEW_NOTE if review else None)
+            await self._notify(request, key, "received")
 
     async def _process(self, request: PrivacyRequest, key: DataKey) -> None:
         self._transition(request, Status.PROCESSING)

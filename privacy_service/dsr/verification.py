@@ -18,7 +18,7 @@ from privacy_service.dsr import schemas
 from privacy_service.dsr.context import hash_token
 from privacy_service.dsr.flows import TRANSITIONS, IllegalTransition, Status
 from privacy_service.dsr.models import PrivacyRequest
-from privacy_service.dsr.processing import REVIEW_NOTE, Processing
+from privacy_service.dsr.processing import Processing
 from privacy_service.errors import Forbidden, Gone
 from privacy_service.security import constant_time_equals
 
@@ -76,13 +76,7 @@ class Verification(Processing):
         key = await self._request_key(request)
         self._transition(request, Status.VERIFIED)
         verified = self._issue_token(request, now)
-        review = self._needs_review(request, key)
-        if request.type in self.settings.dsr_auto_approve and not review:
-            self.actor = Actor.system("auto-approval")
-            await self._process(request, key)
-        else:
-            self._transition(request, Status.AWAITING_REVIEW, note=REVIEW_NOTE if review else None)
-            await self._notify(request, key, "received")
+        await self._process_or_queue(request, key)
         return schemas.Verified(verified.id, verified.token, request.status, verified.token_expires_at)
 
     def _failed_attempt(self, request: PrivacyRequest, slug: str, detail: str) -> CodeRejected:
