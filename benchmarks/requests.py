@@ -112,15 +112,7 @@ def _counter(ctx: BenchContext) -> itertools.count[int]:
 
 
 def _dsr(runtime: Runtime, session: Any, actor: Actor = OPERATOR) -> DsrService:
-    return DsrService(
-        session=session,
-        keys=runtime.keys,
-        policy=runtime.policy,
-        rules=runtime.deadlines,
-        clock=runtime.clock,
-        settings=runtime.settings,
-        actor=actor,
-    )
+    return DsrService.for_runtime(runtime, session, actor)
 
 
 # -- intake ------------------------------------------------------------------------------------

@@ -11,12 +11,20 @@ use case returns an outcome instead of raising, so the request's transaction com
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from privacy_service.dsr.context import TOKEN_PREFIX, hash_token
 from privacy_service.dsr.decisions import Decisions
 from privacy_service.dsr.intake import Intake, TooManyCodes
 from privacy_service.dsr.processing import RECTIFY_REFUSED
 from privacy_service.dsr.reading import Reading
 from privacy_service.dsr.verification import CodeRejected, Verification, VerifyOutcome
+
+if TYPE_CHECKING:  # runtime imports the dsr package (deadline rules)
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from privacy_service.audit.service import Actor
+    from privacy_service.runtime import Runtime
 
 __all__ = [
     "RECTIFY_REFUSED",
@@ -33,3 +41,17 @@ class DsrService(Intake, Verification, Decisions, Reading):
     """Every request use case on one object (built per HTTP request or job; see ``dsr.routes``)."""
 
     __slots__ = ()
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime, session: AsyncSession, actor: Actor) -> DsrService:
+        """The service for a job, a command or a bench, built from the process's runtime (HTTP
+        handlers build theirs from the app state, with the HTTP request id: ``dsr.routes``)."""
+        return cls(
+            session=session,
+            keys=runtime.keys,
+            policy=runtime.policy,
+            rules=runtime.deadlines,
+            clock=runtime.clock,
+            settings=runtime.settings,
+            actor=actor,
+        )

@@ -70,15 +70,7 @@ async def queue_results(runtime: Runtime, limit: int = BATCH) -> int:
 
 async def _queue_one(runtime: Runtime, request_id: uuid.UUID) -> bool:
     async with runtime.db.transaction() as session:
-        dsr = DsrService(
-            session=session,
-            keys=runtime.keys,
-            policy=runtime.policy,
-            rules=runtime.deadlines,
-            clock=runtime.clock,
-            settings=runtime.settings,
-            actor=ACTOR,
-        )
+        dsr = DsrService.for_runtime(runtime, session, ACTOR)
         parts = await dsr.export_parts(request_id)
     export = msgspec.json.decode(b"".join([chunk async for chunk in json_export(runtime.db, runtime.keys, *parts)]))
     now = runtime.clock.now()

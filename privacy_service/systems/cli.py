@@ -120,9 +120,7 @@ def systems_remove(name: Annotated[str, typer.Option(help="System to remove.")])
 
     async def work(runtime: Runtime) -> Removed:
         async with runtime.db.transaction() as session:
-            dsr = DsrService(
-                session, runtime.keys, runtime.policy, runtime.deadlines, runtime.clock, runtime.settings, CLI_ACTOR
-            )
+            dsr = DsrService.for_runtime(runtime, session, CLI_ACTOR)
             service = SystemService(
                 session, runtime.keys, runtime.policy, runtime.clock, runtime.settings, CLI_ACTOR, dsr=dsr
             )
