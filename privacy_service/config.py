@@ -85,6 +85,9 @@ class Settings(BaseSettings):
 
     # Data-subject requests.
     dsr_default_regime: Literal["gdpr", "ccpa", "pipl"] = "gdpr"
+    # The law the portal's form preselects for a visitor reading it in a language (else the default
+    # above); the visitor can change it. JSON, e.g. PRIVACY_DSR_DEFAULT_REGIME_BY_LANGUAGE='{"zh": "pipl"}'.
+    dsr_default_regime_by_language: dict[str, Literal["gdpr", "ccpa", "pipl"]] = {"zh": "pipl"}  # copied per instance
     dsr_auto_approve: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["access", "portability", "rectify"]
     )

@@ -17,6 +17,7 @@ from litestar import Request, Response
 from litestar.datastructures import Cookie
 from litestar.utils.scope.state import ScopeState
 
+from privacy_service.config import Settings
 from privacy_service.dsr import schemas
 from privacy_service.dsr.flows import Status
 from privacy_service.errors import InvalidInput
@@ -81,6 +82,12 @@ def _fits(value: str, maximum: int) -> bool:
     except msgspec.ValidationError:
         return False
     return True
+
+
+def default_regime(settings: Settings, document: PolicyDocument, language: str) -> str:
+    """The law the form preselects: the one configured for the visitor's language, if the policy has it."""
+    chosen = settings.dsr_default_regime_by_language.get(language)
+    return chosen if chosen in document.spec.regimes else settings.dsr_default_regime
 
 
 def parse_request_form(
@@ -303,10 +310,13 @@ def status_view(view: schemas.RequestView, document: PolicyDocument, language: s
 def base_context(request: Request[Any, Any, Any], language: str, page_path: str) -> dict[str, Any]:
     """What every portal page needs: its words, the language switch, the CSRF token."""
     document: PolicyDocument = request.app.state.policy
+    settings: Settings = request.app.state.runtime.settings
     m = messages(language)
     return {
         "language": language,
         "m": m,
+        # The verification code's validity, as the mail states it (one setting for both).
+        "code_minutes": settings.dsr_code_ttl_minutes,
         "brand": f"{document.spec.controller.name} · {m['site']['brand']}",
         "languages": [
             {

@@ -51,6 +51,7 @@ from privacy_service.web.portal import (
     TOKEN_COOKIE,
     RequestForm,
     base_context,
+    default_regime,
     form_view,
     parse_request_form,
     remember_language,
@@ -171,14 +172,15 @@ class PortalController(Controller):
     @get("/request", opt=PUBLIC)
     async def request_form(self, request: AnyRequest) -> Response[bytes]:
         language = visitor_language(request, _policy(request).languages)
-        values = {"language": language, "regime": _settings(request).dsr_default_regime}
+        values = {"language": language, "regime": default_regime(_settings(request), _policy(request), language)}
         return _form_page(request, language, RequestForm(values=values))
 
     @post("/request", guards=[ip_rate_limit("intake")], opt=PUBLIC)
     async def submit(self, request: AnyRequest, service: NamedDependency[DsrService]) -> Response[Any]:
         language = visitor_language(request, _policy(request).languages)
+        document = _policy(request)
         form = parse_request_form(
-            await request.form(), _policy(request), language, _settings(request).dsr_default_regime
+            await request.form(), document, language, default_regime(_settings(request), document, language)
         )
         if form.body is None:
             return _form_page(request, language, form, status_code=422)
