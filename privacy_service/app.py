@@ -41,6 +41,7 @@ from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.routes import SubjectController
 from privacy_service.systems.jobs import deliver_webhooks_forever
 from privacy_service.systems.routes import SystemController
+from privacy_service.web.home import home
 from privacy_service.web.routes import portal_router, privacy_page, static_files
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -171,6 +172,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             BreachController,
             PolicyController,
             gpc_json,
+            home,
             privacy_page,
             portal_router(settings, runtime.policy),
             static_files,

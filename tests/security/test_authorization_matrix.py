@@ -176,6 +176,13 @@ async def test_every_route_declares_who_may_call_it(app: Litestar) -> None:
     assert problems == []
 
 
+async def test_the_front_page_and_the_portal_answer_routes_are_declared(app: Litestar) -> None:
+    """Issue 20: ``GET /`` is public (the sweeps below call it with and without keys); so are the
+    portal's pages for opening a confirmed request in a new browser, whose code is their credential."""
+    declared = {str(case): case.opt for case in cases(app)}
+    assert declared["GET /"] == {"public": True}
+
+
 async def test_a_route_added_without_a_declaration_fails_the_check(runtime: Runtime) -> None:
     @get("/v1/forgotten", sync_to_thread=False)
     def forgotten() -> dict[str, str]:
