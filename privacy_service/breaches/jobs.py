@@ -30,11 +30,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.audit import service as audit
 from privacy_service.audit.models import AuditEvent
 from privacy_service.audit.service import Actor
+from privacy_service.breaches.clocks import due_reminders, human_span
 from privacy_service.breaches.flows import CLOCK_RUNNING
 from privacy_service.breaches.messaging import QueueResult, queue_subject_notices, team_mail
 from privacy_service.breaches.models import Breach
 from privacy_service.breaches.policy import BreachPolicy, BreachPolicyError, load_breach_policy
-from privacy_service.breaches.service import BreachService, human_span
+from privacy_service.breaches.service import BreachService
 from privacy_service.clock import Clock
 from privacy_service.config import Settings
 from privacy_service.crypto.service import KeyService
@@ -84,7 +85,7 @@ async def remind_deadlines(db: Database, clock: Clock, rules: BreachPolicy) -> R
             assert breach.authority_deadline is not None  # noqa: S101 - filtered above
             left = breach.authority_deadline - now
             sent = list(breach.reminders_sent)
-            due = [label for label, mark in rules.reminders if left <= mark and label not in sent]
+            due = due_reminders(rules, left, sent)
             late = left.total_seconds() < 0 and "overdue" not in sent
             if not due and not late:
                 continue
