@@ -2,8 +2,11 @@
 
 GDPR counts a month by Reg. 1182/71: the receipt day is not counted, the period ends on the same date
 next month or the last day of a shorter month (31 Jan -> 28/29 Feb), and a period ending on a
-weekend or holiday rolls to the next working day. CCPA counts calendar days. PIPL sets no number;
-the policy configures working days. Every number comes from the policy, none from this code.
+weekend or public holiday rolls to the next working day. CCPA counts calendar days for the answer and
+business days for the acknowledgement. PIPL sets no number; the policy configures working days.
+Working days and rolling follow each regime's calendar (privacy_service/calendars.py: the public
+holidays of the jurisdictions the policy names, China's make-up working days, the policy's own
+closed days). Every number and calendar comes from the policy, none from this code.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
+from privacy_service.calendars import Jurisdiction, WorkingCalendar
 from privacy_service.errors import InvalidInput
 from privacy_service.policy.document import PolicyDocument, RetentionDuty
 from privacy_service.subjects.service import Retention
@@ -30,38 +34,36 @@ class RegimeRule:
     extension: Period | None
     extension_working_days: int | None
     roll_to_working_day: bool
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+    acknowledge: Period | None = None
+    acknowledge_working_days: int | None = None
 
     def __post_init__(self) -> None:
         if (self.deadline is None) == (self.deadline_working_days is None):
             raise ValueError(f"regime {self.name}: give exactly one of deadline or deadline_working_days")
 
+    def roll(self, moment: datetime) -> datetime:
+        rolled = self.calendar.roll(moment.date())
+        return moment + timedelta(days=(rolled - moment.date()).days)
+
+    def add_working_days(self, moment: datetime, days: int) -> datetime:
+        later = self.calendar.add_working_days(moment.date(), days)
+        return moment + timedelta(days=(later - moment.date()).days)
+
 
 @dataclass(frozen=True, slots=True)
 class DeadlineRules:
     regimes: dict[str, RegimeRule]
-    holidays: frozenset[date] = frozenset()
     duties: Mapping[str, RetentionDuty] = field(default_factory=dict)
     recipients_by_category: dict[str, tuple[str, ...]] = field(default_factory=dict)
     art15: Callable[[list[str], str], dict[str, Any]] = field(default=lambda categories, language: {})
 
-    def _is_working_day(self, day: date) -> bool:
-        return day.weekday() < 5 and day not in self.holidays
-
-    def _roll(self, moment: datetime) -> datetime:
-        while not self._is_working_day(moment.date()):
-            moment += timedelta(days=1)
-        return moment
-
-    def _add_working_days(self, moment: datetime, days: int) -> datetime:
-        while days > 0:
-            moment += timedelta(days=1)
-            if self._is_working_day(moment.date()):
-                days -= 1
-        return moment
-
     def _end_of_day(self, moment: datetime) -> datetime:
         """A period ends at the end of its last day (UTC)."""
         return datetime.combine(moment.date(), time(23, 59, 59), tzinfo=moment.tzinfo)
+
+    def is_working_day(self, regime: str, day: date) -> bool:
+        return self.rule(regime).calendar.is_working_day(day)
 
     def rule(self, regime: str) -> RegimeRule:
         try:
@@ -72,13 +74,26 @@ class DeadlineRules:
     def _unrolled_due(self, rule: RegimeRule, received_at: datetime) -> datetime:
         if rule.deadline is not None:
             return rule.deadline.add_to(received_at)
-        return self._add_working_days(received_at, rule.deadline_working_days or 0)
+        return rule.add_working_days(received_at, rule.deadline_working_days or 0)
 
     def due_at(self, regime: str, received_at: datetime) -> datetime:
         rule = self.rule(regime)
         due = self._unrolled_due(rule, received_at)
         if rule.roll_to_working_day:
-            due = self._roll(due)
+            due = rule.roll(due)
+        return self._end_of_day(due)
+
+    def acknowledge_due_at(self, regime: str, received_at: datetime) -> datetime | None:
+        """When receipt must have been confirmed (CCPA: 10 business days, 11 CCR §7021(a)); None if never."""
+        rule = self.rule(regime)
+        if rule.acknowledge is not None:
+            due = rule.acknowledge.add_to(received_at)
+        elif rule.acknowledge_working_days is not None:
+            due = rule.add_working_days(received_at, rule.acknowledge_working_days)
+        else:
+            return None
+        if rule.roll_to_working_day:
+            due = rule.roll(due)
         return self._end_of_day(due)
 
     def extended_due_at(self, regime: str, received_at: datetime, due_at: datetime, days: int | None) -> datetime:
@@ -94,10 +109,10 @@ class DeadlineRules:
         ceiling = (
             rule.extension.add_to(original)
             if rule.extension is not None
-            else self._add_working_days(original, rule.extension_working_days or 0)
+            else rule.add_working_days(original, rule.extension_working_days or 0)
         )
         if rule.roll_to_working_day:
-            ceiling = self._roll(ceiling)
+            ceiling = rule.roll(ceiling)
         ceiling = self._end_of_day(ceiling)
         if days is None:
             return ceiling
@@ -137,6 +152,11 @@ def build_deadline_rules(policy: PolicyDocument) -> DeadlineRules:
             extension=regime.extension.period if regime.extension else None,
             extension_working_days=regime.extension.working_days if regime.extension else None,
             roll_to_working_day=regime.roll_to_working_day,
+            calendar=WorkingCalendar(
+                (Jurisdiction(c.country, c.subdivision) for c in regime.calendars), policy.spec.holidays
+            ),
+            acknowledge=regime.acknowledge.period if regime.acknowledge else None,
+            acknowledge_working_days=regime.acknowledge.working_days if regime.acknowledge else None,
         )
         for name, regime in policy.spec.regimes.items()
     }
@@ -153,7 +173,6 @@ def build_deadline_rules(policy: PolicyDocument) -> DeadlineRules:
     }
     return DeadlineRules(
         regimes=regimes,
-        holidays=frozenset(policy.spec.holidays),
         duties=duties,
         recipients_by_category=recipients,
         art15=lambda categories, language: art15_information(policy, categories, language),

@@ -163,12 +163,21 @@ class Deadline(Strict):
     working_days: int | None = Field(default=None, ge=1, le=365)
 
 
+class HolidayCalendar(Strict):
+    """A public-holiday calendar of the ``holidays`` package (see privacy_service/calendars.py)."""
+
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, e.g. IE, CN, US")
+    subdivision: str | None = Field(default=None, pattern=r"^[A-Z0-9]{1,3}$", description="e.g. CA for US-CA")
+
+
 class Regime(Strict):
     deadline: Deadline
     extension: Deadline | None = None
     acknowledge: Deadline | None = None
     # Reg. 1182/71 Art. 3(4): a period ending on a weekend or holiday ends on the next working day.
     roll_to_working_day: bool = False
+    # Whose public holidays (and make-up working days) working days and rolling skip; none: weekends only.
+    calendars: list[HolidayCalendar] = Field(default_factory=list)
     authorities: list[str] = Field(min_length=1)
 
 
@@ -216,7 +225,7 @@ class PolicySpec(Strict):
     # Profile fields a verified e-mail code alone may correct; every other correction (identifiers
     # always) waits for an operator who sees the requested change.
     rectify_without_review: list[str] = Field(default_factory=list)
-    # Public holidays on which request deadlines do not end (with roll_to_working_day).
+    # Days closed on top of every regime's calendars (working days and roll_to_working_day skip them).
     holidays: list[date] = Field(default_factory=list)
 
 
@@ -331,6 +340,7 @@ class Labels(Strict):
     deadline: str
     extension: str
     acknowledge: str
+    calendar: str = Field(description="Before the calendars (e.g. IE, US-CA) whose holidays working days skip")
     complaint_authorities: str
     make_request: str
     request_email: str

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from privacy_service.calendars import Jurisdiction, unsupported
 from privacy_service.policy.document import (
     CATEGORY_KEY_PATTERN,
     ID_PATTERN,
@@ -212,6 +213,10 @@ def _check_spec(file: str, spec: PolicySpec, problems: list[Problem]) -> None:
         _check_deadline(file, f"regimes.{key}.deadline", regime.deadline, problems)
         _check_deadline(file, f"regimes.{key}.extension", regime.extension, problems)
         _check_deadline(file, f"regimes.{key}.acknowledge", regime.acknowledge, problems)
+        for index, calendar in enumerate(regime.calendars):
+            why = unsupported(Jurisdiction(calendar.country, calendar.subdivision))
+            if why is not None:
+                add(f"regimes.{key}.calendars[{index}]", why)
 
 
 # -- notices against policy.yaml and against each other ------------------------------------------

@@ -203,6 +203,10 @@ def policy_view(document: PolicyDocument, language: str) -> dict[str, Any]:
                 "extension": _deadline(regime.extension, labels.units),
                 "acknowledge": _deadline(regime.acknowledge, labels.units),
                 "roll_to_working_day": regime.roll_to_working_day,
+                "calendars": [
+                    f"{calendar.country}-{calendar.subdivision}" if calendar.subdivision else calendar.country
+                    for calendar in regime.calendars
+                ],
                 "authorities": [
                     {
                         **_named(notice.authorities, authority),

@@ -59,15 +59,23 @@ RULES = [
     Rule("gdpr-leap-year-2024-thu-29-feb", "gdpr", utc(2024, 1, 31), "2024-02-29"),
     Rule("gdpr-30-jan-leap-year", "gdpr", utc(2028, 1, 30), "2028-02-29"),
     Rule("gdpr-31-aug-to-30-sep", "gdpr", utc(2026, 8, 31), "2026-09-30"),
-    Rule("gdpr-late-on-31-dec-to-sun-31-jan-to-mon", "gdpr", utc(2026, 12, 31, 23, 30), "2027-02-01"),
-    # CCPA: 45 calendar days, no rolling.
+    # ... and on an Irish public holiday too (the GDPR calendar is Ireland's, policies/policy.yaml).
+    Rule("gdpr-sun-31-jan-then-st-brigids-day-mon-1-feb", "gdpr", utc(2026, 12, 31, 23, 30), "2027-02-02"),
+    Rule("gdpr-christmas-st-stephens-weekend", "gdpr", utc(2026, 11, 25), "2026-12-28"),
+    Rule("gdpr-new-years-day-then-weekend", "gdpr", utc(2026, 12, 1), "2027-01-04"),
+    # CCPA: 45 calendar days, no rolling, holidays or not.
     Rule("ccpa-45-days", "ccpa", utc(2026, 1, 31), "2026-03-17"),
     Rule("ccpa-45-days-across-29-feb", "ccpa", utc(2028, 1, 31), "2028-03-16"),
     Rule("ccpa-ends-on-a-sunday", "ccpa", utc(2026, 2, 19), "2026-04-05"),
-    # PIPL: the policy's 15 working days, the receipt day not counted.
-    Rule("pipl-15-working-days-from-friday", "pipl", utc(2026, 1, 30), "2026-02-20"),
-    Rule("pipl-15-working-days-from-saturday", "pipl", utc(2026, 1, 31), "2026-02-20"),
+    Rule("ccpa-ends-on-thanksgiving-kept", "ccpa", utc(2026, 10, 12), "2026-11-26"),
+    # PIPL: the policy's 15 working days on China's calendar, the receipt day not counted.
+    Rule("pipl-15-working-days-plain", "pipl", utc(2026, 3, 6), "2026-03-27"),
+    Rule("pipl-15-working-days-from-saturday", "pipl", utc(2026, 3, 7), "2026-03-27"),
     Rule("pipl-across-29-feb", "pipl", utc(2028, 2, 21), "2028-03-13"),
+    # Spring Festival 16-23 Feb 2026 off, Saturday 14 Feb a make-up working day.
+    Rule("pipl-chinese-new-year-with-make-up-saturday", "pipl", utc(2026, 1, 30), "2026-02-27"),
+    # Mid-Autumn 25 Sep and Golden Week 1-7 Oct off, Sunday 20 Sep and Saturday 10 Oct worked.
+    Rule("pipl-golden-week-with-make-up-days", "pipl", utc(2026, 9, 18), "2026-10-15"),
 ]
 
 
@@ -214,3 +222,14 @@ async def test_unverified_requests_expire(
     assert status[fresh]["status"] == "awaiting_verification"
     last = (await rows(runtime, "dsr_transitions"))[-1]
     assert (last["to_status"], last["actor_type"], last["note"]) == ("expired", "system", "not verified in time")
+
+
+async def test_the_published_policy_names_each_regimes_calendar(client: AsyncClient) -> None:
+    published = (await client.get("/v1/policy")).json()
+    calendars = {regime["id"]: regime["calendars"] for regime in published["regimes"]}
+    assert calendars == {"gdpr": ["IE"], "ccpa": ["US-CA"], "pipl": ["CN"]}
+    page = (await client.get("/privacy")).text
+    assert "Working days skip the public holidays of: US-CA" in page
+    assert "weekend days the State Council makes working days" in page
+    chinese = (await client.get("/privacy", headers={"Accept-Language": "zh"})).text
+    assert "工作日不含下列地区的法定节假日\uff1aCN" in chinese

@@ -32,8 +32,9 @@ def at(y: int, m: int, d: int, hour: int = 10) -> datetime:
         (at(2026, 8, 31), date(2026, 9, 30)),
         # 15 Nov 2026 -> 15 Dec 2026 (Tuesday).
         (at(2026, 11, 15), date(2026, 12, 15)),
-        # Received late on 31 Dec -> 31 Jan 2027 is a Sunday -> Monday 1 Feb.
-        (at(2026, 12, 31, 23), date(2027, 2, 1)),
+        # Received late on 31 Dec -> 31 Jan 2027 is a Sunday; Monday 1 Feb is St Brigid's Day in
+        # Ireland (the GDPR calendar) -> Tuesday 2 Feb.
+        (at(2026, 12, 31, 23), date(2027, 2, 2)),
     ],
 )
 def test_gdpr_one_calendar_month(received: datetime, due: date) -> None:
@@ -51,10 +52,11 @@ def test_ccpa_45_calendar_days_no_rolling() -> None:
 
 
 def test_pipl_working_days() -> None:
-    # Friday 30 Jan 2026 + 15 working days = Friday 20 Feb 2026 (receipt day not counted).
-    assert RULES.due_at("pipl", at(2026, 1, 30)).date() == date(2026, 2, 20)
+    # Working days on China's calendar, the receipt day not counted. Friday 6 Mar 2026: no holiday
+    # in the next three weeks -> Friday 27 Mar.
+    assert RULES.due_at("pipl", at(2026, 3, 6)).date() == date(2026, 3, 27)
     # From a Saturday: the count starts on Monday.
-    assert RULES.due_at("pipl", at(2026, 1, 31)).date() == date(2026, 2, 20)
+    assert RULES.due_at("pipl", at(2026, 3, 7)).date() == date(2026, 3, 27)
 
 
 def test_gdpr_extension_two_more_months_at_most() -> None:
