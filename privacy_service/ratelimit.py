@@ -169,6 +169,13 @@ class RateLimiter:
                 self._windows[key] = _Log(log, limit, window)
         return None
 
+    def give_back(self, key: str) -> None:
+        """Forget the newest event counted for ``key`` by :meth:`take_all` (an event that turned out
+        not to count); nothing when none is left in its window."""
+        found = self._windows.get(key)
+        if found is not None and found.events:
+            found.events.pop()
+
     def reset(self) -> None:
         self._buckets.clear()
         self._windows.clear()
@@ -246,10 +253,17 @@ def ip_rate_limit(
     return guard
 
 
-# Takes one verification-code mail for an identity (its blind index): None if it may be sent now
-# (and it is counted), else the seconds until one may.
-CodeQuota = Callable[[bytes], float | None]
 DAY_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class CodeQuota:
+    """The code mails to an identity (its blind index), for one caller: see :func:`code_quota`."""
+
+    # Take one code mail: None if it may be sent now (and it is counted), else seconds until one may.
+    take: Callable[[bytes], float | None]
+    # The caller entered a code for this identity correctly: give its network's share one mail back.
+    confirmed: Callable[[bytes], None]
 
 
 def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
@@ -271,6 +285,11 @@ def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
       no code to this identity today may take one of them when the rest are used up. The owner, from
       their own network, thus still gets a code after strangers have used the shared part.
     - Resends are capped per request too (``dsr_resend_max_per_request``, checked by the service).
+    - A code entered correctly gives the network it was entered from its mail back
+      (:attr:`CodeQuota.confirmed`): the per-network share bounds what a stranger, who never sees the
+      codes, can take of the day, not a customer who files several requests in one sitting (issue 20
+      item 6: access, correction and deletion, then a fourth, each confirmed). The daily total per
+      identity is not given back: the inbox bound holds whoever asks.
 
     The trade-off: any bound on the inbox is a number a third party can use up, since nothing tells
     the owner's request from a stranger's before the code is entered. A larger reserve means more
@@ -300,4 +319,7 @@ def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
         first = limiter.take_all([(identity + ":reserve", reserve), (source, 1)], DAY_SECONDS)
         return None if first is None else min(shared, first)
 
-    return take
+    def confirmed(bidx: bytes) -> None:
+        limiter.give_back(f"code:{bidx.hex()}:{network}")
+
+    return CodeQuota(take, confirmed)

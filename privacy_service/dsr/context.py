@@ -71,6 +71,15 @@ class DsrBase:
             )
         return self._subjects
 
+    def _may_mail_code(self, bidx: bytes) -> float | None:
+        """None if a code mail may go to this identity now (and count it), else seconds to wait."""
+        return self.code_quota.take(bidx) if self.code_quota is not None else None
+
+    def _code_confirmed(self, bidx: bytes) -> None:
+        """A code for this identity was entered correctly (see ``ratelimit.code_quota``)."""
+        if self.code_quota is not None:
+            self.code_quota.confirmed(bidx)
+
     def _code_digest(self, request_id: uuid.UUID, code: str) -> bytes:
         # Keyed with the blind-index key (domain-separated) and bound to the request: a database
         # thief cannot brute-force the 10^6 code space offline, and a code opens its own request only.

@@ -63,10 +63,6 @@ class TooManyCodes(DomainError):
 class Intake(Processing):
     __slots__ = ()
 
-    def _may_mail_code(self, bidx: bytes) -> float | None:
-        """None if a code mail may go to this identity now (and count it), else seconds to wait."""
-        return self.code_quota(bidx) if self.code_quota is not None else None
-
     async def submit(self, body: schemas.RequestCreate) -> schemas.RequestAccepted:
         """Accept a request. The answer is the same whether or not the identity is known, and whether
         or not the identity's code mails for the day are used up (then no code is sent: ask for one
