@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, Uuid
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,7 +34,12 @@ class PrivacyRequest(SQLModel, table=True):
     duplicate_of: uuid.UUID | None = None
     received_at: datetime = Field(sa_type=UTCDateTime)
     due_at: datetime = Field(sa_type=UTCDateTime)
+    # When intake queued the confirmation of receipt (the code mail); receipt_confirmed_at is when one
+    # was delivered (or the request answered), as the acknowledgement clock found it (dsr/jobs.py).
     acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    receipt_confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    acknowledge_reminded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    acknowledge_escalated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     extended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     verified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -93,3 +98,25 @@ def record_transition(
             "note": note,
         },
     )
+
+
+class AnswerAccess(SQLModel, table=True):
+    """A code mailed to open a confirmed request in another browser, and the read-only access it gave.
+
+    One row per code sent (``dsr.answer_access``): ``code_hash`` until the code is used, voided or
+    replaced; then, if it was entered correctly, ``token_hash`` for that browser until it expires.
+    """
+
+    __tablename__ = "dsr_answer_access"
+    __table_args__ = (Index("ix_dsr_answer_access_request", "request_id", "created_at"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    request_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("dsr_requests.id", ondelete="CASCADE"), nullable=False)
+    )
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    code_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    code_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = 0
+    token_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary, unique=True))
+    token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
