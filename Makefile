@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run   - venv, install, migrate, start the API on SQLite at http://127.0.0.1:8000
 #   make test  - venv, install dev dependencies, browser-test tools, run the whole suite (PostgreSQL included)
+# `make test` also needs Node.js/npm (axe-core) and Chromium from Debian (installing it needs root):
+# it says so, with the command to run, when they are missing. `make docs` builds the documentation site.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,14 +11,14 @@ export PRIVACY_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432
 E2E := tests/e2e
 AXE := $(E2E)/node_modules/axe-core/axe.min.js
 
-.PHONY: run test lint typecheck policy-check bench install clean chromium e2e-deps
+.PHONY: run test lint typecheck policy-check bench install clean chromium e2e-deps docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,docs]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -29,10 +31,27 @@ run: install
 
 # Browser tests drive Debian's Chromium (never a browser downloaded by a test tool: no `playwright install`)
 # and inject axe-core, installed from the npm registry as pinned in tests/e2e/package-lock.json.
+NO_BROWSER_HINT := or run every other test without them:  $(BIN)/pytest --ignore=tests/e2e
+
 chromium:
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium fonts-noto-cjk)
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  printf '%s\n' "make test: Chromium is missing. The browser tests (tests/e2e) drive Debian's /usr/bin/chromium," \
+	    "and installing it needs root and apt-get. Run as root:" \
+	    "    apt-get update && apt-get install -y chromium fonts-noto-cjk" \
+	    "then run make test again; $(NO_BROWSER_HINT)" >&2; \
+	  exit 1; \
+	fi; \
+	echo "make test: installing Chromium and the CJK fonts from Debian (apt-get)"; \
+	apt-get update && apt-get install -y chromium fonts-noto-cjk
 
 $(AXE): $(E2E)/package.json $(E2E)/package-lock.json
+	@command -v npm >/dev/null || { \
+	  printf '%s\n' "make test: npm is missing. The browser tests inject axe-core, installed from the npm registry" \
+	    "with npm ci (pinned in $(E2E)/package-lock.json). Install Node.js and npm, e.g. as root:" \
+	    "    apt-get update && apt-get install -y nodejs npm" \
+	    "then run make test again; $(NO_BROWSER_HINT)" >&2; \
+	  exit 1; }
 	npm ci --prefix $(E2E) --no-audit --no-fund
 	touch $(AXE)
 
@@ -54,5 +73,13 @@ policy-check: install
 bench: install
 	$(BIN)/python -m benchmarks
 
+# The documentation site (mkdocs.yml, docs/): --strict turns a broken link or anchor into a failure.
+# The API reference is generated from the app's OpenAPI document during the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(E2E)/node_modules $(E2E)/artifacts
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(E2E)/node_modules $(E2E)/artifacts site
