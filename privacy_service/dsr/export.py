@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import uuid
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -132,7 +132,11 @@ async def zip_export(
     subject: SubjectOut,
     processing: dict[str, Any],
     history: list[dict[str, Any]],
+    *,
+    identifier_categories: Mapping[str, str],
 ) -> AsyncIterator[bytes]:
+    """The answer as CSV files in a ZIP; ``identifier_categories``: the policy's category of each
+    identifier (e-mail, phone, external id), so every row of profile.csv names its category."""
     sink = _Sink()
     archive = zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED)
     write: Callable[[str, bytes], None] = archive.writestr
@@ -140,7 +144,7 @@ async def zip_export(
     for kind in ("email", "phone", "external_id"):
         value = getattr(subject, kind)
         if value is not None:
-            profile_rows.append([kind, "", value])
+            profile_rows.append([kind, identifier_categories.get(kind, ""), value])
     for name, value in subject.profile.items():
         shown = value if isinstance(value, str | int | float | bool) else _encode(value).decode()
         profile_rows.append([name, subject.profile_categories.get(name, ""), shown])

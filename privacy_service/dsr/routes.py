@@ -76,7 +76,7 @@ async def export_download(
     parts = await service.export_parts(request_id)
     state = request.app.state
     if format == "zip":
-        body = zip_export(state.db, state.key_service, *parts)
+        body = zip_export(state.db, state.key_service, *parts, identifier_categories=state.policy.identifier_fields)
         media_type, filename = "application/zip", f"privacy-export-{request_id}.zip"
     else:
         body = json_export(state.db, state.key_service, *parts)

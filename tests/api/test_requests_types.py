@@ -142,6 +142,9 @@ async def test_portability_is_csv_files_in_a_zip(
     assert fields["email"]["value"] == EMAIL
     assert {name: fields[name]["value"] for name in PROFILE} == PROFILE
     assert fields["national_id"]["category"] == "user.government_id"
+    # The identifiers carry the policy's category too (identifier_fields), like every other row.
+    assert fields["email"]["category"] == "user.contact.email"
+    assert all(row["category"] for row in profile), profile
     assert len(records) == 3
     assert {row["category"] for row in records} == {TRANSACTION}
     assert sorted(json.loads(row["data"])["reference"] for row in records) == [f"{TRANSACTION}-{i}" for i in range(3)]
