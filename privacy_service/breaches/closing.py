@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from privacy_service.breaches import schemas
+from privacy_service.breaches.authorities import required_authorities
 from privacy_service.breaches.context import BreachBase
 from privacy_service.breaches.flows import Status, check_action
 from privacy_service.breaches.models import Breach
@@ -16,8 +18,9 @@ class OpenDuties(Conflict):
     title = "The incident still has duties to fulfil"
 
 
-def open_duties(breach: Breach, counts: dict[str, int] | None) -> list[str]:
-    """What remains before the incident may close (``counts``: subject-notice delivery, when requested)."""
+def open_duties(breach: Breach, counts: dict[str, int] | None, notified: Collection[str] = ()) -> list[str]:
+    """What remains before the incident may close (``counts``: subject-notice delivery, when requested;
+    ``notified``: the authorities that have an initial notice)."""
     if breach.status in (Status.DRAFT, Status.DISMISSED, Status.CLOSED):
         return ["review"] if breach.status == Status.DRAFT else []
     duties = []
@@ -25,7 +28,10 @@ def open_duties(breach: Breach, counts: dict[str, int] | None) -> list[str]:
         return ["assessment"]
     if breach.assessed_version != breach.facts_version:
         duties.append("reassessment")
-    if breach.notify_authority and breach.authority_notified_at is None:
+    one_stop_shop, required = required_authorities(breach.assessment)
+    if breach.notify_authority and (
+        breach.authority_notified_at is None or (not one_stop_shop and any(key not in notified for key in required))
+    ):
         duties.append("authority_notification")
     if breach.notify_subjects:
         if breach.subject_notice is None:
@@ -47,7 +53,8 @@ class Closing(BreachBase):
         breach = await self._get(breach_id, for_update=True)
         check_action(breach.status, "close")
         counts = await self.delivery_counts(breach.id) if breach.subject_notice else None
-        duties = open_duties(breach, counts)
+        notified = {notice.authority for notice in await self._notices(breach.id) if notice.kind == "initial"}
+        duties = open_duties(breach, counts, notified)
         if duties:
             raise OpenDuties(
                 "the incident cannot be closed while duties remain: " + ", ".join(duties),

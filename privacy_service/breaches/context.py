@@ -159,6 +159,8 @@ def snapshot(breach: Breach) -> dict[str, Any]:
         "occurred_to": iso(breach.occurred_to),
         "nature": list(breach.nature),
         "categories": list(breach.categories),
+        "data_types": list(breach.data_types),
+        "affected_countries": list(breach.affected_countries),
         "affected": {
             "kind": breach.affected_kind,
             "count": breach.affected_count,

@@ -31,6 +31,8 @@ FACT_FIELDS = (
     "occurred_to",
     "nature",
     "categories",
+    "data_types",
+    "affected_countries",
     "affected",
     "approx_records",
     "encrypted",
@@ -59,6 +61,25 @@ class Incidents(BreachBase):
                 },
             )
         return list(dict.fromkeys(keys))
+
+    def _data_types(self, keys: Sequence[str]) -> list[str]:
+        taxonomy = self.rules.enisa.taxonomy
+        unknown = sorted({key for key in keys if key not in taxonomy})
+        if unknown:
+            raise InvalidInput(
+                "data_types are not data types of the breach taxonomy (policies/breach.yaml): "
+                + ", ".join(unknown)[:300],
+                extra={
+                    "errors": [{"field": "data_types", "message": f"unknown data type {key}"} for key in unknown[:20]],
+                    "allowed": sorted(taxonomy),
+                },
+            )
+        return list(dict.fromkeys(keys))
+
+    @staticmethod
+    def _some_data(categories: Sequence[str], data_types: Sequence[str]) -> None:
+        if not categories and not data_types:
+            raise InvalidInput("name the data involved: at least one of categories or data_types")
 
     def _check_window(self, start: datetime | None, end: datetime | None, aware_at: datetime | None) -> None:
         if start is not None:
@@ -178,6 +199,8 @@ class Incidents(BreachBase):
         aware_at = self._not_future(body.aware_at, "aware_at") if body.aware_at is not None else now
         self._check_window(body.occurred_from, body.occurred_to, aware_at)
         categories = self._categories(body.categories)
+        data_types = self._data_types(body.data_types)
+        self._some_data(categories, data_types)
         translations = self._translations(body.translations)
         await self._check_affected(body.affected)
         breach = Breach(
@@ -192,6 +215,8 @@ class Incidents(BreachBase):
             occurred_to=body.occurred_to,
             nature=list(dict.fromkeys(body.nature)),
             categories=categories,
+            data_types=data_types,
+            affected_countries=list(dict.fromkeys(body.affected_countries)),
             approx_records=body.approx_records,
             encrypted=body.encrypted,
             key_compromised=body.key_compromised,
@@ -275,6 +300,12 @@ class Incidents(BreachBase):
         self._check_window(start, end, aware_at)
         if "categories" in given:
             given["categories"] = self._categories(given["categories"])
+        if "data_types" in given:
+            given["data_types"] = self._data_types(given["data_types"])
+        if "categories" in given or "data_types" in given:
+            self._some_data(given.get("categories", breach.categories), given.get("data_types", breach.data_types))
+        if "affected_countries" in given:
+            given["affected_countries"] = list(dict.fromkeys(given["affected_countries"]))
         if "nature" in given:
             given["nature"] = list(dict.fromkeys(given["nature"]))
         if "translations" in given:

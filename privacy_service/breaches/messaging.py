@@ -29,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.breaches.models import AuthorityNotice, Breach, BreachSubject
-from privacy_service.breaches.policy import BreachPolicy
+from privacy_service.breaches.policy import AuthorityRef, BreachPolicy
 from privacy_service.clock import Clock
 from privacy_service.crypto.fields import Binding, DataKey, DecryptionFailed
 from privacy_service.crypto.keys import WrappedKey
@@ -97,16 +97,34 @@ class NoticeFacts:
     note: str | None
 
 
+def _named(rules: BreachPolicy, keys: Sequence[str], kind: str) -> list[dict[str, str]]:
+    name = rules.data_type_name if kind == "data_type" else rules.consequence_name
+    return [{"key": key, "en": name(key, "en"), "zh": name(key, "zh")} for key in keys]
+
+
+def assessment_factors(breach: Breach, rules: BreachPolicy) -> dict[str, Any]:
+    """What the assessment reasoned with beyond the facts: recipient, likely consequences, authorities."""
+    assessment = breach.assessment or {}
+    inputs = assessment.get("inputs") or {}
+    return {
+        "recipient": inputs.get("recipient"),
+        "consequences": _named(rules, inputs.get("consequences") or [], "consequence"),
+        "authorities": assessment.get("authorities"),
+    }
+
+
 def authority_content(
     breach: Breach,
     document: PolicyDocument,
+    rules: BreachPolicy,
+    authority: AuthorityRef,
     facts: NoticeFacts,
     previous: Sequence[AuthorityNotice],
     delivery: Mapping[str, int] | None,
 ) -> dict[str, Any]:
-    """The Art. 33(3) content as notified: facts, free texts (English and any translations), contacts."""
+    """The Art. 33(3) content as notified: facts, free texts (English and any translations), contacts,
+    and the assessment's factors (recipient, likely consequences: Art. 33(3)(c); authorities concerned)."""
     spec = document.spec
-    authority = spec.authorities[facts.authority]
     assessment = breach.assessment or {}
     return {
         "breach_id": str(breach.id),
@@ -138,6 +156,9 @@ def authority_content(
             "backup_exists": breach.backup_exists,
         },
         "categories": list(breach.categories),
+        "data_types": _named(rules, breach.data_types, "data_type"),
+        "affected_countries": list(breach.affected_countries),
+        "assessment_factors": assessment_factors(breach, rules),
         "data_subjects": {
             "approximate_number": breach.affected_count,
             "basis": "estimate" if breach.affected_kind == "estimate" else "identified",
@@ -231,6 +252,9 @@ def _document_context(content: Mapping[str, Any], document: PolicyDocument, lang
     )
     risk = content["risk"]
     informed = content["subjects_informed"]
+    factors = content.get("assessment_factors") or {}
+    recipient = factors.get("recipient")
+    competent = factors.get("authorities") or {}
     return {
         "language": language,
         "l": words,
@@ -248,7 +272,19 @@ def _document_context(content: Mapping[str, Any], document: PolicyDocument, lang
         "types": [words[kind] for kind in nature["types"]],
         "occurred": occurred,
         "aware_at": _when(nature["aware_at"]),
-        "categories": category_names(document, content["categories"], language),
+        "categories": category_names(document, content["categories"], language)
+        + [{"key": item["key"], "name": item[language]} for item in content.get("data_types", [])],
+        "recipient": (
+            words["recipient_line"].format(
+                trust=words[f"trust.{recipient['trust']}"], data=words[f"data.{recipient['data']}"]
+            )
+            if recipient
+            else None
+        ),
+        "likely_consequences": [item[language] for item in factors.get("consequences", [])],
+        "one_stop_shop": competent.get("one_stop_shop", True),
+        "authorities_concerned": [f"{item['name']} ({item['country']})" for item in competent.get("authorities", [])],
+        "countries": content.get("affected_countries", []),
         "subjects": content["data_subjects"]["approximate_number"],
         "subjects_basis": words[content["data_subjects"]["basis"]],
         "records": content["records"]["approximate_number"],

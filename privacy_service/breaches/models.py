@@ -38,6 +38,10 @@ class Breach(SQLModel, table=True):
     occurred_to: datetime | None = Field(default=None, sa_type=UTCDateTime)
     nature: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Data types of the breach taxonomy (breach.yaml ``enisa.taxonomy``): data the vault never held.
+    data_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Where the affected people reside (ISO 3166-1 alpha-2): the authorities concerned (EDPB 9/2022).
+    affected_countries: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # "subjects" (explicit ids, in breach_subjects), "selector" (resolved into breach_subjects) or "estimate".
     affected_kind: str = Field(default="estimate", max_length=16)
     affected_selector: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from privacy_service.breaches import schemas
+from privacy_service.breaches.authorities import required_authorities
 from privacy_service.breaches.context import BreachBase
 from privacy_service.breaches.flows import Status, check_action
 from privacy_service.breaches.messaging import (
@@ -49,16 +50,25 @@ class Notifications(BreachBase):
                 "decision with a justification (POST .../assessment)"
             )
         notices = await self._notices(breach.id)
-        kind = body.kind or ("follow_up" if notices else "initial")
-        if kind == "initial" and notices:
-            raise AlreadyNotified(
-                "the initial notification was already recorded; send further information as a follow_up (Art. 33(4))"
+        # Without a one-stop-shop each authority concerned gets its own initial notice (EDPB 9/2022).
+        _, required = required_authorities(breach.assessment)
+        initial_to = {notice.authority for notice in notices if notice.kind == "initial"}
+        pending = [key for key in required if key not in initial_to]
+        authority = body.authority or next(iter(pending + required), self.rules.lead_authority)
+        ref = self.rules.authority(self.policy, authority)
+        if ref is None:
+            raise InvalidInput(
+                f"authority {authority!r} is neither one of the policy's authorities nor sa.<country> of an EEA "
+                "supervisory authority in policies/breach.yaml"
             )
-        if kind == "follow_up" and not notices:
-            raise Conflict("a follow-up needs an initial notification first")
-        authority = body.authority or self.rules.lead_authority
-        if authority not in self.policy.spec.authorities:
-            raise InvalidInput(f"authority {authority!r} is not one of the policy's authorities")
+        kind = body.kind or ("follow_up" if authority in initial_to else "initial")
+        if kind == "initial" and authority in initial_to:
+            raise AlreadyNotified(
+                "the initial notification to this authority was already recorded; send further information as a "
+                "follow_up (Art. 33(4))"
+            )
+        if kind == "follow_up" and authority not in initial_to:
+            raise Conflict("a follow-up needs an initial notification to the same authority first")
         sent_at = self._not_future(body.sent_at, "sent_at") if body.sent_at is not None else self.clock.now()
         assert breach.aware_at is not None  # noqa: S101 - set on every open incident
         assert breach.authority_deadline is not None  # noqa: S101 - set with aware_at
@@ -92,12 +102,12 @@ class Notifications(BreachBase):
             recorded_at=self.clock.now(),
             late=late,
             delay_reason=body.reason_for_delay,
-            content=authority_content(breach, self.policy, facts, notices, counts),
+            content=authority_content(breach, self.policy, self.rules, ref, facts, notices, counts),
             actor_type=self.actor.type,
             actor_id=self.actor.id,
         )
         self.session.add(notice)
-        if kind == "initial":
+        if kind == "initial" and breach.authority_notified_at is None:
             breach.authority_notified_at, breach.authority_notified_late = sent_at, late
         self._transition(breach, Status.NOTIFYING)
         self._version(

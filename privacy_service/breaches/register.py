@@ -49,6 +49,8 @@ REGISTER_COLUMNS = (
     "occurred_to",
     "nature",
     "categories",
+    "data_types",
+    "affected_countries",
     "affected_basis",
     "affected_subjects",
     "approx_records",
@@ -61,9 +63,12 @@ REGISTER_COLUMNS = (
     "consequences",
     "mitigation",
     "measures_proposed",
+    "recipient",
+    "likely_consequences",
     "severity",
     "band",
     "notify_authority",
+    "authorities_concerned",
     "authority_reasons",
     "notify_subjects",
     "subject_reasons",
@@ -114,6 +119,8 @@ class Register(BreachBase):
                 schemas.CategoryRef(item["key"], item["name"])
                 for item in category_names(self.policy, breach.categories, "en")
             ],
+            data_types=[schemas.CategoryRef(key, self.rules.data_type_name(key, "en")) for key in breach.data_types],
+            affected_countries=list(breach.affected_countries),
             affected=schemas.AffectedView(breach.affected_kind, breach.affected_count, breach.affected_selector),
             approx_records=breach.approx_records,
             encrypted=breach.encrypted,
@@ -135,7 +142,9 @@ class Register(BreachBase):
             authority_notifications=[notice_summary(notice) for notice in notices],
             subject_notifications=subject_view(breach, counts) if counts is not None else None,
             public_communication=breach.public_notice,
-            open_duties=open_duties(breach, counts),
+            open_duties=open_duties(
+                breach, counts, {notice.authority for notice in notices if notice.kind == "initial"}
+            ),
             closed_at=breach.closed_at,
             closing_note=breach.closing_note,
             history=[schemas.Transition(t.to_status, t.at, t.actor_type, t.note) for t in transitions],
@@ -209,8 +218,15 @@ def _reasons(breach: Breach, name: str) -> str:
     return " ".join(decisions.get(name, {}).get("reasons", []))
 
 
+def _recipient(breach: Breach) -> str | None:
+    recipient = ((breach.assessment or {}).get("inputs") or {}).get("recipient")
+    return f"{recipient['trust']}, {recipient['data']}" if recipient else None
+
+
 def register_row(breach: Breach, counts: dict[str, int] | None, notices: Iterable[AuthorityNotice]) -> list[Any]:
     counts = counts or {}
+    assessment = breach.assessment or {}
+    inputs = assessment.get("inputs") or {}
     return [
         breach.id,
         breach.status,
@@ -222,6 +238,8 @@ def register_row(breach: Breach, counts: dict[str, int] | None, notices: Iterabl
         breach.occurred_to,
         breach.nature,
         breach.categories,
+        breach.data_types,
+        breach.affected_countries,
         breach.affected_kind,
         breach.affected_count,
         breach.approx_records,
@@ -234,9 +252,12 @@ def register_row(breach: Breach, counts: dict[str, int] | None, notices: Iterabl
         breach.consequences,
         breach.mitigation,
         breach.measures_proposed,
+        _recipient(breach),
+        inputs.get("consequences") or [],
         breach.severity,
         breach.band,
         breach.notify_authority,
+        [item["key"] for item in (assessment.get("authorities") or {}).get("authorities", [])],
         _reasons(breach, "notify_authority"),
         breach.notify_subjects,
         _reasons(breach, "notify_subjects"),

@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from privacy_service.breaches.policy import AvailabilityLevel, ConfidentialityLevel, EaseLevel, IntegrityLevel
+from privacy_service.breaches.policy import (
+    AvailabilityLevel,
+    ConfidentialityLevel,
+    EaseLevel,
+    IntegrityLevel,
+    RecipientData,
+    RecipientTrust,
+)
 from privacy_service.subjects.schemas import CategoryKey, Language, Strict
 
 Nature = Literal["confidentiality", "integrity", "availability"]
@@ -21,6 +28,14 @@ Justification = Annotated[str, msgspec.Meta(min_length=10, max_length=2000, patt
 Line = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000_000)]
 FactorName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+# A data type of the breach taxonomy (policies/breach.yaml ``enisa.taxonomy``), a consequence name
+# (``consequences``), a country where affected people reside (ISO 3166-1 alpha-2).
+DataTypeKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+ConsequenceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Country = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
+Categories = Annotated[list[CategoryKey], msgspec.Meta(max_length=100)]
+DataTypes = Annotated[list[DataTypeKey], msgspec.Meta(max_length=50)]
+Countries = Annotated[list[Country], msgspec.Meta(max_length=60)]
 
 
 class Texts(Strict):
@@ -54,8 +69,12 @@ class BreachCreate(Strict):
     title: Title
     description: Text
     nature: Annotated[list[Nature], msgspec.Meta(min_length=1, max_length=3)]
-    categories: Annotated[list[CategoryKey], msgspec.Meta(min_length=1, max_length=100)]
     affected: Affected
+    # The policy's data categories and/or data types of the breach taxonomy: at least one in all.
+    categories: Categories = msgspec.field(default_factory=list)
+    data_types: DataTypes = msgspec.field(default_factory=list)
+    # Where the affected people reside (for a controller not established in the EU: EDPB 9/2022).
+    affected_countries: Countries = msgspec.field(default_factory=list)
     aware_at: datetime | None = None
     occurred_from: datetime | None = None
     occurred_to: datetime | None = None
@@ -81,9 +100,9 @@ class BreachPatch(Strict):
     occurred_from: datetime | msgspec.UnsetType | None = msgspec.UNSET
     occurred_to: datetime | msgspec.UnsetType | None = msgspec.UNSET
     nature: Annotated[list[Nature], msgspec.Meta(min_length=1, max_length=3)] | msgspec.UnsetType = msgspec.UNSET
-    categories: Annotated[list[CategoryKey], msgspec.Meta(min_length=1, max_length=100)] | msgspec.UnsetType = (
-        msgspec.UNSET
-    )
+    categories: Categories | msgspec.UnsetType = msgspec.UNSET
+    data_types: DataTypes | msgspec.UnsetType = msgspec.UNSET
+    affected_countries: Countries | msgspec.UnsetType = msgspec.UNSET
     affected: Affected | msgspec.UnsetType = msgspec.UNSET
     approx_records: Count | msgspec.UnsetType | None = msgspec.UNSET
     encrypted: bool | msgspec.UnsetType = msgspec.UNSET
@@ -120,6 +139,17 @@ class Overrides(Strict):
     public_communication: Override | None = None
 
 
+class Recipient(Strict):
+    """Who received the data in a confidentiality breach, and what became of it (breach.yaml ``enisa.recipients``).
+
+    ``trust``: trusted (bound by confidentiality), untrusted (a member of the public, a former employee) or
+    unknown; ``data``: returned_or_deleted (with confirmation), retained, or unknown.
+    """
+
+    trust: RecipientTrust
+    data: RecipientData
+
+
 class AssessmentBody(Strict):
     """ENISA inputs. Circumstances left out are derived from the facts (nature, backup, exfiltration)."""
 
@@ -132,7 +162,14 @@ class AssessmentBody(Strict):
     dpc_factors: Annotated[dict[CategoryKey, list[FactorName]], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=dict
     )
-    # Only trusted recipients (bound by confidentiality) got the data and returned or deleted it.
+    # The recipient of the data (confidentiality breaches), and the consequences judged likely.
+    recipient: Recipient | None = None
+    consequences: Annotated[list[ConsequenceName], msgspec.Meta(max_length=20)] = msgspec.field(default_factory=list)
+    # Whether the controller of this incident has its main establishment in the EU (default: the policy's
+    # ``establishment``); without one, every authority of the affected people's countries is notified.
+    eu_main_establishment: bool | None = None
+    # Only trusted recipients (bound by confidentiality) got the data and returned or deleted it. The same as
+    # recipient {trust: trusted, data: returned_or_deleted}; kept for existing clients.
     contained: bool = False
     # Art. 34(3)(b): later measures ensure the high risk is no longer likely.
     mitigated: bool = False
@@ -147,7 +184,8 @@ class AuthorityNotificationBody(Strict):
 
     recipient: Annotated[str, msgspec.Meta(min_length=1, max_length=320, pattern=NO_NUL)]
     kind: Literal["initial", "follow_up"] | None = None
-    authority: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None
+    # A key of policy.yaml's authorities, or "sa.<country>" from breach.yaml's table of EEA authorities.
+    authority: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.]{0,63}$")] | None = None
     sent_at: datetime | None = None
     reason_for_delay: Reason | None = None
     note: Text | None = None
@@ -237,6 +275,8 @@ class BreachView(msgspec.Struct):
     occurred_to: datetime | None
     nature: list[str]
     categories: list[CategoryRef]
+    data_types: list[CategoryRef]
+    affected_countries: list[str]
     affected: AffectedView
     approx_records: int | None
     encrypted: bool

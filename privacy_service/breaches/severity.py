@@ -13,6 +13,14 @@ duties of the policy and then applies the documented factors ENISA leaves outsid
   with it, so the authority is told (EDPB 01/2021, case 8);
 * data that reached only recipients bound by confidentiality who returned or deleted it is unlikely
   to result in a risk (WP250 rev.01, the "trusted recipient"; EDPB 01/2021, case 9);
+* an untrusted or unknown recipient who keeps readable data: the band is at least the policy's
+  ``recipient_floor`` (EDPB 01/2021, cases 8, 11, 12, 17, 18). The recipient also sets the confidentiality
+  level the score starts from (``enisa.recipients``; ENISA 2013, 3.3: the loss of confidentiality scales
+  with how many, and which, parties may process the data), which the assessment resolves;
+* likely consequences (identity theft, phishing, fraud, account takeover, discrimination, ...; GDPR
+  recitals 75 and 85) raise the data processing context to the score ENISA 2013 gives data that enables
+  that harm (``consequences.*.dpc_floor``), so contact data that enables phishing scores like the
+  financial data ENISA says enables fraud;
 * Art. 34(3)(b) later measures and (c) disproportionate effort (a public communication instead).
 
 Every function here is pure: no database, no clock.
@@ -33,6 +41,8 @@ from privacy_service.breaches.policy import (
     ConfidentialityLevel,
     EaseLevel,
     IntegrityLevel,
+    RecipientData,
+    RecipientTrust,
 )
 
 BAND_WORDS: Mapping[str, str] = {"low": "low", "medium": "medium", "high": "high", "very_high": "very high"}
@@ -55,12 +65,17 @@ class ScoreInput:
     availability: AvailabilityLevel
     malicious: bool
     unintelligible: bool
+    # Data types of the breach taxonomy (breach.yaml ``enisa.taxonomy``), beside the policy's categories.
+    data_types: Sequence[str] = ()
+    # Consequences the assessor judges likely (breach.yaml ``consequences``).
+    consequences: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class CategoryPart:
     category: str
     type: str
+    source: str  # "category" (policy.yaml) or "data_type" (the breach taxonomy)
     base: int
     factors: tuple[tuple[str, int], ...]
     score: int
@@ -71,6 +86,9 @@ class Severity:
     dpc: int
     dpc_category: str
     categories: tuple[CategoryPart, ...]
+    # The DPC of the data alone, and the likely consequences with the DPC each implies.
+    data_dpc: int
+    consequences: tuple[tuple[str, int], ...]
     ease: str
     ei: float
     circumstances: Mapping[str, float]
@@ -89,9 +107,12 @@ class Severity:
             "method": "ENISA 2013 (SE = DPC x EI + CB)",
             "dpc": self.dpc,
             "dpc_category": self.dpc_category,
+            "data_dpc": self.data_dpc,
+            "consequences": [{"name": name, "dpc_floor": floor} for name, floor in self.consequences],
             "categories": [
                 {
                     "category": part.category,
+                    "source": part.source,
                     "type": part.type,
                     "base": part.base,
                     "factors": [{"name": name, "adjust": adjust} for name, adjust in part.factors],
@@ -124,15 +145,19 @@ def band_of(policy: BreachPolicy, se: float) -> Band:
 def _dpc(policy: BreachPolicy, inp: ScoreInput) -> tuple[int, str, tuple[CategoryPart, ...]]:
     enisa = policy.enisa
     parts = []
-    for category in inp.categories:
-        spec = enisa.data_categories[category]
+    keys = [(key, "category") for key in inp.categories] + [(key, "data_type") for key in inp.data_types]
+    for key, source in keys:
+        spec = policy.data_spec(key)
+        if spec is None:
+            raise KeyError(key)
         base = enisa.data_types[spec.type]
-        names = inp.factors.get(category, spec.factors)
+        names = inp.factors.get(key, spec.factors)
         applied = tuple((name, enisa.factors[name].adjust) for name in names)
         parts.append(
             CategoryPart(
-                category=category,
+                category=key,
                 type=spec.type,
+                source=source,
                 base=base,
                 factors=applied,
                 score=max(1, min(4, base + sum(adjust for _, adjust in applied))),
@@ -143,9 +168,19 @@ def _dpc(policy: BreachPolicy, inp: ScoreInput) -> tuple[int, str, tuple[Categor
     return top.score, top.category, tuple(parts)
 
 
+def _consequences(policy: BreachPolicy, names: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    return tuple((name, policy.consequences[name].dpc_floor) for name in dict.fromkeys(names))
+
+
 def score(policy: BreachPolicy, inp: ScoreInput) -> Severity:
     enisa = policy.enisa
-    dpc, dpc_category, parts = _dpc(policy, inp)
+    data_dpc, dpc_category, parts = _dpc(policy, inp)
+    consequences = _consequences(policy, inp.consequences)
+    dpc = data_dpc
+    for name, floor in consequences:
+        # A likely harm: the data is as critical in this context as data ENISA scores for that harm.
+        if floor > dpc:
+            dpc, dpc_category = floor, f"consequence:{name}"
     table = enisa.circumstances
 
     def circumstances(confidentiality: ConfidentialityLevel) -> dict[str, float]:
@@ -170,6 +205,8 @@ def score(policy: BreachPolicy, inp: ScoreInput) -> Severity:
         dpc=dpc,
         dpc_category=dpc_category,
         categories=parts,
+        data_dpc=data_dpc,
+        consequences=consequences,
         ease=ease,
         ei=ei,
         circumstances=cb_parts,
@@ -194,6 +231,8 @@ class DecisionFacts:
     contained: bool
     mitigated: bool
     disproportionate_effort: bool
+    recipient_trust: RecipientTrust | None = None
+    recipient_data: RecipientData | None = None
 
 
 @dataclass(slots=True)
@@ -259,6 +298,26 @@ def decide(policy: BreachPolicy, severity: Severity, facts: DecisionFacts) -> De
             f"{BAND_WORDS[band]} to {BAND_WORDS[raised]}."
         )
         band = raised
+    if severity.consequences:
+        named = ", ".join(policy.consequences[name].en.lower() for name, _ in severity.consequences)
+        reasons_band.append(
+            f"Likely consequences: {named}. The data processing context is scored {severity.dpc} "
+            f"(the data alone: {severity.data_dpc}), the score ENISA 2013 gives data that enables such harm."
+        )
+    floor = policy.recipient_floor
+    if (
+        floor is not None
+        and facts.recipient_trust in floor.trust
+        and facts.recipient_data in floor.data
+        and not facts.unintelligible
+        and BANDS.index(band) < BANDS.index(floor.band)
+    ):
+        reasons_band.append(
+            f"An {facts.recipient_trust} recipient keeps readable data ({facts.recipient_data}): nobody can vouch "
+            f"for what it will do with it, so the band is at least {BAND_WORDS[floor.band]} "
+            f"(raised from {BAND_WORDS[band]}; EDPB 01/2021, cases 8, 11, 12, 17, 18)."
+        )
+        band = floor.band
     duty = DUTY_ORDER[policy.duty_for(band)]
 
     record = Decision(
