@@ -112,11 +112,7 @@ def test_every_operator_guide_example_runs(tmp_path: Path) -> None:
     (tmp_path / "policies").symlink_to(ROOT / "policies")
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("PRIVACY_") and name not in ("VIRTUAL_ENV", "PYTHONPATH")
-    }
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PRIVACY_")}
     env.update(
         PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}",
         PRIVACY_PORT=str(_free_port()),
