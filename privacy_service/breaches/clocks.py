@@ -2,6 +2,12 @@
 
 GDPR Art. 33(1): the supervisory authority is notified without undue delay and, where feasible, within
 72 hours of the controller becoming aware (``clock.authority_deadline`` in policies/breach.yaml).
+
+California, Civ. Code §1798.82(a) as amended by SB 446 (from 1 Jan 2026): affected residents are told
+within 30 calendar days of discovery (``clock.california.notice_deadline``). The clock runs from
+``aware_at`` on a confirmed breach of confidentiality (the statute's trigger is acquisition of the
+data) until the people are told (subject notification or public communication) or the breach is
+closed. Its reminder marks share ``reminders_sent`` with the 72-hour clock, prefixed ``us-ca:``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,35 @@ def due_reminders(rules: BreachPolicy, left: timedelta, sent: list[str]) -> list
     return [label for label, mark in rules.reminders if left <= mark and label not in sent]
 
 
+CALIFORNIA = "us-ca:"
+
+
+def california_deadline(rules: BreachPolicy, breach: Breach) -> datetime | None:
+    """When the notice to affected California residents is due, or None when that clock does not run."""
+    length = rules.california_deadline
+    if length is None or breach.aware_at is None:
+        return None
+    return breach.aware_at + length
+
+
+def california_clock_running(breach: Breach) -> bool:
+    """A confirmed, unclosed breach of confidentiality whose people have not been told yet."""
+    return (
+        breach.status in CLOCK_RUNNING
+        and "confidentiality" in breach.nature
+        and breach.subject_notice is None
+        and breach.public_notice is None
+    )
+
+
+def day_span(delta: timedelta) -> str:
+    """'6 days 23h', or 'overdue by 1 day 2h' (the 30-day clock counts in days)."""
+    seconds = int(delta.total_seconds())
+    sign, seconds = ("overdue by ", -seconds) if seconds < 0 else ("", seconds)
+    days, rest = divmod(seconds, 86400)
+    return f"{sign}{days} day{'' if days == 1 else 's'} {rest // 3600}h"
+
+
 def human_span(delta: timedelta) -> str:
     """'41h 05m', or 'overdue by 3h 10m'."""
     seconds = int(delta.total_seconds())
@@ -34,7 +69,7 @@ def human_span(delta: timedelta) -> str:
 
 def authority_clock(breach: Breach, now: datetime) -> schemas.ClockView:
     """The 72-hour clock as shown on the incident: not started, running, overdue, met (late), not required."""
-    sent = list(breach.reminders_sent)
+    sent = [mark for mark in breach.reminders_sent if not mark.startswith(CALIFORNIA)]
     if breach.aware_at is None or breach.authority_deadline is None:
         return schemas.ClockView("not_started", None, None, None, sent)
     deadline = breach.authority_deadline

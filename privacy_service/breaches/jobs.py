@@ -30,7 +30,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.audit import service as audit
 from privacy_service.audit.models import AuditEvent
 from privacy_service.audit.service import Actor
-from privacy_service.breaches.clocks import due_reminders, human_span
+from privacy_service.breaches.clocks import (
+    CALIFORNIA,
+    california_clock_running,
+    california_deadline,
+    day_span,
+    due_reminders,
+    human_span,
+)
 from privacy_service.breaches.flows import CLOCK_RUNNING
 from privacy_service.breaches.messaging import QueueResult, queue_subject_notices, team_mail
 from privacy_service.breaches.models import Breach
@@ -115,6 +122,63 @@ async def remind_deadlines(db: Database, clock: Clock, rules: BreachPolicy) -> R
                 actor=CLOCK_ACTOR,
                 action="breach.overdue" if late else "breach.reminder",
                 detail={"breach_id": str(breach.id), "marks": marks, "seconds_left": int(left.total_seconds())},
+            )
+    return ReminderResult(reminded, overdue)
+
+
+async def remind_california(db: Database, clock: Clock, rules: BreachPolicy) -> ReminderResult:
+    """The California 30-day clock (``clock.california``): the same marks-then-overdue mails as the 72-hour one."""
+    if rules.california_deadline is None:
+        return ReminderResult()
+    now = clock.now()
+    reminded = overdue = 0
+    async with db.transaction() as session:
+        rows = (
+            await session.exec(
+                select(Breach).where(
+                    col(Breach.status).in_([status.value for status in CLOCK_RUNNING]),
+                    col(Breach.aware_at).is_not(None),
+                )
+            )
+        ).all()
+        for breach in rows:
+            deadline = california_deadline(rules, breach)
+            if deadline is None or not california_clock_running(breach):
+                continue
+            left = deadline - now
+            sent = list(breach.reminders_sent)
+            marks = [f"{CALIFORNIA}{label}" for label, mark in rules.california_reminders if left <= mark]
+            due = [mark for mark in marks if mark not in sent]
+            late = left.total_seconds() < 0 and f"{CALIFORNIA}overdue" not in sent
+            if not due and not late:
+                continue
+            context: dict[str, Any] = {
+                "breach_id": str(breach.id),
+                "reference": _reference(breach),
+                "aware_at": breach.aware_at.strftime("%Y-%m-%d %H:%M UTC") if breach.aware_at else "",
+                "deadline": deadline.strftime("%Y-%m-%d %H:%M UTC"),
+                "days": rules.california_deadline.days,
+                "time_left": day_span(left),
+                "status": breach.status,
+                "notify_subjects": breach.notify_subjects,
+            }
+            if late:
+                team_mail(session, rules, now, "breach_california_overdue", **context)
+                log.warning("breach_california_overdue", breach_id=str(breach.id))
+                overdue += 1
+                new = [*due, f"{CALIFORNIA}overdue"]
+            else:
+                team_mail(session, rules, now, "breach_california_reminder", **context)
+                reminded += 1
+                new = due
+            breach.reminders_sent = sent + new
+            session.add(breach)
+            audit.record(
+                session,
+                at=now,
+                actor=CLOCK_ACTOR,
+                action="breach.california_overdue" if late else "breach.california_reminder",
+                detail={"breach_id": str(breach.id), "marks": new, "seconds_left": int(left.total_seconds())},
             )
     return ReminderResult(reminded, overdue)
 
@@ -313,9 +377,12 @@ def scheduled_jobs(runtime: Runtime) -> list[tuple[str, Callable[[], Awaitable[o
     """(name, job, trigger) for the worker: the clock, subject-notice dispatch and monitoring."""
     settings = runtime.settings
 
-    async def clock_job() -> ReminderResult | None:
+    async def clock_job() -> tuple[ReminderResult, ReminderResult] | None:
         rules = _rules(runtime)
-        return await remind_deadlines(runtime.db, runtime.clock, rules) if rules else None
+        if rules is None:
+            return None
+        authority = await remind_deadlines(runtime.db, runtime.clock, rules)
+        return authority, await remind_california(runtime.db, runtime.clock, rules)
 
     async def dispatch_job() -> QueueResult:
         return await queue_subject_notices(

@@ -1,0 +1,132 @@
+"""The California 30-day clock (Civ. Code §1798.82(a) as amended by SB 446; policies/breach.yaml
+``clock.california``), travelled through on both databases: reminders at the marks over SMTP, overdue
+once, stopped when the people are told, not run for a breach that is not one of confidentiality."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import time_machine
+from httpx import AsyncClient
+
+from privacy_service.breaches.jobs import ReminderResult, remind_california
+from privacy_service.breaches.policy import check_breach_policy, load_breach_policy
+from privacy_service.runtime import Runtime
+from tests.api.dsr_support import rows
+from tests.breach_support import BREACH_TEAM, assess, create, deliver_all, make_subjects
+from tests.conftest import MailSink
+from tests.policy_files import copy_policies, edit_yaml
+
+
+def start_time() -> datetime:
+    return (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+
+
+async def remind(runtime: Runtime) -> tuple[int, int]:
+    rules = load_breach_policy(runtime.settings.policy_dir, runtime.policy)
+    result: ReminderResult = await remind_california(runtime.db, runtime.clock, rules)
+    return result.reminded, result.overdue
+
+
+def test_the_shipped_policy_sets_thirty_days_with_reminders(runtime: Runtime) -> None:
+    rules = load_breach_policy(runtime.settings.policy_dir, runtime.policy)
+    assert rules.california_deadline == timedelta(days=30)
+    assert rules.california_reminders == [("P7D", timedelta(days=7)), ("P2D", timedelta(days=2))]
+
+
+async def test_thirty_days_from_discovery_with_reminders_then_overdue_once(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime, mail: MailSink
+) -> None:
+    start = start_time()
+    with time_machine.travel(start, tick=False) as traveller:
+        breach = await create(client, auth)
+        reference = breach["id"][:8]
+        assert await remind(runtime) == (0, 0)
+        traveller.move_to(start + timedelta(days=22, hours=23, minutes=59))
+        assert await remind(runtime) == (0, 0)
+
+        traveller.move_to(start + timedelta(days=23))
+        assert await remind(runtime) == (1, 0)
+        assert await remind(runtime) == (0, 0)  # once per mark
+        await deliver_all(runtime)
+        (first,) = [m for m in mail.to(BREACH_TEAM) if "California" in str(m["Subject"])]
+        assert (
+            str(first["Subject"]).strip()
+            == f"Breach {reference}: 7 days 0h left to notify affected California residents"
+        )
+        deadline = (start + timedelta(days=30)).strftime("%Y-%m-%d %H:%M UTC")
+        assert f"that ends at {deadline}" in first.get_content()
+
+        traveller.move_to(start + timedelta(days=28, hours=1))
+        assert await remind(runtime) == (1, 0)
+        traveller.move_to(start + timedelta(days=30, minutes=1))
+        assert await remind(runtime) == (0, 1)
+        assert await remind(runtime) == (0, 0)
+        await deliver_all(runtime)
+        california = [m for m in mail.to(BREACH_TEAM) if "California" in str(m["Subject"])]
+        assert len(california) == 3
+        overdue = california[-1]
+        assert str(overdue["Subject"]).strip().startswith(f"OVERDUE: breach {reference}: affected California residents")
+        assert "overdue by 0 days 0h" in overdue.get_content()
+
+        view = (await client.get(f"/v1/breaches/{breach['id']}", headers=auth)).json()
+        # The 72-hour clock's own marks are not mixed with California's.
+        assert view["clock"]["reminders_sent"] == []
+    events = [e["action"] for e in await rows(runtime, "audit_events") if "california" in e["action"]]
+    assert sorted(events) == ["breach.california_overdue", "breach.california_reminder", "breach.california_reminder"]
+
+
+async def test_telling_the_people_stops_the_clock_and_availability_alone_never_starts_it(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    start = start_time()
+    subjects = [str(s) for s in await make_subjects(runtime, 2, domain="ca.example")]
+    with time_machine.travel(start, tick=False) as traveller:
+        told = await create(
+            client,
+            auth,
+            categories=["user.name", "user.contact.email", "user.financial.transaction"],
+            affected={"subject_ids": subjects},
+        )
+        outage = await create(client, auth, nature=["availability"], malicious=False, exfiltration_known=False)
+        traveller.move_to(start + timedelta(days=5))
+        assessed = await assess(client, auth, told["id"])
+        assert assessed["decisions"]["notify_subjects"]["value"]
+        queued = await client.post(f"/v1/breaches/{told['id']}/subject-notifications", json={}, headers=auth)
+        assert queued.status_code == 202, queued.text
+        traveller.move_to(start + timedelta(days=31))
+        assert await remind(runtime) == (0, 0)
+    for breach in (told, outage):
+        view = (await client.get(f"/v1/breaches/{breach['id']}", headers=auth)).json()
+        assert not [m for m in view["clock"]["reminders_sent"] if "us-ca" in m]
+
+
+def test_policy_check_refuses_a_california_clock_that_cannot_run(runtime: Runtime, tmp_path: Path) -> None:
+    folder = copy_policies(tmp_path)
+
+    def break_it(data: dict[str, Any]) -> None:
+        data["clock"]["california"] = {"notice_deadline": "P1M", "reminders": ["P40D", "P40D", "PT0S"]}
+
+    edit_yaml(folder / "breach.yaml", break_it)
+    _, problems = check_breach_policy(folder, runtime.policy)
+    said = {(p.path, p.message) for p in problems}
+    assert (
+        "clock.california.notice_deadline",
+        "use days, hours or minutes: months and years have no fixed length",
+    ) in said
+    edit_yaml(folder / "breach.yaml", lambda d: d["clock"]["california"].update(notice_deadline="P30D"))
+    _, problems = check_breach_policy(folder, runtime.policy)
+    assert sorted((p.path, p.message) for p in problems) == [
+        ("clock.california.reminders[0]", "a reminder must come before the deadline"),
+        ("clock.california.reminders[1]", "a reminder must come before the deadline"),
+        ("clock.california.reminders[1]", "listed twice"),
+        ("clock.california.reminders[2]", "must be longer than zero"),
+    ]
+    edit_yaml(folder / "breach.yaml", lambda d: d["clock"].pop("california"))
+    rules, problems = check_breach_policy(folder, runtime.policy)
+    assert problems == []
+    assert rules is not None
+    assert rules.california_deadline is None
+    assert rules.california_reminders == []
