@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from httpx import AsyncClient
@@ -17,7 +16,6 @@ from privacy_service.notify.mailer import Mailer
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.schemas import SubjectCreate
 from privacy_service.subjects.service import SubjectService
-from tests.policy_files import copy_policies, edit_yaml
 
 BREACH_TEAM = "breach-team@wallet.example"
 
@@ -81,42 +79,6 @@ async def deliver_all(runtime: Runtime, mailer: Mailer | None = None, clock: Any
         sent += result.sent
         if not (result.sent or result.retried or result.dead):
             return sent
-
-
-def edpb_policies(target: Path) -> Path:
-    """The shipped policy plus the data categories the EDPB's controllers hold (health, CVs, passwords)."""
-    folder = copy_policies(target)
-    extra = {
-        "user.health": ("Health information", "健康信息", "sensitive", []),
-        "user.job_application": ("Job application (CV)", "求职申请与简历", "simple", ["profiling"]),
-        "user.credentials": ("Account password (hashed)", "账户密码散列值", "simple", []),
-    }
-
-    def add_categories(data: dict[str, Any]) -> None:
-        for key in extra:
-            data["data_categories"][key] = {
-                "source": "data_subject",
-                "purposes": ["service_provision"],
-                "recipients": ["cloud_hosting"],
-                "provision": "optional",
-                "retention": {"period": "P1Y", "trigger": "collected_at", "action": "delete"},
-            }
-
-    edit_yaml(folder / "policy.yaml", add_categories)
-    for language, index in (("en", 0), ("zh", 1)):
-        edit_yaml(
-            folder / f"notice.{language}.yaml",
-            lambda data, index=index: data["data_categories"].update(
-                {key: {"name": names[index]} for key, names in extra.items()}
-            ),
-        )
-    edit_yaml(
-        folder / "breach.yaml",
-        lambda data: data["enisa"]["data_categories"].update(
-            {key: {"type": spec[2], "factors": spec[3]} for key, spec in extra.items()}
-        ),
-    )
-    return folder
 
 
 @asynccontextmanager

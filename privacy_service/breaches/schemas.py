@@ -33,6 +33,7 @@ FactorName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 DataTypeKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 ConsequenceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Country = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
+FactorTarget = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.]{0,127}$")]
 Categories = Annotated[list[CategoryKey], msgspec.Meta(max_length=100)]
 DataTypes = Annotated[list[DataTypeKey], msgspec.Meta(max_length=50)]
 Countries = Annotated[list[Country], msgspec.Meta(max_length=60)]
@@ -158,8 +159,8 @@ class AssessmentBody(Strict):
     integrity: IntegrityLevel | None = None
     availability: AvailabilityLevel | None = None
     malicious: bool | None = None
-    # Category -> ENISA factor names replacing the policy's defaults for that category.
-    dpc_factors: Annotated[dict[CategoryKey, list[FactorName]], msgspec.Meta(max_length=100)] = msgspec.field(
+    # Category or taxonomy data type -> ENISA factor names replacing the policy's defaults for it.
+    dpc_factors: Annotated[dict[FactorTarget, list[FactorName]], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=dict
     )
     # The recipient of the data (confidentiality breaches), and the consequences judged likely.
