@@ -84,6 +84,17 @@ class Reading(Processing):
             export_url=f"/v1/requests/{request.id}/export" if export_ready else None,
             export_expires_at=request.export_expires_at if export_ready else None,
             systems=await downstream.progress(self.session, request.id, now) or None,
+            acknowledgement=self._acknowledgement(request) if operator else None,
+        )
+
+    def _acknowledgement(self, request: PrivacyRequest) -> schemas.Acknowledgement | None:
+        if request.regime not in self.rules.regimes:  # a regime the policy no longer has
+            return None
+        due = self.rules.acknowledge_due_at(request.regime, request.received_at)
+        if due is None:
+            return None
+        return schemas.Acknowledgement(
+            due_at=due, confirmed_at=request.receipt_confirmed_at, escalated_at=request.acknowledge_escalated_at
         )
 
     async def _diff(

@@ -85,6 +85,14 @@ class FieldChange(msgspec.Struct, omit_defaults=True):
     from_: Any | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="from")
 
 
+class Acknowledgement(msgspec.Struct):
+    """The confirmation of receipt a regime requires (CCPA: 10 business days), as the clock found it."""
+
+    due_at: datetime
+    confirmed_at: datetime | None = None
+    escalated_at: datetime | None = None
+
+
 class RequestView(msgspec.Struct):
     id: uuid.UUID
     type: str
@@ -107,6 +115,8 @@ class RequestView(msgspec.Struct):
     export_expires_at: datetime | None = None
     # Downstream systems sent this request: who answered, who is overdue.
     systems: list[SystemProgress] | None = None
+    # For operators, under a regime with an acknowledgement deadline.
+    acknowledgement: Acknowledgement | None = None
 
 
 class RequestSummary(msgspec.Struct):

@@ -44,7 +44,7 @@ def detail(event: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_delivered_code_mail_confirms_receipt_and_a_missing_one_is_escalated_once(
-    client: AsyncClient, runtime: Runtime, mail: MailSink, settings: Settings
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime, mail: MailSink, settings: Settings
 ) -> None:
     # Friday 20 Nov 2026: ten California business days skip Thanksgiving (26 Nov) and the day after
     # (27 Nov, a state holiday): confirmation is due by Tuesday 8 Dec, not Friday 4 Dec.
@@ -107,6 +107,19 @@ async def test_delivered_code_mail_confirms_receipt_and_a_missing_one_is_escalat
         ("system", {"dsr_id": unsent, "due_at": "2026-12-08T23:59:59+00:00"})
     ]
     assert by_id(await rows(runtime, "dsr_requests"))[unsent]["acknowledge_escalated_at"] is not None
+    # Operators see the clock on the request.
+    views = {rid: (await client.get(f"/v1/requests/{rid}", headers=auth)).json() for rid in (confirmed, unsent, gdpr)}
+    assert views[confirmed]["acknowledgement"] == {
+        "due_at": "2026-12-08T23:59:59Z",
+        "confirmed_at": "2026-11-20T17:05:00Z",
+        "escalated_at": None,
+    }
+    assert views[unsent]["acknowledgement"] == {
+        "due_at": "2026-12-08T23:59:59Z",
+        "confirmed_at": None,
+        "escalated_at": "2026-12-09T00:30:00Z",
+    }
+    assert views[gdpr]["acknowledgement"] is None
 
 
 async def test_a_confirmation_that_goes_out_late_is_recorded_as_late(
