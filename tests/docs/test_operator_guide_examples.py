@@ -1,13 +1,17 @@
-"""Every shell example of the operator guide runs, in order, as written, against a real set-up.
+"""Every shell example of the operator guide (and of the API walkthrough) runs, in order, as written.
 
-The ```sh blocks of docs/guides/operator.md become one bash script (``set -euo pipefail``), so the
-variables one block sets (a key, a subject id) carry into the next, exactly as in a reader's
-terminal. A block marked ``<!-- docs-test: background -->`` (``privacy-service serve``) is started in
-the background and the script waits for its ``/readyz``. The script runs in a temporary folder
-laid out like the repository root (``policies/``, ``.venv`` on the path), with every ``PRIVACY_*``
-setting the guide relies on left at its default except the port, which is a free one. A command that
-fails (a wrong flag, a renamed route, a missing field, an error answer under ``curl --fail-with-body``)
-fails the test and names the block.
+The ```sh blocks of a page become one bash script (``set -euo pipefail``), so the variables one block
+sets (a key, a subject id) carry into the next, exactly as in a reader's terminal. A block marked
+``<!-- docs-test: background-server -->`` (``privacy-service serve``) is started in the background
+and the script waits for its ``/readyz``; ``background-smtp`` (a mail sink) waits until the mail port
+accepts connections. Background blocks run in their own session and are killed with their children
+when the script ends. A page that assumes a running service (the API walkthrough) gets
+``db upgrade`` and ``serve`` from the harness first.
+
+The script runs in a temporary folder laid out like the repository root (``policies/``,
+``examples/``, ``.venv``), with every ``PRIVACY_*`` setting at its default except the HTTP and mail
+ports, which are free ones. A command that fails (a wrong flag, a renamed route, a missing field,
+an error answer under ``curl --fail-with-body``) fails the test and names the block and its line.
 """
 
 from __future__ import annotations
@@ -25,13 +29,21 @@ import pytest
 
 BASH = shutil.which("bash") or "/bin/bash"
 ROOT = Path(__file__).resolve().parents[2]
-GUIDE = ROOT / "docs" / "guides" / "operator.md"
+DOCS = ROOT / "docs"
+OPERATOR_GUIDE = "guides/operator.md"
+# page -> whether the harness starts the service first (the page itself does not)
+PAGES = {OPERATOR_GUIDE: False, "api/requests.md": True}
 SHELL_FENCES = ("sh", "console", "bash", "shell")
+BACKGROUND = ("background-server", "background-smtp")
 _BLOCK = re.compile(
     r"(?:<!--\s*docs-test:\s*(?P<directive>[\w-]+)\s*-->\s*\n)?^```(?P<lang>[\w-]*)[^\n]*\n(?P<code>.*?)^```\s*$",
     re.M | re.S,
 )
 MARK = "::docs-block::"
+_WAIT = {
+    "background-server": 'curl -sf "http://127.0.0.1:$PRIVACY_PORT/readyz" >/dev/null',
+    "background-smtp": '(exec 3<>"/dev/tcp/127.0.0.1/$PRIVACY_SMTP_PORT") 2>/dev/null',
+}
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ class Block:
     number: int
     line: int
     code: str
-    background: bool
+    directive: str | None = None
 
 
 def shell_blocks(markdown: str) -> list[Block]:
@@ -47,10 +59,10 @@ def shell_blocks(markdown: str) -> list[Block]:
     for match in _BLOCK.finditer(markdown):
         if match["lang"] not in SHELL_FENCES:
             continue
-        if match["directive"] not in (None, "background"):
+        if match["directive"] not in (None, *BACKGROUND):
             raise ValueError(f"unknown docs-test directive {match['directive']!r}")
         line = markdown.count("\n", 0, match.start("code"))
-        blocks.append(Block(len(blocks) + 1, line, match["code"], match["directive"] == "background"))
+        blocks.append(Block(len(blocks) + 1, line, match["code"], match["directive"]))
     return blocks
 
 
@@ -58,21 +70,24 @@ def script_for(blocks: list[Block]) -> str:
     parts = [
         "set -euo pipefail",
         "BACKGROUND_PIDS=()",
-        'trap \'for pid in "${BACKGROUND_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done\' EXIT',
+        # Each background block leads its own session: kill the whole group (the shell and its children).
+        'trap \'for pid in "${BACKGROUND_PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || true; done\' EXIT',
     ]
     for block in blocks:
         parts.append(f'echo "{MARK}{block.number}:{block.line}" >&2')
-        if block.background:
-            parts += [
-                f"( {block.code.strip()} ) > background-{block.number}.log 2>&1 &",
-                "BACKGROUND_PIDS+=($!)",
-                # The only background process the guide starts is the API: wait until it is ready.
-                'for _ in $(seq 150); do curl -sf "http://127.0.0.1:$PRIVACY_PORT/readyz" >/dev/null && break; '
-                f'kill -0 "$!" || {{ cat background-{block.number}.log >&2; exit 1; }}; sleep 0.2; done',
-                'curl -sf "http://127.0.0.1:$PRIVACY_PORT/readyz" >/dev/null',
-            ]
-        else:
+        if block.directive is None:
             parts.append(block.code)
+            continue
+        name = f"background-{block.number}"
+        wait = _WAIT[block.directive]
+        parts += [
+            f"cat > {name}.sh <<'DOCS_BLOCK_EOF'\n{block.code}DOCS_BLOCK_EOF",
+            f"setsid {BASH} {name}.sh > {name}.log 2>&1 &",
+            "BACKGROUND_PIDS+=($!)",
+            f"for _ in $(seq 150); do {wait} && break; "
+            f'kill -0 "$!" || {{ cat {name}.log >&2; exit 1; }}; sleep 0.2; done',
+            wait,
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -82,15 +97,41 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_the_guide_has_examples_and_one_server() -> None:
-    blocks = shell_blocks(GUIDE.read_text())
+def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    for name in ("policies", "examples"):
+        (workdir / name).symlink_to(ROOT / name)
+    (workdir / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PRIVACY_")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}",
+        PRIVACY_PORT=str(_free_port()),
+        # The API walkthrough runs a mail sink here; elsewhere nothing listens and mail stays queued.
+        PRIVACY_SMTP_PORT=str(_free_port()),
+        PRIVACY_LOG_LEVEL="WARNING",
+    )
+    blocks = shell_blocks((DOCS / page).read_text())
+    if PAGES[page]:
+        blocks = [
+            Block(0, 0, "mkdir -p var\nprivacy-service db upgrade\n"),
+            Block(0, 0, "privacy-service serve\n", "background-server"),
+            *blocks,
+        ]
+    return subprocess.run(  # noqa: S603 - bash running the page's own examples
+        [BASH, "-c", script_for(blocks)], cwd=workdir, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_the_operator_guide_has_examples_and_starts_one_server() -> None:
+    blocks = shell_blocks((DOCS / OPERATOR_GUIDE).read_text())
     assert len(blocks) >= 10
-    assert [block.code.strip() for block in blocks if block.background] == ["privacy-service serve"]
+    assert [(b.code.strip(), b.directive) for b in blocks if b.directive] == [
+        ("privacy-service serve", "background-server")
+    ]
 
 
 def test_the_extractor_finds_every_fence_and_its_directive() -> None:
-    page = "text\n<!-- docs-test: background -->\n```sh\nrun me\n```\n\n```json\n{}\n```\n```console\nls\n```\n"
-    assert [(b.code, b.background) for b in shell_blocks(page)] == [("run me\n", True), ("ls\n", False)]
+    page = "text\n<!-- docs-test: background-smtp -->\n```sh\nrun me\n```\n\n```json\n{}\n```\n```console\nls\n```\n"
+    assert [(b.code, b.directive) for b in shell_blocks(page)] == [("run me\n", "background-smtp"), ("ls\n", None)]
     with pytest.raises(ValueError, match="unknown"):
         shell_blocks("<!-- docs-test: skip -->\n```sh\nx\n```\n")
 
@@ -99,7 +140,7 @@ def test_a_wrong_command_fails_the_script(tmp_path: Path) -> None:
     """The harness itself must not hide a failure: a failing command, or a pipeline that fails, stops it."""
     missing_field = "echo '{}' | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"id\"])'\n"
     for code in ("false\necho never\n", "false | cat\necho never\n", missing_field + "echo never\n"):
-        script = script_for([Block(1, 1, "true\n", False), Block(2, 5, code, False)])
+        script = script_for([Block(1, 1, "true\n"), Block(2, 5, code)])
         result = subprocess.run(  # noqa: S603 - bash running the harness's own script
             [BASH, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
         )
@@ -108,27 +149,29 @@ def test_a_wrong_command_fails_the_script(tmp_path: Path) -> None:
         assert f"{MARK}2:5" in result.stderr
 
 
-def test_every_operator_guide_example_runs(tmp_path: Path) -> None:
-    (tmp_path / "policies").symlink_to(ROOT / "policies")
-    (tmp_path / "examples").symlink_to(ROOT / "examples")
-    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PRIVACY_")}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}",
-        PRIVACY_PORT=str(_free_port()),
-        # Nothing listens here: mail stays queued in the outbox, which the guide never reads.
-        PRIVACY_SMTP_PORT=str(_free_port()),
-        PRIVACY_LOG_LEVEL="WARNING",
+def test_a_background_block_that_dies_fails_the_script_and_shows_its_output(tmp_path: Path) -> None:
+    script = script_for([Block(1, 3, "echo the server could not start >&2\nexit 3\n", "background-server")])
+    result = subprocess.run(  # noqa: S603 - bash running the harness's own script
+        [BASH, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PRIVACY_PORT": str(_free_port())},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    script = script_for(shell_blocks(GUIDE.read_text()))
-    result = subprocess.run(  # noqa: S603 - bash running the guide's own examples
-        [BASH, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    assert result.returncode != 0
+    assert "the server could not start" in result.stderr
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_shell_example_runs(page: str, tmp_path: Path) -> None:
+    result = run_page(page, tmp_path)
     if result.returncode != 0:
         blocks = [line for line in result.stderr.splitlines() if line.startswith(MARK)]
-        failed = blocks[-1].removeprefix(MARK) if blocks else "?"
-        number, _, line = failed.partition(":")
+        number, _, line = (blocks[-1].removeprefix(MARK) if blocks else "?:?").partition(":")
+        where = "the harness's set-up" if number == "0" else f"block {number} (docs/{page} line {line})"
         pytest.fail(
-            f"operator guide block {number} (docs/guides/operator.md line {line}) failed with exit "
-            f"{result.returncode}\n--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+            f"{where} failed with exit {result.returncode}\n--- stdout ---\n{result.stdout[-4000:]}\n"
+            f"--- stderr ---\n{result.stderr[-6000:]}"
         )
