@@ -33,6 +33,10 @@ def build_document() -> tuple[dict[str, Any], dict[tuple[str, str], dict[str, An
             "PRIVACY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/docs.db",
             "PRIVACY_KEYRING_PATH": f"{tmp}/keyring.json",
             "PRIVACY_POLICY_DIR": str(ROOT / "policies"),
+            # Whatever a developer's .env says: the document does not depend on where keys live.
+            "PRIVACY_KEY_PROVIDER": "local",
+            "PRIVACY_BLIND_INDEX_KEY_SOURCE": "keyring",
+            "PRIVACY_LOG_LEVEL": "WARNING",
         }
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
