@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from privacy_service.policy.duration import Duration
 
@@ -227,6 +228,17 @@ class PolicySpec(Strict):
     rectify_without_review: list[str] = Field(default_factory=list)
     # Days closed on top of every regime's calendars (working days and roll_to_working_day skip them).
     holidays: list[date] = Field(default_factory=list)
+    # Where pages show times when the visitor's browser does not tell its own zone (IANA name).
+    display_time_zone: str = "UTC"
+
+    @field_validator("display_time_zone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not an IANA time zone: {name[:64]!r}") from None
+        return name
 
 
 # -- notice.<lang>.yaml -----------------------------------------------------------------------
@@ -510,6 +522,11 @@ class PolicyDocument:
     @property
     def identifier_fields(self) -> Mapping[str, str]:
         return self.spec.identifier_fields
+
+    @property
+    def display_zone(self) -> ZoneInfo:
+        """The zone pages show times in before the visitor's browser shows them in its own."""
+        return ZoneInfo(self.spec.display_time_zone)
 
     @property
     def rectify_without_review(self) -> frozenset[str]:

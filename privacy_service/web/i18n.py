@@ -8,12 +8,14 @@ must have exactly the keys of the default one (checked when the app starts and i
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from babel import Locale
 from babel.dates import format_date, format_time, get_datetime_format
 from litestar.connection import ASGIConnection
 
@@ -84,18 +86,37 @@ def visitor_language(
     return negotiate_language(None, connection.headers.get("accept-language"), supported)
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+def format_locale(language: str) -> str:
+    """The locale (BCP 47) dates are written in for a language, e.g. ``en-IE``: the catalog's ``times.locale``."""
+    return str(messages(language)["times"]["locale"])
+
+
+def _babel(language: str) -> Locale:
+    return Locale.parse(format_locale(language), sep="-")
 
 
 def long_date(value: datetime, language: str) -> str:
-    """A day as people write it (``March 1, 2026``, ``2026年3月1日``); days are UTC days."""
-    return format_date(_utc(value).date(), "long", locale=language)
+    """A day as people write it (``1 March 2026``, ``2026年3月1日``); days are UTC days."""
+    return format_date(value.astimezone(UTC).date(), "long", locale=_babel(language))
 
 
-def date_time(value: datetime, language: str) -> str:
-    """A moment in the visitor's language, labelled UTC (the server does not know their time zone)."""
-    moment = _utc(value)
-    pattern = str(get_datetime_format("medium", locale=language)).replace("'", "")
-    time = format_time(moment, "short", tzinfo=UTC, locale=language)
-    return pattern.format(time, long_date(moment, language)) + " UTC"
+def date_time(value: datetime, language: str, zone: tzinfo) -> str:
+    """A moment as the language writes it, in ``zone``: ``3 December 2026, 07:57``, ``2026年12月3日 15:57``."""
+    locale = _babel(language)
+    moment = value.astimezone(zone)
+    pattern = str(get_datetime_format("medium", locale=locale)).replace("'", "")
+    time = format_time(moment, "short", tzinfo=zone, locale=locale)
+    return pattern.format(time, format_date(moment.date(), "long", locale=locale))
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTime:
+    """A moment for a ``<time>`` element: ISO 8601 in UTC for the browser, text in the policy's zone."""
+
+    iso: str
+    text: str
+
+
+def local_time(value: datetime, language: str, zone: tzinfo) -> LocalTime:
+    """The server writes the moment in the policy's zone; portal.js rewrites it in the browser's own."""
+    return LocalTime(iso=value.astimezone(UTC).isoformat(), text=date_time(value, language, zone))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import msgspec
@@ -19,15 +19,18 @@ from litestar.utils.scope.state import ScopeState
 
 from privacy_service.config import Settings
 from privacy_service.dsr import schemas
+from privacy_service.dsr.answer import AnswerData
 from privacy_service.dsr.flows import Status
 from privacy_service.errors import InvalidInput
 from privacy_service.policy.document import PolicyDocument
+from privacy_service.policy.render import policy_view
 from privacy_service.subjects.schemas import ShortText
 from privacy_service.web.i18n import (
     LANGUAGE_COOKIE,
     LANGUAGE_COOKIE_MAX_AGE,
     chosen_by_query,
-    date_time,
+    format_locale,
+    local_time,
     long_date,
     messages,
 )
@@ -209,7 +212,7 @@ def _named(entries: Mapping[str, Any], key: str) -> str:
     return str(named.name) if named is not None else key
 
 
-def _steps(view: schemas.RequestView, language: str) -> list[dict[str, Any]]:
+def _steps(view: schemas.RequestView, language: str, zone: tzinfo) -> list[dict[str, Any]]:
     """The steps of the request, each done, current or to come, with when it was done."""
     m = messages(language)["status"]
     reached = {step.status: step.at for step in view.history}
@@ -240,7 +243,7 @@ def _steps(view: schemas.RequestView, language: str) -> list[dict[str, Any]]:
             answer["state"] = "current"
         steps.append(answer)
     for step in steps:
-        step["at"] = date_time(step["at"], language) if step["at"] is not None else None
+        step["at"] = local_time(step["at"], language, zone) if step["at"] is not None else None
     return steps
 
 
@@ -252,10 +255,66 @@ def _recipient_names(document: PolicyDocument, stored: list[str], language: str)
     return [_named(notice.recipients, ids[name]) if name in ids else name for name in stored]
 
 
-def status_view(view: schemas.RequestView, document: PolicyDocument, language: str) -> dict[str, Any]:
-    """Everything the status page shows, worded in ``language``; no personal data but what the answer holds."""
+def _shown(value: Any) -> str:
+    return str(value) if isinstance(value, str | int | float | bool) else msgspec.json.encode(value).decode()
+
+
+def data_view(answer: AnswerData, document: PolicyDocument, language: str, zone: tzinfo) -> list[dict[str, Any]]:
+    """The customer's data by category, in the policy's order, each with its purposes and retention."""
     m = messages(language)
     notice = document.notices[language]
+    subject = answer.subject
+    fields: dict[str, list[dict[str, str]]] = {}
+    for kind in ("email", "phone", "external_id"):
+        value = getattr(subject, kind)
+        category = document.identifier_fields.get(kind)
+        if value is not None and category is not None:
+            fields.setdefault(category, []).append({"label": m["answer"][kind], "value": value})
+    for name, value in subject.profile.items():
+        category = subject.profile_categories.get(name) or document.profile_fields.get(name)
+        if category is not None:
+            fields.setdefault(category, []).append(
+                {"label": _named(notice.profile_fields, name), "value": _shown(value)}
+            )
+    groups = []
+    for category in policy_view(document, language)["data_categories"]:
+        key = category["key"]
+        if key not in answer.held:
+            continue
+        retention = category["retention"]
+        records = answer.records.get(key, [])
+        groups.append(
+            {
+                "id": "data-" + key.replace(".", "-"),
+                "name": category["name"],
+                "description": category["description"],
+                "fields": fields.get(key, []),
+                "records": [
+                    {
+                        "when": local_time(record.occurred_at, language, zone),
+                        "kind": m["answer"]["kinds"].get(record.kind, record.kind),
+                        "details": [(name, _shown(value)) for name, value in record.data.items()],
+                    }
+                    for record in records
+                ],
+                "count": answer.held[key],
+                "more": answer.held[key] > len(records),
+                "purposes": [purpose["name"] for purpose in category["purposes"]],
+                "kept": f"{retention['summary']} ({retention['action_label']})",
+                "kept_longer": retention["legal_duty"]["summary"] if retention["legal_duty"] else None,
+            }
+        )
+    return groups
+
+
+def status_view(
+    view: schemas.RequestView, document: PolicyDocument, language: str, answer: AnswerData | None = None
+) -> dict[str, Any]:
+    """Everything the status page shows, worded in ``language``; no personal data but what the answer holds
+    (``answer``: the customer's own data, for the verified visitor of an answered access request)."""
+    m = messages(language)
+    notice = document.notices[language]
+    zone = document.display_zone
     result = view.result or {}
     categories = [_named(notice.data_categories, key) for key in result.get("categories", [])]
     changed = []
@@ -279,21 +338,22 @@ def status_view(view: schemas.RequestView, document: PolicyDocument, language: s
         "status": view.status,
         "status_label": m["statuses"][view.status],
         "next": m["next"][view.status],
-        "received": date_time(view.received_at, language),
+        "received": local_time(view.received_at, language, zone),
         "due": long_date(view.due_at, language),
         "due_iso": view.due_at.date().isoformat(),
         "open": Status(view.status) not in ANSWERED | UNANSWERED_END,
         "extended": view.extended,
         "overdue": view.overdue,
-        "steps": _steps(view, language),
+        "steps": _steps(view, language, zone),
         "history": [
-            {"at": date_time(step.at, language), "at_iso": step.at.isoformat(), "label": m["statuses"][step.status]}
-            for step in view.history
+            {"at": local_time(step.at, language, zone), "label": m["statuses"][step.status]} for step in view.history
         ],
+        "zone": document.spec.display_time_zone,
         "answered": Status(view.status) in ANSWERED,
         "data_found": result.get("data_found"),
         "categories": categories,
         "records": result.get("records"),
+        "data": data_view(answer, document, language, zone) if answer is not None else None,
         "download": view.export_url is not None,
         "download_until": long_date(view.export_expires_at, language) if view.export_expires_at else None,
         "changed": changed,
@@ -317,6 +377,7 @@ def base_context(request: Request[Any, Any, Any], language: str, page_path: str)
         "m": m,
         # The verification code's validity, as the mail states it (one setting for both).
         "code_minutes": settings.dsr_code_ttl_minutes,
+        "date_locale": format_locale(language),
         "brand": f"{document.spec.controller.name} · {m['site']['brand']}",
         "languages": [
             {

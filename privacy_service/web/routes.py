@@ -28,6 +28,7 @@ from litestar.static_files import create_static_files_router
 
 from privacy_service.config import Settings
 from privacy_service.dsr import schemas
+from privacy_service.dsr.answer import answer_data
 from privacy_service.dsr.routes import export_download, kick_outbox, provide_dsr_service
 from privacy_service.dsr.service import DsrService, TooManyCodes
 from privacy_service.errors import (
@@ -270,9 +271,10 @@ class PortalController(Controller):
         except Forbidden:
             return _verify_page(request, rid, visitor_language(request, document.languages), intro="locked")
         view = await service.view(rid)
+        answer = await answer_data(service, rid) if view.export_url is not None else None
         language = visitor_language(request, document.languages, preferred=view.language)
         context = base_context(request, language, request_path(rid))
-        context.update(title=messages(language)["status"]["title"], s=status_view(view, document, language))
+        context.update(title=messages(language)["status"]["title"], s=status_view(view, document, language, answer))
         return render("portal/status.html", context, cookies=remember_language(request, language))
 
     @get(
