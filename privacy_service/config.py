@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     dsr_codes_reserved_for_new_networks: int = Field(default=5, ge=0, le=1000)
     dsr_unverified_expiry_days: int = Field(default=7, ge=1, le=90)
     dsr_token_ttl_days: int = Field(default=7, ge=1, le=90)
+    # How long a browser opened with a code sent to a confirmed request's identity may read it (issue 20).
+    dsr_answer_access_hours: int = Field(default=24, ge=1, le=24 * 90)
     dsr_export_ttl_days: int = Field(default=7, ge=1, le=90)
     dsr_digest_days: int = Field(default=7, ge=1, le=60)
 

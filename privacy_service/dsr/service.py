@@ -1,7 +1,8 @@
 """Data-subject request use cases, joined in one service for the routes, jobs and other domains.
 
 Each concept lives in its own module: ``intake`` (submit, resend, controller-side intake),
-``verification`` (the code and the request token), ``processing`` (the flow that answers a verified
+``verification`` (the code and the request token), ``answer_access`` (who may read a request: its
+token, or a browser opened with a new code), ``processing`` (the flow that answers a verified
 request across the vault, downstream systems and mail), ``decisions`` (an operator's approve, deny,
 extend, cancel) and ``reading`` (status, list, export parts); ``context`` holds what they share.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from privacy_service.dsr.answer_access import Opening
 from privacy_service.dsr.context import TOKEN_PREFIX, hash_token
 from privacy_service.dsr.decisions import Decisions
 from privacy_service.dsr.intake import Intake, TooManyCodes
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class DsrService(Intake, Verification, Decisions, Reading):
+class DsrService(Intake, Verification, Opening, Decisions, Reading):
     """Every request use case on one object (built per HTTP request or job; see ``dsr.routes``)."""
 
     __slots__ = ()

@@ -15,11 +15,9 @@ from datetime import datetime
 
 from privacy_service.audit.service import Actor
 from privacy_service.dsr import schemas
-from privacy_service.dsr.context import hash_token
 from privacy_service.dsr.flows import TRANSITIONS, IllegalTransition, Status
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.dsr.processing import Processing
-from privacy_service.errors import Forbidden, Gone
 from privacy_service.security import constant_time_equals
 
 # The transition note when a code-verified correction waits for an operator (no values: names only).
@@ -90,12 +88,3 @@ class Verification(Processing):
             detail = "too many wrong codes: this request can no longer be verified; submit a new one"
         self.session.add(request)
         return CodeRejected(slug, detail, left)
-
-    async def authorise_token(self, request_id: uuid.UUID, token: str) -> PrivacyRequest:
-        """A subject token opens only its own request, and only until it expires."""
-        request = await self._get(request_id)
-        if request.token_hash is None or not constant_time_equals(request.token_hash, hash_token(token)):
-            raise Forbidden("this token is not valid for this request")
-        if request.token_expires_at is None or request.token_expires_at <= self.clock.now():
-            raise Gone("this link has expired")
-        return request

@@ -181,6 +181,10 @@ async def test_the_front_page_and_the_portal_answer_routes_are_declared(app: Lit
     portal's pages for opening a confirmed request in a new browser, whose code is their credential."""
     declared = {str(case): case.opt for case in cases(app)}
     assert declared["GET /"] == {"public": True}
+    for action in ("access-code", "open"):
+        assert declared[f"POST /privacy/requests/{{request_id:str}}/{action}"] == {"public": True}
+    # What the code opens is the export, which only a subject token (the request's or the browser's) reads.
+    assert declared["GET /privacy/requests/{request_id:str}/export"] == {"subject_token": True, "pii": True}
 
 
 async def test_a_route_added_without_a_declaration_fails_the_check(runtime: Runtime) -> None:
