@@ -1,12 +1,13 @@
-"""Every shell example of the operator guide (and of the API walkthrough) runs, in order, as written.
+"""Every shell example of the operator guide (and of the API walkthrough and the README) runs, as written.
 
 The ```sh blocks of a page become one bash script (``set -euo pipefail``), so the variables one block
 sets (a key, a subject id) carry into the next, exactly as in a reader's terminal. A block marked
 ``<!-- docs-test: background-server -->`` (``privacy-service serve``) is started in the background
 and the script waits for its ``/readyz``; ``background-smtp`` (a mail sink) waits until the mail port
 accepts connections. Background blocks run in their own session and are killed with their children
-when the script ends. A page that assumes a running service (the API walkthrough) gets
-``db upgrade`` and ``serve`` from the harness first.
+when the script ends. A page that assumes a running service (the API walkthrough, the README) gets
+``db upgrade`` and ``serve`` from the harness first; there, a block marked ``setup`` (the README's
+``make run``) is the reader's way to the same state and is not run again.
 
 The script runs in a temporary folder laid out like the repository root (``policies/``,
 ``examples/``, ``.venv``), with every ``PRIVACY_*`` setting at its default except the HTTP and mail
@@ -29,12 +30,12 @@ import pytest
 
 BASH = shutil.which("bash") or "/bin/bash"
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
-OPERATOR_GUIDE = "guides/operator.md"
-# page -> whether the harness starts the service first (the page itself does not)
-PAGES = {OPERATOR_GUIDE: False, "api/requests.md": True}
+OPERATOR_GUIDE = "docs/guides/operator.md"
+# page (from the repository root) -> whether the harness starts the service first (the page does not)
+PAGES = {OPERATOR_GUIDE: False, "docs/api/requests.md": True, "README.md": True}
 SHELL_FENCES = ("sh", "console", "bash", "shell")
 BACKGROUND = ("background-server", "background-smtp")
+SETUP = "setup"
 _BLOCK = re.compile(
     r"(?:<!--\s*docs-test:\s*(?P<directive>[\w-]+)\s*-->\s*\n)?^```(?P<lang>[\w-]*)[^\n]*\n(?P<code>.*?)^```\s*$",
     re.M | re.S,
@@ -59,7 +60,7 @@ def shell_blocks(markdown: str) -> list[Block]:
     for match in _BLOCK.finditer(markdown):
         if match["lang"] not in SHELL_FENCES:
             continue
-        if match["directive"] not in (None, *BACKGROUND):
+        if match["directive"] not in (None, SETUP, *BACKGROUND):
             raise ValueError(f"unknown docs-test directive {match['directive']!r}")
         line = markdown.count("\n", 0, match.start("code"))
         blocks.append(Block(len(blocks) + 1, line, match["code"], match["directive"]))
@@ -109,7 +110,12 @@ def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
         PRIVACY_SMTP_PORT=str(_free_port()),
         PRIVACY_LOG_LEVEL="WARNING",
     )
-    blocks = shell_blocks((DOCS / page).read_text())
+    blocks = shell_blocks((ROOT / page).read_text())
+    if any(block.directive == SETUP for block in blocks):
+        # Only where the harness does the set-up itself, and only for blocks that do set-up.
+        assert PAGES[page], f"{page}: a setup block on a page that starts its own service"
+        assert all("make run" in b.code for b in blocks if b.directive == SETUP), f"{page}: setup is make run"
+        blocks = [block for block in blocks if block.directive != SETUP]
     if PAGES[page]:
         blocks = [
             Block(0, 0, "mkdir -p var\nprivacy-service db upgrade\n"),
@@ -122,7 +128,7 @@ def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_operator_guide_has_examples_and_starts_one_server() -> None:
-    blocks = shell_blocks((DOCS / OPERATOR_GUIDE).read_text())
+    blocks = shell_blocks((ROOT / OPERATOR_GUIDE).read_text())
     assert len(blocks) >= 10
     assert [(b.code.strip(), b.directive) for b in blocks if b.directive] == [
         ("privacy-service serve", "background-server")
@@ -164,13 +170,19 @@ def test_a_background_block_that_dies_fails_the_script_and_shows_its_output(tmp_
     assert "the server could not start" in result.stderr
 
 
+def test_the_readme_only_skips_make_run() -> None:
+    blocks = shell_blocks((ROOT / "README.md").read_text())
+    assert [b.code.split()[:2] for b in blocks if b.directive == SETUP] == [["make", "run"]]
+    assert any("operators create" in b.code for b in blocks if b.directive is None)
+
+
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_every_shell_example_runs(page: str, tmp_path: Path) -> None:
     result = run_page(page, tmp_path)
     if result.returncode != 0:
         blocks = [line for line in result.stderr.splitlines() if line.startswith(MARK)]
         number, _, line = (blocks[-1].removeprefix(MARK) if blocks else "?:?").partition(":")
-        where = "the harness's set-up" if number == "0" else f"block {number} (docs/{page} line {line})"
+        where = "the harness's set-up" if number == "0" else f"block {number} ({page} line {line})"
         pytest.fail(
             f"{where} failed with exit {result.returncode}\n--- stdout ---\n{result.stdout[-4000:]}\n"
             f"--- stderr ---\n{result.stderr[-6000:]}"
