@@ -380,8 +380,6 @@ def _check_enisa(file: str, spec: BreachSpec, document: PolicyDocument, problems
                     f"{factor_name!r} applies to {default.applies_to} data, not {score.type}",
                 )
     for key, spec_type in enisa.taxonomy.items():
-        if key in document.data_categories:
-            add(f"enisa.taxonomy.{key}", "already a data category of policy.yaml")
         for factor_name in spec_type.factors:
             default = enisa.factors.get(factor_name)
             if default is None:
