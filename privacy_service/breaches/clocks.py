@@ -51,6 +51,27 @@ def california_clock_running(breach: Breach) -> bool:
     )
 
 
+def california_clock(rules: BreachPolicy, breach: Breach, now: datetime) -> schemas.CaliforniaClockView | None:
+    """The California clock as shown on the incident; None without ``clock.california`` or before aware_at."""
+    deadline = california_deadline(rules, breach)
+    if deadline is None:
+        return None
+    sent = [mark.removeprefix(CALIFORNIA) for mark in breach.reminders_sent if mark.startswith(CALIFORNIA)]
+    told = [
+        datetime.fromisoformat(str(notice[field]))
+        for notice, field in ((breach.subject_notice, "requested_at"), (breach.public_notice, "published_at"))
+        if notice is not None and notice.get(field)
+    ]
+    if told:
+        state = "met_late" if min(told) > deadline else "met"
+        return schemas.CaliforniaClockView(state, deadline, None, None, sent)
+    if not california_clock_running(breach):
+        return schemas.CaliforniaClockView("not_required", deadline, None, None, sent)
+    left = deadline - now
+    state = "overdue" if left.total_seconds() < 0 else "running"
+    return schemas.CaliforniaClockView(state, deadline, int(left.total_seconds()), day_span(left), sent)
+
+
 def day_span(delta: timedelta) -> str:
     """'6 days 23h', or 'overdue by 1 day 2h' (the 30-day clock counts in days)."""
     seconds = int(delta.total_seconds())

@@ -13,7 +13,7 @@ from sqlmodel import col, or_, select
 
 from privacy_service.audit import service as audit
 from privacy_service.breaches import schemas
-from privacy_service.breaches.clocks import authority_clock
+from privacy_service.breaches.clocks import authority_clock, california_clock
 from privacy_service.breaches.closing import open_duties
 from privacy_service.breaches.context import BreachBase
 from privacy_service.breaches.messaging import (
@@ -134,6 +134,7 @@ class Register(BreachBase):
             advice=breach.advice,
             translations=dict(breach.translations),
             clock=authority_clock(breach, self.clock.now()),
+            california_clock=california_clock(self.rules, breach, self.clock.now()),
             severity=breach.severity,
             band=breach.band,
             assessment=assessment,

@@ -235,6 +235,16 @@ class ClockView(msgspec.Struct):
     reminders_sent: list[str]
 
 
+class CaliforniaClockView(msgspec.Struct):
+    """The California notice clock (breach.yaml clock.california): running, overdue, met, met_late, not_required."""
+
+    state: str
+    deadline: datetime
+    seconds_left: int | None
+    time_left: str | None
+    reminders_sent: list[str]
+
+
 class AuthorityNoticeSummary(msgspec.Struct):
     seq: int
     kind: str
@@ -303,6 +313,8 @@ class BreachView(msgspec.Struct):
     closed_at: datetime | None
     closing_note: str | None
     history: list[Transition]
+    # Null when breach.yaml has no California clock or the breach is still a draft.
+    california_clock: CaliforniaClockView | None = None
 
 
 class BreachPage(msgspec.Struct):

@@ -43,6 +43,13 @@ async def test_thirty_days_from_discovery_with_reminders_then_overdue_once(
     with time_machine.travel(start, tick=False) as traveller:
         breach = await create(client, auth)
         reference = breach["id"][:8]
+        assert breach["california_clock"] == {
+            "state": "running",
+            "deadline": (start + timedelta(days=30)).isoformat().replace("+00:00", "Z"),
+            "seconds_left": 30 * 86400,
+            "time_left": "30 days 0h",
+            "reminders_sent": [],
+        }
         assert await remind(runtime) == (0, 0)
         traveller.move_to(start + timedelta(days=22, hours=23, minutes=59))
         assert await remind(runtime) == (0, 0)
@@ -74,6 +81,9 @@ async def test_thirty_days_from_discovery_with_reminders_then_overdue_once(
         view = (await client.get(f"/v1/breaches/{breach['id']}", headers=auth)).json()
         # The 72-hour clock's own marks are not mixed with California's.
         assert view["clock"]["reminders_sent"] == []
+        california = view["california_clock"]
+        assert (california["state"], california["time_left"]) == ("overdue", "overdue by 0 days 0h")
+        assert california["reminders_sent"] == ["P7D", "P2D", "overdue"]
     events = [e["action"] for e in await rows(runtime, "audit_events") if "california" in e["action"]]
     assert sorted(events) == ["breach.california_overdue", "breach.california_reminder", "breach.california_reminder"]
 
@@ -98,9 +108,12 @@ async def test_telling_the_people_stops_the_clock_and_availability_alone_never_s
         assert queued.status_code == 202, queued.text
         traveller.move_to(start + timedelta(days=31))
         assert await remind(runtime) == (0, 0)
+    states = {}
     for breach in (told, outage):
         view = (await client.get(f"/v1/breaches/{breach['id']}", headers=auth)).json()
-        assert not [m for m in view["clock"]["reminders_sent"] if "us-ca" in m]
+        assert view["california_clock"]["reminders_sent"] == []
+        states[breach["id"]] = view["california_clock"]["state"]
+    assert states == {told["id"]: "met", outage["id"]: "not_required"}
 
 
 def test_policy_check_refuses_a_california_clock_that_cannot_run(runtime: Runtime, tmp_path: Path) -> None:
