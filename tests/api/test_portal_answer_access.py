@@ -10,6 +10,7 @@ data on any page a stranger sees, and the comparisons in constant time.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,9 +19,11 @@ import httpx
 import pytest
 import time_machine
 from litestar import Litestar
+from sqlmodel import col, delete, func, select
 
 from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.dsr import answer_access
+from privacy_service.dsr.models import AnswerAccess, PrivacyRequest
 from privacy_service.runtime import Runtime
 from tests.api.dsr_support import OPEN_LIMITS, deliver, fresh_settings, make_subject
 from tests.conftest import MailSink
@@ -32,11 +35,6 @@ STRANGER_EMAIL = "mallory.stranger@example.com"
 CODE = re.compile(r"\b(\d{6})\b")
 OPENING_SUBJECT = "Your code to open your request"
 HTML = "text/html; charset=utf-8"
-
-
-@pytest.fixture
-def backend() -> str:
-    return "sqlite"  # the service's database work runs on both backends in tests/security/test_dsr_sitting.py
 
 
 @pytest.fixture
@@ -384,3 +382,25 @@ async def test_the_browsers_access_ends_after_its_hours(
         assert (await second.get(f"/privacy/requests/{request_id}/export")).status_code == 403
         page = await second.get(f"/privacy/requests/{request_id}")
         assert "Open your request" in page.text
+
+
+async def test_a_purged_request_takes_its_browser_access_with_it(
+    first: httpx.AsyncClient,
+    second: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    mail: MailSink,
+) -> None:
+    await make_subject(client, auth, email=EMAIL, profile={"name": NAME})
+    request_id = await completed_request(first, runtime, mail)
+    await ask_code(second, request_id)
+    await deliver(runtime)
+    assert (await enter_code(second, request_id, newest_code(mail, EMAIL, OPENING_SUBJECT))).status_code == 303
+    count = select(func.count()).select_from(AnswerAccess)
+    async with runtime.db.transaction() as session:
+        assert (await session.exec(count)).one() == 1
+        # The retention purge deletes a request row like this (retention.housekeeping); the rows go with it.
+        await session.exec(delete(PrivacyRequest).where(col(PrivacyRequest.id) == uuid.UUID(request_id)))
+    async with runtime.db.transaction() as session:
+        assert (await session.exec(count)).one() == 0
