@@ -263,6 +263,7 @@ def data_view(answer: AnswerData, document: PolicyDocument, language: str, zone:
     """The customer's data by category, in the policy's order, each with its purposes and retention."""
     m = messages(language)
     notice = document.notices[language]
+    labels = notice.labels
     subject = answer.subject
     fields: dict[str, list[dict[str, str]]] = {}
     for kind in ("email", "phone", "external_id"):
@@ -300,7 +301,8 @@ def data_view(answer: AnswerData, document: PolicyDocument, language: str, zone:
                 "count": answer.held[key],
                 "more": answer.held[key] > len(records),
                 "purposes": [purpose["name"] for purpose in category["purposes"]],
-                "kept": f"{retention['summary']} ({retention['action_label']})",
+                # "6 months after your account is closed" / "Then: Deleted", in the notice's own words.
+                "kept": [retention["summary"], f"{labels.retention_action}{labels.colon}{retention['action_label']}"],
                 "kept_longer": retention["legal_duty"]["summary"] if retention["legal_duty"] else None,
             }
         )

@@ -198,3 +198,25 @@ async def test_see_my_data_shows_the_data_itself(
         await visitor.check(f"status-access-data-{width}")
     finally:
         await visitor.context.close()
+
+
+async def test_see_my_data_in_chinese_on_a_phone(browser: Browser, live_server: LiveServer) -> None:
+    email = "data.zh@example.com"
+    await live_server.make_subject(email, {**PROFILE, "national_id": "IE-7654321A"}, TRANSACTIONS)
+    visitor = await open_visitor(browser, live_server, viewport=PHONE, is_mobile=True, timezone_id="Asia/Shanghai")
+    try:
+        await _answered_access_request(visitor, live_server, email, "zh")
+        page = visitor.page
+        await expect(page.get_by_role("heading", name="您的数据", exact=True)).to_be_visible()
+        contact = page.get_by_role("region", name="电子邮件地址")
+        await expect(contact).to_contain_text(email)
+        await expect(contact).to_contain_text("用途")
+        await expect(contact).to_contain_text("保存期限")
+        await expect(page.get_by_role("region", name="身份证件")).to_contain_text("IE-7654321A")
+        records = page.get_by_role("table", name=re.compile("\\uff1a记录$"))
+        await expect(records.locator("tbody tr")).to_have_count(3)
+        # 15 March 2026 09:30 UTC is 17:30 in Shanghai, written the Chinese way.
+        await expect(records.locator("tbody tr").first).to_contain_text("2026年3月15日 17:30")
+        await visitor.check("status-access-data-zh-phone")
+    finally:
+        await visitor.context.close()
