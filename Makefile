@@ -61,8 +61,8 @@ test: install e2e-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check privacy_service tests benchmarks examples
-	$(BIN)/ruff format --check privacy_service tests benchmarks examples
+	$(BIN)/ruff check privacy_service tests benchmarks examples docs/_hooks
+	$(BIN)/ruff format --check privacy_service tests benchmarks examples docs/_hooks
 
 typecheck: install
 	$(BIN)/mypy
