@@ -125,13 +125,14 @@ class Assessment(BreachBase):
 
     def _consequences(self, body: schemas.AssessmentBody) -> list[str]:
         known = self.rules.consequences
-        unknown = sorted({name for name in body.consequences if name not in known})
+        unknown = [index for index, name in enumerate(body.consequences) if name not in known]
         if unknown:
             raise InvalidInput(
-                "consequences are not consequences of the breach policy: " + ", ".join(unknown)[:300],
+                f"{len(unknown)} consequences are not consequences of the breach policy; see 'allowed'",
                 extra={
                     "errors": [
-                        {"field": "consequences", "message": f"unknown consequence {name}"} for name in unknown[:20]
+                        {"field": f"consequences[{index}]", "message": "not a consequence of the breach policy"}
+                        for index in unknown[:20]
                     ],
                     "allowed": sorted(known),
                 },

@@ -58,8 +58,8 @@ class Notifications(BreachBase):
         ref = self.rules.authority(self.policy, authority)
         if ref is None:
             raise InvalidInput(
-                f"authority {authority!r} is neither one of the policy's authorities nor sa.<country> of an EEA "
-                "supervisory authority in policies/breach.yaml"
+                "authority is neither one of the policy's authorities nor sa.<country> of an EEA supervisory "
+                "authority in policies/breach.yaml"
             )
         kind = body.kind or ("follow_up" if authority in initial_to else "initial")
         if kind == "initial" and authority in initial_to:

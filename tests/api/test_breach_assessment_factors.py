@@ -23,7 +23,7 @@ async def test_bad_factors_are_refused_and_change_nothing(
 ) -> None:
     before = await breach_count(runtime)
     bad_incidents: list[tuple[dict[str, Any], int, str]] = [
-        (incident(data_types=["shoe_size"]), 422, "shoe_size"),
+        (incident(data_types=["health", "shoe_size"]), 422, "data_types[1]"),
         (incident(data_types=["Health!"]), 400, ""),
         (incident(categories=[], data_types=[]), 422, "at least one of categories or data_types"),
         (incident(affected_countries=["de"]), 400, ""),
@@ -45,7 +45,7 @@ async def test_bad_factors_are_refused_and_change_nothing(
         (breach["id"], {**base, "recipient": {"trust": "friendly", "data": "retained"}}, 400, ""),
         (breach["id"], {**base, "recipient": {"trust": "trusted"}}, 400, ""),
         (breach["id"], {**base, "recipient": {"trust": "trusted", "data": "kept", "x": 1}}, 400, ""),
-        (breach["id"], {**base, "consequences": ["bad_luck"]}, 422, "bad_luck"),
+        (breach["id"], {**base, "consequences": ["bad_luck"]}, 422, "consequences[0]"),
         (breach["id"], {**base, "consequences": ["Not a name"]}, 400, ""),
         (breach["id"], {**base, "consequences": ["identity_theft"] * 21}, 400, ""),
         (breach["id"], {**base, "eu_main_establishment": "no"}, 400, ""),
@@ -77,11 +77,15 @@ async def test_bad_factors_are_refused_and_change_nothing(
     assert view["assessment"] is None
     assert view["version"] == 1
 
-    # A consequence the policy does not know is answered with the ones it does.
+    # A value the policy does not know is answered with the ones it does, and is not repeated.
     unknown = await client.post(
-        f"/v1/breaches/{breach['id']}/assessment", json={**base, "consequences": ["bad_luck"]}, headers=auth
+        f"/v1/breaches/{breach['id']}/assessment", json={**base, "consequences": ["bad_luck_again"]}, headers=auth
     )
     assert "identity_theft" in unknown.json()["allowed"]
+    assert "bad_luck_again" not in unknown.text
+    shoe = await client.post("/v1/breaches", json=incident(data_types=["shoe_size_xl"]), headers=auth)
+    assert "health" in shoe.json()["allowed"]
+    assert "shoe_size_xl" not in shoe.text
 
 
 async def test_an_untrusted_recipient_keeping_data_is_never_low(client: AsyncClient, auth: dict[str, str]) -> None:
