@@ -13,8 +13,9 @@ required (para. 15) and checked for every case. The inputs use the assessment's 
   returned_or_deleted / retained / unknown);
 * ``consequences``: the harms the EDPB reasons with (identity theft, fraud, ...), where it names them.
 
-``edpb`` is the EDPB's reasoning for the decision in one line, with the guidelines' section: case 01 is
-quoted (para. 25); the others are close paraphrases of the case's "Mitigation and obligations" section.
+``edpb`` is the EDPB's reasoning for the decision in one line, with the guidelines' section: cases 01
+(para. 25) and 08 are quoted in part; the others are close paraphrases of the case's risk assessment and
+"Mitigation and obligations" sections (check them against the guidelines' text before citing them).
 Where the ENISA score's band alone would lead to a different decision than the EDPB's, ``why`` says
 which rule of the model decides as the EDPB does, and ``marker`` is words of that rule's reason, which
 the decision must carry. A case without ``why`` must be decided by the score's band alone.
@@ -227,8 +228,9 @@ CASES: list[Case] = [
         {"recipient": {"trust": "untrusted", "data": "retained"}},
         authority=True,
         subjects=False,
-        edpb="§4.1.2: a former employee keeps and misuses customers' contact data: notified to the SA; only contact "
-        "data used for business approaches is not a high risk, so the customers need not be told",
+        edpb='§4.1: "the controller is not in a position to consider the risk for the affected data subjects to be '
+        'low, since the controller does not have any kind of reassurance on the intentions of the employee": the SA '
+        "is notified; contact data used for self-marketing is not a high risk, so the customers need not be told",
     ),
     Case(
         # An insurance agent, bound by professional secrecy and sole recipient, could see two dozen other
