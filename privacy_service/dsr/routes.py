@@ -146,6 +146,48 @@ class RequestController(Controller):
         await service.resend_code(request_id)
         return Response({"status": "sent"}, status_code=HTTP_202_ACCEPTED, background=kick_outbox(request))
 
+    @post(
+        "/{request_id:uuid}/access-code",
+        status_code=HTTP_202_ACCEPTED,
+        guards=[ip_rate_limit("resend")],
+        opt=PUBLIC,
+        summary="Mail a code to open a confirmed request on another device",
+    )
+    async def send_opening_code(
+        self, request: Request[Any, Any, Any], request_id: FromPath[uuid.UUID], service: NamedDependency[DsrService]
+    ) -> Response[dict[str, str]]:
+        """The code goes to the request's verified identity; the request itself does not change."""
+        await service.send_opening_code(request_id)
+        return Response({"status": "sent"}, status_code=HTTP_202_ACCEPTED, background=kick_outbox(request))
+
+    @post(
+        "/{request_id:uuid}/open",
+        status_code=HTTP_200_OK,
+        guards=[ip_rate_limit("verify")],
+        opt=PUBLIC,
+        summary="Open a confirmed request with the mailed code (a read-only token)",
+    )
+    async def open_with_code(
+        self,
+        request: Request[Any, Any, Any],
+        request_id: FromPath[uuid.UUID],
+        data: JSONBody[schemas.VerifyBody],
+        service: NamedDependency[DsrService],
+    ) -> Response[Any]:
+        outcome = await service.open_with_code(request_id, data.code)
+        if outcome.rejected is not None:
+            # Returned, not raised: the failed attempt must commit.
+            rejected = outcome.rejected
+            return problem(
+                422,
+                rejected.slug,
+                "The code does not open this request",
+                rejected.detail,
+                request,
+                attempts_left=rejected.attempts_left,
+            )
+        return Response(outcome.verified)
+
     @get(
         "/{request_id:uuid}",
         guards=[ip_rate_limit("verify")],

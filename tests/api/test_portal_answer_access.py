@@ -404,3 +404,54 @@ async def test_a_purged_request_takes_its_browser_access_with_it(
         await session.exec(delete(PrivacyRequest).where(col(PrivacyRequest.id) == uuid.UUID(request_id)))
     async with runtime.db.transaction() as session:
         assert (await session.exec(count)).one() == 0
+
+
+# -- the same over the JSON API (the wallet app on another phone) --------------------------------
+
+
+async def test_the_api_opens_a_confirmed_request_with_a_mailed_code_read_only(
+    client: httpx.AsyncClient, app: Litestar, auth: dict[str, str], runtime: Runtime, mail: MailSink
+) -> None:
+    await make_subject(client, auth, email=EMAIL, profile={"name": NAME})
+    filed = await client.post("/v1/requests", json={"type": "access", "identity": {"email": EMAIL}})
+    request_id = filed.json()["id"]
+    await deliver(runtime)
+    verified = await client.post(f"/v1/requests/{request_id}/verify", json={"code": newest_code(mail, EMAIL)})
+    assert verified.status_code == 200
+    before = await history(client, auth, request_id)
+    async with browser(app) as phone:
+        not_yet = await phone.post(f"/v1/requests/{request_id}/open", json={"code": "123456"})
+        assert not_yet.status_code == 422
+        assert not_yet.json()["type"] == "/problems/code-invalid"
+        sent = await phone.post(f"/v1/requests/{request_id}/access-code", json={"email": STRANGER_EMAIL})
+        assert sent.status_code == 202
+        assert sent.json() == {"status": "sent"}
+        await deliver(runtime)
+        assert mail.to(STRANGER_EMAIL) == []
+        code = newest_code(mail, EMAIL, OPENING_SUBJECT)
+        opened = await phone.post(f"/v1/requests/{request_id}/open", json={"code": code})
+        assert opened.status_code == 200, opened.text
+        token = opened.json()["token"]
+        assert token.startswith("psr_")
+        for answer in (not_yet, sent, opened):
+            assert EMAIL not in answer.text
+            assert NAME not in answer.text
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert (await phone.get(f"/v1/requests/{request_id}", headers=bearer)).json()["status"] == "completed"
+        export = await phone.get(f"/v1/requests/{request_id}/export", headers=bearer)
+        assert export.json()["subject"]["email"] == EMAIL
+        replayed = await phone.post(f"/v1/requests/{request_id}/open", json={"code": code})
+        assert replayed.status_code == 422
+        # A token opens reading only: the operator actions still want an operator key.
+        assert (await phone.post(f"/v1/requests/{request_id}/cancel", json={}, headers=bearer)).status_code == 401
+    assert await history(client, auth, request_id) == before
+
+
+async def test_the_api_refuses_a_code_for_a_request_never_confirmed(client: httpx.AsyncClient) -> None:
+    filed = await client.post("/v1/requests", json={"type": "access", "identity": {"email": EMAIL}})
+    refused = await client.post(f"/v1/requests/{filed.json()['id']}/access-code")
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert EMAIL not in refused.text
+    unknown = await client.post(f"/v1/requests/{uuid.uuid4()}/access-code")
+    assert unknown.status_code == 404

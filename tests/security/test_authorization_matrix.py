@@ -183,6 +183,7 @@ async def test_the_front_page_and_the_portal_answer_routes_are_declared(app: Lit
     assert declared["GET /"] == {"public": True}
     for action in ("access-code", "open"):
         assert declared[f"POST /privacy/requests/{{request_id:str}}/{action}"] == {"public": True}
+        assert declared[f"POST /v1/requests/{{request_id:uuid}}/{action}"] == {"public": True}
     # What the code opens is the export, which only a subject token (the request's or the browser's) reads.
     assert declared["GET /privacy/requests/{request_id:str}/export"] == {"subject_token": True, "pii": True}
 
