@@ -188,3 +188,24 @@ async def test_factors_show_in_the_register_and_the_art_33_document(client: Asyn
     assert "身份盗用" in html_zh
     assert "健康信息" in html_zh
     assert "仍由接收方持有" in html_zh
+
+
+async def test_data_types_and_countries_are_facts_with_versions(client: AsyncClient, auth: dict[str, str]) -> None:
+    breach = await create(client, auth)
+    await assess(client, auth, breach["id"])
+    url = f"/v1/breaches/{breach['id']}"
+    changed = await client.patch(url, json={"data_types": ["health"], "affected_countries": ["NL"]}, headers=auth)
+    assert changed.status_code == 200, changed.text
+    view = changed.json()
+    assert [item["key"] for item in view["data_types"]] == ["health"]
+    assert view["affected_countries"] == ["NL"]
+    assert view["assessment_stale"] is True
+    assert "reassessment" in view["open_duties"]
+    nothing = await client.patch(url, json={"categories": [], "data_types": []}, headers=auth)
+    assert nothing.status_code == 422
+    assert nothing.headers["content-type"] == "application/problem+json"
+    versions = (await client.get(f"{url}/versions", headers=auth)).json()
+    assert versions[-1]["changed"] == ["data_types", "affected_countries"]
+    assert versions[-1]["snapshot"]["data_types"] == ["health"]
+    reassessed = await assess(client, auth, breach["id"])
+    assert reassessed["assessment"]["severity"]["dpc"] == 4
