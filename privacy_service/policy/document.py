@@ -27,7 +27,10 @@ ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 LANGUAGE_PATTERN = r"^[a-z]{2,3}$"
 
-Trigger = Literal["collected_at", "account_closed_at", "last_activity_at", "request_completed_at"]
+# The time a retention period (or a legal duty) runs from, its *anchor*: ``occurred_at`` when the
+# event a record describes took place (a profile field's or identifier's: when it was collected),
+# ``collected_at`` when the vault stored it, or an event of the subject's or of a privacy request's.
+Trigger = Literal["occurred_at", "collected_at", "account_closed_at", "last_activity_at", "request_completed_at"]
 Action = Literal["delete", "anonymise"]
 GdprBasis = Literal["consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests"]
 PiplBasis = Literal[
@@ -276,6 +279,7 @@ class Units(Strict):
 
 
 class TriggerLabels(Strict):
+    occurred_at: str
     collected_at: str
     account_closed_at: str
     last_activity_at: str

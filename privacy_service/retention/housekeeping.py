@@ -66,6 +66,7 @@ class Housekeeping(EngineBase):
         chosen: list[PrivacyRequest] = []
         for request, subject_created, closed_at, activity in rows:
             anchors = {
+                "occurred_at": request.received_at,
                 "collected_at": request.received_at,
                 "request_completed_at": request.completed_at,
                 "account_closed_at": closed_at,

@@ -210,6 +210,8 @@ class StartedRun:
     _engine: RetentionEngine | None = None
     _totals: dict[str, int] = field(default_factory=dict)
     _connection: AsyncConnection | None = None
+    # A safety threshold stopped the run before it changed anything.
+    _refused: bool = False
 
     @property
     def engine(self) -> RetentionEngine:
@@ -274,7 +276,10 @@ class StartedRun:
                 done = self._done[entry.key]
                 counts.purged, counts.anonymised, counts.restricted = done.purged, done.anonymised, done.restricted
                 counts.errors = done.errors
-                if final:
+                if final and self._refused:
+                    # Nothing was attempted: what the plan would have done was refused, not put off.
+                    counts.refused = _acted(planned)
+                elif final:
                     counts.deferred = max(0, _acted(planned) - _acted(done) - done.errors)
             rules.append(msgspec.structs.replace(entry, counts=counts))
             for name in counts.__struct_fields__:
@@ -335,6 +340,7 @@ class StartedRun:
             report = await self._finish(RunStatus.COMPLETED)
             return RunResult(RunStatus.COMPLETED, self.run_id, "dry run: nothing was changed", report)
         if report.would_refuse and not self.options.force:
+            self._refused = True
             report = await self._finish(RunStatus.REFUSED, error="safety threshold exceeded; rerun with force")
             return RunResult(
                 RunStatus.REFUSED,

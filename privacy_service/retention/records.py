@@ -38,6 +38,7 @@ from privacy_service.retention.rules import (
     RECORDS,
     State,
     classify,
+    record_anchors,
     rule_sql,
     wide_select,
 )
@@ -141,6 +142,7 @@ class RecordSteps(EngineBase):
                 col(Record.id),
                 col(Record.subject_id),
                 col(Record.category),
+                col(Record.occurred_at),
                 col(Record.created_at),
                 col(Subject.created_at),
                 col(Subject.account_closed_at),
@@ -155,14 +157,9 @@ class RecordSteps(EngineBase):
         )
 
     def _window_state(self, row: Sequence[Any]) -> State:
-        _, _, category, created_at, subject_created, closed_at, activity = row
-        anchors = {
-            "collected_at": created_at,
-            "request_completed_at": created_at,
-            "account_closed_at": closed_at,
-            "last_activity_at": activity or subject_created,
-        }
-        return classify(self._bounds[category].rule, anchors, self.now)
+        _, _, category, occurred_at, stored_at, subject_created, closed_at, activity = row
+        subject = {"account_closed_at": closed_at, "last_activity_at": activity or subject_created}
+        return classify(self._bounds[category].rule, record_anchors(occurred_at, stored_at, subject), self.now)
 
     async def plan_record_window(
         self, session: AsyncSession, after: uuid.UUID | None, limit: int

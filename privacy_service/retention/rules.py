@@ -58,10 +58,6 @@ def wide_select(*columns: Any) -> Any:
     return select(*columns)
 
 
-def end_of_day(moment: datetime) -> datetime:
-    return moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
-
-
 # -- SQL conditions ------------------------------------------------------------------------------
 
 
@@ -89,19 +85,26 @@ def _activity() -> Anchor:
 
 
 # Anchors of each trigger, per kind of row (None: the trigger never applies to it).
+# Anchors of each trigger, per kind of row (None: the trigger never applies to it). A record's
+# ``occurred_at`` is the event it describes (refused at write if in the future, so it cannot stretch
+# a period); data without an event time of its own (profile fields, identifiers) occurs when it is
+# collected, and a privacy request when it is received.
 RECORD_ANCHORS: Mapping[str, Callable[[], Anchor | None]] = {
+    "occurred_at": lambda: col(Record.occurred_at),
     "collected_at": lambda: col(Record.created_at),
     "request_completed_at": lambda: col(Record.created_at),
     "account_closed_at": lambda: col(Subject.account_closed_at),
     "last_activity_at": _activity,
 }
 SUBJECT_ANCHORS: Mapping[str, Callable[[], Anchor | None]] = {
+    "occurred_at": lambda: col(Subject.created_at),
     "collected_at": lambda: col(Subject.created_at),
     "request_completed_at": lambda: None,
     "account_closed_at": lambda: col(Subject.account_closed_at),
     "last_activity_at": _activity,
 }
 REQUEST_ANCHORS: Mapping[str, Callable[[], Anchor | None]] = {
+    "occurred_at": lambda: col(PrivacyRequest.received_at),
     "collected_at": lambda: col(PrivacyRequest.received_at),
     "request_completed_at": lambda: col(PrivacyRequest.completed_at),
     "account_closed_at": lambda: col(Subject.account_closed_at),
@@ -114,11 +117,19 @@ SUBJECT_TRIGGERS = frozenset({"account_closed_at", "last_activity_at"})
 
 def subject_anchors(subject: Subject) -> dict[str, datetime | None]:
     return {
+        "occurred_at": subject.created_at,
         "collected_at": subject.created_at,
         "request_completed_at": None,
         "account_closed_at": subject.account_closed_at,
         "last_activity_at": subject.last_activity_at or subject.created_at,
     }
+
+
+def record_anchors(
+    occurred_at: datetime | None, stored_at: datetime | None, subject: Mapping[str, datetime | None]
+) -> dict[str, datetime | None]:
+    """One record's anchors (as RECORD_ANCHORS reads them), on top of its subject's."""
+    return {**subject, "occurred_at": occurred_at, "collected_at": stored_at, "request_completed_at": stored_at}
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,8 @@ class Counts(msgspec.Struct):
     errors: int = 0
     # Planned but not done: it became protected or changed while the run was going (next run).
     deferred: int = 0
+    # Planned but not done because a safety threshold refused the whole run (nothing was changed).
+    refused: int = 0
 
 
 class RuleReport(msgspec.Struct):

@@ -8,17 +8,22 @@ of records), ``subjects`` (step 2, with the legal duties that keep data), ``kept
 What a rule makes due. Each policy category has one rule: ``period`` after ``trigger``, then
 ``action``, unless a ``legal_duty`` still runs. The trigger's time (the *anchor*) is:
 
+- ``occurred_at``: when the event a record describes took place (``records.occurred_at``), so
+  imported history is due as soon as its period is over; a time in the future is refused at write
+  (beyond ``retention_max_future_skew_seconds``), so it cannot stretch a period. Profile fields
+  and identifiers occur when collected (the subject's ``created_at``), a privacy request when
+  received.
 - ``collected_at``: when the vault stored the data (``records.created_at``; a subject's
-  ``created_at`` for profile fields and identifiers). Not the client-supplied ``occurred_at``:
-  the notice promises "N after we collect it", and a future ``occurred_at`` must not be able to
-  stretch retention.
+  ``created_at`` for profile fields and identifiers).
 - ``account_closed_at``: the subject's; while the account is open, never.
 - ``last_activity_at``: the subject's, or its ``created_at`` if no activity was ever recorded.
 - ``request_completed_at``: a privacy request's ``completed_at``; for a record filed under such a
   category, its ``created_at`` (it is written when the request is answered).
 
 Each item is then *live* (period running), *duty* (period over, a legal duty still keeps it) or
-*due* (both over). Due data of a subject under an active legal hold is skipped, like duty data.
+*due* (both over). A duty on a record's own time ends at the exact instant
+(the latest such record's anchor plus the duty's period), not at the end of that day. Due data of
+a subject under an active legal hold is skipped, like duty data.
 
 What a run does, in order (each step batched, each batch one transaction):
 

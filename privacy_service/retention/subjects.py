@@ -35,7 +35,7 @@ from privacy_service.retention.rules import (
     SUBJECT_ANCHORS,
     State,
     classify,
-    end_of_day,
+    record_anchors,
     rule_sql,
     subject_anchors,
     wide_select,
@@ -54,8 +54,27 @@ class CategoryState:
     live: int = 0
     duty: int = 0
     due: int = 0
-    # The latest collection time among records kept by a duty (for the duty's end).
-    duty_anchor: datetime | None = None
+    # The latest event and storage times among records kept by a duty: the duty's exact end.
+    duty_occurred: datetime | None = None
+    duty_stored: datetime | None = None
+
+    def with_row(self, state: State, occurred_at: datetime, stored_at: datetime) -> CategoryState:
+        """These counts with one more record, classified row by row."""
+        if state is not State.DUTY:
+            return CategoryState(
+                self.live + (state is State.LIVE),
+                self.duty,
+                self.due + (state is State.DUE),
+                self.duty_occurred,
+                self.duty_stored,
+            )
+        return CategoryState(
+            self.live,
+            self.duty + 1,
+            self.due,
+            max(filter(None, (self.duty_occurred, occurred_at))),
+            max(filter(None, (self.duty_stored, stored_at))),
+        )
 
 
 @dataclass(slots=True)
@@ -100,6 +119,7 @@ class SubjectSteps(EngineBase):
                 func.sum(case((live, 1), else_=0)),
                 func.sum(case((duty, 1), else_=0)),
                 func.sum(case((due_, 1), else_=0)),
+                func.max(case((duty, col(Record.occurred_at)), else_=None)),
                 func.max(case((duty, col(Record.created_at)), else_=None)),
                 func.sum(case((window, 1), else_=0)),
             )
@@ -109,29 +129,22 @@ class SubjectSteps(EngineBase):
         )
         states: dict[uuid.UUID, dict[str, CategoryState]] = {}
         windows = False
-        for subject_id, category, n_live, n_duty, n_due, duty_anchor, n_window in rows.all():
+        for subject_id, category, n_live, n_duty, n_due, duty_occurred, duty_stored, n_window in rows.all():
             states.setdefault(subject_id, {})[category] = CategoryState(
-                int(n_live or 0), int(n_duty or 0), int(n_due or 0), duty_anchor
+                int(n_live or 0), int(n_duty or 0), int(n_due or 0), duty_occurred, duty_stored
             )
             windows = windows or bool(n_window)
         if windows:
             by_id = {s.id: s for s in subjects}
             window_rows = await session.exec(
-                select(col(Record.subject_id), col(Record.category), col(Record.created_at)).where(
-                    col(Record.subject_id).in_(ids), col(Record.restricted).is_(False), window
-                )
+                wide_select(
+                    col(Record.subject_id), col(Record.category), col(Record.occurred_at), col(Record.created_at)
+                ).where(col(Record.subject_id).in_(ids), col(Record.restricted).is_(False), window)
             )
-            for subject_id, category, created_at in window_rows.all():
-                anchors = {**subject_anchors(by_id[subject_id]), "collected_at": created_at}
-                anchors["request_completed_at"] = created_at
+            for subject_id, category, occurred_at, stored_at in window_rows.all():
+                anchors = record_anchors(occurred_at, stored_at, subject_anchors(by_id[subject_id]))
                 found = classify(self._bounds[category].rule, anchors, self.now)
-                old = states[subject_id][category]
-                states[subject_id][category] = CategoryState(
-                    old.live + (found is State.LIVE),
-                    old.duty + (found is State.DUTY),
-                    old.due + (found is State.DUE),
-                    max(filter(None, (old.duty_anchor, created_at if found is State.DUTY else None)), default=None),
-                )
+                states[subject_id][category] = states[subject_id][category].with_row(found, occurred_at, stored_at)
         return states
 
     def _subject_categories(self, subject: Subject) -> set[str]:
@@ -169,10 +182,10 @@ class SubjectSteps(EngineBase):
                 ends.setdefault(category, []).append(self._duty_end(category, anchors))
         for category, stats in records.items():
             if stats.duty:
-                # Record-anchored duties: the latest record's end (to the end of its day) covers all.
-                stamp = end_of_day(stats.duty_anchor) if stats.duty_anchor else None
-                record_anchors = {**anchors, "collected_at": stamp, "request_completed_at": stamp}
-                ends.setdefault(category, []).append(self._duty_end(category, record_anchors))
+                # A duty on the records' own time: the latest record's end covers all, to the exact
+                # instant (adding a calendar period never moves a later anchor to an earlier end).
+                latest = record_anchors(stats.duty_occurred, stats.duty_stored, anchors)
+                ends.setdefault(category, []).append(self._duty_end(category, latest))
         keep: dict[str, Retention] = {}
         unknown_end = False
         for category, candidates in ends.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
@@ -90,6 +91,18 @@ def _audit_override(
     )
 
 
+async def _latest_record_times(
+    session: AsyncSession, subject_id: uuid.UUID
+) -> dict[str, tuple[datetime | None, datetime | None]]:
+    """Per category of the subject's records: the latest ``occurred_at`` and ``created_at``."""
+    rows = await session.exec(
+        select(col(Record.category), func.max(col(Record.occurred_at)), func.max(col(Record.created_at)))
+        .where(col(Record.subject_id) == subject_id, col(Record.restricted).is_(False))
+        .group_by(col(Record.category))
+    )
+    return {category: (occurred, stored) for category, occurred, stored in rows.all()}
+
+
 async def erase_subject(
     session: AsyncSession,
     subjects: SubjectService,
@@ -118,12 +131,17 @@ async def erase_subject(
     anchors = {
         "account_closed_at": subject.account_closed_at or now,
         "last_activity_at": subject.last_activity_at or now,
+        "occurred_at": subject.created_at,
         "collected_at": subject.created_at,
         "request_completed_at": now,
     }
+    latest = await _latest_record_times(session, subject_id)
     duties: dict[str, Retention] = {}
     for category in held:
-        duty = rules.legal_duty(category, anchors)
+        # A duty on the records' own time runs from the category's latest record (exactly).
+        occurred, stored = latest.get(category, (None, None))
+        own = {"occurred_at": occurred, "collected_at": stored} if stored is not None else {}
+        duty = rules.legal_duty(category, {**anchors, **own})
         if duty is not None and duty.until > now:
             duties[category] = duty
     under_hold = await subjects.under_hold(subject_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -43,6 +44,7 @@ async def provide_subject_service(
         actor=current_operator(request).actor,
         request_id=request.scope["state"].get("request_id"),
         audit_sink=state.runtime.audit_sink,
+        future_skew=timedelta(seconds=state.runtime.settings.retention_max_future_skew_seconds),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -69,6 +69,11 @@ def _require_aware(value: datetime, field: str) -> datetime:
     return as_utc(value, field)
 
 
+# How far ahead of the vault's clock a client's time may be (clock skew) when it is an anchor
+# retention runs from: the default of Settings.retention_max_future_skew_seconds.
+DEFAULT_FUTURE_SKEW = timedelta(minutes=5)
+
+
 @dataclass(slots=True)
 class SubjectService:
     session: AsyncSession
@@ -78,8 +83,21 @@ class SubjectService:
     actor: Actor
     request_id: str | None = None
     audit_sink: AuditSink = audit.record
+    future_skew: timedelta = DEFAULT_FUTURE_SKEW
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _past(self, value: datetime, field: str) -> datetime:
+        """A client's time that retention runs from (an event, not a promise): in UTC, and not in
+        the future beyond the clock-skew allowance, or it could stretch a retention period."""
+        utc = _require_aware(value, field)
+        if utc > self.clock.now() + self.future_skew:
+            allowed = int(self.future_skew.total_seconds())
+            raise InvalidInput(
+                f"{field} is in the future (more than {allowed} s ahead of the service's clock)",
+                extra={"errors": [{"field": field, "message": "must not be in the future"}]},
+            )
+        return utc
 
     def _audit(self, action: str, subject_id: uuid.UUID | None, **detail: Any) -> None:
         self.audit_sink(
@@ -266,7 +284,7 @@ class SubjectService:
                 "category is not a data category of the policy",
                 extra={"errors": [{"field": "category", "message": "unknown data category"}]},
             )
-        occurred_at = _require_aware(body.occurred_at, "occurred_at")
+        occurred_at = self._past(body.occurred_at, "occurred_at")
         check_depth(body.data, "data")
         await self._get_active(subject_id)
         key = await self._key(subject_id)
@@ -322,7 +340,7 @@ class SubjectService:
 
     async def post_event(self, subject_id: uuid.UUID, body: schemas.EventCreate) -> schemas.EventAccepted:
         subject = await self._get_active(subject_id)
-        at = _require_aware(body.at, "at") if body.at is not None else self.clock.now()
+        at = self._past(body.at, "at") if body.at is not None else self.clock.now()
         if body.type == "account_closed":
             subject.account_closed_at = at
         elif subject.last_activity_at is None or at > subject.last_activity_at:

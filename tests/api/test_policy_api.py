@@ -115,7 +115,7 @@ async def test_unsupported_language_says_which_one_it_got(client: httpx.AsyncCli
     assert fallback.content == english.content
     chinese = await client.get("/v1/policy?lang=zh")
     assert chinese.json()["title"] == "隐私政策"
-    assert category(chinese.json(), "user.behavior")["retention"]["summary"] == "收集之日后13个月"
+    assert category(chinese.json(), "user.behavior")["retention"]["summary"] == "所记录的事件发生之日后13个月"
 
 
 def test_negotiate_language_ignores_malformed_q_values() -> None:
@@ -226,19 +226,19 @@ async def test_one_retention_period_changes_notice_json_html_and_rule(
         # The rule the retention engine (purge) reads.
         rule = edited.policy.retention_rules()["user.behavior"]
         assert rule.period == Duration(months=7)
-        collected = datetime(2026, 1, 31, 12, tzinfo=UTC)
-        assert rule.expires_at({"collected_at": collected}) == datetime(2026, 8, 31, 12, tzinfo=UTC)
+        occurred = datetime(2026, 1, 31, 12, tzinfo=UTC)
+        assert rule.expires_at({"occurred_at": occurred}) == datetime(2026, 8, 31, 12, tzinfo=UTC)
         # The published JSON, in both languages.
         english = category((await other.get("/v1/policy")).json(), "user.behavior")["retention"]
         assert english["period"] == "P7M"
-        assert english["summary"] == "7 months after we collect it"
+        assert english["summary"] == "7 months after the event it records takes place"
         chinese = category((await other.get("/v1/policy?lang=zh")).json(), "user.behavior")["retention"]
-        assert chinese["summary"] == "收集之日后7个月"
+        assert chinese["summary"] == "所记录的事件发生之日后7个月"
         # The HTML page.
         html = (await other.get("/privacy")).text
         row = re.search(r'<th scope="row">App activity</th>\s*<td>([^<]*)</td>', html)
         assert row is not None
-        assert row.group(1) == "7 months after we collect it"
+        assert row.group(1) == "7 months after the event it records takes place"
         # JSON-LD.
         jsonld = (await other.get("/v1/policy?format=jsonld")).json()
         behaviour = [p for p in jsonld["dpv:hasProcess"] if p["@id"].split("#process-")[1].startswith("user.behavior.")]

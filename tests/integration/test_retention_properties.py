@@ -38,7 +38,8 @@ NOWS = (
     datetime(2024, 2, 29, 23, 0, tzinfo=UTC),
     datetime(2025, 4, 30, 0, 0, 1, tzinfo=UTC),
 )
-TRIGGERS = ("collected_at", "account_closed_at", "last_activity_at", "request_completed_at")
+TRIGGERS = ("collected_at", "account_closed_at", "last_activity_at", "request_completed_at", "occurred_at")
+FIELD_TRIGGERS = ("collected_at", "account_closed_at", "last_activity_at", "occurred_at")
 
 durations = st.builds(Duration, years=st.integers(0, 2), months=st.integers(0, 14), days=st.integers(0, 40)).filter(
     lambda d: not d.is_zero
@@ -73,7 +74,14 @@ def subjects(draw: st.DrawFn) -> dict[str, Any]:
         "secondary_email": draw(st.booleans()),
         "records": draw(
             st.lists(
-                st.tuples(st.sampled_from(RECORD_CATEGORIES), st.integers(0, age), st.integers(0, 86_399)), max_size=4
+                # (category, days ago it was stored, seconds, days earlier it occurred: imported history)
+                st.tuples(
+                    st.sampled_from(RECORD_CATEGORIES),
+                    st.integers(0, age),
+                    st.integers(0, 86_399),
+                    st.sampled_from([0, 0, 1, 45, 400, 1500]),
+                ),
+                max_size=4,
             )
         ),
         "hold": draw(st.sampled_from(["none", "none", "active", "until", "expired", "released"])),
@@ -86,7 +94,7 @@ scenarios = st.fixed_dictionaries(
     {
         "now": st.sampled_from(NOWS),
         "record_rules": st.fixed_dictionaries({c: rules(TRIGGERS) for c in RECORD_CATEGORIES}),
-        "field_rules": st.fixed_dictionaries({c: rules(TRIGGERS[:3]) for c in FIELD_CATEGORIES}),
+        "field_rules": st.fixed_dictionaries({c: rules(FIELD_TRIGGERS) for c in FIELD_CATEGORIES}),
         "subjects": st.lists(subjects(), min_size=1, max_size=4),
     }
 )
@@ -156,12 +164,13 @@ async def build(runtime: Runtime, scenario: dict[str, Any]) -> list[dict[str, An
                 until = now + timedelta(days=spec["restricted"])
                 await vault.restrict(subject_id, {"user.name": Retention("test duty", until)}, ago(spec["age"]))
             else:
-                for category, days, seconds in spec["records"]:
+                for category, days, seconds, earlier in spec["records"]:
                     created = ago(days, seconds)
+                    occurred = created - timedelta(days=earlier)
                     record_id = await vault.record(
-                        subject_id, category=category, created_at=created, data={"amount": days}
+                        subject_id, category=category, created_at=created, occurred_at=occurred, data={"amount": days}
                     )
-                    records[record_id] = (category, created)
+                    records[record_id] = (category, created, occurred)
             if spec["hold"] != "none":
                 until = {"until": now + timedelta(days=5), "expired": now - timedelta(days=1)}.get(spec["hold"])
                 await vault.hold(
@@ -254,6 +263,7 @@ def check_subject(
             assert new == old
         return
     anchors = {
+        "occurred_at": old["created_at"],
         "collected_at": old["created_at"],
         "request_completed_at": None,
         "account_closed_at": old["account_closed_at"],
@@ -263,12 +273,14 @@ def check_subject(
     if old["email_ct"] is not None:
         fields["user.contact.email"] = state_of(specs["user.contact.email"], anchors, now)
     record_states = {}
+    record_ends: dict[Any, datetime | None] = {}
     ends: list[datetime | None] = [duty_end(specs[c], anchors) for c, s in fields.items() if s == "duty"]
-    for record_id, (category, created) in subject["records"].items():
-        record_anchors = {**anchors, "collected_at": created, "request_completed_at": created}
+    for record_id, (category, created, occurred) in subject["records"].items():
+        record_anchors = {**anchors, "occurred_at": occurred, "collected_at": created, "request_completed_at": created}
         record_states[record_id] = state_of(specs[category], record_anchors, now)
         if record_states[record_id] == "duty":
             ends.append(duty_end(specs[category], record_anchors))
+            record_ends[record_id] = duty_end(specs[category], record_anchors)
         if record_states[record_id] == "due":
             assert record_id not in after["records"], "a due record survived"
         else:
@@ -283,6 +295,11 @@ def check_subject(
             for rid, s in record_states.items():
                 if s == "duty":
                     assert after["records"][rid]["retain_until"] >= now
+            # Kept exactly until its category's latest duty ends: no end-of-day margin, not a moment less.
+            for rid, end in record_ends.items():
+                category = subject["records"][rid][0]
+                wanted = max(e for r, e in record_ends.items() if subject["records"][r][0] == category)
+                assert after["records"][rid]["retain_until"] == wanted, (end, wanted)
         else:
             assert not any(k[0] == subject_id for k in after["keys"])
         return

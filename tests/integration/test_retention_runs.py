@@ -175,6 +175,12 @@ async def test_purge_cli_refuses_over_threshold_unless_forced(settings: Settings
     refused = cli(settings, "purge", "--now", NOW.isoformat(), "--json", **strict)
     assert refused.returncode == 3, refused.stderr
     assert json.loads(refused.stdout)["status"] == "refused"
+    # What the plan would have done is reported as refused, not deferred (nothing was attempted).
+    refused_report = json.loads(refused.stdout)["report"]
+    assert refused_report["totals"]["deferred"] == 0
+    assert refused_report["totals"]["purged"] == refused_report["totals"]["anonymised"] == 0
+    devices = next(r["counts"] for r in refused_report["rules"] if r["key"] == "records:user.device")
+    assert devices["refused"] == devices["selected"] - devices["skipped_hold"] > 0
     assert {a["table"] for a in json.loads(refused.stdout)["report"]["alerts"]} >= {"records", "subjects"}
     assert await state(runtime) == before
     async with runtime.db.engine.connect() as conn:
