@@ -184,6 +184,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         exception_handlers=EXCEPTION_HANDLERS,
         after_exception=[record_integrity_failure],
         plugins=[ProblemResponses()],
+        # Litestar's default logging config would replace the root handler with plain-text lines;
+        # privacy_service.logging renders every record (errors are logged by errors.py).
+        logging_config=None,
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=settings.allowed_origins) if settings.allowed_origins else None,
         openapi_config=OpenAPIConfig(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from privacy_service.cli_support import fail, settings_or_exit, stderr, with_runtime
+from privacy_service.cli_support import configure_cli_logging, fail, settings_or_exit, stderr, with_runtime
 from privacy_service.config import ConfigError
 from privacy_service.runtime import Runtime
 
@@ -27,6 +28,12 @@ app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = stderr
+
+
+@app.callback()
+def _every_command() -> None:
+    """Logs of every command go to stderr in the configured format; stdout carries results only."""
+    configure_cli_logging()
 
 
 @app.command()
@@ -52,16 +59,35 @@ def serve(
         server_header=False,
         proxy_headers=False,
         log_level=settings.log_level.lower(),
+        # uvicorn's own handlers print plain text: its records go to the root handler instead, which
+        # renders them like every other line (privacy_service.logging).
+        log_config=None,
     )
 
 
 @app.command()
-def worker() -> None:
-    """Run scheduled work: mail and webhook delivery, audit sealing, request expiry and digest,
-    breach clock and monitoring, and the daily retention purge."""
-    from privacy_service.worker import run_worker
+def worker(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Do not start a worker: exit 0 if a running one's scheduler is alive (fresh heartbeat file, "
+            "live process), else 1. Prints the verdict as JSON. The container healthcheck.",
+        ),
+    ] = False,
+) -> None:
+    """Run scheduled work: mail and webhook delivery, audit sealing and daily verification, request
+    expiry and digest, breach clock and monitoring, and the daily retention purge."""
+    from privacy_service.worker import check_heartbeat, run_worker
 
-    with_runtime(run_worker)
+    if not check:
+        with_runtime(run_worker)
+        return
+    settings = settings_or_exit()
+    status = check_heartbeat(settings.worker_heartbeat_path, settings.worker_heartbeat_seconds)
+    sys.stdout.write(json.dumps(dataclasses.asdict(status)) + "\n")
+    if not status.ok:
+        raise fail(f"worker unhealthy: {status.reason}", 1)
 
 
 @db_app.command("upgrade")
@@ -156,49 +182,40 @@ def keys_rotate(
     One rotation at a time: a second one waits for the first, then adds its own version. If the
     database goes away mid-run (after a few retries), says how far it got; `--resume` finishes.
     """
-    from privacy_service.crypto.jobs import RotationCallbacks, RotationInterrupted, rotate_keys
+    from privacy_service.crypto.jobs import RewrapResult, RotationCallbacks, RotationInterrupted, rotate_keys
+    from privacy_service.progress import reporter
 
-    columns = (TextColumn("re-wrapping data keys"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    progress = Progress(*columns, console=err, transient=False)
-    task = progress.add_task("rewrap", start=False, visible=False)
+    progress = reporter(err, unit="keys")
 
     def start(version: int, total: int) -> None:
-        err.print(f"{'resuming re-wrap to' if resume else 'new'} KEK version {version}")
-        progress.update(task, total=total, visible=True)
-        progress.start_task(task)
-        progress.start()  # the bar only once there is something to show
-
-    def stop() -> None:
-        if progress.live.is_started:
-            progress.stop()
+        progress.note(f"{'resuming re-wrap to' if resume else 'new'} KEK version {version}")
+        progress.add("keys.rewrap", total, "re-wrapping data keys")
 
     callbacks = RotationCallbacks(
-        on_wait=lambda: err.print("another key rotation is running; waiting for it to finish"),
+        on_wait=lambda: progress.note("another key rotation is running; waiting for it to finish"),
         on_start=start,
-        on_batch=lambda n: progress.advance(task, n),
-        on_retry=lambda n, delay: progress.console.print(
-            f"database out of reach; retry {n} in {delay:g} s", highlight=False
-        ),
+        on_batch=lambda n: progress.advance("keys.rewrap", n),
+        on_retry=lambda n, delay: progress.note(f"database out of reach; retry {n} in {delay:g} s"),
     )
 
-    async def work(runtime: Runtime) -> str:
-        try:
-            result = await rotate_keys(
-                runtime.db,
-                runtime.provider,
-                runtime.clock,
-                resume=resume,
-                batch_size=batch_size or runtime.settings.rotation_batch_size,
-                callbacks=callbacks,
-            )
-        except RotationInterrupted as exc:
-            stop()
-            raise fail(str(exc), 1) from None
-        finally:
-            stop()
-        return f"done: {result.rewrapped} data keys now under KEK version {result.target_version}"
+    async def work(runtime: Runtime) -> RewrapResult | RotationInterrupted:
+        with progress:
+            try:
+                return await rotate_keys(
+                    runtime.db,
+                    runtime.provider,
+                    runtime.clock,
+                    resume=resume,
+                    batch_size=batch_size or runtime.settings.rotation_batch_size,
+                    callbacks=callbacks,
+                )
+            except RotationInterrupted as exc:
+                return exc
 
-    err.print(with_runtime(work))
+    outcome = with_runtime(work)
+    if isinstance(outcome, RotationInterrupted):  # said after the bar, as the last line
+        raise fail(str(outcome), 1)
+    err.print(f"done: {outcome.rewrapped} data keys now under KEK version {outcome.target_version}", highlight=False)
 
 
 @keys_app.command("status")

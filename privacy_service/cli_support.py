@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from privacy_service.config import ConfigError, Settings, load_settings
 from privacy_service.errors import DomainError
+from privacy_service.logging import configure_logging
 from privacy_service.runtime import Runtime, build_runtime
 
 T = TypeVar("T")
@@ -22,6 +23,20 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     # soft_wrap: the error stays one line whatever the terminal width (scripts grep it).
     stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def configure_cli_logging() -> None:
+    """PRIVACY_LOG_LEVEL and PRIVACY_LOG_JSON for a command's logs (on stderr, never stdout).
+
+    Settings that do not load leave the defaults: the command then says which one is wrong, in its
+    one-line error.
+    """
+    try:
+        settings = load_settings()
+    except ConfigError:
+        configure_logging()
+        return
+    configure_logging(settings.log_level, settings.log_json)
 
 
 def settings_or_exit() -> Settings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -111,6 +112,15 @@ class Settings(BaseSettings):
     # Worker schedules (cron, UTC) and loops.
     worker_digest_cron: str = "0 8 * * *"
     worker_expiry_cron: str = "15 * * * *"
+    # Confirmations of receipt (CCPA acknowledgement clock): recorded, reminded, escalated.
+    worker_acknowledgement_cron: str = "*/10 * * * *"
+    # The worker rewrites this file every N seconds from inside its scheduler; `worker --check` (the
+    # container healthcheck) fails when it is older than three intervals. Default: the temp directory
+    # (a tmpfs in the compose file, whose root file system is read-only).
+    worker_heartbeat_path: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "privacy-worker.json")
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0, le=300)
+    # The worker's check of the audit chain (from the newest signed checkpoint), recorded for /metrics.
+    audit_verify_cron: str = "30 4 * * *"
     outbox_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     outbox_max_attempts: int = Field(default=8, ge=1, le=50)
 

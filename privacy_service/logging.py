@@ -1,4 +1,13 @@
-"""Structured JSON logs. Nothing here ever receives PII: callers log ids, counts and types."""
+"""Structured logs, one format for every process (``serve``, ``worker``, every CLI command), on stderr.
+
+structlog's own events and the standard library's records (uvicorn, APScheduler, Alembic, SQLAlchemy,
+Python warnings) go through the same processors and the same renderer: with ``PRIVACY_LOG_JSON=true``
+every line a process logs is one JSON object with ``event``, ``level`` and ``timestamp`` (records from
+the standard library also name their ``logger``). ``PRIVACY_LOG_LEVEL`` filters both. Standard output
+is never used for logs: it carries a command's result (a key, a table, a JSON document) alone.
+
+Nothing here ever receives PII: callers log ids, counts and types.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +16,71 @@ import sys
 
 import structlog
 
+# The root handler this module installs (found again, and replaced, when logging is reconfigured).
+HANDLER_NAME = "privacy_service"
+# Libraries whose INFO lines are routine chatter: APScheduler says "Running job" and "executed
+# successfully" for every run, i.e. several lines a second in an idle worker; Alembic lists its
+# plugins on every start. Their warnings and errors (a job that raised) still show; at DEBUG
+# everything does.
+QUIET_LIBRARIES = ("apscheduler", "alembic.runtime.plugins")
+# Libraries that trace every operation at DEBUG (aiosqlite: a line per cursor call): INFO at most,
+# so that PRIVACY_LOG_LEVEL=DEBUG shows the service's own detail rather than a flood.
+TRACING_LIBRARIES = ("aiosqlite", "asyncio", "tzlocal", "httpcore", "hpack")
+
+
+class _SkippedRuns(logging.Filter):
+    """APScheduler warns when an interval job's slot comes while its previous run is still going; the
+    slot is skipped (max_instances=1) and the next one runs. Normal under load, so kept below INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in str(record.msg)
+
+
+def _renderer(json: bool) -> structlog.typing.Processor:
+    return structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+
 
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    """Route structlog and the standard library's logging through one renderer to stderr."""
+    threshold: int = logging.getLevelName(level)
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # JSON: a traceback becomes one string member, so a failure stays one line. The console renderer
+    # prints exc_info itself.
+    tracebacks: list[structlog.typing.Processor] = [structlog.processors.format_exc_info] if json else []
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        processors=[*shared, *tracebacks, _renderer(json)],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-    # uvicorn's access log prints full URLs, query strings included: ours omits them.
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tracebacks, _renderer(json)],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(threshold if threshold <= logging.DEBUG else max(threshold, logging.WARNING))
+    scheduler = logging.getLogger("apscheduler.scheduler")
+    for skipped in [f for f in scheduler.filters if isinstance(f, _SkippedRuns)]:
+        scheduler.removeFilter(skipped)
+    if threshold > logging.DEBUG:
+        scheduler.addFilter(_SkippedRuns())
+    for name in TRACING_LIBRARIES:
+        logging.getLogger(name).setLevel(max(threshold, logging.INFO))
+    logging.captureWarnings(True)
+    # uvicorn's access log prints full URLs, query strings included: the middleware's ``http_request``
+    # line omits them.
     logging.getLogger("uvicorn.access").disabled = True

@@ -2,7 +2,9 @@
 
 The figures come from tables, not process memory, so every API and worker replica reports the same
 numbers and a restart loses nothing; Prometheus keeps the history. Labels are enums, category-free
-request types and system names: never personal data. Scraping needs an operator key with the scope
+request types, system names and opaque incident ids: never personal data (nor an incident's title).
+Times are absolute (``*_timestamp_seconds``) or hours left until a legal deadline (``*_hours_left``),
+which deploy/prometheus/alerts.yml alerts on. Scraping needs an operator key with the scope
 ``metrics:read``; figures are a snapshot at most PRIVACY_METRICS_CACHE_SECONDS old, and none tells a
 known customer from a stranger (see ``_outbox``).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
@@ -21,9 +23,12 @@ from sqlalchemy.engine import Connection
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from privacy_service.audit.models import AuditVerification
+from privacy_service.breaches.flows import CLOCK_RUNNING
+from privacy_service.breaches.models import Breach
 from privacy_service.clock import Clock
 from privacy_service.db import Database
-from privacy_service.dsr.flows import OPEN
+from privacy_service.dsr.flows import OPEN, Status
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.notify.jobs import DROPPED
 from privacy_service.notify.models import OutboxMessage
@@ -84,6 +89,74 @@ async def _requests(out: Exposition, session: AsyncSession, now: datetime) -> No
         )
     )
     out.family("privacy_requests_overdue", "gauge", "Open requests past their legal due date.", [({}, overdue.one())])
+    # The requests the team can act on (as the daily digest): an unverified one waits for its customer.
+    nearest = await session.exec(
+        select(func.min(PrivacyRequest.due_at)).where(
+            col(PrivacyRequest.status).in_([s.value for s in OPEN if s is not Status.AWAITING_VERIFICATION])
+        )
+    )
+    due = nearest.one()
+    out.family(
+        "privacy_request_deadline_hours_left",
+        "gauge",
+        "Hours to the nearest legal due date of an open, verified request (negative: overdue); "
+        "absent when none is open.",
+        [] if due is None else [({}, _hours(due - now))],
+    )
+
+
+def _hours(delta: timedelta) -> float:
+    return round(delta.total_seconds() / 3600, 3)
+
+
+def _timestamp(moment: datetime) -> float:
+    return round(moment.timestamp(), 3)
+
+
+async def _breach_clocks(out: Exposition, session: AsyncSession, now: datetime) -> None:
+    """Every running legal clock of an incident: the opaque incident id and the clock's name only."""
+    running = await session.exec(
+        select(Breach.id, Breach.authority_deadline).where(
+            col(Breach.status).in_([s.value for s in CLOCK_RUNNING]),
+            col(Breach.aware_at).is_not(None),
+            col(Breach.authority_deadline).is_not(None),
+            col(Breach.authority_notified_at).is_(None),
+            or_(col(Breach.notify_authority).is_(None), col(Breach.notify_authority).is_(True)),
+        )
+    )
+    out.family(
+        "privacy_breach_clock_hours_left",
+        "gauge",
+        "Hours left on each running breach notification clock (negative: overdue); "
+        "clock=authority is the GDPR Art. 33 notification to the supervisory authority.",
+        (
+            ({"incident": str(incident), "clock": "authority"}, _hours(deadline - now))
+            for incident, deadline in running.all()
+            if deadline is not None
+        ),
+    )
+
+
+async def _audit(out: Exposition, session: AsyncSession) -> None:
+    verified = await session.exec(select(func.max(AuditVerification.at)).where(col(AuditVerification.ok).is_(True)))
+    last_ok = verified.one()
+    out.family(
+        "privacy_audit_chain_last_verified_timestamp_seconds",
+        "gauge",
+        "When the audit hash chain last passed a full check (audit verify, or the worker's daily audit-verify); "
+        "absent until one has.",
+        [] if last_ok is None else [({}, _timestamp(last_ok))],
+    )
+    latest = await session.exec(
+        select(AuditVerification.ok).order_by(col(AuditVerification.at).desc(), col(AuditVerification.id).desc())
+    )
+    outcome = latest.first()
+    out.family(
+        "privacy_audit_chain_verification_ok",
+        "gauge",
+        "1 if the latest check of the audit hash chain passed, 0 if it found the chain broken.",
+        [] if outcome is None else [({}, 1 if outcome else 0)],
+    )
 
 
 async def _outbox(out: Exposition, session: AsyncSession) -> None:
@@ -191,13 +264,17 @@ async def _retention(out: Exposition, session: AsyncSession) -> None:
     connection = await session.connection()
     if not await connection.run_sync(_has_table, "retention_runs"):
         return
-    rows = (await connection.execute(text("SELECT status, dry_run, report FROM retention_runs"))).all()
+    rows = (await connection.execute(text("SELECT status, dry_run, report, finished_at FROM retention_runs"))).all()
     runs: dict[str, int] = {}
     acted = {"purged": 0, "anonymised": 0, "restricted": 0}
-    for status, dry_run, report in rows:
+    last_success: datetime | None = None
+    for status, dry_run, report, finished_at in rows:
         runs[status] = runs.get(status, 0) + 1
         if dry_run:
             continue
+        if status == "completed" and finished_at is not None:
+            finished = _aware(finished_at)
+            last_success = finished if last_success is None else max(last_success, finished)
         if isinstance(report, str):
             report = json.loads(report)
         totals = (report or {}).get("totals") or {}
@@ -216,6 +293,18 @@ async def _retention(out: Exposition, session: AsyncSession) -> None:
         "Rows acted on by real (not dry) retention runs, by action.",
         (({"action": action}, n) for action, n in acted.items()),
     )
+    out.family(
+        "privacy_retention_last_success_timestamp_seconds",
+        "gauge",
+        "When the last real (not dry) retention purge completed; absent until one has.",
+        [] if last_success is None else [({}, _timestamp(last_success))],
+    )
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A raw ``finished_at`` (read without the model's column type): SQLite gives text, both may be naive UTC."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Snapshot:
@@ -239,9 +328,11 @@ class Snapshot:
             out = Exposition()
             async with db.transaction() as session:
                 await _requests(out, session, now)
+                await _breach_clocks(out, session, now)
                 await _outbox(out, session)
                 await _webhooks(out, session, now)
                 await _retention(out, session)
+                await _audit(out, session)
             self._text, self._taken = out.render(), now
             return self._text
 

@@ -2,13 +2,23 @@
 
 Every job is safe to run in several replicas at once: the outbox claims rows with SKIP LOCKED,
 the audit chainer and scheduled runs take PostgreSQL advisory locks, and the database is the queue.
+
+A run that did nothing (no mail to send, nothing to seal) is logged at debug: an idle worker is
+silent at info. The worker also writes a heartbeat file from inside its scheduler; ``worker --check``
+(the container's healthcheck) reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import os
 import signal
+import time
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -16,9 +26,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
+from privacy_service.audit.jobs import scheduled_verify
 from privacy_service.audit.service import seal_pending
 from privacy_service.breaches.jobs import scheduled_jobs as breach_jobs
-from privacy_service.dsr.jobs import expire_unverified, send_digest
+from privacy_service.dsr.jobs import expire_unverified, send_digest, watch_acknowledgements
 from privacy_service.logging import configure_logging
 from privacy_service.notify.jobs import deliver_pending
 from privacy_service.retention.jobs import scheduled_purge
@@ -27,22 +38,128 @@ from privacy_service.systems.jobs import deliver_from_runtime
 
 log = structlog.get_logger("privacy_service.worker")
 
+# Members of a job's result that say where things stand, not what the run did.
+POSITION_FIELDS = frozenset({"head_seq"})
+# A heartbeat older than this many intervals means the scheduler has stopped running jobs.
+STALE_AFTER_INTERVALS = 3
 
-def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+
+def outcome(result: object) -> tuple[bool, dict[str, object]]:
+    """A job's result as log members (counts, ids, statuses: never a payload), and whether it did anything."""
+    if result is None:
+        return False, {}
+    if isinstance(result, bool | int):
+        return bool(result), {"count": int(result)}
+    if not dataclasses.is_dataclass(result) or isinstance(result, type):
+        return True, {"result": type(result).__name__}
+    members: dict[str, object] = {}
+    busy = False
+    for field in dataclasses.fields(result):
+        value = getattr(result, field.name)
+        if isinstance(value, list | tuple | set | frozenset):
+            value = len(value)
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        elif not isinstance(value, int | float | str | None):
+            continue  # nested reports stay out of the line; the job logs what matters itself
+        members[field.name] = value
+        busy = busy or (field.name not in POSITION_FIELDS and value not in (0, None, ""))
+    return busy, members
+
+
+class Heartbeat:
+    """A small JSON file rewritten by a scheduled job: proof that the scheduler still runs jobs.
+
+    It holds the pid, when it was written (wall clock), and each job's last good and failed run.
+    It is written atomically (a temporary file, then rename), so a reader never sees half of it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.started_at = time.time()
+        self.jobs: dict[str, dict[str, float]] = {}
+
+    def job_ran(self, name: str, ok: bool) -> None:
+        self.jobs.setdefault(name, {})["ok_at" if ok else "failed_at"] = time.time()
+
+    def beat(self) -> None:
+        document = {"pid": os.getpid(), "at": time.time(), "started_at": self.started_at, "jobs": self.jobs}
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            partial.write_text(json.dumps(document), encoding="utf-8")
+            partial.replace(self.path)
+        except OSError as exc:
+            log.warning("heartbeat_failed", path=str(self.path), error=type(exc).__name__)
+            return
+        log.debug("heartbeat", path=str(self.path))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeartbeatStatus:
+    ok: bool
+    reason: str
+    path: str
+    pid: int | None = None
+    age_seconds: float | None = None
+    failing_jobs: tuple[str, ...] = ()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def check_heartbeat(path: Path, interval: float, now: float | None = None) -> HeartbeatStatus:
+    """``worker --check``: is a worker's scheduler running jobs (fresh heartbeat, live process)?"""
+    limit = STALE_AFTER_INTERVALS * interval
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        pid, at = int(document["pid"]), float(document["at"])
+        jobs = document.get("jobs") or {}
+    except FileNotFoundError:
+        return HeartbeatStatus(False, "no heartbeat: the worker is not running (or not yet started)", str(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return HeartbeatStatus(False, "the heartbeat file cannot be read", str(path))
+    age = round((time.time() if now is None else now) - at, 1)
+    failing = tuple(sorted(name for name, runs in jobs.items() if runs.get("failed_at", 0) > runs.get("ok_at", 0)))
+    if not _alive(pid):
+        return HeartbeatStatus(False, f"the worker that wrote the heartbeat (pid {pid}) is gone", str(path), pid, age)
+    if age > limit:
+        reason = f"the last heartbeat is {age:g} s old (limit {limit:g} s): the scheduler is stuck"
+        return HeartbeatStatus(False, reason, str(path), pid, age, failing)
+    return HeartbeatStatus(True, "running", str(path), pid, age, failing)
+
+
+def guarded(
+    name: str, job: Callable[[], Awaitable[object]], heartbeat: Heartbeat | None = None
+) -> Callable[[], Awaitable[None]]:
     """Log a job's outcome; a failing run is reported and retried at its next slot."""
 
     async def run() -> None:
         try:
             result = await job()
         except (SQLAlchemyError, OSError) as exc:
+            if heartbeat is not None:
+                heartbeat.job_ran(name, ok=False)
             log.warning("job_failed", job=name, error=type(exc).__name__)
             return
-        log.info("job_done", job=name, result=repr(result))
+        if heartbeat is not None:
+            heartbeat.job_ran(name, ok=True)
+        busy, members = outcome(result)
+        (log.info if busy else log.debug)("job_done", job=name, **members)
 
     return run
 
 
-def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
+def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> AsyncIOScheduler:
     settings = runtime.settings
     scheduler = AsyncIOScheduler(timezone="UTC")
     jobs: list[tuple[str, Callable[[], Awaitable[object]], object]] = [
@@ -64,9 +181,19 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
             IntervalTrigger(seconds=settings.audit_seal_interval_seconds),
         ),
         (
+            "audit-verify",
+            lambda: scheduled_verify(runtime),
+            CronTrigger.from_crontab(settings.audit_verify_cron, timezone="UTC"),
+        ),
+        (
             "dsr-expiry",
             lambda: expire_unverified(runtime.db, runtime.clock, settings),
             CronTrigger.from_crontab(settings.worker_expiry_cron, timezone="UTC"),
+        ),
+        (
+            "dsr-acknowledgements",
+            lambda: watch_acknowledgements(runtime.db, runtime.clock, settings, runtime.deadlines),
+            CronTrigger.from_crontab(settings.worker_acknowledgement_cron, timezone="UTC"),
         ),
         (
             "dsr-digest",
@@ -81,22 +208,37 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
     ]
     jobs.extend(breach_jobs(runtime))
     for name, job, trigger in jobs:
-        scheduler.add_job(guarded(name, job), trigger, id=name, max_instances=1, coalesce=True)
+        scheduler.add_job(guarded(name, job, heartbeat), trigger, id=name, max_instances=1, coalesce=True)
+    if heartbeat is not None:
+        scheduler.add_job(
+            heartbeat.beat,
+            IntervalTrigger(seconds=settings.worker_heartbeat_seconds),
+            id="heartbeat",
+            max_instances=1,
+            coalesce=True,
+        )
     return scheduler
 
 
 async def run_worker(runtime: Runtime) -> None:
-    # The same JSON lines as the API's (shipped logs keep the sealer's audit checkpoints).
+    # The same lines as the API's (shipped logs keep the sealer's audit checkpoints).
     configure_logging(runtime.settings.log_level, runtime.settings.log_json)
-    scheduler = build_scheduler(runtime)
+    heartbeat = Heartbeat(runtime.settings.worker_heartbeat_path)
+    scheduler = build_scheduler(runtime, heartbeat)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     scheduler.start()
-    log.info("worker_started", jobs=[job.id for job in scheduler.get_jobs()])
+    heartbeat.beat()
+    log.info(
+        "worker_started",
+        jobs=[job.id for job in scheduler.get_jobs()],
+        heartbeat=str(heartbeat.path),
+    )
     try:
         await stop.wait()
     finally:
         scheduler.shutdown(wait=False)
+        heartbeat.remove()  # a stopped worker is not healthy, at once
         log.info("worker_stopped")

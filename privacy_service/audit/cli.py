@@ -12,10 +12,10 @@ import msgspec
 import typer
 
 from privacy_service.audit.checkpoints import CheckpointFileError, SignedCheckpoint, parse_checkpoints
+from privacy_service.audit.jobs import verify_and_record
 from privacy_service.audit.queries import AuditFilter, stream
-from privacy_service.audit.service import Verification, seal_pending, verify_chain, write_checkpoint
+from privacy_service.audit.service import Verification, seal_pending, write_checkpoint
 from privacy_service.cli_support import fail, stderr, with_runtime
-from privacy_service.logging import configure_logging
 from privacy_service.runtime import Runtime
 
 audit_app = typer.Typer(
@@ -26,11 +26,6 @@ audit_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-
-
-def _logs_to_stderr(runtime: Runtime) -> None:
-    """Structured logs (e.g. each new checkpoint's line) go to stderr; stdout carries only the output."""
-    configure_logging(runtime.settings.log_level, runtime.settings.log_json)
 
 
 def _read_checkpoints(paths: list[Path]) -> list[SignedCheckpoint]:
@@ -69,16 +64,15 @@ def verify(
         ),
     ] = None,
 ) -> None:
-    """Seal pending entries, then recompute the hash chain and check the signed head and checkpoints.
+    """Seal pending entries, recompute the hash chain, check the signed head and checkpoints; record the verdict.
 
     Exit 0: intact. Exit 1: broken, naming the first bad entry or checkpoint. Exit 2: usage or config error.
     """
     external = _read_checkpoints(checkpoints or [])
 
     async def work(runtime: Runtime) -> Verification:
-        _logs_to_stderr(runtime)
-        await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
-        return await verify_chain(runtime.db, runtime.audit_key, from_checkpoint=from_checkpoint, external=external)
+        # The verdict is recorded (audit_verifications): /metrics reports when the chain was last verified.
+        return await verify_and_record(runtime, actor="cli", from_checkpoint=from_checkpoint, external=external)
 
     result = with_runtime(work)
     if not result.ok:
@@ -109,7 +103,6 @@ def export(
     encoder = msgspec.json.Encoder()
 
     async def work(runtime: Runtime) -> int:
-        _logs_to_stderr(runtime)
         await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
         count = 0
         handle = output.open("wb") if output else sys.stdout.buffer
@@ -148,7 +141,6 @@ def checkpoint(
     """
 
     async def work(runtime: Runtime) -> SignedCheckpoint | None:
-        _logs_to_stderr(runtime)
         await seal_pending(runtime.db, runtime.clock, runtime.audit_key)
         return await write_checkpoint(runtime.db, runtime.clock, runtime.audit_key)
 

@@ -72,3 +72,28 @@ class AuditCheckpoint(SQLModel, table=True):
     hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     mac: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AuditVerification(SQLModel, table=True):
+    """One run of the chain check (``audit verify``, or the worker's daily ``audit-verify`` job).
+
+    Kept outside the chain, so checking the log never adds to it. ``GET /metrics`` reports the last
+    successful one (``privacy_audit_chain_last_verified_timestamp_seconds``) and whether the latest passed.
+    """
+
+    __tablename__ = "audit_verifications"
+    __table_args__ = (Index("ix_audit_verifications_at", "at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    at: datetime = Field(sa_type=UTCDateTime)
+    # "cli" or "worker".
+    actor: str = Field(max_length=16)
+    ok: bool
+    from_checkpoint: bool = False
+    checked: int = Field(sa_column=Column(BigInteger, nullable=False))
+    start_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    head_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    external: int = 0
+    broken_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # A fixed sentence with sequence numbers (audit.service.verify_chain): never event content.
+    problem: str | None = Field(default=None, max_length=200)

@@ -1,4 +1,7 @@
-"""``privacy-service purge``: apply the retention rules now; a progress bar per rule, then a summary.
+"""``privacy-service purge``: apply the retention rules now; progress per rule, then a summary.
+
+Progress goes to stderr: bars (rows done, rate, time left) on a terminal, JSON lines elsewhere. The
+summary table (or ``--json``) is the only thing on stdout.
 
 Exit status: 0 done (or skipped because another run is active, said on stderr and in ``--json``
 as ``"status": "skipped"``: single-flight is normal operation, not a failure); 1 the run failed;
@@ -16,13 +19,12 @@ import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from privacy_service.audit.service import Actor
 from privacy_service.cli_support import fail, stderr, with_runtime
 from privacy_service.errors import InvalidInput
-from privacy_service.logging import configure_logging
+from privacy_service.progress import reporter
 from privacy_service.retention import schemas
 from privacy_service.retention.jobs import SKIPPED, RunOptions, RunResult, run_purge
 from privacy_service.retention.models import RunStatus
@@ -35,39 +37,37 @@ EXIT_REFUSED = 3
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 
-class RichProgress:
-    """jobs.Progress on stderr: a line per stage, one bar per rule with something to do."""
+class PurgeProgress:
+    """jobs.Progress on stderr: a note per stage, a task per rule with something to do; bars with the
+    rows done, rate and time left on a terminal, JSON lines elsewhere (privacy_service.progress)."""
 
     def __init__(self, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self._tasks: dict[str, TaskID] = {}
+        self._reporter = reporter(console, unit="rows")
 
-    def __enter__(self) -> RichProgress:
-        self._progress.start()
+    def __enter__(self) -> PurgeProgress:
+        self._reporter.__enter__()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._progress.stop()
+        self._reporter.__exit__()
 
     def stage(self, text: str) -> None:
-        self._progress.console.print(f"[dim]{escape(text)}[/]", highlight=False)
+        self._reporter.note(text)
 
     def bars(self, entries: list[schemas.RuleReport]) -> None:
         for entry in entries:
             total = entry.counts.purged + entry.counts.anonymised + entry.counts.restricted
             if total:
-                self._tasks[entry.key] = self._progress.add_task(entry.key, total=total)
+                self._reporter.add(entry.key, total)
 
     def advance(self, key: str, amount: int) -> None:
-        task = self._tasks.get(key)
-        if task is not None:
-            self._progress.advance(task, amount)
+        self._reporter.advance(key, amount)
+
+
+# The report's counts after what was (or would be) done, as the report names them: a refused run's
+# rows appear under whatever the report counts them as.
+ACTED = ("selected", "purged", "anonymised", "restricted")
+HEADINGS = {"skipped_hold": "held", "skipped_legal_duty": "legal duty"}
 
 
 def summary(report: schemas.RunReport, result: RunResult, dry_run: bool) -> Table:
@@ -75,25 +75,14 @@ def summary(report: schemas.RunReport, result: RunResult, dry_run: bool) -> Tabl
     table = Table(title=f"retention run {result.run_id}: {result.status}{' (dry run)' if dry_run else ''}")
     table.add_column("rule")
     table.add_column("action")
+    others = [name for name in schemas.Counts.__struct_fields__ if name not in ACTED]
     for name in ("selected", f"{would}purged", f"{would}anonymised", f"{would}restricted"):
         table.add_column(name, justify="right")
-    for name in ("held", "legal duty", "errors", "deferred"):
-        table.add_column(name, justify="right")
+    for name in others:
+        table.add_column(HEADINGS.get(name, name.replace("_", " ")), justify="right")
 
     def cells(counts: schemas.Counts) -> list[str]:
-        return [
-            str(value)
-            for value in (
-                counts.selected,
-                counts.purged,
-                counts.anonymised,
-                counts.restricted,
-                counts.skipped_hold,
-                counts.skipped_legal_duty,
-                counts.errors,
-                counts.deferred,
-            )
-        ]
+        return [str(getattr(counts, name)) for name in (*ACTED, *others)]
 
     for entry in report.rules:
         if any(getattr(entry.counts, name) for name in entry.counts.__struct_fields__):
@@ -142,10 +131,9 @@ def purge(
     options = RunOptions(dry_run=dry_run, now=at, batch_size=batch_size, force=force, actor=Actor.system("cli"))
 
     async def work(runtime: Runtime) -> RunResult:
-        # Logs (alerts included) go to stderr, so stdout carries only the table or the JSON.
-        configure_logging(runtime.settings.log_level, runtime.settings.log_json)
+        # Logs (alerts included) and progress go to stderr, so stdout carries only the table or the JSON.
         try:
-            with RichProgress(stderr) as progress:
+            with PurgeProgress(stderr) as progress:
                 return await run_purge(runtime, options, progress)
         except InvalidInput as exc:
             raise fail(f"--now: {exc.detail}", EXIT_USAGE) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import uuid
@@ -119,7 +120,10 @@ async def test_a_rotation_waits_while_another_holds_the_lock(
         process = await _rotate(_env(settings), settings)
         assert process.stderr is not None
         first_line = await asyncio.wait_for(process.stderr.readline(), timeout=60)
-        assert first_line.decode().strip() == "another key rotation is running; waiting for it to finish"
+        # Not a terminal: the CLI's notes are JSON lines, as its progress (privacy_service.progress).
+        note = json.loads(first_line)
+        assert note["event"] == "stage"
+        assert note["message"] == "another key rotation is running; waiting for it to finish"
         await asyncio.sleep(1.5)
         assert process.returncode is None
         assert await _versions(runtime) == [1]  # nothing added while it waits
