@@ -11,8 +11,9 @@ when the script ends. A page that assumes a running service (the API walkthrough
 
 The script runs in a temporary folder laid out like the repository root (``policies/``,
 ``examples/``, ``.venv``), with every ``PRIVACY_*`` setting at its default except the HTTP and mail
-ports, which are free ones. A command that fails (a wrong flag, a renamed route, a missing field,
-an error answer under ``curl --fail-with-body``) fails the test and names the block and its line.
+ports, which are free ones (and the base URL, which follows the port). A command that fails (a
+wrong flag, a renamed route, a missing field, an error answer under ``curl --fail-with-body``)
+fails the test and names the block and its line.
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ import pytest
 BASH = shutil.which("bash") or "/bin/bash"
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_GUIDE = "docs/guides/operator.md"
-# page (from the repository root) -> whether the harness starts the service first (the page does not)
-PAGES = {OPERATOR_GUIDE: False, "docs/api/requests.md": True, "README.md": True}
+# page (from the repository root) -> whether the harness starts the service first (the page does not),
+# and the settings the page says that service runs with
+PAGES: dict[str, tuple[bool, dict[str, str]]] = {
+    OPERATOR_GUIDE: (False, {}),
+    "docs/api/requests.md": (True, {}),
+    "docs/guides/downstream-systems.md": (True, {"PRIVACY_SYSTEMS_ALLOW_PRIVATE_NETWORKS": "true"}),
+    "README.md": (True, {}),
+}
 SHELL_FENCES = ("sh", "console", "bash", "shell")
-BACKGROUND = ("background-server", "background-smtp")
+BACKGROUND = ("background-server", "background-smtp", "background-receiver")
 SETUP = "setup"
 _BLOCK = re.compile(
     r"(?:<!--\s*docs-test:\s*(?P<directive>[\w-]+)\s*-->\s*\n)?^```(?P<lang>[\w-]*)[^\n]*\n(?P<code>.*?)^```\s*$",
@@ -44,6 +51,7 @@ MARK = "::docs-block::"
 _WAIT = {
     "background-server": 'curl -sf "http://127.0.0.1:$PRIVACY_PORT/readyz" >/dev/null',
     "background-smtp": '(exec 3<>"/dev/tcp/127.0.0.1/$PRIVACY_SMTP_PORT") 2>/dev/null',
+    "background-receiver": '(exec 3<>"/dev/tcp/127.0.0.1/$RECEIVER_PORT") 2>/dev/null',
 }
 
 
@@ -103,20 +111,28 @@ def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
         (workdir / name).symlink_to(ROOT / name)
     (workdir / ".venv").symlink_to(Path(sys.executable).parent.parent)
     env = {name: value for name, value in os.environ.items() if not name.startswith("PRIVACY_")}
+    port = _free_port()
     env.update(
         PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}",
-        PRIVACY_PORT=str(_free_port()),
+        PRIVACY_PORT=str(port),
+        # The defaults agree (port 8000, base URL on 8000); with another port, the links and callback
+        # URLs the service hands out must follow it.
+        PRIVACY_BASE_URL=f"http://127.0.0.1:{port}",
         # The API walkthrough runs a mail sink here; elsewhere nothing listens and mail stays queued.
         PRIVACY_SMTP_PORT=str(_free_port()),
         PRIVACY_LOG_LEVEL="WARNING",
+        # The downstream-systems page runs the reference receiver here.
+        RECEIVER_PORT=str(_free_port()),
     )
+    starts_service, settings = PAGES[page]
+    env.update(settings)
     blocks = shell_blocks((ROOT / page).read_text())
     if any(block.directive == SETUP for block in blocks):
         # Only where the harness does the set-up itself, and only for blocks that do set-up.
-        assert PAGES[page], f"{page}: a setup block on a page that starts its own service"
+        assert starts_service, f"{page}: a setup block on a page that starts its own service"
         assert all("make run" in b.code for b in blocks if b.directive == SETUP), f"{page}: setup is make run"
         blocks = [block for block in blocks if block.directive != SETUP]
-    if PAGES[page]:
+    if starts_service:
         blocks = [
             Block(0, 0, "mkdir -p var\nprivacy-service db upgrade\n"),
             Block(0, 0, "privacy-service serve\n", "background-server"),
