@@ -236,7 +236,7 @@ async def test_one_retention_period_changes_notice_json_html_and_rule(
         assert chinese["summary"] == "所记录的事件发生之日后7个月"
         # The HTML page.
         html = (await other.get("/privacy")).text
-        row = re.search(r'<th scope="row">App activity</th>\s*<td>([^<]*)</td>', html)
+        row = re.search(r'<th scope="row">App activity</th>\s*<td[^>]*>([^<]*)</td>', html)
         assert row is not None
         assert row.group(1) == "7 months after the event it records takes place"
         # JSON-LD.
