@@ -6,9 +6,11 @@ links. Nothing here reads a credential or touches the database.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.web.i18n import messages, visitor_language
@@ -24,7 +26,35 @@ LINKS = {
 }
 
 
-@get("/", opt={"public": True}, tags=["ops"], summary="Where to go: the request portal and the privacy notice")
+_TEXT = Schema(type=OpenAPIType.STRING)
+
+
+@dataclass
+class HtmlOrJson(Operation):
+    """``operation_class`` of ``GET /``: a page for browsers, the index of links for JSON clients."""
+
+    def __post_init__(self) -> None:
+        index = Schema(
+            type=OpenAPIType.OBJECT,
+            required=["service", "controller", "links"],
+            properties={
+                "service": _TEXT,
+                "controller": _TEXT,
+                "links": Schema(type=OpenAPIType.OBJECT, additional_properties=_TEXT),
+            },
+        )
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.content = {"text/html": OpenAPIMediaType(schema=_TEXT), JSON_MEDIA_TYPE: OpenAPIMediaType(schema=index)}
+
+
+@get(
+    "/",
+    opt={"public": True},
+    tags=["ops"],
+    summary="Where to go: the request portal and the privacy notice",
+    operation_class=HtmlOrJson,
+)
 async def home(request: Request[Any, Any, Any]) -> Response[Any]:
     document: PolicyDocument = request.app.state.policy
     vary = {"Vary": "Accept, Accept-Language, Cookie"}

@@ -52,3 +52,10 @@ async def test_the_root_needs_no_credential_and_other_methods_are_refused(client
     assert (await client.get("/", headers={"Authorization": "Bearer psk_not_a_key"})).status_code == 200
     refused = await client.post("/", json={})
     assert refused.status_code == 405
+
+
+async def test_the_openapi_document_names_both_answers(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    content = document["paths"]["/"]["get"]["responses"]["200"]["content"]
+    assert set(content) == {"text/html", "application/json"}
+    assert set(content["application/json"]["schema"]["required"]) == {"service", "controller", "links"}
