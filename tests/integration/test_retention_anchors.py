@@ -19,14 +19,29 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from privacy_service.dsr.deadlines import build_deadline_rules
 from privacy_service.errors import InvalidInput
 from privacy_service.policy.document import LegalDuty, PolicyDocument, RetentionSpec
 from privacy_service.policy.duration import Duration
 from privacy_service.policy.loader import check_policy
 from privacy_service.runtime import Runtime
+from privacy_service.subjects.erasure import erase_subject
 from privacy_service.subjects.models import Record, Subject
+from privacy_service.subjects.service import SubjectService
 from tests.policy_files import copy_policies, edit_yaml
-from tests.retention_support import NOW, add_record, add_subject, counts, entry, purge, state, years
+from tests.retention_support import (
+    NOW,
+    TEST_ACTOR,
+    FixedClock,
+    add_record,
+    add_subject,
+    building,
+    counts,
+    entry,
+    purge,
+    state,
+    years,
+)
 
 TICKETS = "records:system.support_ticket"
 DEVICES = "records:user.device"
@@ -288,3 +303,31 @@ def test_policy_check_accepts_each_anchor_for_a_record_category(tmp_path: Path, 
     # The published notice names the anchor in words, in every language.
     for notice in document.notices.values():
         assert getattr(notice.labels.triggers, anchor)
+
+
+async def test_an_erasure_keeps_data_under_a_duty_on_the_records_own_time_until_its_exact_end(
+    runtime: Runtime,
+) -> None:
+    """An erasure (a data-subject request, or an operator's DELETE) keeps the tickets a duty on
+    their event time still covers, until the latest ticket's event plus the duty, exactly."""
+    runtime = with_ticket_duty(runtime)
+    rules = build_deadline_rules(runtime.policy)
+    subject = await add_subject(runtime, created_at=EVENT - timedelta(days=400))
+    for occurred in (EVENT - timedelta(days=5), EVENT):
+        await add_record(
+            runtime,
+            subject,
+            category="system.support_ticket",
+            created_at=EVENT + timedelta(days=1),
+            occurred_at=occurred,
+        )
+    at = EVENT + timedelta(days=30)
+    async with building(runtime) as vault:
+        service = SubjectService(vault.session, runtime.keys, runtime.policy, FixedClock(at), TEST_ACTOR)
+        erasure = await erase_subject(vault.session, service, rules, FixedClock(at), subject)
+    kept = {item["category"]: item for item in erasure.result["kept"]}
+    assert kept["system.support_ticket"]["until"] == DUTY_END.isoformat()
+    assert "system.support_ticket" not in erasure.result["erased"]
+    after = await state(runtime)
+    assert after["subjects"][subject][0] == "restricted"
+    assert {v[2:] for k, v in after["records"].items() if v[0] == subject} == {(True, DUTY_END)}
