@@ -105,13 +105,11 @@ class Opening(Processing):
                 headers={"Retry-After": str(max(1, int(retry_after) + 1))},
             )
         key = await self._request_key(request)
+        # The code still waiting (it stops working) and codes whose browser access has ended go; the
+        # rows of browsers that may still read the request stay.
         spent = [row.id for row in rows if not _live_token(row, now)]
-        if spent:  # a voided, used or replaced code whose access (if any) has ended: nothing to keep
+        if spent:
             await self.session.exec(delete(AnswerAccess).where(col(AnswerAccess.id).in_(spent)))
-        for row in rows:
-            if row.id not in spent and row.code_hash is not None:
-                row.code_hash = None
-                self.session.add(row)
         code = f"{secrets.randbelow(1_000_000):06d}"
         minutes = self.settings.dsr_code_ttl_minutes
         self.session.add(

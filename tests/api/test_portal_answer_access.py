@@ -455,3 +455,24 @@ async def test_the_api_refuses_a_code_for_a_request_never_confirmed(client: http
     assert EMAIL not in refused.text
     unknown = await client.post(f"/v1/requests/{uuid.uuid4()}/access-code")
     assert unknown.status_code == 404
+
+
+async def test_a_new_code_replaces_the_previous_one(
+    first: httpx.AsyncClient,
+    second: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    mail: MailSink,
+) -> None:
+    await make_subject(client, auth, email=EMAIL, profile={"name": NAME})
+    request_id = await completed_request(first, runtime, mail)
+    await ask_code(second, request_id)
+    await deliver(runtime)
+    old = newest_code(mail, EMAIL, OPENING_SUBJECT)
+    await ask_code(second, request_id)
+    await deliver(runtime)
+    new = newest_code(mail, EMAIL, OPENING_SUBJECT)
+    if old != new:  # the same six digits by chance would prove nothing
+        assert (await enter_code(second, request_id, old)).status_code == 422
+    assert (await enter_code(second, request_id, new)).status_code == 303
