@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import weakref
+from typing import IO, TextIO, cast
 
 import structlog
 
@@ -26,6 +29,50 @@ QUIET_LIBRARIES = ("apscheduler", "alembic.runtime.plugins")
 # Libraries that trace every operation at DEBUG (aiosqlite: a line per cursor call): INFO at most,
 # so that PRIVACY_LOG_LEVEL=DEBUG shows the service's own detail rather than a flood.
 TRACING_LIBRARIES = ("aiosqlite", "asyncio", "tzlocal", "httpcore", "hpack")
+
+
+class _WholeLines:
+    """A stream that writes whole lines only, each in one call under one lock.
+
+    structlog's PrintLogger prints a message and then its newline (two writes); the standard library's
+    handler writes a record in one. From two threads (APScheduler runs plain functions in a thread
+    pool) the two would interleave, gluing two JSON objects on one line. Text is held per thread
+    until its newline, then written whole.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+
+    def write(self, text: str) -> int:
+        pending: str = getattr(self._pending, "text", "") + text
+        complete, newline, rest = pending.rpartition("\n")
+        if newline:
+            with self._lock:
+                self._stream.write(complete + newline)
+                self._stream.flush()
+        self._pending.text = rest
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
+# One wrapper per stream, so that loggers structlog cached under an earlier configuration and the
+# handler of a later one still share a lock.
+_WRAPPED: weakref.WeakKeyDictionary[IO[str], _WholeLines] = weakref.WeakKeyDictionary()
+
+
+def _whole_lines(stream: IO[str]) -> TextIO:
+    wrapped = _WRAPPED.get(stream)
+    if wrapped is None:
+        wrapped = _WRAPPED[stream] = _WholeLines(stream)
+    return cast(TextIO, wrapped)
 
 
 class _SkippedRuns(logging.Filter):
@@ -43,6 +90,7 @@ def _renderer(json: bool) -> structlog.typing.Processor:
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
     """Route structlog and the standard library's logging through one renderer to stderr."""
     threshold: int = logging.getLevelName(level)
+    stream = _whole_lines(sys.stderr)
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -54,11 +102,11 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     structlog.configure(
         processors=[*shared, *tracebacks, _renderer(json)],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

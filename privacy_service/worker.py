@@ -210,8 +210,14 @@ def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> Asy
     for name, job, trigger in jobs:
         scheduler.add_job(guarded(name, job, heartbeat), trigger, id=name, max_instances=1, coalesce=True)
     if heartbeat is not None:
+
+        async def beat() -> None:
+            # On the event loop itself (APScheduler runs plain functions in a thread pool): a blocked
+            # loop stops the heartbeat too.
+            heartbeat.beat()
+
         scheduler.add_job(
-            heartbeat.beat,
+            beat,
             IntervalTrigger(seconds=settings.worker_heartbeat_seconds),
             id="heartbeat",
             max_instances=1,

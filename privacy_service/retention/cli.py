@@ -56,8 +56,12 @@ class PurgeProgress:
 
     def bars(self, entries: list[schemas.RuleReport]) -> None:
         for entry in entries:
-            total = entry.counts.purged + entry.counts.anonymised + entry.counts.restricted
-            if total:
+            counts = entry.counts
+            # A real run's report carries what was done (nothing yet) in place of the plan's actions;
+            # the plan's rows to act on are those selected less the held and the legally kept ones.
+            planned = counts.selected - counts.skipped_hold - counts.skipped_legal_duty
+            total = max(planned, counts.purged + counts.anonymised + counts.restricted)
+            if total > 0:
                 self._reporter.add(entry.key, total)
 
     def advance(self, key: str, amount: int) -> None:

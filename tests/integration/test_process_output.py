@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import signal
 import socket
@@ -17,13 +18,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from privacy_service.config import Settings
+from privacy_service.crypto.service import PRIMARY, key_counts_by_kek
+from privacy_service.runtime import Runtime, build_runtime
+from tests.integration.test_retention_runs import NOW, scenario
+from tests.integration.test_retention_runs import cli as purge_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90  # a loaded CI machine imports slowly
@@ -102,6 +110,19 @@ class Lines:
                         return line
                 left = deadline - time.monotonic()
                 assert left > 0, f"no line with {text!r} in {timeout} s: {self.lines}"
+                self._changed.wait(left)
+
+    def wait_until(self, wanted: Callable[[dict[str, Any]], bool], timeout: float = START_TIMEOUT) -> dict[str, Any]:
+        """The first JSON line for which ``wanted`` is true."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if line.startswith("{") and wanted(json.loads(line)):
+                        event: dict[str, Any] = json.loads(line)
+                        return event
+                left = deadline - time.monotonic()
+                assert left > 0, f"no such line in {timeout} s: {self.lines}"
                 self._changed.wait(left)
 
     def finish(self) -> list[str]:
@@ -260,3 +281,98 @@ def test_results_on_stdout_logs_on_stderr(home: Path) -> None:
         for line in result.stderr.splitlines():
             if line.startswith("{"):
                 assert {"event", "level", "timestamp"} <= set(json.loads(line)), (args, line)
+
+
+# -- progress of long runs (issue 20 item 12) --------------------------------------------------
+
+
+async def _seed_data_keys(home: Path, count: int) -> int:
+    """Extra data keys (wrapped like a subject's) so that a re-wrap takes many batches."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{home}/privacy.db",
+        keyring_path=home / "keyring.json",
+        policy_dir=ROOT / "policies",
+    )
+    runtime = build_runtime(settings)
+    try:
+        async with runtime.db.transaction() as session:
+            for _ in range(count):
+                await runtime.keys.create_key(session, uuid.uuid4(), PRIMARY)
+        async with runtime.db.transaction() as session:
+            return sum((await key_counts_by_kek(session)).values())
+    finally:
+        await runtime.close()
+
+
+async def test_keys_rotate_off_a_terminal_prints_json_progress_while_it_runs(home: Path) -> None:
+    total = await _seed_data_keys(home, 600)
+    with started(home, "keys", "rotate", "--batch-size", "1") as rotation:
+        lines = Lines(rotation)
+        line = lines.wait_until(lambda event: event.get("event") == "progress" and 0 < event["done"] < event["total"])
+        running = rotation.poll() is None
+        assert running, "the first progress line came only once the rotation had ended"
+        assert rotation.wait(timeout=300) == 0
+    said = json_lines([text for text in lines.finish() if not text.startswith("done:")])
+    assert line["total"] == total
+    assert line["unit"] == "keys"
+    assert line["rate_per_second"] > 0
+    assert line["seconds_left"] > 0
+    progress = [event for event in said if event["event"] == "progress"]
+    assert progress[0]["done"] == 0
+    assert progress[-1]["done"] == total
+    assert len(progress) <= 2 + 10 + 300 // 5  # the start, each tenth, one per 5 s at most (and the end)
+    assert said[0] == {**said[0], "event": "stage", "message": "new KEK version 2"}
+
+
+async def test_keys_rotate_on_a_terminal_draws_a_bar(home: Path) -> None:
+    await _seed_data_keys(home, 150)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(  # noqa: S603 - fixed argv
+        argv("keys", "rotate", "--batch-size", "5"),
+        env=env(home, COLUMNS="160", TERM="xterm"),
+        cwd=home,
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other end closed: the process is done with it
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    text = screen.decode("utf-8", "replace")
+    assert "━" in text  # the bar
+    assert "keys/s" in text
+    assert "elapsed," in text
+    assert "left" in text
+    assert "done: " in text
+    assert '"event"' not in text  # no JSON lines on a terminal
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # output, not storage: one backend
+async def test_purge_off_a_terminal_prints_json_progress_per_rule(settings: Settings, runtime: Runtime) -> None:
+    await scenario(runtime, subjects=3, records=20)
+    result = purge_cli(settings, "purge", "--now", NOW.isoformat(), "--batch-size", "5", "--force")
+    assert result.returncode == 0, result.stderr
+    said = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    stages = [event["message"] for event in said if event["event"] == "stage"]
+    assert "planning: records" in stages
+    assert "purging: records" in stages
+    progress = [event for event in said if event["event"] == "progress"]
+    by_rule: dict[str, list[dict[str, Any]]] = {}
+    for event in progress:
+        by_rule.setdefault(event["task"], []).append(event)
+    assert "records:user.device" in by_rule
+    for events in by_rule.values():
+        assert events[0]["done"] == 0
+        assert events[-1]["done"] == events[-1]["total"] > 0
+        assert events[-1]["unit"] == "rows"
+    assert "records:user.device" in result.stdout  # the summary table, on stdout alone
+    assert '"event"' not in result.stdout
