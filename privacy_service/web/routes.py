@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -37,6 +38,7 @@ from privacy_service.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    Gone,
     InvalidInput,
     NotFound,
     database_unavailable,
@@ -150,6 +152,48 @@ def _verify_page(
     )
 
 
+async def _may_read(service: DsrService, request_id: uuid.UUID, token: str | None) -> bool:
+    """Whether the cookie's token opens this request (an expired one does not: the visitor may get a new one)."""
+    if not token:
+        return False
+    try:
+        await service.authorise_token(request_id, token)
+    except (Forbidden, Gone):
+        return False
+    return True
+
+
+def _open_page(
+    request: AnyRequest,
+    request_id: uuid.UUID,
+    language: str,
+    *,
+    unconfirmed: bool = False,
+    notice: str | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response[bytes]:
+    """A confirmed request opened in a browser without its token: what to do (ask for a code, enter it)."""
+    context = base_context(request, language, request_path(request_id))
+    context.update(
+        title=messages(language)["open"]["title"],
+        request_id=str(request_id),
+        unconfirmed=unconfirmed,
+        notice=notice,
+        errors=errors or {},
+        # The code field once a code is on its way (or was just entered wrongly); the send button before.
+        code_sent=notice is not None or bool(errors),
+    )
+    return render(
+        "portal/open.html",
+        context,
+        status_code=status_code,
+        headers=headers,
+        cookies=remember_language(request, language),
+    )
+
+
 def _token_cookie(request: AnyRequest, verified: schemas.Verified, now: datetime) -> Cookie:
     """The request token, for this request's pages only; never in a URL, never readable by scripts."""
     return Cookie(
@@ -256,26 +300,85 @@ class PortalController(Controller):
             )
         return Redirect(request_path(rid) + "/verify?sent=1", status_code=303, background=kick_outbox(request))
 
-    # Without the request's token cookie it shows the locked verification page, nothing of the request.
+    # Without a token cookie for the request it shows nothing of it: the code page while the request
+    # waits for its code, else the page to open it in this browser with a new code (dsr.answer_access).
     @get("/requests/{request_id:str}", guards=[ip_rate_limit("verify")], opt=PUBLIC)
     async def status(
         self, request: AnyRequest, request_id: FromPath[str], service: NamedDependency[DsrService]
     ) -> Response[Any]:
         rid = _request_id(request_id)
         document = _policy(request)
-        token = request.cookies.get(TOKEN_COOKIE)
-        if not token:
-            return _verify_page(request, rid, visitor_language(request, document.languages), intro="locked")
-        try:
-            await service.authorise_token(rid, token)
-        except Forbidden:
-            return _verify_page(request, rid, visitor_language(request, document.languages), intro="locked")
+        if not await _may_read(service, rid, request.cookies.get(TOKEN_COOKIE)):
+            gate, preferred = await service.gate(rid)
+            if gate == "verify":
+                return _verify_page(request, rid, visitor_language(request, document.languages), intro="locked")
+            # In the request's language (the completion mail's), unless the visitor chose another.
+            language = visitor_language(request, document.languages, preferred=preferred)
+            sent = request.query_params.get("sent") == "1"
+            notice = messages(language)["open"]["sent"].format(minutes=_settings(request).dsr_code_ttl_minutes)
+            return _open_page(
+                request, rid, language, unconfirmed=gate == "unconfirmed", notice=notice if sent else None
+            )
         view = await service.view(rid)
         answer = await answer_data(service, rid) if view.export_url is not None else None
         language = visitor_language(request, document.languages, preferred=view.language)
         context = base_context(request, language, request_path(rid))
         context.update(title=messages(language)["status"]["title"], s=status_view(view, document, language, answer))
         return render("portal/status.html", context, cookies=remember_language(request, language))
+
+    @post("/requests/{request_id:str}/access-code", guards=[ip_rate_limit("resend")], opt=PUBLIC)
+    async def send_opening_code(
+        self, request: AnyRequest, request_id: FromPath[str], service: NamedDependency[DsrService]
+    ) -> Response[Any]:
+        """A new code to open a confirmed request in this browser, mailed to the request's own identity."""
+        rid = _request_id(request_id)
+        language = visitor_language(request, _policy(request).languages)
+        m = messages(language)
+        try:
+            await service.send_opening_code(rid)
+        except TooManyCodes as exc:
+            errors = {"send": m["open"]["send_limit"]}
+            return _open_page(request, rid, language, errors=errors, status_code=429, headers=exc.headers)
+        except Conflict as exc:
+            wait = (exc.headers or {}).get("Retry-After")
+            if wait is None:
+                return _open_page(request, rid, language, unconfirmed=True, status_code=409)
+            errors = {"send": m["errors"]["resend_wait"].format(seconds=wait)}
+            return _open_page(request, rid, language, errors=errors, status_code=429, headers={"Retry-After": wait})
+        return Redirect(request_path(rid) + "?sent=1", status_code=303, background=kick_outbox(request))
+
+    @post("/requests/{request_id:str}/open", guards=[ip_rate_limit("verify")], opt=PUBLIC)
+    async def open_with_code(
+        self, request: AnyRequest, request_id: FromPath[str], service: NamedDependency[DsrService]
+    ) -> Response[Any]:
+        """The code mailed to open a confirmed request: this browser may then read it (nothing changes)."""
+        rid = _request_id(request_id)
+        language = visitor_language(request, _policy(request).languages)
+        m = messages(language)
+        code = str((await request.form()).get("code", "")).replace(" ", "").strip()
+        try:
+            body = msgspec.convert({"code": code}, schemas.VerifyBody)
+        except msgspec.ValidationError:
+            errors = {"code": m["errors"]["code_format"]}
+            return _open_page(request, rid, language, errors=errors, status_code=422)
+        outcome = await service.open_with_code(rid, body.code)
+        if outcome.rejected is not None:
+            # Returned, not raised: the failed attempt must commit.
+            rejected = outcome.rejected
+            if rejected.slug == "code-expired":
+                message = m["errors"]["code_expired"]
+            elif rejected.attempts_left == 0:
+                message = m["open"]["code_invalid"]
+            else:
+                message = m["errors"]["code_wrong"].format(attempts_left=rejected.attempts_left)
+            return _open_page(request, rid, language, errors={"code": message}, status_code=422)
+        verified = outcome.verified
+        assert verified is not None  # noqa: S101 - an outcome is either verified or rejected
+        return Redirect(
+            request_path(verified.id),
+            status_code=303,
+            cookies=[_token_cookie(request, verified, request.app.state.clock.now())],
+        )
 
     @get(
         "/requests/{request_id:str}/export",
