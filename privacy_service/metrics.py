@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,8 +24,11 @@ from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit.models import AuditVerification
+from privacy_service.breaches.clocks import authority_clock, california_clock
 from privacy_service.breaches.flows import CLOCK_RUNNING
 from privacy_service.breaches.models import Breach
+from privacy_service.breaches.policy import BreachPolicy, BreachPolicyError, load_breach_policy
+from privacy_service.breaches.schemas import CaliforniaClockView, ClockView
 from privacy_service.clock import Clock
 from privacy_service.db import Database
 from privacy_service.dsr.flows import OPEN, Status
@@ -39,6 +42,8 @@ from privacy_service.systems.models import Delivery, DeliveryAttempt, Downstream
 # Litestar appends "; charset=utf-8" to text types.
 CONTENT_TYPE = "text/plain; version=0.0.4"
 # Webhook latency buckets, seconds.
+# The states of a clock that is counting down (breaches.clocks).
+RUNNING_STATES = frozenset({"running", "overdue"})
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 Labels = Mapping[str, str]
 
@@ -113,27 +118,31 @@ def _timestamp(moment: datetime) -> float:
     return round(moment.timestamp(), 3)
 
 
-async def _breach_clocks(out: Exposition, session: AsyncSession, now: datetime) -> None:
-    """Every running legal clock of an incident: the opaque incident id and the clock's name only."""
-    running = await session.exec(
-        select(Breach.id, Breach.authority_deadline).where(
-            col(Breach.status).in_([s.value for s in CLOCK_RUNNING]),
-            col(Breach.aware_at).is_not(None),
-            col(Breach.authority_deadline).is_not(None),
-            col(Breach.authority_notified_at).is_(None),
-            or_(col(Breach.notify_authority).is_(None), col(Breach.notify_authority).is_(True)),
-        )
-    )
+async def _breach_clocks(
+    out: Exposition, session: AsyncSession, now: datetime, rules: Callable[[], BreachPolicy | None]
+) -> None:
+    """Every running legal clock of an incident, as the incident's view computes it (breaches.clocks):
+    the opaque incident id and the clock's name only."""
+    open_incidents = (
+        await session.exec(select(Breach).where(col(Breach.status).in_([s.value for s in CLOCK_RUNNING])))
+    ).all()
+    policy = rules() if open_incidents else None
+    samples: list[tuple[Labels, float]] = []
+    for breach in open_incidents:
+        views: list[tuple[str, ClockView | CaliforniaClockView | None]] = [
+            ("authority", authority_clock(breach, now)),
+            ("california", california_clock(policy, breach, now) if policy is not None else None),
+        ]
+        for name, view in views:
+            if view is not None and view.state in RUNNING_STATES and view.seconds_left is not None:
+                samples.append(({"incident": str(breach.id), "clock": name}, round(view.seconds_left / 3600, 3)))
     out.family(
         "privacy_breach_clock_hours_left",
         "gauge",
-        "Hours left on each running breach notification clock (negative: overdue); "
-        "clock=authority is the GDPR Art. 33 notification to the supervisory authority.",
-        (
-            ({"incident": str(incident), "clock": "authority"}, _hours(deadline - now))
-            for incident, deadline in running.all()
-            if deadline is not None
-        ),
+        "Hours left on each running breach notification clock (negative: overdue): clock=authority is the "
+        "GDPR Art. 33 notification to the supervisory authority, clock=california the notice to California "
+        "residents (Civ. Code 1798.82, when policies/breach.yaml sets clock.california).",
+        samples,
     )
 
 
@@ -320,7 +329,9 @@ class Snapshot:
         self._text: str | None = None
         self._taken: datetime | None = None
 
-    async def text(self, db: Database, clock: Clock, max_age: float) -> str:
+    async def text(
+        self, db: Database, clock: Clock, max_age: float, breach_rules: Callable[[], BreachPolicy | None]
+    ) -> str:
         async with self._lock:
             now, taken = clock.now(), self._taken
             if self._text is not None and taken is not None and 0 <= (now - taken).total_seconds() < max_age:
@@ -328,7 +339,7 @@ class Snapshot:
             out = Exposition()
             async with db.transaction() as session:
                 await _requests(out, session, now)
-                await _breach_clocks(out, session, now)
+                await _breach_clocks(out, session, now, breach_rules)
                 await _outbox(out, session)
                 await _webhooks(out, session, now)
                 await _retention(out, session)
@@ -347,6 +358,14 @@ class Snapshot:
 )
 async def metrics(request: Request[Any, Any, Any]) -> Response[str]:
     state = request.app.state
+    runtime = state.runtime
+
+    def breach_rules() -> BreachPolicy | None:
+        try:
+            return load_breach_policy(runtime.settings.policy_dir, runtime.policy)
+        except BreachPolicyError:
+            return None  # the breach routes and the worker log the problems; the 72-hour clock still counts
+
     snapshot: Snapshot = state.setdefault("metrics_snapshot", Snapshot())
-    text = await snapshot.text(state.db, state.clock, state.runtime.settings.metrics_cache_seconds)
+    text = await snapshot.text(state.db, state.clock, runtime.settings.metrics_cache_seconds, breach_rules)
     return Response(text, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})

@@ -114,11 +114,16 @@ async def test_clocks_purge_and_audit_times_are_exported(
     exposition, found = await scrape(client, auth)
     now = runtime.clock.now()
 
-    clocks = found["privacy_breach_clock_hours_left"]
-    assert [labels for labels, _ in clocks] == [{"incident": breach["id"], "clock": "authority"}]
+    clocks = {labels["clock"]: (labels, value) for labels, value in found["privacy_breach_clock_hours_left"]}
+    assert set(clocks) == {"authority", "california"}  # a breach of confidentiality: both run
+    for labels, _ in clocks.values():
+        assert labels == {"incident": breach["id"], "clock": labels["clock"]}
     deadline = datetime.fromisoformat(breach["clock"]["authority_deadline"])
-    assert clocks[0][1] == pytest.approx((deadline - now) / timedelta(hours=1), abs=0.05)
-    assert 71 < clocks[0][1] <= 72
+    assert clocks["authority"][1] == pytest.approx((deadline - now) / timedelta(hours=1), abs=0.05)
+    assert 71 < clocks["authority"][1] <= 72
+    california = datetime.fromisoformat(breach["california_clock"]["deadline"])
+    assert clocks["california"][1] == pytest.approx((california - now) / timedelta(hours=1), abs=0.05)
+    assert 29 * 24 < clocks["california"][1] <= 30 * 24
 
     due = await _due_at(runtime)
     assert one(found, "privacy_request_deadline_hours_left") == pytest.approx(
@@ -146,7 +151,11 @@ async def test_a_notified_breach_stops_its_clock_and_a_broken_chain_reads_zero(
         await session.execute(text("UPDATE audit_events SET action = 'rewritten' WHERE seq = 1"))
     assert not (await verify_and_record(runtime, actor="cli")).ok
     _, found = await scrape(client, auth)
-    assert [labels["incident"] for labels, _ in found["privacy_breach_clock_hours_left"]] == [kept["id"]]
+    authority = [labels for labels, _ in found["privacy_breach_clock_hours_left"] if labels["clock"] == "authority"]
+    assert [labels["incident"] for labels in authority] == [kept["id"]]
+    # An incident whose people were not told yet keeps its California clock.
+    california = [labels for labels, _ in found["privacy_breach_clock_hours_left"] if labels["clock"] == "california"]
+    assert sorted(labels["incident"] for labels in california) == sorted([kept["id"], notified["id"]])
     assert one(found, "privacy_audit_chain_verification_ok") == 0
     # The last *successful* check is still reported: "broken" and "not checked lately" are two alerts.
     assert len(found["privacy_audit_chain_last_verified_timestamp_seconds"]) == 1
