@@ -25,7 +25,7 @@ from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.dsr import answer_access
 from privacy_service.dsr.models import AnswerAccess, PrivacyRequest
 from privacy_service.runtime import Runtime
-from tests.api.dsr_support import OPEN_LIMITS, deliver, fresh_settings, make_subject
+from tests.api.dsr_support import OPEN_LIMITS, deliver, fresh_settings, make_subject, rows
 from tests.conftest import MailSink
 from tests.portal_support import csrf_token, parse
 
@@ -476,3 +476,25 @@ async def test_a_new_code_replaces_the_previous_one(
     if old != new:  # the same six digits by chance would prove nothing
         assert (await enter_code(second, request_id, old)).status_code == 422
     assert (await enter_code(second, request_id, new)).status_code == 303
+
+
+async def test_sending_and_opening_are_audited_without_personal_data(
+    first: httpx.AsyncClient,
+    second: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    mail: MailSink,
+) -> None:
+    await make_subject(client, auth, email=EMAIL, profile={"name": NAME})
+    request_id = await completed_request(first, runtime, mail)
+    await ask_code(second, request_id)
+    await deliver(runtime)
+    assert (await enter_code(second, request_id, newest_code(mail, EMAIL, OPENING_SUBJECT))).status_code == 303
+    events = [e for e in await rows(runtime, "audit_events") if e["action"].startswith("dsr.answer")]
+    assert [e["action"] for e in events] == ["dsr.answer_code.sent", "dsr.answer.opened"]
+    for event in events:
+        assert event["actor_type"] == "subject"
+        assert event["actor_id"] == request_id
+        assert EMAIL not in str(event)
+        assert NAME not in str(event)
