@@ -18,12 +18,15 @@ fails the test and names the block and its line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,8 @@ _BLOCK = re.compile(
     re.M | re.S,
 )
 MARK = "::docs-block::"
+PAGE_TIMEOUT_SECONDS = 300
+PIDS = ".background-pids"  # for finish(): a script killed on timeout runs no trap
 _WAIT = {
     "background-server": 'curl -sf "http://127.0.0.1:$PRIVACY_PORT/readyz" >/dev/null',
     "background-smtp": '(exec 3<>"/dev/tcp/127.0.0.1/$PRIVACY_SMTP_PORT") 2>/dev/null',
@@ -80,7 +85,8 @@ def script_for(blocks: list[Block]) -> str:
         "set -euo pipefail",
         "BACKGROUND_PIDS=()",
         # Each background block leads its own session: kill the whole group (the shell and its children).
-        'trap \'for pid in "${BACKGROUND_PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || true; done\' EXIT',
+        'stop_background() { for pid in "${BACKGROUND_PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; }',
+        "trap stop_background EXIT",
     ]
     for block in blocks:
         parts.append(f'echo "{MARK}{block.number}:{block.line}" >&2')
@@ -92,7 +98,7 @@ def script_for(blocks: list[Block]) -> str:
         parts += [
             f"cat > {name}.sh <<'DOCS_BLOCK_EOF'\n{block.code}DOCS_BLOCK_EOF",
             f"setsid {BASH} {name}.sh > {name}.log 2>&1 &",
-            "BACKGROUND_PIDS+=($!)",
+            f"BACKGROUND_PIDS+=($!); echo $! >> {PIDS}",
             f"for _ in $(seq 150); do {wait} && break; "
             f'kill -0 "$!" || {{ cat {name}.log >&2; exit 1; }}; sleep 0.2; done',
             wait,
@@ -138,9 +144,32 @@ def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
             Block(0, 0, "privacy-service serve\n", "background-server"),
             *blocks,
         ]
-    return subprocess.run(  # noqa: S603 - bash running the page's own examples
-        [BASH, "-c", script_for(blocks)], cwd=workdir, env=env, capture_output=True, text=True, timeout=300, check=False
+    process = subprocess.Popen(  # noqa: S603 - bash running the page's own examples
+        [BASH, "-c", script_for(blocks)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    return finish(process, workdir, PAGE_TIMEOUT_SECONDS)
+
+
+def finish(process: subprocess.Popen[str], workdir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Wait for the script; past the timeout, stop it and every background block it started."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pids = workdir / PIDS
+        for pid in pids.read_text().split() if pids.exists() else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid), signal.SIGKILL)  # each block leads its own session (setsid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the script and its foreground commands (start_new_session)
+        stdout, stderr = process.communicate(timeout=30)
+        stderr += f"\n(the page did not finish within {timeout} s)"
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def test_the_operator_guide_has_examples_and_starts_one_server() -> None:
@@ -169,6 +198,34 @@ def test_a_wrong_command_fails_the_script(tmp_path: Path) -> None:
         assert result.returncode != 0
         assert "never" not in result.stdout
         assert f"{MARK}2:5" in result.stderr
+
+
+def test_a_script_past_its_time_is_stopped_with_its_background_blocks(tmp_path: Path) -> None:
+    script = script_for(
+        [Block(1, 1, "echo $$ > inner.pid; exec sleep 300\n", "background-smtp"), Block(2, 3, "sleep 300\n")]
+    )
+    with socket.socket() as listener:  # the "mail sink" port is open, so the script goes on to block 2
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        process = subprocess.Popen(  # noqa: S603 - bash running the harness's own script
+            [BASH, "-c", script],
+            cwd=tmp_path,
+            env={**os.environ, "PRIVACY_SMTP_PORT": str(port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        result = finish(process, tmp_path, timeout=5)
+    assert result.returncode != 0
+    assert "did not finish within 5 s" in result.stderr
+    inner = int((tmp_path / "inner.pid").read_text())
+    for _ in range(50):
+        if not Path(f"/proc/{inner}").exists():
+            break
+        time.sleep(0.1)
+    assert not Path(f"/proc/{inner}").exists(), "the background block outlived its script"
 
 
 def test_a_background_block_that_dies_fails_the_script_and_shows_its_output(tmp_path: Path) -> None:
