@@ -17,7 +17,6 @@ it. The access it gives lasts ``dsr_answer_access_hours``.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Literal
@@ -27,9 +26,8 @@ from sqlmodel import col, delete, select
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.dsr import schemas
-from privacy_service.dsr.context import TOKEN_PREFIX, hash_token
+from privacy_service.dsr.context import hash_token, new_token
 from privacy_service.dsr.flows import Status
-from privacy_service.dsr.intake import TooManyCodes
 from privacy_service.dsr.models import AnswerAccess, PrivacyRequest
 from privacy_service.dsr.processing import Processing
 from privacy_service.dsr.verification import CodeRejected, VerifyOutcome
@@ -93,31 +91,22 @@ class Opening(Processing):
         rows = list(
             (await self.session.exec(select(AnswerAccess).where(col(AnswerAccess.request_id) == request.id))).all()
         )
-        last = max((row.created_at for row in rows), default=None)
-        cooldown = timedelta(seconds=self.settings.dsr_resend_cooldown_seconds)
-        if last is not None and now - last < cooldown:
-            wait = int((last + cooldown - now).total_seconds()) + 1
-            raise Conflict(f"a code was sent moments ago; try again in {wait} s", headers={"Retry-After": str(wait)})
-        retry_after = self._may_mail_code(request.identity_bidx)
-        if retry_after is not None:
-            raise TooManyCodes(
-                "this identity has been sent as many codes as allowed for now; try again later",
-                headers={"Retry-After": str(max(1, int(retry_after) + 1))},
-            )
+        self._check_cooldown(max((row.created_at for row in rows), default=None))
+        self._take_code_mail(request.identity_bidx)
         key = await self._request_key(request)
         # The code still waiting (it stops working) and codes whose browser access has ended go; the
         # rows of browsers that may still read the request stay.
         spent = [row.id for row in rows if not _live_token(row, now)]
         if spent:
             await self.session.exec(delete(AnswerAccess).where(col(AnswerAccess.id).in_(spent)))
-        code = f"{secrets.randbelow(1_000_000):06d}"
+        code, digest = self._fresh_code(request.id)
         minutes = self.settings.dsr_code_ttl_minutes
         self.session.add(
             AnswerAccess(
                 id=uuid.uuid4(),
                 request_id=request.id,
                 created_at=now,
-                code_hash=self._code_digest(request.id, code),
+                code_hash=digest,
                 code_expires_at=now + timedelta(minutes=minutes),
             )
         )
@@ -154,8 +143,7 @@ class Opening(Processing):
         self.session.add(pending)
         if pending.code_expires_at is None or pending.code_expires_at <= now:
             return VerifyOutcome(rejected=CodeRejected("code-expired", "the code has expired; ask for a new one", 0))
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        pending.token_hash = hash_token(token)
+        token, pending.token_hash = new_token()
         pending.token_expires_at = now + timedelta(hours=self.settings.dsr_answer_access_hours)
         self._code_confirmed(request.identity_bidx)
         self.actor = Actor("subject", str(request.id))

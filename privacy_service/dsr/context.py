@@ -28,7 +28,7 @@ from privacy_service.dsr import schemas
 from privacy_service.dsr.deadlines import DeadlineRules
 from privacy_service.dsr.flows import Status, check
 from privacy_service.dsr.models import PrivacyRequest, record_transition
-from privacy_service.errors import DataIntegrityError, Gone, NotFound
+from privacy_service.errors import Conflict, DataIntegrityError, DomainError, Gone, NotFound
 from privacy_service.notify.recipients import PHONE_ON_FILE
 from privacy_service.notify.service import enqueue
 from privacy_service.policy.document import PolicyDocument
@@ -43,8 +43,22 @@ ACTIONS_ZH = {"access": "查阅", "portability": "导出", "rectify": "更正", 
 IDENTITY_COLUMNS = {"email": Subject.email_bidx, "phone": Subject.phone_bidx, "external_id": Subject.external_id_bidx}
 
 
+class TooManyCodes(DomainError):
+    """No further code mail now: the request's resends, or the identity's mails for the day, are used up."""
+
+    status = 429
+    slug = "too-many-codes"
+    title = "No more verification codes can be sent now"
+
+
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def new_token() -> tuple[str, bytes]:
+    """A subject token (for the caller) and its hash (for the database)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, hash_token(token)
 
 
 @dataclass(slots=True)
@@ -74,6 +88,23 @@ class DsrBase:
     def _may_mail_code(self, bidx: bytes) -> float | None:
         """None if a code mail may go to this identity now (and count it), else seconds to wait."""
         return self.code_quota.take(bidx) if self.code_quota is not None else None
+
+    def _check_cooldown(self, last_sent: datetime | None) -> None:
+        """Another code for a request (a resend, or a code to open it) waits out the cooldown (409)."""
+        now = self.clock.now()
+        cooldown = timedelta(seconds=self.settings.dsr_resend_cooldown_seconds)
+        if last_sent is not None and now - last_sent < cooldown:
+            wait = int((last_sent + cooldown - now).total_seconds()) + 1
+            raise Conflict(f"a code was sent moments ago; try again in {wait} s", headers={"Retry-After": str(wait)})
+
+    def _take_code_mail(self, bidx: bytes) -> None:
+        """Count a code mail to this identity, or refuse it (429 with Retry-After) past its quota."""
+        retry_after = self._may_mail_code(bidx)
+        if retry_after is not None:
+            raise TooManyCodes(
+                "this identity has been sent as many codes as allowed for now; try again later",
+                headers={"Retry-After": str(max(1, int(retry_after) + 1))},
+            )
 
     def _code_confirmed(self, bidx: bytes) -> None:
         """A code for this identity was entered correctly (see ``ratelimit.code_quota``)."""
@@ -203,17 +234,21 @@ class DsrBase:
             **context,
         )
 
-    def _new_code(self, request: PrivacyRequest) -> str:
+    def _fresh_code(self, request_id: uuid.UUID) -> tuple[str, bytes]:
+        """A new 6-digit code for the request, and the digest that is stored in its place."""
         code = f"{secrets.randbelow(1_000_000):06d}"
+        return code, self._code_digest(request_id, code)
+
+    def _new_code(self, request: PrivacyRequest) -> str:
+        code, digest = self._fresh_code(request.id)
         now = self.clock.now()
-        request.code_hash = self._code_digest(request.id, code)
+        request.code_hash = digest
         request.code_expires_at = now + timedelta(minutes=self.settings.dsr_code_ttl_minutes)
         request.code_sent_at = now
         return code
 
     def _issue_token(self, request: PrivacyRequest, now: datetime) -> schemas.Verified:
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        request.token_hash = hash_token(token)
+        token, request.token_hash = new_token()
         request.token_expires_at = now + timedelta(days=self.settings.dsr_token_ttl_days)
         self.session.add(request)
         return schemas.Verified(request.id, token, request.status, request.token_expires_at)

@@ -9,7 +9,7 @@ customer's name cannot lock the customer out of filing their own.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import msgspec
 from sqlalchemy import Table, bindparam, insert
@@ -20,10 +20,11 @@ from privacy_service.crypto.fields import NORMALISERS, InvalidIdentifier
 from privacy_service.crypto.service import REQUEST
 from privacy_service.db import carry_appended_rows, column_values, new_row
 from privacy_service.dsr import schemas
+from privacy_service.dsr.context import TooManyCodes
 from privacy_service.dsr.flows import VERIFIED_OPEN, Status
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.dsr.processing import Processing
-from privacy_service.errors import Conflict, DomainError, InvalidInput
+from privacy_service.errors import Conflict, InvalidInput
 
 # Built once: intake runs them on every request (building one per call cost as much as running it).
 _OPEN_DUPLICATE = (
@@ -50,14 +51,6 @@ _NEW_REQUEST = insert(_REQUESTS).values(
     }
     | {"duplicate_of": _OPEN_DUPLICATE.scalar_subquery()}
 )
-
-
-class TooManyCodes(DomainError):
-    """No further code mail now: the request's resends, or the identity's mails for the day, are used up."""
-
-    status = 429
-    slug = "too-many-codes"
-    title = "No more verification codes can be sent now"
 
 
 class Intake(Processing):
@@ -151,20 +144,10 @@ class Intake(Processing):
         request = await self._get(request_id, for_update=True)
         if request.status != Status.AWAITING_VERIFICATION:
             raise Conflict("this request is not waiting for verification")
-        now = self.clock.now()
-        cooldown = timedelta(seconds=self.settings.dsr_resend_cooldown_seconds)
-        if request.code_sent_at is not None and now - request.code_sent_at < cooldown:
-            wait = int((request.code_sent_at + cooldown - now).total_seconds()) + 1
-            raise Conflict(f"a code was sent moments ago; try again in {wait} s", headers={"Retry-After": str(wait)})
+        self._check_cooldown(request.code_sent_at)
         if request.resends >= self.settings.dsr_resend_max_per_request:
             raise TooManyCodes("this request has been sent as many codes as it can have; submit a new request")
-        retry_after = self._may_mail_code(request.identity_bidx)
-        if retry_after is not None:
-            seconds = str(max(1, int(retry_after) + 1))
-            raise TooManyCodes(
-                "this identity has been sent as many codes as allowed for now; try again later",
-                headers={"Retry-After": seconds},
-            )
+        self._take_code_mail(request.identity_bidx)
         key = await self._request_key(request)
         code = self._new_code(request)
         request.resends += 1

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from privacy_service.dsr.answer_access import Opening
-from privacy_service.dsr.context import TOKEN_PREFIX, hash_token
+from privacy_service.dsr.context import TOKEN_PREFIX, TooManyCodes, hash_token
 from privacy_service.dsr.decisions import Decisions
-from privacy_service.dsr.intake import Intake, TooManyCodes
+from privacy_service.dsr.intake import Intake
 from privacy_service.dsr.processing import RECTIFY_REFUSED
 from privacy_service.dsr.reading import Reading
 from privacy_service.dsr.verification import CodeRejected, Verification, VerifyOutcome
