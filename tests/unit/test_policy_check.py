@@ -45,6 +45,7 @@ def test_the_shipped_policy_is_valid() -> None:
 SHIPPED_VERSIONS = {
     "2026.1": "b4aff3f434f8048e1696eb501e50e55adac10a892e33b5240e07de4b9f19a698",
     "2026.2": "8225bfc523094bc8e3d5f0ac8d4516526cdbeda3199af41fb10f33486a376c11",
+    "2026.3": "4f15d7ae88231bb80286d0fdc9297eac35e674abffd55dceed692cfab65a39f9",
 }
 
 
