@@ -34,9 +34,11 @@ run: install
 NO_BROWSER_HINT := or run every other test without them:  $(BIN)/pytest --ignore=tests/e2e
 
 chromium:
-	@command -v chromium >/dev/null && exit 0; \
+	@command -v chromium >/dev/null && { ! command -v dpkg-query >/dev/null || \
+	  dpkg-query -W -f='$${Status}' fonts-noto-cjk 2>/dev/null | grep -q 'ok installed'; } && exit 0; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-	  printf '%s\n' "make test: Chromium is missing. The browser tests (tests/e2e) drive Debian's /usr/bin/chromium," \
+	  printf '%s\n' "make test: Chromium or the CJK fonts are missing. The browser tests (tests/e2e) drive Debian's /usr/bin/chromium" \
+	    "and measure Chinese text (fonts-noto-cjk);" \
 	    "and installing it needs root and apt-get. Run as root:" \
 	    "    apt-get update && apt-get install -y chromium fonts-noto-cjk" \
 	    "then run make test again; $(NO_BROWSER_HINT)" >&2; \
