@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -84,10 +85,19 @@ class Heartbeat:
 
     def beat(self) -> None:
         document = {"pid": os.getpid(), "at": time.time(), "started_at": self.started_at, "jobs": self.jobs}
-        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            partial.write_text(json.dumps(document), encoding="utf-8")
-            partial.replace(self.path)
+            # A fresh name (O_EXCL) beside the file, then a rename: in a shared temp directory nobody can
+            # plant a link at a name the worker would write through.
+            with tempfile.NamedTemporaryFile(
+                "w", encoding="utf-8", dir=self.path.parent, prefix=f".{self.path.name}.", delete=False
+            ) as partial:
+                written = Path(partial.name)
+                try:
+                    partial.write(json.dumps(document))
+                except OSError:
+                    written.unlink(missing_ok=True)
+                    raise
+            written.replace(self.path)
         except OSError as exc:
             log.warning("heartbeat_failed", path=str(self.path), error=type(exc).__name__)
             return
