@@ -48,6 +48,15 @@ class HtmlOrJson(Operation):
             ok.content = {"text/html": OpenAPIMediaType(schema=_TEXT), JSON_MEDIA_TYPE: OpenAPIMediaType(schema=index)}
 
 
+def _wants_json(request: Request[Any, Any, Any]) -> bool:
+    """Whether the client prefers JSON; an Accept header Litestar cannot read (``q=1e999`` overflows
+    its parser) gets the page, as a header that names neither type does."""
+    try:
+        return request.accept.best_match(["text/html", JSON_MEDIA_TYPE], default="text/html") == JSON_MEDIA_TYPE
+    except (ValueError, OverflowError):
+        return False
+
+
 @get(
     "/",
     opt={"public": True},
@@ -58,7 +67,7 @@ class HtmlOrJson(Operation):
 async def home(request: Request[Any, Any, Any]) -> Response[Any]:
     document: PolicyDocument = request.app.state.policy
     vary = {"Vary": "Accept, Accept-Language, Cookie"}
-    if request.accept.best_match(["text/html", JSON_MEDIA_TYPE], default="text/html") == JSON_MEDIA_TYPE:
+    if _wants_json(request):
         body = {"service": "privacy-service", "controller": document.spec.controller.name, "links": LINKS}
         return Response(body, media_type=JSON_MEDIA_TYPE, headers={**vary, "Cache-Control": "no-cache"})
     language = visitor_language(request, document.languages)

@@ -59,3 +59,13 @@ async def test_the_openapi_document_names_both_answers(client: httpx.AsyncClient
     content = document["paths"]["/"]["get"]["responses"]["200"]["content"]
     assert set(content) == {"text/html", "application/json"}
     assert set(content["application/json"]["schema"]["required"]) == {"service", "controller", "links"}
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["text/html;q=1e999", "application/json;q=1e999, text/html", "text/html;q=abc", "*/*;q=-1", ";;;,,,", "a" * 4000],
+)
+async def test_a_hostile_accept_header_gets_the_page_not_an_error(client: httpx.AsyncClient, accept: str) -> None:
+    response = await client.get("/", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
