@@ -146,9 +146,9 @@ async def test_a_notified_breach_stops_its_clock_and_a_broken_chain_reads_zero(
         assert row is not None
         row.authority_notified_at = row.aware_at
     assert (await verify_and_record(runtime, actor="cli")).ok
-    async with runtime.db.transaction() as session:
+    async with runtime.db.engine.begin() as connection:
         # Someone with database access rewrites a sealed entry.
-        await session.execute(text("UPDATE audit_events SET action = 'rewritten' WHERE seq = 1"))
+        await connection.execute(text("UPDATE audit_events SET action = 'rewritten' WHERE seq = 1"))
     assert not (await verify_and_record(runtime, actor="cli")).ok
     _, found = await scrape(client, auth)
     authority = [labels for labels, _ in found["privacy_breach_clock_hours_left"] if labels["clock"] == "authority"]
