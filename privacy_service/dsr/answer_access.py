@@ -25,6 +25,7 @@ from sqlmodel import col, delete, select
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
+from privacy_service.crypto.fields import DataKey
 from privacy_service.dsr import schemas
 from privacy_service.dsr.context import hash_token, new_token
 from privacy_service.dsr.flows import Status
@@ -112,7 +113,23 @@ class Opening(Processing):
         )
         self.actor = Actor("subject", str(request.id))
         self._audit(request, "dsr.answer_code.sent", now)
-        await self._notify(request, key, "answer_code", public=True, code=code, minutes=minutes)
+        to = await self._verified_address(request, key)
+        if to is not None:  # the same answer either way: the caller learns no address and no customer
+            await self._notify(request, key, "answer_code", to=to, code=code, minutes=minutes)
+
+    async def _verified_address(self, request: PrivacyRequest, key: DataKey) -> str | None:
+        """The address of the identity this request was confirmed with: the e-mail itself, or for a
+        phone the e-mail on file of the customer it was confirmed as (``subject_id``), never whoever
+        holds that phone now (a number given up and taken by another customer must not open this
+        customer's answer). No such customer left: no mail."""
+        if request.identity_kind == "email":
+            return await self._recipient(request, key)
+        if request.subject_id is None:
+            return None
+        try:
+            return await self.subjects.contact_email(request.subject_id)
+        except (Gone, NotFound):  # erased, or the row deleted: no address is left to write to
+            return None
 
     async def open_with_code(self, request_id: uuid.UUID, code: str) -> VerifyOutcome:
         """Give this browser read-only access to a confirmed request, for the code last mailed to open it.

@@ -153,12 +153,15 @@ def _verify_page(
 
 
 async def _may_read(service: DsrService, request_id: uuid.UUID, token: str | None) -> bool:
-    """Whether the cookie's token opens this request (an expired one does not: the visitor may get a new one)."""
+    """Whether the cookie's token opens this request (an expired one does not: the visitor may get a new one).
+
+    An id that names no request is answered as a request this token does not open, so that the page
+    (``gate``) tells nobody, cookie or not, whether the request exists."""
     if not token:
         return False
     try:
         await service.authorise_token(request_id, token)
-    except (Forbidden, Gone):
+    except (Forbidden, Gone, NotFound):
         return False
     return True
 

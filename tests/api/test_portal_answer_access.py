@@ -32,6 +32,8 @@ from tests.portal_support import csrf_token, parse
 EMAIL = "olive.opener@example.com"
 NAME = "Olive Openshaw"
 STRANGER_EMAIL = "mallory.stranger@example.com"
+PHONE = "+447911123456"
+NEW_PHONE = "+353861234567"
 CODE = re.compile(r"\b(\d{6})\b")
 OPENING_SUBJECT = "Your code to open your request"
 HTML = "text/html; charset=utf-8"
@@ -307,6 +309,57 @@ async def test_an_unknown_request_looks_like_one_waiting_for_its_code(second: ht
     bad = await form_post(second, f"/privacy/requests/{unknown}", f"/privacy/requests/{unknown}/open", code="12ab")
     assert bad.status_code == 422
     assert bad.headers["content-type"] == HTML
+
+
+async def test_a_phone_requests_code_goes_to_its_own_customer_not_the_numbers_new_holder(
+    first: httpx.AsyncClient,
+    second: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    mail: MailSink,
+) -> None:
+    # Customer A confirms a request made with their phone number, then changes number; customer B
+    # registers the old number. The code to open A's request (A's data) goes to A, never to B.
+    customer_a = await make_subject(client, auth, email=EMAIL, phone=PHONE, profile={"name": NAME})
+    filed = await form_post(
+        first, "/privacy/request", "/privacy/request", type="access", identity_kind="phone", phone=PHONE
+    )
+    assert filed.status_code == 303, filed.text
+    verify_path = filed.headers["location"]
+    await deliver(runtime)
+    verified = await form_post(first, verify_path, verify_path, code=newest_code(mail, EMAIL))
+    assert verified.status_code == 303, verified.text
+    request_id = verify_path.split("/")[3]
+    moved = await client.patch(f"/v1/subjects/{customer_a}", json={"phone": NEW_PHONE}, headers=auth)
+    assert moved.status_code == 200, moved.text
+    await make_subject(client, auth, email=STRANGER_EMAIL, phone=PHONE, profile={"name": "Mallory"})
+
+    assert (await ask_code(second, request_id)).status_code == 303
+    await deliver(runtime)
+    assert mail.to(STRANGER_EMAIL) == []
+    assert len(opening_mails(mail, EMAIL)) == 1
+    # B has no code: a guess opens nothing, and nothing of A's shows.
+    guessed = await enter_code(second, request_id, "000000")
+    assert guessed.status_code == 422
+    assert_nothing_of_the_customer(guessed)
+    assert (await second.get(f"/privacy/requests/{request_id}/export")).status_code == 403
+    assert_nothing_of_the_customer(await second.get(f"/privacy/requests/{request_id}"))
+    # A's own code opens it, over the API too.
+    code = newest_code(mail, EMAIL, OPENING_SUBJECT)
+    assert (await enter_code(second, request_id, code)).status_code == 303
+    export = await second.get(f"/privacy/requests/{request_id}/export")
+    assert export.json()["subject"]["email"] == EMAIL
+
+
+async def test_a_cookie_for_an_unknown_request_gets_the_code_page_as_a_known_one_would(
+    second: httpx.AsyncClient,
+) -> None:
+    unknown = "0b4d6a8e-0000-4000-8000-000000000001"
+    second.cookies.set("privacy_request", "psr_" + "x" * 43, path=f"/privacy/requests/{unknown}")
+    page = await second.get(f"/privacy/requests/{unknown}")
+    assert page.status_code == 200
+    assert f'action="/privacy/requests/{unknown}/verify"' in page.text
 
 
 # -- the customer's way ---------------------------------------------------------------------------
