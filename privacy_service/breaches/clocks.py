@@ -5,9 +5,11 @@ GDPR Art. 33(1): the supervisory authority is notified without undue delay and, 
 
 California, Civ. Code §1798.82(a) as amended by SB 446 (from 1 Jan 2026): affected residents are told
 within 30 calendar days of discovery (``clock.california.notice_deadline``). The clock runs from
-``aware_at`` on a confirmed breach of confidentiality (the statute's trigger is acquisition of the
-data) until the people are told (subject notification or public communication) or the breach is
-closed. Its reminder marks share ``reminders_sent`` with the 72-hour clock, prefixed ``us-ca:``.
+``aware_at`` on a confirmed breach of confidentiality of readable data (the statute's trigger is
+acquisition of unencrypted data, or of encrypted data with its key) until the people are told (subject
+notification or public communication) or the breach is closed; closing needs that notice or a recorded
+justification (``california_notice`` duty, breaches/closing.py), so closing never ends the duty silently.
+Its reminder marks share ``reminders_sent`` with the 72-hour clock, prefixed ``us-ca:``.
 """
 
 from __future__ import annotations
@@ -41,14 +43,20 @@ def california_deadline(rules: BreachPolicy, breach: Breach) -> datetime | None:
     return breach.aware_at + length
 
 
-def california_clock_running(breach: Breach) -> bool:
-    """A confirmed, unclosed breach of confidentiality whose people have not been told yet."""
+def california_notice_pending(breach: Breach) -> bool:
+    """Readable data was acquired (a breach of confidentiality, not encrypted with the key safe: §1798.82(a)
+    exempts encrypted data) and its people have not been told yet (subject notice or public communication)."""
     return (
-        breach.status in CLOCK_RUNNING
-        and "confidentiality" in breach.nature
+        "confidentiality" in breach.nature
+        and not (breach.encrypted and not breach.key_compromised)
         and breach.subject_notice is None
         and breach.public_notice is None
     )
+
+
+def california_clock_running(breach: Breach) -> bool:
+    """A confirmed, unclosed breach of readable data whose people have not been told yet."""
+    return breach.status in CLOCK_RUNNING and california_notice_pending(breach)
 
 
 def california_clock(rules: BreachPolicy, breach: Breach, now: datetime) -> schemas.CaliforniaClockView | None:

@@ -144,7 +144,7 @@ class Register(BreachBase):
             subject_notifications=subject_view(breach, counts) if counts is not None else None,
             public_communication=breach.public_notice,
             open_duties=open_duties(
-                breach, counts, {notice.authority for notice in notices if notice.kind == "initial"}
+                breach, counts, {notice.authority for notice in notices if notice.kind == "initial"}, rules=self.rules
             ),
             closed_at=breach.closed_at,
             closing_note=breach.closing_note,

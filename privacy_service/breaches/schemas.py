@@ -203,7 +203,13 @@ class PublicCommunicationBody(Strict):
 
 
 class CloseBody(Strict):
+    """``california_not_required``: why no notice to California residents is owed (Civ. Code §1798.82): no
+    California resident is affected, or the data is not personal information under §1798.82(h). It lifts the
+    ``california_notice`` duty and is kept with the closing note (the audit event records only that one was given).
+    """
+
     note: Text | None = None
+    california_not_required: Justification | None = None
 
 
 # -- responses --------------------------------------------------------------------------------

@@ -283,7 +283,8 @@ async def test_override_needs_a_justification_and_is_recorded(
     assert low["band"] == "low"
     assert low["decisions"]["notify_authority"]["value"] is False
     assert low["clock"]["state"] == "not_required"
-    assert low["open_duties"] == []
+    # No GDPR duty, but Cal. Civ. Code §1798.82 has no risk threshold: the readable data's people are owed a notice.
+    assert low["open_duties"] == ["california_notice"]
     refused = await client.post(
         f"/v1/breaches/{breach['id']}/authority-notification", json={"recipient": "DPC"}, headers=auth
     )
@@ -307,12 +308,13 @@ async def test_override_needs_a_justification_and_is_recorded(
         "reasons": [*decision["reasons"][:-1], f"Overridden by an operator (yes): {justification}"],
     }
     assert overridden["clock"]["state"] == "running"
-    assert overridden["open_duties"] == ["authority_notification"]
+    assert overridden["open_duties"] == ["authority_notification", "california_notice"]
     notified = await client.post(
         f"/v1/breaches/{breach['id']}/authority-notification", json={"recipient": "DPC"}, headers=auth
     )
     assert notified.status_code == 201
-    closed = await client.post(f"/v1/breaches/{breach['id']}/close", json={}, headers=auth)
+    no_california = {"california_not_required": "The device identifiers concern EU accounts only."}
+    closed = await client.post(f"/v1/breaches/{breach['id']}/close", json=no_california, headers=auth)
     assert closed.status_code == 200
     events = await audit_rows(runtime, "breach.assess")
     assert events[-1]["detail"]["overridden"] == ["notify_authority"]

@@ -4,6 +4,7 @@ once, stopped when the people are told, not run for a breach that is not one of 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,81 @@ def test_policy_check_refuses_a_california_clock_that_cannot_run(runtime: Runtim
     assert rules is not None
     assert rules.california_deadline is None
     assert rules.california_reminders == []
+
+
+async def test_closing_does_not_end_the_california_duty_without_a_notice_or_a_justification(
+    client: AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    # §1798.82 has no risk threshold: a low-risk GDPR assessment (no Art. 33/34 duty) still owes Californians
+    # a notice of readable data that was acquired; closing would otherwise stop the clock silently.
+    start = start_time()
+    with time_machine.travel(start, tick=False) as traveller:
+        breach = await create(client, auth, categories=["user.device"], malicious=False, exfiltration_known=False)
+        unreadable = await create(client, auth, encrypted=True, key_compromised=False)
+        low = await assess(client, auth, breach["id"], confidentiality="known_recipients")
+        assert low["decisions"]["notify_authority"]["value"] is False
+        assert low["open_duties"] == ["california_notice"]
+        refused = await client.post(f"/v1/breaches/{breach['id']}/close", json={}, headers=auth)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["open_duties"] == ["california_notice"]
+        assert (await client.get(f"/v1/breaches/{breach['id']}", headers=auth)).json()["status"] == "assessed"
+
+        too_short = await client.post(
+            f"/v1/breaches/{breach['id']}/close", json={"california_not_required": "no"}, headers=auth
+        )
+        assert too_short.status_code == 400
+
+        # Encrypted with the key safe: nothing readable was acquired, so no California duty.
+        assert "california_notice" not in (await assess(client, auth, unreadable["id"]))["open_duties"]
+
+        traveller.move_to(start + timedelta(days=3))
+        why = "Every affected account is registered in Ireland; no California resident is affected."
+        closed = await client.post(
+            f"/v1/breaches/{breach['id']}/close",
+            json={"note": "Device list sent to a partner by mistake.", "california_not_required": why},
+            headers=auth,
+        )
+        assert closed.status_code == 200, closed.text
+        assert closed.json()["open_duties"] == []
+        assert closed.json()["closing_note"].endswith(why)
+        assert closed.json()["closing_note"].startswith("Device list sent to a partner by mistake.")
+        traveller.move_to(start + timedelta(days=31))
+        assert await remind(runtime) == (0, 0)
+    close = [e for e in await rows(runtime, "audit_events") if e["action"] == "breach.close"]
+    details = [e["detail"] if isinstance(e["detail"], dict) else json.loads(e["detail"]) for e in close]
+    assert [detail["california_not_required"] for detail in details] == [True]
+    assert why not in str(close)  # free text stays out of the audit log
+
+
+async def test_a_policy_without_the_california_clock_owes_no_california_notice(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    from privacy_service.breaches.closing import california_notice_owed
+    from privacy_service.breaches.models import Breach
+
+    shipped = load_breach_policy(runtime.settings.policy_dir, runtime.policy)
+    policy_dir = copy_policies(tmp_path)
+    edit_yaml(policy_dir / "breach.yaml", lambda doc: doc["clock"].pop("california"))
+    without = load_breach_policy(policy_dir, runtime.policy)
+    breach = Breach(title="t", description="d", nature=["confidentiality"], status="assessed")
+    assert california_notice_owed(shipped, breach)
+    assert not california_notice_owed(without, breach)
+    base: dict[str, Any] = {"title": "t", "description": "d", "nature": ["confidentiality"], "status": "assessed"}
+    for told in (
+        {"subject_notice": {"requested_at": "2026-01-01T00:00:00+00:00"}},
+        {"public_notice": {"published_at": "2026-01-01T00:00:00+00:00"}},
+        {"encrypted": True, "key_compromised": False},
+        {"nature": ["availability"]},
+    ):
+        assert not california_notice_owed(shipped, Breach(**{**base, **told})), told
+    assert california_notice_owed(
+        shipped,
+        Breach(
+            title="t",
+            description="d",
+            nature=["confidentiality"],
+            status="assessed",
+            encrypted=True,
+            key_compromised=True,
+        ),
+    )

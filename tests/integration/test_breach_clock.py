@@ -150,4 +150,8 @@ async def test_no_reminders_when_the_authority_need_not_be_told(
         assert low["decisions"]["notify_authority"]["value"] is False
         traveller.move_to(start + timedelta(hours=80))
         assert await remind(runtime) == (0, 0)
-        assert (await client.post(f"/v1/breaches/{breach['id']}/close", json={}, headers=auth)).status_code == 200
+        # Art. 33 owes nothing, but California's notice (no risk threshold) must be given or justified away.
+        refused = await client.post(f"/v1/breaches/{breach['id']}/close", json={}, headers=auth)
+        assert refused.json()["open_duties"] == ["california_notice"]
+        why = {"california_not_required": "No California resident is among the affected people."}
+        assert (await client.post(f"/v1/breaches/{breach['id']}/close", json=why, headers=auth)).status_code == 200
