@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.clock import Clock
 from privacy_service.dsr.deadlines import DeadlineRules
 from privacy_service.errors import NotFound
+from privacy_service.retention.rules import record_anchors, subject_anchors
 from privacy_service.subjects.models import Record, Subject, SubjectStatus
 from privacy_service.subjects.schemas import EraseOverride, ErasureReport
 from privacy_service.subjects.service import Retention, SubjectService
@@ -127,21 +128,19 @@ async def erase_subject(
         return Erasure(previous.report, previous.result, override_refused=True)
     held = await subjects.categories_held(subject_id)
     now = clock.now()
-    # Erasure ends the business relationship if the account was still open.
-    anchors = {
-        "account_closed_at": subject.account_closed_at or now,
-        "last_activity_at": subject.last_activity_at or now,
-        "occurred_at": subject.created_at,
-        "collected_at": subject.created_at,
-        "request_completed_at": now,
-    }
+    # The anchors are the purge's (retention.rules), so a kept category ends when the purge would
+    # end it. One difference: the erasure closes an account that is still open (SubjectService.erase
+    # records it), so the account closing is now; every other trigger already happened or never will.
+    anchors = subject_anchors(subject)
+    if anchors["account_closed_at"] is None:
+        anchors["account_closed_at"] = now
     latest = await _latest_record_times(session, subject_id)
     duties: dict[str, Retention] = {}
     for category in held:
         # A duty on the records' own time runs from the category's latest record (exactly).
         occurred, stored = latest.get(category, (None, None))
-        own = {"occurred_at": occurred, "collected_at": stored} if stored is not None else {}
-        duty = rules.legal_duty(category, {**anchors, **own})
+        own = record_anchors(occurred, stored, anchors) if stored is not None else anchors
+        duty = rules.legal_duty(category, own)
         if duty is not None and duty.until > now:
             duties[category] = duty
     under_hold = await subjects.under_hold(subject_id)
