@@ -35,7 +35,6 @@ from privacy_service.breaches.clocks import (
     california_clock_running,
     california_deadline,
     day_span,
-    due_reminders,
     human_span,
 )
 from privacy_service.breaches.flows import CLOCK_RUNNING
@@ -73,9 +72,63 @@ def _reference(breach: Breach) -> str:
     return str(breach.id)[:8]
 
 
+@dataclass(frozen=True, slots=True)
+class _Clock:
+    """One legal clock's reminders: its marks in ``reminders_sent`` (with ``prefix``), mails and audit actions."""
+
+    prefix: str
+    marks: list[tuple[str, timedelta]]
+    reminder: str  # mail template and audit action (breach.<name>)
+    overdue: str
+    log_event: str  # logged when overdue (no personal data: the breach id only)
+    # Only the 72-hour mail names the mark reached (its subject says "24 hours left").
+    names_mark: bool = False
+
+
+def _remind(
+    session: AsyncSession,
+    rules: BreachPolicy,
+    now: datetime,
+    breach: Breach,
+    clock: _Clock,
+    deadline: datetime,
+    context: Callable[[timedelta], dict[str, Any]],
+) -> ReminderResult:
+    """Mail the breach team once per mark reached and once when overdue, record the marks, audit it."""
+    left = deadline - now
+    sent = list(breach.reminders_sent)
+    due = [f"{clock.prefix}{label}" for label, mark in clock.marks if left <= mark]
+    due = [mark for mark in due if mark not in sent]
+    overdue_mark = f"{clock.prefix}overdue"
+    late = left.total_seconds() < 0 and overdue_mark not in sent
+    if not due and not late:
+        return ReminderResult()
+    values = context(left)
+    if late:
+        team_mail(session, rules, now, clock.overdue, **values)
+        log.warning(clock.log_event, breach_id=str(breach.id))
+        marks = [*due, overdue_mark]
+    else:
+        if clock.names_mark:
+            values["mark"] = due[-1].removeprefix(clock.prefix)
+        team_mail(session, rules, now, clock.reminder, **values)
+        marks = due
+    breach.reminders_sent = sent + marks
+    session.add(breach)
+    audit.record(
+        session,
+        at=now,
+        actor=CLOCK_ACTOR,
+        action=f"breach.{(clock.overdue if late else clock.reminder).removeprefix('breach_')}",
+        detail={"breach_id": str(breach.id), "marks": marks, "seconds_left": int(left.total_seconds())},
+    )
+    return ReminderResult(0, 1) if late else ReminderResult(1, 0)
+
+
 async def remind_deadlines(db: Database, clock: Clock, rules: BreachPolicy) -> ReminderResult:
     """E-mail the breach team once per mark (e.g. 24 h and 6 h left) and once when overdue."""
     now = clock.now()
+    spec = _Clock("", rules.reminders, "breach_reminder", "breach_overdue", "breach_authority_overdue", names_mark=True)
     reminded = overdue = 0
     async with db.transaction() as session:
         rows = (
@@ -89,48 +142,38 @@ async def remind_deadlines(db: Database, clock: Clock, rules: BreachPolicy) -> R
             )
         ).all()
         for breach in rows:
-            assert breach.authority_deadline is not None  # noqa: S101 - filtered above
-            left = breach.authority_deadline - now
-            sent = list(breach.reminders_sent)
-            due = due_reminders(rules, left, sent)
-            late = left.total_seconds() < 0 and "overdue" not in sent
-            if not due and not late:
-                continue
-            context: dict[str, Any] = {
-                "breach_id": str(breach.id),
-                "reference": _reference(breach),
-                "deadline": breach.authority_deadline.strftime("%Y-%m-%d %H:%M UTC"),
-                "time_left": human_span(left),
-                "status": breach.status,
-                "band": breach.band,
-                "assessed": breach.assessment is not None,
-            }
-            if late:
-                team_mail(session, rules, now, "breach_overdue", **context)
-                log.warning("breach_authority_overdue", breach_id=str(breach.id))
-                overdue += 1
-                marks = [*due, "overdue"]
-            else:
-                team_mail(session, rules, now, "breach_reminder", mark=due[-1], **context)
-                reminded += 1
-                marks = due
-            breach.reminders_sent = sent + marks
-            session.add(breach)
-            audit.record(
-                session,
-                at=now,
-                actor=CLOCK_ACTOR,
-                action="breach.overdue" if late else "breach.reminder",
-                detail={"breach_id": str(breach.id), "marks": marks, "seconds_left": int(left.total_seconds())},
-            )
+            deadline = breach.authority_deadline
+            assert deadline is not None  # noqa: S101 - filtered above
+
+            def context(left: timedelta, breach: Breach = breach, deadline: datetime = deadline) -> dict[str, Any]:
+                return {
+                    "breach_id": str(breach.id),
+                    "reference": _reference(breach),
+                    "deadline": deadline.strftime("%Y-%m-%d %H:%M UTC"),
+                    "time_left": human_span(left),
+                    "status": breach.status,
+                    "band": breach.band,
+                    "assessed": breach.assessment is not None,
+                }
+
+            result = _remind(session, rules, now, breach, spec, deadline, context)
+            reminded, overdue = reminded + result.reminded, overdue + result.overdue
     return ReminderResult(reminded, overdue)
 
 
 async def remind_california(db: Database, clock: Clock, rules: BreachPolicy) -> ReminderResult:
     """The California 30-day clock (``clock.california``): the same marks-then-overdue mails as the 72-hour one."""
-    if rules.california_deadline is None:
+    length = rules.california_deadline
+    if length is None:
         return ReminderResult()
     now = clock.now()
+    spec = _Clock(
+        CALIFORNIA,
+        rules.california_reminders,
+        "breach_california_reminder",
+        "breach_california_overdue",
+        "breach_california_overdue",
+    )
     reminded = overdue = 0
     async with db.transaction() as session:
         rows = (
@@ -145,41 +188,21 @@ async def remind_california(db: Database, clock: Clock, rules: BreachPolicy) -> 
             deadline = california_deadline(rules, breach)
             if deadline is None or not california_clock_running(breach):
                 continue
-            left = deadline - now
-            sent = list(breach.reminders_sent)
-            marks = [f"{CALIFORNIA}{label}" for label, mark in rules.california_reminders if left <= mark]
-            due = [mark for mark in marks if mark not in sent]
-            late = left.total_seconds() < 0 and f"{CALIFORNIA}overdue" not in sent
-            if not due and not late:
-                continue
-            context: dict[str, Any] = {
-                "breach_id": str(breach.id),
-                "reference": _reference(breach),
-                "aware_at": breach.aware_at.strftime("%Y-%m-%d %H:%M UTC") if breach.aware_at else "",
-                "deadline": deadline.strftime("%Y-%m-%d %H:%M UTC"),
-                "days": rules.california_deadline.days,
-                "time_left": day_span(left),
-                "status": breach.status,
-                "notify_subjects": breach.notify_subjects,
-            }
-            if late:
-                team_mail(session, rules, now, "breach_california_overdue", **context)
-                log.warning("breach_california_overdue", breach_id=str(breach.id))
-                overdue += 1
-                new = [*due, f"{CALIFORNIA}overdue"]
-            else:
-                team_mail(session, rules, now, "breach_california_reminder", **context)
-                reminded += 1
-                new = due
-            breach.reminders_sent = sent + new
-            session.add(breach)
-            audit.record(
-                session,
-                at=now,
-                actor=CLOCK_ACTOR,
-                action="breach.california_overdue" if late else "breach.california_reminder",
-                detail={"breach_id": str(breach.id), "marks": new, "seconds_left": int(left.total_seconds())},
-            )
+
+            def context(left: timedelta, breach: Breach = breach, deadline: datetime = deadline) -> dict[str, Any]:
+                return {
+                    "breach_id": str(breach.id),
+                    "reference": _reference(breach),
+                    "aware_at": breach.aware_at.strftime("%Y-%m-%d %H:%M UTC") if breach.aware_at else "",
+                    "deadline": deadline.strftime("%Y-%m-%d %H:%M UTC"),
+                    "days": length.days,
+                    "time_left": day_span(left),
+                    "status": breach.status,
+                    "notify_subjects": breach.notify_subjects,
+                }
+
+            result = _remind(session, rules, now, breach, spec, deadline, context)
+            reminded, overdue = reminded + result.reminded, overdue + result.overdue
     return ReminderResult(reminded, overdue)
 
 

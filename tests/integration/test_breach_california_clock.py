@@ -155,7 +155,7 @@ async def test_closing_does_not_end_the_california_duty_without_a_notice_or_a_ju
     with time_machine.travel(start, tick=False) as traveller:
         breach = await create(client, auth, categories=["user.device"], malicious=False, exfiltration_known=False)
         unreadable = await create(client, auth, encrypted=True, key_compromised=False)
-        low = await assess(client, auth, breach["id"], confidentiality="known_recipients")
+        low = await assess(client, auth, breach["id"], recipient={"trust": "untrusted", "data": "returned_or_deleted"})
         assert low["decisions"]["notify_authority"]["value"] is False
         assert low["open_duties"] == ["california_notice"]
         refused = await client.post(f"/v1/breaches/{breach['id']}/close", json={}, headers=auth)

@@ -146,7 +146,7 @@ async def test_no_reminders_when_the_authority_need_not_be_told(
     start = start_time()
     with time_machine.travel(start, tick=False) as traveller:
         breach = await create(client, auth, categories=["user.device"], malicious=False, exfiltration_known=False)
-        low = await assess(client, auth, breach["id"], confidentiality="known_recipients")
+        low = await assess(client, auth, breach["id"], recipient={"trust": "untrusted", "data": "returned_or_deleted"})
         assert low["decisions"]["notify_authority"]["value"] is False
         traveller.move_to(start + timedelta(hours=80))
         assert await remind(runtime) == (0, 0)
