@@ -18,13 +18,14 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col
 
 from privacy_service.audit import service as audit
+from privacy_service.audit.service import Actor
 from privacy_service.crypto.fields import Binding
 from privacy_service.dsr.context import DsrBase
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.dsr.reading import EXPORTABLE
 from privacy_service.subjects.models import Record, Subject, SubjectStatus
 from privacy_service.subjects.schemas import SubjectOut
-from privacy_service.subjects.service import RECORDS
+from privacy_service.subjects.service import RECORDS, SubjectService
 
 # Records shown per category on the page (the newest); the download holds all of them.
 PAGE_RECORDS = 20
@@ -65,8 +66,12 @@ async def answer_data(service: DsrBase, request_id: uuid.UUID) -> AnswerData | N
     row = await session.get(Subject, subject_id)
     if row is None or row.status != SubjectStatus.ACTIVE:
         return None
-    subject = await service.subjects.read(subject_id)  # audited as a read of the subject
-    held = await service.subjects.categories_held(subject_id)
+    # The reader is the holder of this request's token: named by the request, as dsr.answer_access
+    # names the steps of opening it (the portal's service otherwise says "anonymous").
+    actor = Actor("subject", str(request.id))
+    subjects = SubjectService(session, service.keys, service.policy, service.clock, actor, service.request_id)
+    subject = await subjects.read(subject_id)  # audited as a read of the subject
+    held = await subjects.categories_held(subject_id)
     key = await service.keys.load_key(session, subject_id)
     connection = await session.connection()
     records: dict[str, list[ShownRecord]] = {}
@@ -96,7 +101,7 @@ async def answer_data(service: DsrBase, request_id: uuid.UUID) -> AnswerData | N
         audit.record(
             session,
             at=now,
-            actor=service.actor,
+            actor=actor,
             action="record.read",
             subject_id=subject_id,
             request_id=service.request_id,

@@ -147,7 +147,7 @@ class Opening(Processing):
             query = query.with_for_update()
         pending = (await self.session.exec(query)).first()
         if request.verified_at is None or pending is None or pending.code_hash is None:
-            return VerifyOutcome(rejected=CodeRejected("code-invalid", NOT_WAITING, 0))
+            return VerifyOutcome(rejected=CodeRejected("no-code-waiting", NOT_WAITING, 0))
         now = self.clock.now()
         if not constant_time_equals(pending.code_hash, self._code_digest(request.id, code)):
             pending.attempts += 1

@@ -475,7 +475,7 @@ async def test_the_api_opens_a_confirmed_request_with_a_mailed_code_read_only(
     async with browser(app) as phone:
         not_yet = await phone.post(f"/v1/requests/{request_id}/open", json={"code": "123456"})
         assert not_yet.status_code == 422
-        assert not_yet.json()["type"] == "/problems/code-invalid"
+        assert not_yet.json()["type"] == "/problems/no-code-waiting"
         sent = await phone.post(f"/v1/requests/{request_id}/access-code", json={"email": STRANGER_EMAIL})
         assert sent.status_code == 202
         assert sent.json() == {"status": "sent"}

@@ -92,6 +92,9 @@ async def test_the_answer_page_shows_the_data_by_category(
     assert reads
     assert '"count": 3' in str(reads[-1]["detail"]) or reads[-1]["detail"].get("count") == 3
     assert any(e["action"] == "subject.read" for e in events)
+    # The reader is named as the request (as dsr.answer_access names it), not an anonymous subject.
+    answer_reads = [e for e in events if e["action"] in ("record.read", "subject.read")]
+    assert {e["actor_id"] for e in answer_reads} == {request_id}
     assert "TX-004" not in str(events)
     # No personal data in the process's output (logs).
     captured = capfd.readouterr()
