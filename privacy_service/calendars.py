@@ -7,15 +7,27 @@ around its long holidays (调休); the package keeps those days in ``weekend_wor
 ``holidays`` list adds closed days on top of every calendar (a day the package lacks).
 
 Several jurisdictions on one regime: a day is a working day only if it is one in every calendar.
+
+Days are the jurisdiction's local days: a calendar has the time zone of its (first) jurisdiction, so
+a deadline's last day ends at midnight there, not at midnight UTC.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 import holidays
+
+# The civil time of each jurisdiction a regime's calendar may name (the holidays package has dates,
+# not zones). A jurisdiction missing here counts its days in UTC, as before zones were known.
+TIME_ZONES = {
+    "IE": "Europe/Dublin",
+    "US-CA": "America/Los_Angeles",
+    "CN": "Asia/Shanghai",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +53,7 @@ def unsupported(jurisdiction: Jurisdiction) -> str | None:
 class WorkingCalendar:
     """Which days count as working days for one regime's deadlines."""
 
-    __slots__ = ("_extra", "_public", "jurisdictions")
+    __slots__ = ("_extra", "_public", "jurisdictions", "zone")
 
     def __init__(self, jurisdictions: Iterable[Jurisdiction] = (), extra: Iterable[date] = ()) -> None:
         self.jurisdictions = tuple(jurisdictions)
@@ -50,6 +62,8 @@ class WorkingCalendar:
             holidays.country_holidays(j.country, subdiv=j.subdivision, language="en_US") for j in self.jurisdictions
         )
         self._extra = frozenset(extra)
+        names = [TIME_ZONES[j.code] for j in self.jurisdictions if j.code in TIME_ZONES]
+        self.zone: tzinfo = ZoneInfo(names[0]) if names else UTC
 
     def is_working_day(self, day: date) -> bool:
         if day in self._extra:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
 from privacy_service.calendars import Jurisdiction, WorkingCalendar
@@ -58,9 +58,18 @@ class DeadlineRules:
     recipients_by_category: dict[str, tuple[str, ...]] = field(default_factory=dict)
     art15: Callable[[list[str], str], dict[str, Any]] = field(default=lambda categories, language: {})
 
-    def _end_of_day(self, moment: datetime) -> datetime:
-        """A period ends at the end of its last day (UTC)."""
-        return datetime.combine(moment.date(), time(23, 59, 59), tzinfo=moment.tzinfo)
+    def _local(self, rule: RegimeRule, moment: datetime) -> datetime:
+        """``moment`` in the regime calendar's time zone: days are counted and rolled there."""
+        return moment.astimezone(rule.calendar.zone)
+
+    def _end_of_day(self, rule: RegimeRule, moment: datetime) -> datetime:
+        """A period ends at the end of its last day in the regime calendar's time zone (returned in UTC)."""
+        local = self._local(rule, moment)
+        return datetime.combine(local.date(), time(23, 59, 59), tzinfo=rule.calendar.zone).astimezone(UTC)
+
+    def local_date(self, regime: str, moment: datetime) -> date:
+        """The day ``moment`` falls on in the regime calendar's time zone (a deadline's last day)."""
+        return self._local(self.rule(regime), moment).date()
 
     def is_working_day(self, regime: str, day: date) -> bool:
         return self.rule(regime).calendar.is_working_day(day)
@@ -78,14 +87,15 @@ class DeadlineRules:
 
     def due_at(self, regime: str, received_at: datetime) -> datetime:
         rule = self.rule(regime)
-        due = self._unrolled_due(rule, received_at)
+        due = self._unrolled_due(rule, self._local(rule, received_at))
         if rule.roll_to_working_day:
             due = rule.roll(due)
-        return self._end_of_day(due)
+        return self._end_of_day(rule, due)
 
     def acknowledge_due_at(self, regime: str, received_at: datetime) -> datetime | None:
         """When receipt must have been confirmed (CCPA: 10 business days, 11 CCR §7021(a)); None if never."""
         rule = self.rule(regime)
+        received_at = self._local(rule, received_at)
         if rule.acknowledge is not None:
             due = rule.acknowledge.add_to(received_at)
         elif rule.acknowledge_working_days is not None:
@@ -94,7 +104,7 @@ class DeadlineRules:
             return None
         if rule.roll_to_working_day:
             due = rule.roll(due)
-        return self._end_of_day(due)
+        return self._end_of_day(rule, due)
 
     def extended_due_at(self, regime: str, received_at: datetime, due_at: datetime, days: int | None) -> datetime:
         """The latest allowed due date after the one extension; ``days`` may ask for less.
@@ -105,7 +115,7 @@ class DeadlineRules:
         rule = self.rule(regime)
         if rule.extension is None and rule.extension_working_days is None:
             raise InvalidInput(f"the policy allows no extension under {regime}")
-        original = self._unrolled_due(rule, received_at)
+        original = self._unrolled_due(rule, self._local(rule, received_at))
         ceiling = (
             rule.extension.add_to(original)
             if rule.extension is not None
@@ -113,12 +123,12 @@ class DeadlineRules:
         )
         if rule.roll_to_working_day:
             ceiling = rule.roll(ceiling)
-        ceiling = self._end_of_day(ceiling)
+        ceiling = self._end_of_day(rule, ceiling)
         if days is None:
             return ceiling
-        wanted = self._end_of_day(due_at + timedelta(days=days))
+        wanted = self._end_of_day(rule, self._local(rule, due_at) + timedelta(days=days))
         if wanted > ceiling:
-            raise InvalidInput(f"{regime} allows extending to {ceiling.date()} at most")
+            raise InvalidInput(f"{regime} allows extending to {self._local(rule, ceiling).date()} at most")
         return wanted
 
     def legal_duty(self, category: str, anchors: Mapping[str, datetime | None]) -> Retention | None:

@@ -80,7 +80,7 @@ class Decisions(Processing):
             at=now,
             actor_type=self.actor.type,
             actor_id=self.actor.id,
-            note=f"extended to {request.due_at.date()}",
+            note=f"extended to {self.rules.local_date(request.regime, request.due_at)}",
         )
         audit.record(
             self.session,

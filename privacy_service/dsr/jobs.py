@@ -237,8 +237,8 @@ async def watch_acknowledgements(
                     "type": request.type,
                     "regime": request.regime,
                     "status": request.status,
-                    "received": request.received_at.date().isoformat(),
-                    "due": due.date().isoformat(),
+                    "received": rules.local_date(request.regime, request.received_at).isoformat(),
+                    "due": rules.local_date(request.regime, due).isoformat(),
                 }
 
             enqueue(
@@ -256,8 +256,8 @@ async def watch_acknowledgements(
 def _working_days_left(rules: DeadlineRules, request: PrivacyRequest, now: datetime, due: datetime) -> int:
     """Working days after today up to and including the due day, on the regime's calendar."""
     calendar = rules.rule(request.regime).calendar
-    day, left = now.date(), 0
-    while day < due.date():
+    day, left = rules.local_date(request.regime, now), 0
+    while day < rules.local_date(request.regime, due):
         day += timedelta(days=1)
         left += calendar.is_working_day(day)
     return left

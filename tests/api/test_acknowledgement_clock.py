@@ -87,10 +87,11 @@ async def test_delivered_code_mail_confirms_receipt_and_a_missing_one_is_escalat
     assert confirmed not in text
     assert gdpr not in text
 
-    # Still in time on the due day; escalated once the day is over.
-    with time_machine.travel(utc(2026, 12, 8, 23, 0), tick=False):
+    # Still in time on the due day; escalated once the day is over in California (the CCPA
+    # calendar's zone: 8 Dec ends at 07:59:59 UTC on 9 Dec, Pacific standard time).
+    with time_machine.travel(utc(2026, 12, 9, 7, 30), tick=False):
         assert await watch(runtime, settings) == AcknowledgementResult()
-    with time_machine.travel(utc(2026, 12, 9, 0, 30), tick=False):
+    with time_machine.travel(utc(2026, 12, 9, 8, 30), tick=False):
         assert await watch(runtime, settings) == AcknowledgementResult(overdue=1)
         await deliver(runtime)
     with time_machine.travel(utc(2026, 12, 10, 9), tick=False):
@@ -104,20 +105,20 @@ async def test_delivered_code_mail_confirms_receipt_and_a_missing_one_is_escalat
         assert secret not in escalation.as_string()
     overdue = [e for e in await rows(runtime, "audit_events") if e["action"] == "dsr.acknowledge_overdue"]
     assert [(e["actor_type"], detail(e)) for e in overdue] == [
-        ("system", {"dsr_id": unsent, "due_at": "2026-12-08T23:59:59+00:00"})
+        ("system", {"dsr_id": unsent, "due_at": "2026-12-09T07:59:59+00:00"})
     ]
     assert by_id(await rows(runtime, "dsr_requests"))[unsent]["acknowledge_escalated_at"] is not None
     # Operators see the clock on the request.
     views = {rid: (await client.get(f"/v1/requests/{rid}", headers=auth)).json() for rid in (confirmed, unsent, gdpr)}
     assert views[confirmed]["acknowledgement"] == {
-        "due_at": "2026-12-08T23:59:59Z",
+        "due_at": "2026-12-09T07:59:59Z",
         "confirmed_at": "2026-11-20T17:05:00Z",
         "escalated_at": None,
     }
     assert views[unsent]["acknowledgement"] == {
-        "due_at": "2026-12-08T23:59:59Z",
+        "due_at": "2026-12-09T07:59:59Z",
         "confirmed_at": None,
-        "escalated_at": "2026-12-09T00:30:00Z",
+        "escalated_at": "2026-12-09T08:30:00Z",
     }
     assert views[gdpr]["acknowledgement"] is None
 

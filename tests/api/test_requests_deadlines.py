@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -46,7 +47,16 @@ class Rule:
     id: str
     regime: str
     received: datetime
-    due: str  # the last day; the period ends at 23:59:59 UTC on it
+    due: str  # the last day; the period ends at 23:59:59 on it in the regime calendar's time zone
+
+
+ZONES = {"gdpr": "Europe/Dublin", "ccpa": "America/Los_Angeles", "pipl": "Asia/Shanghai"}
+
+
+def end_of(day: str, regime: str) -> str:
+    """The API's ``due_at`` for a period ending on ``day`` (local midnight, shown in UTC)."""
+    local = datetime.combine(date.fromisoformat(day), time(23, 59, 59), tzinfo=ZoneInfo(ZONES[regime]))
+    return local.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 RULES = [
@@ -91,7 +101,7 @@ async def test_due_dates_follow_each_regime(client: AsyncClient, auth: dict[str,
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
         stored = (await client.get(f"/v1/requests/{response.json()['id']}", headers=auth)).json()
-        expected = f"{rule.due}T23:59:59Z"
+        expected = end_of(rule.due, rule.regime)
         got = (response.json()["due_at"], stored["due_at"], stored["received_at"])
         if got != (expected, expected, rule.received.isoformat().replace("+00:00", "Z")):
             failures.append(f"{rule.id}: expected due {expected}, got {got}")
@@ -122,14 +132,14 @@ async def test_gdpr_extends_once_by_two_months_at_most(
     with time_machine.travel(utc(2026, 1, 15), tick=True):
         request_id = await review(client, runtime, mail, auth, "gdpr")
         view = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
-        assert view["due_at"] == "2026-02-16T23:59:59Z"  # 15 Feb is a Sunday
+        assert view["due_at"] == end_of("2026-02-16", "gdpr")  # 15 Feb is a Sunday
     with time_machine.travel(utc(2026, 2, 10), tick=True):
         # Two further months run from the end of the first (15 Feb, before its weekend roll): 15 April.
         assert_problem(await extend(client, auth, request_id, days=60), 422, "invalid-input")
         assert_problem(await extend(client, auth, request_id, days=93), 400, "validation-error")
         extended = await extend(client, auth, request_id)
         assert extended.status_code == 200, extended.text
-        assert (extended.json()["due_at"], extended.json()["extended"]) == ("2026-04-15T23:59:59Z", True)
+        assert (extended.json()["due_at"], extended.json()["extended"]) == (end_of("2026-04-15", "gdpr"), True)
         assert_problem(await extend(client, auth, request_id), 409, "conflict")
     await deliver(runtime)
     notice = mail.to(EMAIL)[-1]
@@ -144,7 +154,7 @@ async def test_gdpr_extension_may_ask_for_less(
     with time_machine.travel(utc(2026, 1, 15), tick=True):
         request_id = await review(client, runtime, mail, auth, "gdpr")
         extended = await extend(client, auth, request_id, days=30)
-    assert extended.json()["due_at"] == "2026-03-18T23:59:59Z"  # 16 Feb + 30 days
+    assert extended.json()["due_at"] == end_of("2026-03-18", "gdpr")  # 16 Feb + 30 days
 
 
 async def test_ccpa_extends_once_by_45_days(
@@ -155,7 +165,8 @@ async def test_ccpa_extends_once_by_45_days(
     with time_machine.travel(utc(2026, 3, 1), tick=True):
         assert_problem(await extend(client, auth, request_id, days=46), 422, "invalid-input")
         extended = await extend(client, auth, request_id, days=45)
-        assert extended.json()["due_at"] == "2026-05-01T23:59:59Z"  # 90 days from receipt at most
+        # 90 days from receipt at most: 1 May ends 06:59:59 UTC on 2 May (Pacific daylight time).
+        assert extended.json()["due_at"] == end_of("2026-05-01", "ccpa") == "2026-05-02T06:59:59Z"
         assert_problem(await extend(client, auth, request_id, days=1), 409, "conflict")
 
 

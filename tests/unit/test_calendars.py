@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -21,6 +22,8 @@ from tests.policy_files import copy_policies, edit_yaml
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = load_policy(ROOT / "policies")
 RULES = build_deadline_rules(POLICY)
+
+LOS_ANGELES = ZoneInfo("America/Los_Angeles")
 
 
 def at(y: int, m: int, d: int, hour: int = 10) -> datetime:
@@ -126,10 +129,12 @@ def test_ccpa_acknowledgement_within_ten_california_business_days(
 ) -> None:
     due = RULES.acknowledge_due_at("ccpa", received)
     assert due is not None
-    assert due.date() == acknowledge_by, why
+    # The last day is a Los Angeles day (it ends 07:59/08:59 UTC the next morning).
+    assert due.astimezone(LOS_ANGELES).date() == acknowledge_by, why
     assert RULES.acknowledge_due_at("gdpr", received) is None
     # The answer itself is 45 calendar days: holidays do not move it.
-    assert (RULES.due_at("ccpa", received).date() - received.date()).days == 45
+    answer = RULES.due_at("ccpa", received).astimezone(LOS_ANGELES).date()
+    assert (answer - received.astimezone(LOS_ANGELES).date()).days == 45
 
 
 def test_the_policys_own_holidays_add_to_every_calendar(tmp_path: Path) -> None:
@@ -158,3 +163,15 @@ def test_policy_check_refuses_a_calendar_the_package_lacks(
     document, problems = check_policy(folder)
     assert document is None
     assert any("regimes.ccpa.calendars[0]" in str(p) and message in str(p) for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("regime", "zone"),
+    [("gdpr", "Europe/Dublin"), ("ccpa", "America/Los_Angeles"), ("pipl", "Asia/Shanghai")],
+)
+def test_each_regimes_calendar_has_its_jurisdictions_time_zone(regime: str, zone: str) -> None:
+    assert RULES.rule(regime).calendar.zone == ZoneInfo(zone)
+
+
+def test_a_calendar_without_jurisdiction_counts_utc_days() -> None:
+    assert WorkingCalendar().zone == UTC
