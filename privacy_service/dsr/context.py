@@ -230,7 +230,7 @@ class DsrBase:
             request_id=str(request.id),
             action=actions[request.type],
             status_url=self._status_url(request),
-            due_date=request.due_at.date().isoformat(),
+            due_date=self.rules.local_date(request.regime, request.due_at).isoformat(),
             **context,
         )
 

@@ -168,6 +168,9 @@ async def test_ccpa_extends_once_by_45_days(
         # 90 days from receipt at most: 1 May ends 06:59:59 UTC on 2 May (Pacific daylight time).
         assert extended.json()["due_at"] == end_of("2026-05-01", "ccpa") == "2026-05-02T06:59:59Z"
         assert_problem(await extend(client, auth, request_id, days=1), 409, "conflict")
+    # The mail names the last day as it is in California, not the UTC date of its end.
+    await deliver(runtime)
+    assert "New deadline: 2026-05-01" in mail.to(EMAIL)[-1].get_content()
 
 
 async def test_overdue_requests_are_escalated_once_and_operators_get_a_digest(
