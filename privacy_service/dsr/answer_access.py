@@ -9,10 +9,11 @@ transition, no new verification, no processing.
 
 The rules are those of every code, from the same places: the mail counts against the identity's
 code quota (``ratelimit.code_quota``, and a code entered correctly gives its network's share back),
-a new code waits out the resend cooldown, the code is keyed and bound to its request
-(``_code_digest``: a code for one request never opens another) and compared in constant time, it
-expires after ``dsr_code_ttl_minutes``, works once, and ``dsr_code_max_attempts`` wrong tries void
-it. The access it gives lasts ``dsr_answer_access_hours``.
+a new code waits out the resend cooldown, a request gets at most the first code and
+``dsr_resend_max_per_request`` more in any 24 hours (429 ``too-many-codes``, as a resend), the code
+is keyed and bound to its request (``_code_digest``: a code for one request never opens another)
+and compared in constant time, it expires after ``dsr_code_ttl_minutes``, works once, and
+``dsr_code_max_attempts`` wrong tries void it. The access it gives lasts ``dsr_answer_access_hours``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.crypto.fields import DataKey
 from privacy_service.dsr import schemas
-from privacy_service.dsr.context import hash_token, new_token
+from privacy_service.dsr.context import TooManyCodes, hash_token, new_token
 from privacy_service.dsr.flows import Status
 from privacy_service.dsr.models import AnswerAccess, PrivacyRequest
 from privacy_service.dsr.processing import Processing
@@ -38,6 +39,8 @@ from privacy_service.security import constant_time_equals
 # What a browser without a token for the request is shown: see Opening.gate.
 Gate = Literal["verify", "open", "unconfirmed"]
 NOT_WAITING = "no code is waiting for this request; ask for a new one"
+# The window of the per-request cap on opening codes (see Opening._check_request_cap).
+CAP_WINDOW = timedelta(hours=24)
 
 
 class Opening(Processing):
@@ -93,13 +96,19 @@ class Opening(Processing):
             (await self.session.exec(select(AnswerAccess).where(col(AnswerAccess.request_id) == request.id))).all()
         )
         self._check_cooldown(max((row.created_at for row in rows), default=None))
+        day_ago = now - CAP_WINDOW
+        self._check_request_cap(sorted(row.created_at for row in rows if row.created_at > day_ago), now)
         self._take_code_mail(request.identity_bidx)
         key = await self._request_key(request)
-        # The code still waiting (it stops working) and codes whose browser access has ended go; the
-        # rows of browsers that may still read the request stay.
-        spent = [row.id for row in rows if not _live_token(row, now)]
+        # The code still waiting stops working. A row stays while its browser may read the request,
+        # or, for the request's cap, for a day after its code was sent; the others go.
+        spent = [row.id for row in rows if not _live_token(row, now) and row.created_at <= day_ago]
         if spent:
             await self.session.exec(delete(AnswerAccess).where(col(AnswerAccess.id).in_(spent)))
+        for row in rows:
+            if row.id not in spent and row.code_hash is not None:
+                row.code_hash = None
+                self.session.add(row)
         code, digest = self._fresh_code(request.id)
         minutes = self.settings.dsr_code_ttl_minutes
         self.session.add(
@@ -116,6 +125,18 @@ class Opening(Processing):
         to = await self._verified_address(request, key)
         if to is not None:  # the same answer either way: the caller learns no address and no customer
             await self._notify(request, key, "answer_code", to=to, code=code, minutes=minutes)
+
+    def _check_request_cap(self, sent: list[datetime], now: datetime) -> None:
+        """A request gets as many opening codes in any 24 hours as it could have for its confirmation:
+        the first and ``dsr_resend_max_per_request`` more (``sent``: the times of this day's, oldest first)."""
+        cap = 1 + self.settings.dsr_resend_max_per_request
+        if len(sent) >= cap:
+            frees_up = sent[len(sent) - cap] + CAP_WINDOW
+            wait = max(1, int((frees_up - now).total_seconds()) + 1)
+            raise TooManyCodes(
+                "this request has been sent as many codes to open it as it can have today; try again later",
+                headers={"Retry-After": str(wait)},
+            )
 
     async def _verified_address(self, request: PrivacyRequest, key: DataKey) -> str | None:
         """The address of the identity this request was confirmed with: the e-mail itself, or for a

@@ -25,7 +25,7 @@ from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.dsr import answer_access
 from privacy_service.dsr.models import AnswerAccess, PrivacyRequest
 from privacy_service.runtime import Runtime
-from tests.api.dsr_support import OPEN_LIMITS, deliver, fresh_settings, make_subject, rows
+from tests.api.dsr_support import OPEN_LIMITS, assert_problem, deliver, fresh_settings, make_subject, rows
 from tests.conftest import MailSink
 from tests.portal_support import csrf_token, parse
 
@@ -254,6 +254,49 @@ async def test_a_code_asked_for_again_at_once_waits_out_the_cooldown(
             again = await ask_code(second, request_id)
             assert again.status_code == 429
             assert "We sent a code moments ago" in again.text
+    finally:
+        await runtime.close()
+
+
+async def test_a_request_gets_only_so_many_opening_codes_a_day(
+    make_settings: Any, backend: str, mail: MailSink
+) -> None:
+    from privacy_service.app import create_app
+    from privacy_service.runtime import build_runtime
+
+    # The identity's quotas are wide open here: the request's own cap is what refuses.
+    settings = await fresh_settings(
+        make_settings,
+        backend,
+        dsr_resend_cooldown_seconds=0,
+        dsr_resend_max_per_request=1,
+        dsr_codes_per_identity_per_day=100,
+        dsr_codes_per_identity_and_address_per_day=100,
+    )
+    runtime = build_runtime(settings)
+    try:
+        app = create_app(runtime=runtime)
+        async with browser(app) as first, browser(app) as second:
+            from tests.conftest import make_operator_key
+
+            key = {"Authorization": f"Bearer {await make_operator_key(runtime)}"}
+            await make_subject(first, key, email=EMAIL, profile={"name": NAME})
+            request_id = await completed_request(first, runtime, mail)
+            # The first code and dsr_resend_max_per_request more, in any 24 hours.
+            for _ in range(2):
+                sent = await second.post(f"/v1/requests/{request_id}/access-code")
+                assert sent.status_code == 202, sent.text
+            refused = await second.post(f"/v1/requests/{request_id}/access-code")
+            assert_problem(refused, 429, "too-many-codes")
+            assert 0 < int(refused.headers["retry-after"]) <= 24 * 3600
+            assert EMAIL not in refused.text
+            page = await ask_code(second, request_id)
+            assert page.status_code == 429
+            assert "We cannot send more codes now" in page.text
+            await deliver(runtime)
+            assert len(opening_mails(mail, EMAIL)) == 2
+            with time_machine.travel(datetime.now(UTC) + timedelta(hours=24, minutes=1), tick=True):
+                assert (await second.post(f"/v1/requests/{request_id}/access-code")).status_code == 202
     finally:
         await runtime.close()
 
