@@ -148,12 +148,22 @@ def check_heartbeat(path: Path, interval: float, now: float | None = None) -> He
     return HeartbeatStatus(True, "running", str(path), pid, age, failing)
 
 
+# Job runs in flight: a stopping worker lets them finish before the runtime (database, mailer) closes,
+# instead of leaving them to fail against a closed engine after "worker_stopped".
+_RUNNING: set[asyncio.Task[object]] = set()
+STOP_GRACE_SECONDS = 30.0
+
+
 def guarded(
     name: str, job: Callable[[], Awaitable[object]], heartbeat: Heartbeat | None = None
 ) -> Callable[[], Awaitable[None]]:
     """Log a job's outcome; a failing run is reported and retried at its next slot."""
 
     async def run() -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            _RUNNING.add(task)
+            task.add_done_callback(_RUNNING.discard)
         try:
             result = await job()
         except (SQLAlchemyError, OSError) as exc:
@@ -257,4 +267,9 @@ async def run_worker(runtime: Runtime) -> None:
     finally:
         scheduler.shutdown(wait=False)
         heartbeat.remove()  # a stopped worker is not healthy, at once
+        in_flight = [task for task in _RUNNING if not task.done()]
+        if in_flight:
+            _, unfinished = await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)
+            for task in unfinished:
+                task.cancel()
         log.info("worker_stopped")
