@@ -12,7 +12,7 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -261,9 +261,9 @@ class CodeQuota:
     """The code mails to an identity (its blind index), for one caller: see :func:`code_quota`."""
 
     # Take one code mail: None if it may be sent now (and it is counted), else seconds until one may.
-    take: Callable[[bytes], float | None]
+    take: Callable[[bytes], Awaitable[float | None]]
     # The caller entered a code for this identity correctly: give its network's share one mail back.
-    confirmed: Callable[[bytes], None]
+    confirmed: Callable[[bytes], Awaitable[None]]
 
 
 def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
@@ -306,7 +306,7 @@ def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
     total = settings.dsr_codes_per_identity_per_day
     reserve = min(settings.dsr_codes_reserved_for_new_networks, total)
 
-    def take(bidx: bytes) -> float | None:
+    async def take(bidx: bytes) -> float | None:
         identity = "code:" + bidx.hex()
         source = f"{identity}:{network}"
         shared = limiter.take_all(
@@ -319,7 +319,7 @@ def code_quota(connection: ASGIConnection[Any, Any, Any, Any]) -> CodeQuota:
         first = limiter.take_all([(identity + ":reserve", reserve), (source, 1)], DAY_SECONDS)
         return None if first is None else min(shared, first)
 
-    def confirmed(bidx: bytes) -> None:
+    async def confirmed(bidx: bytes) -> None:
         limiter.give_back(f"code:{bidx.hex()}:{network}")
 
     return CodeQuota(take, confirmed)

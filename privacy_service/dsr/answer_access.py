@@ -98,7 +98,7 @@ class Opening(Processing):
         self._check_cooldown(max((row.created_at for row in rows), default=None))
         day_ago = now - CAP_WINDOW
         self._check_request_cap(sorted(row.created_at for row in rows if row.created_at > day_ago), now)
-        self._take_code_mail(request.identity_bidx)
+        await self._take_code_mail(request.identity_bidx)
         key = await self._request_key(request)
         # The code still waiting stops working. A row stays while its browser may read the request,
         # or, for the request's cap, for a day after its code was sent; the others go.
@@ -183,7 +183,7 @@ class Opening(Processing):
             return VerifyOutcome(rejected=CodeRejected("code-expired", "the code has expired; ask for a new one", 0))
         token, pending.token_hash = new_token()
         pending.token_expires_at = now + timedelta(hours=self.settings.dsr_answer_access_hours)
-        self._code_confirmed(request.identity_bidx)
+        await self._code_confirmed(request.identity_bidx)
         self.actor = Actor("subject", str(request.id))
         self._audit(request, "dsr.answer.opened", now)
         return VerifyOutcome(verified=schemas.Verified(request.id, token, request.status, pending.token_expires_at))

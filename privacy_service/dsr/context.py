@@ -85,9 +85,9 @@ class DsrBase:
             )
         return self._subjects
 
-    def _may_mail_code(self, bidx: bytes) -> float | None:
+    async def _may_mail_code(self, bidx: bytes) -> float | None:
         """None if a code mail may go to this identity now (and count it), else seconds to wait."""
-        return self.code_quota.take(bidx) if self.code_quota is not None else None
+        return await self.code_quota.take(bidx) if self.code_quota is not None else None
 
     def _check_cooldown(self, last_sent: datetime | None) -> None:
         """Another code for a request (a resend, or a code to open it) waits out the cooldown (409)."""
@@ -97,19 +97,19 @@ class DsrBase:
             wait = int((last_sent + cooldown - now).total_seconds()) + 1
             raise Conflict(f"a code was sent moments ago; try again in {wait} s", headers={"Retry-After": str(wait)})
 
-    def _take_code_mail(self, bidx: bytes) -> None:
+    async def _take_code_mail(self, bidx: bytes) -> None:
         """Count a code mail to this identity, or refuse it (429 with Retry-After) past its quota."""
-        retry_after = self._may_mail_code(bidx)
+        retry_after = await self._may_mail_code(bidx)
         if retry_after is not None:
             raise TooManyCodes(
                 "this identity has been sent as many codes as allowed for now; try again later",
                 headers={"Retry-After": str(max(1, int(retry_after) + 1))},
             )
 
-    def _code_confirmed(self, bidx: bytes) -> None:
+    async def _code_confirmed(self, bidx: bytes) -> None:
         """A code for this identity was entered correctly (see ``ratelimit.code_quota``)."""
         if self.code_quota is not None:
-            self.code_quota.confirmed(bidx)
+            await self.code_quota.confirmed(bidx)
 
     def _code_digest(self, request_id: uuid.UUID, code: str) -> bytes:
         # Keyed with the blind-index key (domain-separated) and bound to the request: a database

@@ -61,7 +61,7 @@ class Verification(Processing):
             )
         request.code_hash = request.code_expires_at = None
         request.verified_at = now
-        self._code_confirmed(request.identity_bidx)
+        await self._code_confirmed(request.identity_bidx)
         request.subject_id = await self._match_subject(request)
         self.actor = Actor("subject", str(request.id))
         return VerifyOutcome(verified=await self._accept(request, now))
