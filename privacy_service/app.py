@@ -23,6 +23,7 @@ from privacy_service.audit.service import seal_pending
 from privacy_service.breaches.routes import BreachController
 from privacy_service.breaches.signals import record_integrity_failure
 from privacy_service.config import Settings, load_settings
+from privacy_service.connections.routes import ConnectionController
 from privacy_service.dsr.routes import RequestController
 from privacy_service.errors import EXCEPTION_HANDLERS, DomainError
 from privacy_service.health import healthz, readyz
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             AuditController,
             RequestController,
             SystemController,
+            ConnectionController,
             opendsr_router,
             HoldController,
             RetentionRunController,

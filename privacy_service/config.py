@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     # Callback URLs must resolve to public internet addresses (checked at registration and before each
     # POST); true allows loopback and private networks, for development and tests only.
     systems_allow_private_networks: bool = False
+    # Connected data stores (issue 18): seconds a connection test waits for its database in all.
+    connections_test_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # GET /metrics (scope metrics:read) answers from a snapshot this many seconds old at most.
     metrics_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
 
