@@ -30,7 +30,7 @@ from privacy_service.health import healthz, readyz
 from privacy_service.logging import configure_logging
 from privacy_service.metrics import metrics
 from privacy_service.middleware import add_response_headers, request_context_middleware
-from privacy_service.notify.jobs import deliver_pending
+from privacy_service.notify.jobs import deliver_outbox_forever, delivers_in
 from privacy_service.openapi import ProblemResponses
 from privacy_service.opendsr.routes import opendsr_router
 from privacy_service.operators.guards import OperatorAuthenticator
@@ -97,24 +97,6 @@ async def seal_audit_forever(runtime: Runtime) -> None:
         await asyncio.sleep(interval)
 
 
-async def deliver_outbox_forever(runtime: Runtime, kick: asyncio.Event) -> None:
-    """Send queued mail right after the transaction that queued it commits (kicked), else periodically.
-
-    The worker runs the same delivery; rows are claimed with a lease, so the two never double-send.
-    """
-    settings = runtime.settings
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(kick.wait(), timeout=settings.outbox_interval_seconds)
-        kick.clear()
-        try:
-            await deliver_pending(
-                runtime.db, runtime.keys, runtime.mailer, runtime.clock, max_attempts=settings.outbox_max_attempts
-            )
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("outbox_delivery_failed", error=type(exc).__name__)
-
-
 class Kick:
     """``state.outbox_kick.set()`` after a commit wakes every delivery loop (mail and webhooks), so a
     slow webhook receiver never delays a verification code."""
@@ -145,9 +127,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         loops = [
             asyncio.create_task(seal_audit_forever(runtime)),
-            asyncio.create_task(deliver_outbox_forever(runtime, outbox_kick)),
             asyncio.create_task(deliver_webhooks_forever(runtime, webhook_kick)),
         ]
+        if delivers_in(runtime, "api"):  # PRIVACY_OUTBOX_DELIVERY=worker leaves mail to the workers
+            loops.append(asyncio.create_task(deliver_outbox_forever(runtime, outbox_kick)))
         try:
             yield
         finally:

@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     audit_verify_cron: str = "30 4 * * *"
     outbox_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     outbox_max_attempts: int = Field(default=8, ge=1, le=50)
+    # Mail delivery (docs/operations/mail-delivery.md): which processes send (both: the API right after
+    # a commit, workers every outbox_poll_seconds; several of each never send a message twice at once),
+    # messages per SMTP connection, and batches sent in parallel per process.
+    outbox_delivery: Literal["api", "worker", "both"] = "both"
+    outbox_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
+    outbox_batch_size: int = Field(default=100, ge=1, le=1000)
+    outbox_concurrency: int = Field(default=4, ge=1, le=32)
 
     # Downstream systems (webhooks and their signed callbacks).
     systems_replay_window_seconds: int = Field(default=300, ge=10, le=3600)

@@ -32,7 +32,7 @@ from privacy_service.audit.service import seal_pending
 from privacy_service.breaches.jobs import scheduled_jobs as breach_jobs
 from privacy_service.dsr.jobs import expire_unverified, send_digest, watch_acknowledgements
 from privacy_service.logging import configure_logging
-from privacy_service.notify.jobs import deliver_pending
+from privacy_service.notify.jobs import deliver_mail, delivers_in
 from privacy_service.retention.jobs import scheduled_purge
 from privacy_service.runtime import Runtime
 from privacy_service.systems.jobs import deliver_from_runtime
@@ -184,13 +184,6 @@ def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> Asy
     scheduler = AsyncIOScheduler(timezone="UTC")
     jobs: list[tuple[str, Callable[[], Awaitable[object]], object]] = [
         (
-            "outbox",
-            lambda: deliver_pending(
-                runtime.db, runtime.keys, runtime.mailer, runtime.clock, max_attempts=settings.outbox_max_attempts
-            ),
-            IntervalTrigger(seconds=settings.outbox_interval_seconds),
-        ),
-        (
             "webhooks",
             lambda: deliver_from_runtime(runtime),
             IntervalTrigger(seconds=settings.outbox_interval_seconds),
@@ -227,6 +220,9 @@ def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> Asy
         ),
     ]
     jobs.extend(breach_jobs(runtime))
+    if delivers_in(runtime, "worker"):
+        # Each run sends everything due (notify.jobs); a short poll keeps a code's wait short.
+        jobs.insert(0, ("outbox", lambda: deliver_mail(runtime), IntervalTrigger(seconds=settings.outbox_poll_seconds)))
     for name, job, trigger in jobs:
         scheduler.add_job(guarded(name, job, heartbeat), trigger, id=name, max_instances=1, coalesce=True)
     if heartbeat is not None:

@@ -1,16 +1,20 @@
 """Mail transport behind a small protocol: real SMTP (aiosmtplib) in production and tests.
 
-Delivery is at least once (see :mod:`notify.jobs`), so a receiver may get a message twice after a
-crash. Every message carries a ``Message-ID`` built from its outbox row id and the sender's domain,
-the same on every attempt, so mail systems and people can recognise the second copy.
+A delivery run sends a claimed batch over one connection (:meth:`Mailer.connect`): one TCP and
+SMTP handshake (and TLS, and login) per batch instead of per message, which was most of what a
+message cost. Delivery is at least once (see :mod:`notify.jobs`), so a receiver may get a message
+twice after a crash. Every message carries a ``Message-ID`` built from its outbox row id and the
+sender's domain, the same on every attempt, so mail systems and people can recognise the second copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 import aiosmtplib
 import idna
@@ -35,8 +39,14 @@ class Mail:
     outbox_id: uuid.UUID  # the outbox row: gives the Message-ID, the same on every attempt
 
 
+class MailConnection(Protocol):
+    async def send(self, mail: Mail) -> None:
+        """Hand one message to the server; :class:`MailError` if it was not accepted."""
+
+
 class Mailer(Protocol):
-    async def send(self, mail: Mail) -> None: ...
+    def connect(self) -> contextlib.AbstractAsyncContextManager[MailConnection]:
+        """A session for a batch of messages, closed when the block ends."""
 
 
 def ascii_domain(address: str) -> str:
@@ -69,26 +79,74 @@ class SmtpMailer:
     starttls: bool = False
     timeout: float = 10.0
 
-    async def send(self, mail: Mail) -> None:
+    def connect(self) -> SmtpConnection:
+        return SmtpConnection(self)
+
+    def compose(self, mail: Mail) -> EmailMessage:
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = ascii_domain(mail.to)
         message["Subject"] = mail.subject
         message["Message-ID"] = message_id(mail.outbox_id, self.sender)
         message.set_content(mail.body)
+        return message
+
+
+class SmtpConnection:
+    """One SMTP session: opened at the first message (a batch of dropped messages opens none), opened
+    again if the server closes it between messages, QUIT at the end.
+
+    If the server cannot be reached at all, the rest of the batch fails at once with the same reason
+    instead of waiting out a connection timeout per message (each is retried with backoff).
+    """
+
+    def __init__(self, mailer: SmtpMailer) -> None:
+        self._mailer = mailer
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._unreachable: str | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None and smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await smtp.quit()
+
+    async def _session(self) -> aiosmtplib.SMTP:
+        if self._smtp is not None and self._smtp.is_connected:
+            return self._smtp
+        if self._unreachable is not None:
+            raise MailError(self._unreachable)
+        mailer = self._mailer
+        smtp = aiosmtplib.SMTP(
+            hostname=mailer.host,
+            port=mailer.port,
+            username=mailer.username,
+            password=mailer.password,
+            start_tls=mailer.starttls,
+            timeout=mailer.timeout,
+        )
+        try:
+            await smtp.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self._unreachable = type(exc).__name__
+            raise MailError(self._unreachable) from None
+        self._smtp = smtp
+        return smtp
+
+    async def send(self, mail: Mail) -> None:
+        smtp = await self._session()
         try:
             # aiosmtplib asks for SMTPUTF8 itself when an address needs it and the server offers it.
-            await aiosmtplib.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=self.starttls,
-                timeout=self.timeout,
-            )
+            await smtp.send_message(self._mailer.compose(mail))
         except aiosmtplib.SMTPNotSupported:
             # Raised before any mail is handed over when the server lacks SMTPUTF8: no retry helps.
             raise MailError(SMTPUTF8_UNSUPPORTED, permanent=True) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
+            # A refused message leaves the session usable (aiosmtplib resets the envelope); a dropped
+            # connection is opened again for the next message.
             raise MailError(type(exc).__name__) from None

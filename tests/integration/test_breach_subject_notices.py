@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +13,7 @@ from sqlalchemy import text
 
 from privacy_service.breaches import messaging
 from privacy_service.breaches.messaging import queue_subject_notices
-from privacy_service.notify.mailer import Mail, Mailer
+from privacy_service.notify.mailer import Mail, MailConnection, Mailer
 from privacy_service.runtime import Runtime
 from tests.breach_support import assess, create, deliver_all, make_subjects
 from tests.conftest import MailSink
@@ -23,13 +25,21 @@ ERASED = 5
 class CrashingMailer:
     """Sends through the real mailer, then dies (like a killed worker) before the (K+1)th message."""
 
+    connection: MailConnection
+
     def __init__(self, inner: Mailer, crash_after: int) -> None:
         self.inner, self.crash_after, self.sent = inner, crash_after, 0
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[CrashingMailer]:
+        async with self.inner.connect() as connection:
+            self.connection = connection
+            yield self
 
     async def send(self, mail: Mail) -> None:
         if self.sent >= self.crash_after:
             raise RuntimeError("worker killed")
-        await self.inner.send(mail)
+        await self.connection.send(mail)
         self.sent += 1
 
 

@@ -14,6 +14,7 @@ import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from httpx import AsyncClient
 from privacy_service.config import Settings
 from privacy_service.crypto.fields import normalise_email
 from privacy_service.notify.jobs import LEASE, deliver_pending
-from privacy_service.notify.mailer import SMTPUTF8_UNSUPPORTED, Mail, Mailer
+from privacy_service.notify.mailer import SMTPUTF8_UNSUPPORTED, Mail, MailConnection, Mailer
 from privacy_service.runtime import Runtime, build_runtime
 from tests.api.dsr_support import OPEN_LIMITS, assert_problem, deliver, fresh_settings, make_subject, rows, submit
 from tests.conftest import MailSink
@@ -66,11 +67,19 @@ class Killed(BaseException):
 
 
 class DiesAfterAccept:
+    connection: MailConnection
+
     def __init__(self, inner: Mailer) -> None:
         self.inner = inner
 
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[DiesAfterAccept]:
+        async with self.inner.connect() as connection:
+            self.connection = connection
+            yield self
+
     async def send(self, mail: Mail) -> None:
-        await self.inner.send(mail)
+        await self.connection.send(mail)
         raise Killed
 
 
