@@ -31,6 +31,18 @@ def policy_check() -> None:
         for problem in breach_problems:
             stderr.print(str(problem), highlight=False, markup=False, soft_wrap=True)
         raise fail(f"{len(breach_problems)} problem(s) in {settings.policy_dir}", 1)
+    from privacy_service.connections.datasets import DatasetError, check_datasets, load_datasets
+
+    try:
+        datasets = load_datasets(settings.policy_dir / "datasets")
+    except DatasetError as exc:
+        raise fail(f"datasets/{exc}", 1) from None
+    findings = check_datasets(datasets, document)
+    for finding in findings:
+        stderr.print(str(finding), highlight=False, markup=False, soft_wrap=True)
+    errors = sum(finding.level == "error" for finding in findings)
+    if errors:
+        raise fail(f"{errors} problem(s) in {settings.policy_dir / 'datasets'}", 1)
     stderr.print(
         f"policy {document.version} is valid: {len(document.data_categories)} data categories, "
         f"{len(document.retention_rules())} retention rules, languages {', '.join(document.languages)}",

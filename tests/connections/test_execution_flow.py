@@ -1,0 +1,93 @@
+"""A verified request reaches the connected databases: tasks planned before the vault changes, the
+request waiting for them like it waits for webhooks, identities sealed, the erasure's plan keeping
+what a legal duty keeps and never writing keys or read-only fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from privacy_service.config import Settings
+from privacy_service.connections.datasets import load_dataset_file
+from privacy_service.connections.tasks import Keep, erasure_plan, visible_fields
+from privacy_service.runtime import Runtime
+from tests.api.dsr_support import fresh_settings, submit_and_verify
+from tests.conftest import MailSink
+from tests.connections import fixture_db
+from tests.connections.execution_support import (
+    DATASETS,
+    add_connection,
+    make_customer_a,
+    policy_dir_with_dataset,
+    tasks,
+)
+
+
+@pytest.fixture
+async def settings(make_settings: Any, backend: str, tmp_path: Path) -> Settings:
+    return await fresh_settings(make_settings, backend, policy_dir=policy_dir_with_dataset(tmp_path))
+
+
+@pytest.fixture
+async def fixture_url(tmp_path: Path) -> str:
+    path = tmp_path / "wallet_ops.db"
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    await fixture_db.reset(engine)
+    await engine.dispose()
+    return f"sqlite:///{path}"
+
+
+async def test_an_access_request_waits_for_its_connection_task_with_sealed_identities(
+    client: AsyncClient, runtime: Runtime, auth: dict[str, str], mail: MailSink, fixture_url: str
+) -> None:
+    await make_customer_a(client, auth)
+    connection_id = await add_connection(runtime, fixture_url)
+    request_id, verified = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "access")
+    assert verified["status"] == "processing"  # not completed: the connection's task is open
+    [task] = await tasks(runtime)
+    assert str(task["connection_id"]).replace("-", "") == connection_id.replace("-", "")
+    assert task["kind"] == "access"
+    assert task["status"] == "pending"
+    # Sealed, not in clear: neither the e-mail nor the phone appears in the stored row.
+    stored = repr(task).encode()
+    assert fixture_db.A_EMAIL.encode() not in task["identities_ct"]
+    assert fixture_db.A_EMAIL.encode() not in stored
+    assert fixture_db.A_PHONE.encode() not in task["identities_ct"]
+    view = await client.get(f"/v1/requests/{request_id}", headers=auth)
+    assert view.json()["status"] == "processing"
+
+
+async def test_a_request_for_no_customer_plans_no_task(
+    client: AsyncClient, runtime: Runtime, auth: dict[str, str], mail: MailSink, fixture_url: str
+) -> None:
+    await add_connection(runtime, fixture_url)
+    _, verified = await submit_and_verify(client, runtime, mail, "nobody@example.com", "access")
+    assert verified["status"] == "completed"
+    assert await tasks(runtime) == []
+
+
+def test_the_erasure_plan_masks_erasable_fields_and_keeps_duties_keys_and_read_only(runtime: Runtime) -> None:
+    [dataset] = load_dataset_file(DATASETS / "wallet_ops.yml")
+    policy = runtime.policy
+    duty = Keep("AML", None)
+    plan = erasure_plan(dataset, policy, {"user.financial": duty, "user.name": duty}, held=False)
+    every = {(c, f) for c, fields in plan.targets.items() for f in fields}
+    # Primary keys and fields with no policy category are never written.
+    for collection in dataset.collections:
+        for field in collection.fields:
+            meta = field.fides_meta
+            if meta is not None and (meta.primary_key or meta.read_only):
+                assert (collection.name, field.name) not in every
+    assert ("customers", "email") in every
+    assert ("customers", "name") not in every  # user.name under the duty: kept
+    assert {k["category"] for k in plan.kept} >= {"user.name"}
+    held = erasure_plan(dataset, policy, {}, held=True)
+    assert held.targets == {}
+    assert {k["basis"] for k in held.kept} == {"legal hold"}
+    shown = visible_fields(dataset, policy)
+    assert "email" in shown["customers"]
+    assert "created_at" not in shown["customers"]  # system.operations: not a subject's data
