@@ -33,10 +33,10 @@ from privacy_service.middleware import add_response_headers, request_context_mid
 from privacy_service.notify.jobs import deliver_outbox_forever, delivers_in
 from privacy_service.openapi import ProblemResponses
 from privacy_service.opendsr.routes import opendsr_router
-from privacy_service.operators.guards import OperatorAuthenticator
+from privacy_service.operators.guards import FailedAuthGate, OperatorAuthenticator
 from privacy_service.policy.pages import PageCache
 from privacy_service.policy.routes import PolicyController, gpc_json
-from privacy_service.ratelimit import RateLimiter
+from privacy_service.ratelimit import build_limiter
 from privacy_service.retention.routes import HoldController, RetentionRunController
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.routes import SubjectController
@@ -120,6 +120,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     settings = runtime.settings
     configure_logging(settings.log_level, settings.log_json)
 
+    # One limiter for the process's limits (Redis-backed, shared by every process, when configured).
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    limiter = build_limiter(redis_url, prefix=settings.redis_prefix, secret=runtime.derived_secret("ratelimit-keys"))
     outbox_kick = asyncio.Event()
     webhook_kick = asyncio.Event()
 
@@ -139,6 +142,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             for task in loops:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await limiter.close()
             await runtime.close()
 
     return Litestar(
@@ -159,7 +163,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             gpc_json,
             home,
             privacy_page,
-            portal_router(settings, runtime.policy),
+            portal_router(settings, runtime.policy, runtime.derived_secret("csrf")),
             static_files,
         ],
         dependencies={"db_session": Provide(provide_db_session)},
@@ -188,8 +192,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 "key_service": runtime.keys,
                 "policy": runtime.policy,
                 "clock": runtime.clock,
-                "authenticator": OperatorAuthenticator(),
-                "rate_limiter": RateLimiter(),
+                "authenticator": OperatorAuthenticator(failures=FailedAuthGate(limiter=limiter)),
+                "rate_limiter": limiter,
                 "policy_pages": PageCache(),
                 "outbox_kick": Kick(outbox_kick, webhook_kick),
             }

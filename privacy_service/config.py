@@ -172,12 +172,19 @@ class Settings(BaseSettings):
     breach_monitor_auth_minutes: int = Field(default=5, ge=1, le=1440)
     breach_monitor_cooldown_minutes: int = Field(default=60, ge=1, le=10080)  # one draft per signal per period
 
-    # Signs the request portal's CSRF tokens (any long random string). Unset: a random key per process,
-    # which is fine for one process; several processes behind one address must share a key.
+    # Signs the request portal's CSRF tokens (any long random string). Unset: a key derived from the
+    # audit key, the same in every process of a deployment (a form from one process posts to another).
     csrf_secret: SecretStr | None = None
 
     rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
     trusted_proxies: int = Field(default=0, ge=0, le=5)
+    # Shared limits (docs/operations/scaling.md): rate limits, failed-key lock-outs and code-mail quotas
+    # are counted in this Redis (e.g. redis://127.0.0.1:6379/0), one count for every API process. Unset:
+    # each process counts in its own memory, fine for one process. Out of reach: request limits fall
+    # back to per-process counts, code mails are refused with 503 until it answers.
+    redis_url: SecretStr | None = None
+    # Prefix of every Redis key written (several deployments may share one Redis).
+    redis_prefix: str = Field(default="privacy-service:", min_length=1, max_length=100)
 
     @field_validator("allowed_origins", "dsr_auto_approve", mode="before")
     @classmethod

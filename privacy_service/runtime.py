@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 
 from privacy_service.audit.service import AuditSink, record
@@ -37,6 +39,12 @@ class Runtime:
     @property
     def keys(self) -> KeyService:
         return KeyService(self.provider, self.indexer, self.clock)
+
+    def derived_secret(self, purpose: str) -> bytes:
+        """A secret for one purpose (the portal's CSRF tokens, the names of shared rate-limit keys), the
+        same in every process of a deployment: an HMAC of the purpose under the audit key, which
+        every process already shares. One-way, so no purpose's secret reveals the audit key or another's."""
+        return hmac.new(self.audit_key, f"privacy-service/{purpose}/v1".encode(), hashlib.sha256).digest()
 
     async def close(self) -> None:
         await self.db.dispose()

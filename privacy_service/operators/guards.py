@@ -29,7 +29,7 @@ from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.errors import Forbidden, Unauthenticated
 from privacy_service.operators.service import AuthenticatedOperator, authenticate, hash_key, parse_key_id
-from privacy_service.ratelimit import Limit, RateLimited, RateLimiter, client_key
+from privacy_service.ratelimit import Limit, Limiter, LocalLimiter, RateLimited, RateLimiter, check, client_key
 
 AUTH_CACHE_SECONDS = 5.0
 # Rejected attempts from one address are recorded at the 1st, 2nd, 4th, 8th... of each window.
@@ -56,16 +56,19 @@ class _Tally:
 class FailedAuthGate:
     """Per client address: a token bucket of failed authentications, and a tally of rejected attempts.
 
-    The buckets are a :class:`RateLimiter`'s, bounded the same way: junk from many addresses evicts
-    junk, never an address at its limit wholesale, and a new address always starts with a full bucket,
-    so its key is always checked. Only the audit tally overflows: beyond ``MAX_TRACKED_ADDRESSES``
-    addresses whose window is still open, new addresses' rejections are counted together (``"*"``).
+    The buckets are the app's :class:`~privacy_service.ratelimit.Limiter`: in Redis when configured,
+    so the lock-out holds across every API process (and, while Redis is out of reach, per process: it
+    never lapses); else a :class:`RateLimiter` of its own, bounded the same way: junk from many
+    addresses evicts junk, never an address at its limit wholesale, and a new address always starts
+    with a full bucket, so its key is always checked. Only the audit tally overflows: beyond
+    ``MAX_TRACKED_ADDRESSES`` addresses whose window is still open, new addresses' rejections are
+    counted together (``"*"``).
 
     The tally turns into an audit row at the 1st, 2nd, 4th, 8th, ... rejected attempt of each window
     (``AUTH_FAILURE_WINDOW_SECONDS``), carrying the count since the previous row: 300 junk keys in a
     burst make 9 rows, not 300, and the first attempt is on record at once. What came after the last
-    row is carried into the first row of the address's next window. Process memory, like the other
-    rate limits.
+    row is carried into the first row of the address's next window. The tally is process memory
+    (each process audits its own share of the attempts; breach monitoring sums the rows).
     """
 
     def __init__(
@@ -73,11 +76,12 @@ class FailedAuthGate:
         clock: Callable[[], float] = time.monotonic,
         window: float = AUTH_FAILURE_WINDOW_SECONDS,
         max_addresses: int = MAX_TRACKED_ADDRESSES,
+        limiter: Limiter | None = None,
     ) -> None:
         self._clock = clock
         self._window = window
         self._max = max_addresses
-        self._buckets = RateLimiter(clock, max_keys=max_addresses)
+        self._buckets: Limiter = limiter or LocalLimiter(RateLimiter(clock, max_keys=max_addresses))
         self._tallies: dict[str, _Tally] = {}
         self._next_expiry = 0.0
 
@@ -101,20 +105,20 @@ class FailedAuthGate:
             address = _MANY
         return address, self._tallies.setdefault(address, _Tally(now))
 
-    def retry_after(self, address: str, limit: Limit) -> float | None:
+    async def retry_after(self, address: str, limit: Limit) -> float | None:
         """Seconds until ``address`` may present a key again, or None if it may now (nothing consumed)."""
-        return self._buckets.wait(_BUCKET, address, limit)
+        return await self._buckets.wait(_BUCKET, address, limit)
 
-    def reject(
+    async def reject(
         self, address: str, key_id: str | None, limit: Limit, *, throttled: bool
     ) -> tuple[str, dict[str, Any]] | None:
         """Count one rejected attempt (a failed key, or one refused with 429 unchecked).
 
         Returns (address or "*", audit detail) when a row is due, else None.
         """
-        now = self._clock()
         if not throttled:
-            self._buckets.hit(_BUCKET, address, limit)
+            await self._buckets.hit(_BUCKET, address, limit)
+        now = self._clock()
         address, source = self._tally(address, now)
         if now - source.window_started >= self._window:
             source.window_started, source.attempts = now, 0
@@ -137,8 +141,8 @@ class FailedAuthGate:
         source.key_ids = set()
         return address, detail
 
-    def reset(self) -> None:
-        self._buckets.reset()
+    async def reset(self) -> None:
+        await self._buckets.reset()
         self._tallies.clear()
         self._next_expiry = 0.0
 
@@ -189,7 +193,7 @@ async def record_failed_auth(
     attempts, and their public key ids only (never a key). Breach monitoring sums the attempts."""
     state = connection.app.state
     key_id = parse_key_id(key)
-    due = state.authenticator.failures.reject(address, key_id, _failure_limit(connection), throttled=throttled)
+    due = await state.authenticator.failures.reject(address, key_id, _failure_limit(connection), throttled=throttled)
     if due is None:
         return
     source, detail = due
@@ -221,7 +225,7 @@ async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
         raise Unauthenticated("send an operator key as 'Authorization: Bearer psk_...'", headers=_CHALLENGE)
     state = connection.app.state
     address = client_key(connection, state.runtime.settings.trusted_proxies)
-    wait = state.authenticator.failures.retry_after(address, _failure_limit(connection))
+    wait = await state.authenticator.failures.retry_after(address, _failure_limit(connection))
     if wait is not None:
         await record_failed_auth(connection, key, address, throttled=True)
         raise RateLimited(wait)
@@ -229,7 +233,8 @@ async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
     if operator is None:
         await record_failed_auth(connection, key, address, throttled=False)
         raise Unauthenticated("the operator key is unknown, revoked or expired", headers=_CHALLENGE)
-    state.rate_limiter.check("operator", str(operator.id), Limit.parse(state.runtime.settings.rate_limits["operator"]))
+    limit = Limit.parse(state.runtime.settings.rate_limits["operator"])
+    await check(state.rate_limiter, "operator", str(operator.id), limit)
     required: set[str] = set(handler.opt.get("scopes", ()))
     missing = sorted(required - operator.scopes)
     if missing:

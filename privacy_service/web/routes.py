@@ -9,7 +9,6 @@ stays free of it for bearer-token clients.
 from __future__ import annotations
 
 import math
-import secrets
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -446,10 +445,15 @@ def portal_error_page(request: AnyRequest, exc: Exception) -> Response[bytes]:
     return render("portal/error.html", context, status_code=status, headers=kept)
 
 
-def portal_router(settings: Settings, policy: PolicyDocument) -> Router:
-    """The portal's routes with their CSRF protection and error pages."""
+def portal_router(settings: Settings, policy: PolicyDocument, derived_secret: bytes) -> Router:
+    """The portal's routes with their CSRF protection and error pages.
+
+    The CSRF tokens are signed with ``PRIVACY_CSRF_SECRET`` if set, else with ``derived_secret`` (the
+    runtime's, from the audit key): the same in every process, so a form served by one API process is
+    accepted by another.
+    """
     check_catalogs(policy.languages)
-    secret = settings.csrf_secret.get_secret_value() if settings.csrf_secret else secrets.token_hex(32)
+    secret = settings.csrf_secret.get_secret_value() if settings.csrf_secret else derived_secret.hex()
     csrf = CSRFConfig(
         secret=secret,
         cookie_name="privacy_csrf",
