@@ -168,7 +168,7 @@ async def _audit(out: Exposition, session: AsyncSession) -> None:
     )
 
 
-async def _outbox(out: Exposition, session: AsyncSession) -> None:
+async def _outbox(out: Exposition, session: AsyncSession, now: datetime) -> None:
     rows = (
         await session.exec(
             select(OutboxMessage.status, func.count(), func.coalesce(func.sum(OutboxMessage.attempts), 0)).group_by(
@@ -192,6 +192,32 @@ async def _outbox(out: Exposition, session: AsyncSession) -> None:
         "Failed delivery attempts of queued mail still held (pending retries and dead letters).",
         [({}, sum(failed for status, _, failed in rows if status not in ("sent", DROPPED)))],
     )
+    # Codes expire 15 minutes after they are queued: how long mail waits is what customers notice.
+    waiting = col(OutboxMessage.status).in_(("pending", "sending"))
+    ages = await session.exec(
+        select(
+            func.min(OutboxMessage.created_at),
+            func.min(case((col(OutboxMessage.next_attempt_at) <= now, OutboxMessage.next_attempt_at))),
+        ).where(waiting)
+    )
+    oldest, most_overdue = ages.one()
+    out.family(
+        "privacy_outbox_oldest_pending_age_seconds",
+        "gauge",
+        "Seconds since the oldest mail still waiting (pending/sending, retries too) was queued; 0 when none waits.",
+        [({}, _seconds_since(oldest, now))],
+    )
+    out.family(
+        "privacy_outbox_delivery_lag_seconds",
+        "gauge",
+        "Seconds the most overdue mail has been due and not sent (a first attempt, a retry, or a lease of a "
+        "stopped process run out): how far delivery is behind; 0 when it keeps up.",
+        [({}, _seconds_since(most_overdue, now))],
+    )
+
+
+def _seconds_since(moment: datetime | None, now: datetime) -> float:
+    return 0.0 if moment is None else max(0.0, round((now - moment).total_seconds(), 3))
 
 
 async def _webhooks(out: Exposition, session: AsyncSession, now: datetime) -> None:
@@ -340,7 +366,7 @@ class Snapshot:
             async with db.transaction() as session:
                 await _requests(out, session, now)
                 await _breach_clocks(out, session, now, breach_rules)
-                await _outbox(out, session)
+                await _outbox(out, session, now)
                 await _webhooks(out, session, now)
                 await _retention(out, session)
                 await _audit(out, session)

@@ -4,6 +4,7 @@
   message exactly once, one SMTP connection per claimed batch, and record every message as sent.
 * A message the server refuses fails alone: the rest of the batch goes out on the same connection.
 * A lane that overran its lease does not overwrite the outcome of the run that took the message over.
+* /metrics tells how long the oldest waiting mail has waited and how far delivery is behind.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiosmtpd.controller import Controller
 
 from privacy_service.config import Settings
 from privacy_service.crypto.service import REQUEST
+from privacy_service.metrics import Snapshot
 from privacy_service.notify.jobs import LEASE, deliver_pending
 from privacy_service.notify.mailer import Mail, MailConnection, Mailer, MailError
 from privacy_service.notify.service import enqueue
@@ -190,3 +192,38 @@ async def test_a_lane_past_its_lease_does_not_overwrite_the_run_that_took_over(
     (row,) = await rows(runtime, "outbox_messages")
     assert (row["status"], row["attempts"], row["last_error"], row["payload"]) == ("sent", 0, None, None)
     assert len(handler.messages) == 1
+
+
+def gauge(exposition: str, name: str) -> float:
+    (value,) = [line.split()[1] for line in exposition.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
+async def test_the_outbox_age_and_lag_metrics_follow_waiting_mail(
+    runtime: Runtime, settings: Settings, sink: tuple[CountingSink, int]
+) -> None:
+    async def figures() -> tuple[float, float]:
+        text = await Snapshot().text(runtime.db, runtime.clock, 0, lambda: None)
+        return (
+            gauge(text, "privacy_outbox_oldest_pending_age_seconds"),
+            gauge(text, "privacy_outbox_delivery_lag_seconds"),
+        )
+
+    assert await figures() == (0, 0)
+    queued_at = datetime.now(UTC)
+    with time_machine.travel(queued_at, tick=False):
+        await queue(runtime, ["late@batch.example", "later@batch.example"])
+    with time_machine.travel(queued_at + timedelta(minutes=10), tick=False):
+        assert await figures() == (600, 600)  # nobody delivered for ten minutes
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]
+        async with second_process(settings.model_copy(update={"smtp_port": closed_port})) as down:
+            failed = await deliver_pending(down.db, down.keys, down.mailer, down.clock)
+        assert failed.retried == 2
+        # Retried later: no longer overdue, still waiting since it was queued.
+        assert await figures() == (600, 0)
+    with time_machine.travel(queued_at + timedelta(hours=1), tick=False):
+        assert await figures() == (3600, pytest.approx(3600 - 630, abs=10))  # due again ~30 s (+-20 %) later
+        assert (await deliver_pending(runtime.db, runtime.keys, runtime.mailer, runtime.clock)).sent == 2
+        assert await figures() == (0, 0)
