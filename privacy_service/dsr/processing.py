@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from privacy_service.audit.service import Actor
+from privacy_service.connections import flow as connected
 from privacy_service.crypto.fields import DataKey
 from privacy_service.dsr import schemas
 from privacy_service.dsr.context import DsrBase
@@ -75,6 +76,16 @@ class Processing(DsrBase):
         # Also before the vault changes: the downstream systems are sent the identities as they were.
         changes = self._changes(request, key) if request.type == "rectify" else None
         plan = await downstream.plan_fanout(self.session, self.policy, request, self.subjects.read, changes)
+        # Likewise the connected databases' tasks (their identities, the categories an erasure keeps).
+        work = await connected.plan_work(
+            self.session,
+            self.policy,
+            self.rules,
+            self.subjects,
+            request,
+            policy_dir=self.settings.policy_dir,
+            now=self.clock.now(),
+        )
         partial = False
         if request.subject_id is None:
             result: dict[str, Any] = {"data_found": False}
@@ -92,7 +103,7 @@ class Processing(DsrBase):
             partial = bool(result["kept"])
         request.result = result
         now = self.clock.now()
-        if plan.enqueue(
+        waiting = plan.enqueue(
             self.session,
             request,
             key,
@@ -101,8 +112,22 @@ class Processing(DsrBase):
             now=now,
             actor=self.actor,
             http_request_id=self.request_id,
+        )
+        if work.enqueue(
+            self.session,
+            request,
+            key,
+            to=to,
+            recipient_stored=waiting,
+            now=now,
+            actor=self.actor,
+            http_request_id=self.request_id,
         ):
-            return  # stays processing until every required system has answered (finish_after_systems)
+            waiting = True
+        if waiting:
+            # Stays processing until every required system has answered and every connection task
+            # is done (finish_after_systems).
+            return
         await self._complete(request, key, to=to, partial=partial)
 
     async def _complete(self, request: PrivacyRequest, key: DataKey, *, to: str | None, partial: bool) -> None:
@@ -131,9 +156,10 @@ class Processing(DsrBase):
         await self._notify(request, key, "denied", to=to, reason=reason)
 
     async def finish_after_systems(self, request_id: uuid.UUID) -> bool:
-        """Complete a request that waited for downstream systems once every required one has answered.
+        """Complete a request that waited for downstream systems once every required one has answered
+        and every connection task is done.
 
-        Partial if the vault kept data (erasure) or a required system reported failure.
+        Partial if the vault or a connected database kept data (erasure) or a required system reported failure.
         """
         request = await self._get(request_id, for_update=True)
         if request.status != Status.PROCESSING:
@@ -141,9 +167,14 @@ class Processing(DsrBase):
         answers = await downstream.outcome(self.session, request.id)
         if answers is None:
             return False
+        tasks = await connected.outcome(self.session, request.id)
+        if tasks is None:
+            return False
         key = await self._request_key(request)
         result = dict(request.result or {})
         result["systems"] = answers.summary
+        if tasks.systems:
+            result = connected.merge(result, tasks)
         request.result = result
         to = await downstream.recipient(self.session, key, request.id)
         await self._complete(request, key, to=to, partial=bool(result.get("kept")) or answers.failed)

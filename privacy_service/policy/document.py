@@ -143,6 +143,17 @@ class RetentionSpec(Strict):
     legal_duty: LegalDuty | None = None
 
 
+MaskingStrategy = Literal["null_rewrite", "string_rewrite", "hash", "random_string_rewrite", "delete_row"]
+
+
+class Masking(Strict):
+    """How an erasure overwrites this category in a connected database (see docs: connected databases)."""
+
+    strategy: MaskingStrategy = "null_rewrite"
+    # The replacement text of ``string_rewrite``.
+    value: str | None = None
+
+
 class Category(Strict):
     source: str
     purposes: list[str] = Field(min_length=1)
@@ -152,6 +163,8 @@ class Category(Strict):
     # Optional here so that `policy check` can report the category by name.
     retention: RetentionSpec | None = None
     dpv: str | None = Field(default=None, description="DPV personal-data concept, e.g. pd:EmailAddress")
+    # Left out of the published document while unset, so a policy without it keeps its content hash.
+    masking: Masking | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class Right(Strict):
