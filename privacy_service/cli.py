@@ -270,6 +270,7 @@ def keys_retire(version: Annotated[int, typer.Argument(help="Old KEK version to 
 def _register_domain_commands() -> None:
     """Domain packages own their sub-commands (``<domain>/cli.py``); this only mounts them."""
     from privacy_service.audit.cli import audit_app
+    from privacy_service.connections.cli import connections_app
     from privacy_service.policy.cli import policy_app
     from privacy_service.retention.cli import purge
     from privacy_service.systems.cli import systems_app
@@ -278,6 +279,7 @@ def _register_domain_commands() -> None:
     app.add_typer(policy_app, name="policy")
     app.command("purge")(purge)
     app.add_typer(systems_app, name="systems")
+    app.add_typer(connections_app, name="connections")
 
 
 _register_domain_commands()

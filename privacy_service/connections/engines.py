@@ -27,14 +27,12 @@ def connect_args(dialect: str, timeout: float) -> dict[str, Any]:
 def create_engine(stored_url: str, *, pool_size: int, timeout: float, **options: Any) -> AsyncEngine:
     url = engine_url(stored_url)
     dialect = url.get_backend_name()
-    if dialect != "sqlite":
+    if dialect != "sqlite" and "poolclass" not in options:
         options.setdefault("pool_size", pool_size)
         options.setdefault("max_overflow", 0)
         options.setdefault("pool_pre_ping", True)
     # hide_parameters: a failing statement's message never carries the values it was bound to.
-    return create_async_engine(
-        url, connect_args=connect_args(dialect, timeout), hide_parameters=True, logging_name=None, **options
-    )
+    return create_async_engine(url, connect_args=connect_args(dialect, timeout), hide_parameters=True, **options)
 
 
 class EngineCache:
