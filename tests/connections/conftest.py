@@ -30,7 +30,7 @@ from tests.connections import fixture_db
 
 DATASETS = Path(__file__).resolve().parent / "datasets"
 MARIADB_URL = os.environ.get("PRIVACY_TEST_MARIADB_URL", "mysql+aiomysql://root@127.0.0.1:3306/test")
-BACKENDS = ("sqlite", "postgresql", "mariadb")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mariadb"]
 
 
 def session_database_name() -> str:
