@@ -8,6 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVACY_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+# tests/connections: the MariaDB server (a database of its own per test session is created next to `test`).
+export PRIVACY_TEST_MARIADB_URL ?= mysql+aiomysql://root@127.0.0.1:3306/test
 E2E := tests/e2e
 AXE := $(E2E)/node_modules/axe-core/axe.min.js
 
