@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
     outbox_batch_size: int = Field(default=100, ge=1, le=1000)
     outbox_concurrency: int = Field(default=4, ge=1, le=32)
+    # A claimed batch is a process's for this long; after a crash its messages go out again (same Message-ID).
+    outbox_lease_seconds: float = Field(default=120.0, ge=1, le=3600)
 
     # Downstream systems (webhooks and their signed callbacks).
     systems_replay_window_seconds: int = Field(default=300, ge=10, le=3600)

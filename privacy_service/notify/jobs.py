@@ -145,11 +145,11 @@ _DEAD = (
 
 
 async def _claim(
-    db: Database, keys: KeyService, clock: Clock, batch: int
+    db: Database, keys: KeyService, clock: Clock, batch: int, lease_for: timedelta
 ) -> tuple[datetime, list[_Claimed], dict[uuid.UUID, DataKey]]:
     """Up to ``batch`` due messages, leased to this lane, and their owners' keys (one query each)."""
     now = clock.now()
-    lease = now + LEASE
+    lease = now + lease_for
     async with db.transaction() as session:
         connection = await session.connection()
         rows = await connection.execute(
@@ -246,9 +246,9 @@ async def _record(
 
 
 async def _deliver_batch(
-    db: Database, keys: KeyService, mailer: Mailer, clock: Clock, *, batch: int, max_attempts: int
+    db: Database, keys: KeyService, mailer: Mailer, clock: Clock, *, batch: int, max_attempts: int, lease: timedelta
 ) -> tuple[int, DeliveryResult]:
-    lease, claimed, owner_keys = await _claim(db, keys, clock, batch)
+    lease_end, claimed, owner_keys = await _claim(db, keys, clock, batch, lease)
     outcomes: list[_Outcome] = []
     try:
         async with mailer.connect() as connection:
@@ -257,9 +257,9 @@ async def _deliver_batch(
     except (Exception, asyncio.CancelledError):
         # Stopped, not killed: what already went out is recorded, so only the rest is sent again.
         with contextlib.suppress(SQLAlchemyError, OSError):
-            await asyncio.shield(_record(db, clock, lease, outcomes, max_attempts))
+            await asyncio.shield(_record(db, clock, lease_end, outcomes, max_attempts))
         raise
-    return len(claimed), await _record(db, clock, lease, outcomes, max_attempts)
+    return len(claimed), await _record(db, clock, lease_end, outcomes, max_attempts)
 
 
 async def deliver_pending(
@@ -271,13 +271,20 @@ async def deliver_pending(
     batch: int = 50,
     max_attempts: int = 8,
     concurrency: int = 1,
+    lease: timedelta = LEASE,
 ) -> DeliveryResult:
-    """Send every message due now, in ``concurrency`` lanes of ``batch`` messages per connection."""
+    """Send every message due now, in ``concurrency`` lanes of ``batch`` messages per connection.
+
+    ``lease``: how long a claimed batch is this run's; a run killed mid-batch leaves its messages to
+    be sent again after it (with the same Message-ID). It must exceed the time a batch takes to send.
+    """
     totals = [DeliveryResult()]
 
     async def lane() -> None:
         while True:
-            claimed, result = await _deliver_batch(db, keys, mailer, clock, batch=batch, max_attempts=max_attempts)
+            claimed, result = await _deliver_batch(
+                db, keys, mailer, clock, batch=batch, max_attempts=max_attempts, lease=lease
+            )
             totals.append(result)
             if claimed < batch:
                 return
@@ -310,6 +317,7 @@ async def deliver_mail(runtime: Runtime) -> DeliveryResult:
         batch=settings.outbox_batch_size,
         max_attempts=settings.outbox_max_attempts,
         concurrency=settings.outbox_concurrency,
+        lease=timedelta(seconds=settings.outbox_lease_seconds),
     )
 
 
