@@ -188,6 +188,20 @@ async def test_the_front_page_and_the_portal_answer_routes_are_declared(app: Lit
     assert declared["GET /privacy/requests/{request_id:str}/export"] == {"subject_token": True, "pii": True}
 
 
+async def test_the_connection_registry_needs_systems_manage(app: Litestar) -> None:
+    """Issue 18: a connection's URL reaches a customer database, so every route of /v1/connections is
+    declared systems:manage (the sweeps below then call each with every other scope and expect 403)."""
+    declared = {str(case): case.opt for case in cases(app) if case.path.startswith("/v1/connections")}
+    assert set(declared) >= {
+        "GET /v1/connections",
+        "POST /v1/connections",
+        "GET /v1/connections/{connection_id:uuid}",
+        "DELETE /v1/connections/{connection_id:uuid}",
+        "POST /v1/connections/{connection_id:uuid}/test",
+    }
+    assert all(opt.get("scopes") == {"systems:manage"} for opt in declared.values()), declared
+
+
 async def test_a_route_added_without_a_declaration_fails_the_check(runtime: Runtime) -> None:
     @get("/v1/forgotten", sync_to_thread=False)
     def forgotten() -> dict[str, str]:
