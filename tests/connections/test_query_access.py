@@ -7,7 +7,12 @@ to Bob (whom she referred), an employee who handled Alice's ticket is not part o
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from privacy_service.connections.graph import IDENTITY_KINDS, build_plan
 from privacy_service.connections.query import TooManyRows, collect, count
+from tests.conftest import ROOT
 from tests.connections import fixture_db
 from tests.connections.fixture_db import A_EMAIL, A_KEYS, A_PHONE, B_EMAIL, C_EMAIL, E_EMAIL, ODD_NOTE, ODD_TABLE
 
@@ -27,6 +33,9 @@ def keys(rows: dict[str, list[dict[str, Any]]]) -> dict[str, set[Any]]:
         pk = fixture_db.primary_key_name(fixture_db.TABLES[name])
         out[name] = {row[pk] for row in items}
     return out
+
+
+FIRST_MARIADB_CASE = "test_unknown_identities_find_nothing[mariadb]"
 
 
 def flatten(value: Any) -> list[Any]:
@@ -205,3 +214,30 @@ async def test_unknown_identities_find_nothing(fixture_engine: AsyncEngine, wall
     async with fixture_engine.connect() as conn:
         found = await collect(conn, wallet_ops, plan, {"email": ["nobody@example.com"], "phone": []})
     assert found.rows == {step.collection: [] for step in plan.steps}
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_an_unreachable_mariadb_fails_under_ci_and_skips_elsewhere(tmp_path: Path, ci: str, outcome: str) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {name: value for name, value in os.environ.items() if name != "CI"}
+    env.update(PRIVACY_TEST_MARIADB_URL=f"mysql+aiomysql://root@127.0.0.1:{port}/test")
+    if ci:
+        env["CI"] = ci
+    result = subprocess.run(  # noqa: S603 - fixed argv: this interpreter running pytest on this file
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", f"{__file__}::{FIRST_MARIADB_CASE}"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert outcome in result.stdout, result.stdout[-2000:]
+    assert "MariaDB not reachable at PRIVACY_TEST_MARIADB_URL" in result.stdout
+    if ci:
+        assert "CI requires it" in result.stdout
+        assert result.returncode == 1
+    else:
+        assert result.returncode == 0

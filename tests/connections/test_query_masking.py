@@ -228,3 +228,70 @@ def test_already_masked_recognises_a_hash_of_the_fields_length() -> None:
     assert not already_masked(spec, "alice@example.com", digest, length=None)
     assert already_masked(MaskSpec("null_rewrite"), None, None, length=None)
     assert not already_masked(MaskSpec("null_rewrite"), "x", None, length=None)
+
+
+async def test_a_composite_primary_key_is_masked_and_deleted_by_the_whole_key(
+    fixture_engine: AsyncEngine, wallet_ops: Dataset
+) -> None:
+    """A link table keyed by (customer_id, currency): rows are written by their whole key only."""
+    from sqlalchemy import Column, Integer, MetaData, String, Table
+
+    metadata = MetaData()
+    limits = Table(
+        "card_limits",
+        metadata,
+        Column("customer_id", Integer, primary_key=True, autoincrement=False),
+        Column("currency", String(3), primary_key=True),
+        Column("note", String(64)),
+        Column("contact", String(120)),
+    )
+    rows = [
+        {"customer_id": 1, "currency": "EUR", "note": "alice eur", "contact": A_EMAIL},
+        {"customer_id": 1, "currency": "GBP", "note": "alice gbp", "contact": A_EMAIL},
+        {"customer_id": 2, "currency": "EUR", "note": "bob eur", "contact": "bob@example.com"},
+        {"customer_id": 2, "currency": "GBP", "note": "bob gbp", "contact": "bob@example.com"},
+    ]
+    key_field = {"data_categories": ["system.operations"], "fides_meta": {"primary_key": True}}
+    dataset = Dataset(
+        fides_key="limits",
+        collections=[
+            {
+                "name": "card_limits",
+                "fields": [
+                    {**key_field, "name": "currency"},
+                    {
+                        **key_field,
+                        "name": "customer_id",
+                        "fides_meta": {"primary_key": True, "identity": "user_id", "data_type": "integer"},
+                    },
+                    {"name": "note", "data_categories": ["user.behavior"], "fides_meta": {"data_type": "string"}},
+                    {"name": "contact", "data_categories": ["user.contact.email"]},
+                ],
+            }
+        ],
+    )
+    async with fixture_engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+        await conn.run_sync(metadata.create_all)
+        await conn.execute(limits.insert(), rows)
+    try:
+        plan = build_plan(dataset, IDENTITY_KINDS)
+        hashed = {"card_limits": {"note": MaskSpec("hash"), "contact": MaskSpec("null_rewrite")}}
+        async with fixture_engine.begin() as conn:
+            assert await mask(conn, dataset, plan, {"external_id": ["1"]}, hashed, secret=SECRET) == {"card_limits": 2}
+        async with fixture_engine.begin() as conn:
+            assert await mask(conn, dataset, plan, {"external_id": ["1"]}, hashed, secret=SECRET) == {"card_limits": 0}
+        async with fixture_engine.connect() as conn:
+            state = [tuple(r) for r in await conn.execute(limits.select().order_by(limits.c.customer_id, "currency"))]
+        digest = hmac.new(SECRET, b"alice eur", hashlib.sha256).hexdigest()
+        assert state[0] == (1, "EUR", digest, None)
+        assert state[2:] == [tuple(r.values()) for r in rows[2:]]
+        deleted = {"card_limits": {"note": MaskSpec("delete_row")}}
+        async with fixture_engine.begin() as conn:
+            assert await mask(conn, dataset, plan, {"external_id": ["1"]}, deleted) == {"card_limits": 2}
+        async with fixture_engine.connect() as conn:
+            left = [tuple(r) for r in await conn.execute(limits.select().order_by(limits.c.customer_id, "currency"))]
+        assert left == [tuple(r.values()) for r in rows[2:]]
+    finally:
+        async with fixture_engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
