@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import audit, breaches, policy, requests, retention, systems, vault
+from benchmarks import audit, breaches, mail, policy, requests, retention, systems, vault
 from benchmarks.common import (
     BenchConfig,
     BenchContext,
@@ -59,6 +59,12 @@ BENCHES: tuple[Bench, ...] = (
         "breaches.notify",
         "subject notices to PRIVACY_BENCH_BREACH_SUBJECTS (10,000) subjects over SMTP vs raw aiosmtplib (issue 7)",
         breaches.subject_notification_throughput,
+    ),
+    Bench("mail.deliver", "CPU per code mail delivered vs a bare aiosmtplib loop (issue 19)", mail.cpu_per_mail),
+    Bench(
+        "mail.sustained",
+        "16 clients posting requests for PRIVACY_BENCH_MAIL_SECONDS: intake to code mail, backlog, CPU (issue 19)",
+        mail.sustained,
     ),
     Bench("systems.fanout", "webhook fan-out to a local receiver vs raw POSTs (issue 10)", systems.fanout_throughput),
     Bench("systems.intake", "intake latency with one registered system vs none (issue 10)", systems.intake_overhead),
