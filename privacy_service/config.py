@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     systems_allow_private_networks: bool = False
     # Connected data stores (issue 18): seconds a connection test waits for its database in all.
     connections_test_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Connection tasks (connections.runner): attempts before a task needs an operator, the backoff's base,
+    # and how long one task may take on a connected database.
+    connections_max_attempts: int = Field(default=6, ge=1, le=50)
+    connections_retry_base_seconds: float = Field(default=30.0, gt=0, le=3600)
+    connections_task_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
     # GET /metrics (scope metrics:read) answers from a snapshot this many seconds old at most.
     metrics_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
 

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from privacy_service.audit.jobs import scheduled_verify
 from privacy_service.audit.service import seal_pending
 from privacy_service.breaches.jobs import scheduled_jobs as breach_jobs
+from privacy_service.connections.runner import run_connection_tasks
 from privacy_service.dsr.jobs import expire_unverified, send_digest, watch_acknowledgements
 from privacy_service.logging import configure_logging
 from privacy_service.notify.jobs import deliver_mail, delivers_in
@@ -186,6 +187,11 @@ def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> Asy
         (
             "webhooks",
             lambda: deliver_from_runtime(runtime),
+            IntervalTrigger(seconds=settings.outbox_interval_seconds),
+        ),
+        (
+            "connection-tasks",
+            lambda: run_connection_tasks(runtime),
             IntervalTrigger(seconds=settings.outbox_interval_seconds),
         ),
         (

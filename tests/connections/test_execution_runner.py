@@ -1,0 +1,141 @@
+"""The worker's connection tasks end to end: a verified request on the service (SQLite), the fixture
+database on SQLite, PostgreSQL and MariaDB. Access returns exactly customer A's rows (fields the
+policy names); erasure masks exactly the erasable fields, keeps the AML-kept ones, leaves every other
+customer's row byte for byte as it was, and a second run changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from privacy_service.config import Settings
+from privacy_service.connections.runner import run_connection_tasks
+from privacy_service.connections.tasks import result_binding
+from privacy_service.crypto.service import REQUEST
+from privacy_service.runtime import Runtime
+from tests.api.dsr_support import fresh_settings, submit_and_verify
+from tests.conftest import MailSink
+from tests.connections import fixture_db
+from tests.connections.execution_support import add_connection, make_customer_a, policy_dir_with_dataset, tasks
+
+
+def _shared(table: str) -> set[str]:
+    """Values A's rows hold too (a date, a brand): finding them says nothing about whose row it was."""
+    key = fixture_db.primary_key_name(fixture_db.TABLES[table])
+    mine = fixture_db.A_KEYS.get(table, set())
+    return {v for row in fixture_db.ROWS[table] if row[key] in mine for v in row.values() if isinstance(v, str)}
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"  # the service's own database; the connected one varies (store)
+
+
+@pytest.fixture
+async def settings(make_settings: Any, backend: str, tmp_path: Path) -> Settings:
+    return await fresh_settings(make_settings, backend, policy_dir=policy_dir_with_dataset(tmp_path))
+
+
+async def _found(runtime: Runtime, request_id: str) -> dict[str, list[dict[str, Any]]]:
+    [task] = await tasks(runtime)
+    task_id = uuid.UUID(str(task["id"]))
+    async with runtime.db.transaction() as session:
+        key = await runtime.keys.load_key(session, uuid.UUID(request_id), REQUEST)
+    rows: dict[str, list[dict[str, Any]]] = msgspec.json.decode(
+        key.open(task["result_ct"], result_binding(uuid.UUID(request_id), task_id))
+    )
+    return rows
+
+
+def _others(state: dict[str, list[tuple[Any, ...]]], mine: dict[str, set[Any]]) -> dict[str, list[tuple[Any, ...]]]:
+    return {table: [row for row in rows if row[0] not in mine.get(table, set())] for table, rows in state.items()}
+
+
+async def test_access_returns_exactly_customer_a_rows(
+    client: AsyncClient,
+    runtime: Runtime,
+    auth: dict[str, str],
+    mail: MailSink,
+    fixture_url: str,
+    fixture_engine: AsyncEngine,
+) -> None:
+    await make_customer_a(client, auth)
+    await add_connection(runtime, fixture_url)
+    request_id, verified = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "access")
+    assert verified["status"] == "processing"
+    result = await run_connection_tasks(runtime)
+    assert (result.done, result.completed_requests) == (1, 1)
+    view = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
+    assert view["status"] == "completed"
+    [line] = view["result"]["connections"]
+    assert line["connection"] == "wallet-ops"
+    assert line["task"] == "done"
+    found = await _found(runtime, request_id)
+    # Exactly A's rows: as many per collection as A has, and no value of another customer's rows.
+    assert {table: len(rows) for table, rows in found.items()} == {
+        table: len(keys) for table, keys in fixture_db.A_KEYS.items() if keys
+    }
+    returned = msgspec.json.encode(found).decode()
+    for table, rows in fixture_db.ROWS.items():
+        key = fixture_db.primary_key_name(fixture_db.TABLES[table])
+        for row in rows:
+            if row[key] not in fixture_db.A_KEYS.get(table, set()):
+                for value in row.values():
+                    if isinstance(value, str) and len(value) > 6 and value not in _shared(table):
+                        assert value not in returned, f"{table}: a value of another customer's row was returned"
+    assert fixture_db.A_EMAIL in returned
+    assert "created_at" not in found["customers"][0]  # system.operations: not the subject's data
+    # The answer lists the categories found there.
+    assert "user.contact.email" in view["result"]["categories"]
+
+
+async def test_erasure_masks_exactly_the_erasable_fields_and_nothing_of_anyone_else(
+    client: AsyncClient,
+    runtime: Runtime,
+    auth: dict[str, str],
+    mail: MailSink,
+    fixture_url: str,
+    fixture_engine: AsyncEngine,
+) -> None:
+    async with fixture_engine.connect() as conn:
+        before = await fixture_db.snapshot(conn)
+    await make_customer_a(client, auth)
+    await add_connection(runtime, fixture_url)
+    request_id, verified = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "erase")
+    assert verified["status"] == "awaiting_review"
+    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "processing"
+    result = await run_connection_tasks(runtime)
+    assert (result.done, result.completed_requests) == (1, 1)
+    async with fixture_engine.connect() as conn:
+        after = await fixture_db.snapshot(conn)
+    mine = fixture_db.A_KEYS
+    assert _others(after, mine) == _others(before, mine), "a row of another customer changed"
+    customers = {row[0]: row for row in after["customers"]}
+    a_before = {row[0]: row for row in before["customers"]}[1]
+    columns = [c.name for c in fixture_db.TABLES["customers"].columns]
+    a_now = dict(zip(columns, customers[1], strict=True))
+    a_was = dict(zip(columns, a_before, strict=True))
+    assert a_now["email"] is None
+    assert a_now["phone"] is None
+    assert a_now["name"] == a_was["name"]  # user.name: kept for AML
+    assert a_now["date_of_birth"] == a_was["date_of_birth"]
+    view = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
+    assert view["status"] == "partially_completed"
+    kept = {item["category"]: item for item in view["result"]["kept"]}
+    assert "user.name" in kept
+    assert kept["user.name"]["until"] is not None
+    # Masking is idempotent: the same task run again changes nothing.
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(text("UPDATE connection_tasks SET status = 'pending', next_attempt_at = created_at"))
+    assert (await run_connection_tasks(runtime)).done == 1
+    async with fixture_engine.connect() as conn:
+        assert await fixture_db.snapshot(conn) == after
