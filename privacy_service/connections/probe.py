@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,29 +58,36 @@ def missing_columns(connection: SyncConnection, wanted: Mapping[str, Sequence[st
     return missing
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The error and what it wraps: SQLAlchemy wraps the driver's error, which may wrap an OSError."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(found) < 8 and current not in found:
+        found.append(current)
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return found
+
+
 def classify(exc: BaseException) -> str:
     """A problem key of ``PROBLEMS`` (or the exception's class name) for a failed connection."""
-    if isinstance(exc, TimeoutError):
+    chain = _chain(exc)
+    if any(isinstance(item, socket.gaierror) for item in chain):
+        return "no_host"
+    if any(isinstance(item, TimeoutError) for item in chain):
         return "timeout"
-    cause: BaseException | None = exc
-    seen = 0
-    while cause is not None and seen < 6:  # SQLAlchemy wraps the driver's error, which may wrap an OSError
-        if isinstance(cause, socket.gaierror):
-            return "no_host"
-        if isinstance(cause, TimeoutError):
-            return "timeout"
-        if isinstance(cause, OSError):
-            return "unreachable"
-        state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    for item in chain:
+        state = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
         if isinstance(state, str) and state in _PG_STATES:
             return _PG_STATES[state]
-        args = getattr(cause, "args", ())
-        if args and isinstance(args[0], int) and args[0] in _MYSQL:
+        args = getattr(item, "args", ())
+        if args and isinstance(args[0], int) and args[0] in _MYSQL and _MYSQL[args[0]] != "unreachable":
             return _MYSQL[args[0]]
-        if type(cause).__module__.startswith("sqlite3") or "sqlite" in type(cause).__module__:
-            return "sqlite_file"
-        cause = getattr(cause, "orig", None) or cause.__cause__
-        seen += 1
+    if any(isinstance(item, OSError) for item in chain):
+        return "unreachable"
+    if any(isinstance(item, (sqlite3.Error,)) for item in chain):
+        return "sqlite_file"
+    if any(getattr(item, "args", (None,))[:1] == (2003,) for item in chain):
+        return "unreachable"
     return type(exc).__name__
 
 
