@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fideslang.models import Dataset
+from fideslang.models import Dataset, DatasetMetadata
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -241,3 +241,25 @@ def test_an_unreachable_mariadb_fails_under_ci_and_skips_elsewhere(tmp_path: Pat
         assert result.returncode == 1
     else:
         assert result.returncode == 0
+
+
+async def test_a_namespace_schema_qualifies_every_table(fixture_engine: AsyncEngine, wallet_ops: Dataset) -> None:
+    """``fides_meta.namespace.schema`` (a PostgreSQL schema; a MariaDB database; an SQLite attached name)."""
+    schema = {"postgresql": "public", "sqlite": "main"}.get(fixture_engine.dialect.name)
+    schema = schema or fixture_engine.url.database
+    qualified = wallet_ops.model_copy(deep=True)
+    qualified.fides_meta = DatasetMetadata(namespace={"schema": schema})
+    plan = build_plan(qualified, IDENTITY_KINDS)
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(fixture_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with fixture_engine.connect() as conn:
+            found = await collect(conn, qualified, plan, {"email": [A_EMAIL]})
+    finally:
+        event.remove(fixture_engine.sync_engine, "before_cursor_execute", record)
+    assert keys(found.rows) == A_KEYS
+    assert all(str(schema) in statement for statement in seen)
