@@ -18,6 +18,7 @@ references, collections no identity reaches. Messages name datasets, collections
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -32,15 +33,21 @@ from privacy_service.policy.document import PolicyDocument
 
 DATASET_GLOBS = ("*.yml", "*.yaml")
 _META_KEYS = ("fides_meta", "fidesops_meta")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """A name from a file may hold a line break: escaped, so one finding stays one line."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class DatasetError(Exception):
     """A dataset file cannot be used; ``message`` names the place, never a value from the file."""
 
     def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path.name}: {message}")
         self.path = path
-        self.message = message
+        self.message = _one_line(message)
+        super().__init__(f"{path.name}: {self.message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +57,7 @@ class Finding:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.level}: dataset {self.dataset}: {self.message}"
+        return _one_line(f"{self.level}: dataset {self.dataset}: {self.message}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,3 +220,11 @@ def test_the_fides_example_layout_round_trips_through_yaml(wallet_ops: Dataset, 
     (tmp_path / "export.yml").write_text(yaml.safe_dump(dumped, sort_keys=False))
     (again,) = load_dataset_file(tmp_path / "export.yml")
     assert again.model_dump() == wallet_ops.model_dump()
+
+
+def test_a_name_with_a_line_break_stays_on_one_line(policy: PolicyDocument) -> None:
+    dataset = dataset_from([{"name": "evil\nerror: forged", "fields": [{"name": "x\ry"}]}])
+    messages = [str(f) for f in check_datasets({"shop": dataset}, policy)]
+    assert messages
+    assert all("\n" not in m and "\r" not in m for m in messages)
+    assert any("evil\\nerror: forged" in m for m in messages)
