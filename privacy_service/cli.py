@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 from datetime import timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -40,6 +40,23 @@ def _every_command() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default PRIVACY_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default PRIVACY_PORT).")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API processes sharing the port (uvicorn workers; docs/operations/scaling.md). More than 1 "
+            "needs PostgreSQL, and PRIVACY_REDIS_URL so that every limit counts once for all of them.",
+        ),
+    ] = 1,
+    per_process_limits: Annotated[
+        bool,
+        typer.Option(
+            "--per-process-limits",
+            help="Accept --workers > 1 without PRIVACY_REDIS_URL: each process then counts every rate limit, "
+            "lock-out and code-mail quota on its own (N workers let N times as much through).",
+        ),
+    ] = False,
 ) -> None:
     """Start the HTTP API (uvicorn)."""
     import uvicorn
@@ -47,22 +64,40 @@ def serve(
     from privacy_service.app import create_app
 
     settings = settings_or_exit()
+    if workers > 1 and settings.is_sqlite:
+        raise fail("--workers > 1 needs PostgreSQL (PRIVACY_DATABASE_URL): SQLite takes one writer at a time")
+    if workers > 1 and settings.redis_url is None:
+        if not per_process_limits:
+            raise fail(
+                f"--workers {workers} without PRIVACY_REDIS_URL would count every rate limit, lock-out and "
+                f"code-mail quota per process ({workers} times looser): set PRIVACY_REDIS_URL, or accept "
+                "that with --per-process-limits"
+            )
+        err.print(
+            f"[bold yellow]warning:[/] {workers} workers without PRIVACY_REDIS_URL: every limit counts per process "
+            f"({workers} times looser)",
+            highlight=False,
+        )
     try:
-        application = create_app(settings)
+        application = create_app(settings)  # several workers: checks the configuration before they start
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    uvicorn.run(
-        application,
-        host=host or settings.host,
-        port=port or settings.port,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        log_level=settings.log_level.lower(),
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+        "log_level": settings.log_level.lower(),
         # uvicorn's own handlers print plain text: its records go to the root handler instead, which
         # renders them like every other line (privacy_service.logging).
-        log_config=None,
-    )
+        "log_config": None,
+    }
+    if workers == 1:
+        uvicorn.run(application, **options)
+    else:
+        # Each worker process builds its own app from the same settings (the environment).
+        uvicorn.run("privacy_service.app:create_app", factory=True, workers=workers, **options)
 
 
 @app.command()

@@ -26,6 +26,9 @@ class DomainError(Exception):
     status = 400
     slug = "bad-request"
     title = "Bad request"
+    # A 5xx that a retry answers (a dependency briefly out of reach, logged where it is noticed): a
+    # warning, not an error, per request.
+    transient = False
 
     def __init__(
         self, detail: str, *, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None
@@ -126,7 +129,7 @@ def problem(
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     if exc.status >= 500:
-        log.error("domain_error", error=type(exc).__name__, slug=exc.slug)
+        (log.warning if exc.transient else log.error)("domain_error", error=type(exc).__name__, slug=exc.slug)
     extra = {key: value for key, value in exc.extra.items() if key not in _RESERVED}
     return problem(exc.status, exc.slug, exc.title, exc.detail, request, headers=exc.headers, **extra)
 

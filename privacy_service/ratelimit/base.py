@@ -37,6 +37,7 @@ class LimitsUnavailable(DomainError):
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+    transient = True
 
     def __init__(self) -> None:
         super().__init__(

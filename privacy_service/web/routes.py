@@ -425,7 +425,7 @@ def portal_error_page(request: AnyRequest, exc: Exception) -> Response[bytes]:
         status, headers = 503, {"Retry-After": RETRY_AFTER_SECONDS}
     else:
         status, headers = 500, {}
-    if status >= 500:
+    if status >= 500 and not (isinstance(exc, DomainError) and exc.transient):
         log_unhandled(exc)
     key = _ERROR_PAGES.get(status, "server_error" if status >= 500 else "bad_request")
     if isinstance(exc, PermissionDeniedException) and "CSRF" in str(exc.detail):
