@@ -6,6 +6,7 @@ never repeat the URL or a part of it: a URL holds a password, and a mistyped one
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,16 @@ _DRIVERS = {
     "sqlite+aiosqlite": ("sqlite", "sqlite+aiosqlite"),
 }
 # Query options a URL may carry; anything else (a socket path, local_infile, init commands) is refused.
-_OPTIONS = {"postgresql": frozenset({"ssl"}), "mysql": frozenset({"charset", "ssl"}), "sqlite": frozenset()}
+_OPTIONS = {"postgresql": frozenset({"ssl"}), "mysql": frozenset({"charset"}), "sqlite": frozenset()}
+# asyncpg's sslmode values (``ssl=require``); anything else fails inside the driver.
+_PG_SSL = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+# Control characters, surrogates and other unprintables have no place in a URL (nor in a file name).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# A DNS name or an IPv4 address; or an IPv6 address (written in brackets, kept without them).
+_HOST = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|[0-9A-Fa-f:.]{2,45})$")
+MAX_PATH = 1024
 
 SHAPE = (
     "url must be a database URL: postgresql://user:password@host:port/database, "
@@ -48,11 +57,18 @@ class Target:
 
 
 def _parse(raw: str) -> URL:
+    if _UNPRINTABLE.search(raw):
+        raise InvalidInput(SHAPE)
     try:
         url = make_url(raw.strip())
-        url.port  # noqa: B018 - a port that is not a number raises here or at parse time
+        port = url.port  # a port that is not a number raises here or at parse time
     except (ArgumentError, ValueError, TypeError):
         raise InvalidInput(SHAPE) from None
+    if port is not None and not 0 < port < 65536:
+        raise InvalidInput(SHAPE)
+    for value in url.query.values():
+        if not isinstance(value, str) or len(value) > 100:  # one short value per option
+            raise InvalidInput("url: each query option takes one short value")
     return url
 
 
@@ -68,6 +84,7 @@ def normalise(raw: str, settings: Settings) -> tuple[str, Target]:
     if unknown:
         allowed = ", ".join(sorted(_OPTIONS[dialect])) or "none"
         raise InvalidInput(f"url: query options are limited for {dialect} (allowed: {allowed})")
+    _check_options(url, dialect)
     if dialect == "sqlite":
         target = _check_sqlite(url, settings)
     else:
@@ -75,10 +92,22 @@ def normalise(raw: str, settings: Settings) -> tuple[str, Target]:
     return url.render_as_string(hide_password=False), target
 
 
+def _check_options(url: URL, dialect: str) -> None:
+    """Option values the driver would choke on (an unknown charset fails deep inside aiomysql)."""
+    ssl, charset = url.query.get("ssl"), url.query.get("charset")
+    if dialect == "postgresql" and ssl is not None and ssl not in _PG_SSL:
+        raise InvalidInput("url: ssl is one of " + ", ".join(sorted(_PG_SSL)))
+    if dialect == "mysql" and charset is not None:
+        from pymysql.charset import charset_by_name
+
+        if not isinstance(charset, str) or charset_by_name(charset) is None:
+            raise InvalidInput("url: charset is not a MySQL character set (e.g. utf8mb4)")
+
+
 def _check_server(url: URL, dialect: str, settings: Settings) -> Target:
     if not url.host or not url.database:
         raise InvalidInput(f"url: a {dialect} URL names a host and a database")
-    if "/" in url.host or any(ch.isspace() for ch in url.host):
+    if not _HOST.match(url.host) or len(url.database) > 255:
         raise InvalidInput(SHAPE)
     port = url.port or DEFAULT_PORTS[dialect]
     own = _own_database(settings)
@@ -101,11 +130,16 @@ def _check_sqlite(url: URL, settings: Settings) -> Target:
     if database in ("", ":memory:") or database.startswith("file:"):
         raise InvalidInput("url: a sqlite URL names a database file by its absolute path (sqlite:////path/file.db)")
     path = Path(database)
-    if not path.is_absolute() or ".." in path.parts:
+    if not path.is_absolute() or ".." in path.parts or len(database) > MAX_PATH:
         raise InvalidInput("url: a sqlite database file is named by its absolute path (sqlite:////path/file.db)")
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+        own = any(_same_file(path, own) for own in _own_files(settings))
+    except (OSError, ValueError):  # a name the file system refuses (too long a component, say)
+        raise InvalidInput("url: the sqlite path cannot name a file on this system") from None
+    if is_dir:
         raise InvalidInput("url: the sqlite path is a directory, not a database file")
-    if any(_same_file(path, own) for own in _own_files(settings)):
+    if own:
         raise InvalidInput("url: this is one of the service's own files; a connection reaches another database")
     return Target("sqlite", None, None, str(path))
 

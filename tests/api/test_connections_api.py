@@ -113,6 +113,13 @@ async def test_every_route_refuses_a_key_without_systems_manage(
         ("sqlite:///:memory:", "absolute path"),
         ("sqlite:////etc/../etc/passwd", "absolute path"),
         ("sqlite:////tmp", "directory"),
+        ("sqlite:////tmp/" + "a" * 300 + "/shop.db", "cannot name a file"),
+        ("sqlite:////tmp/sh\x00op.db", "must be a database URL"),
+        ("postgresql://u:Canary-Pw-4417-zq@db\x00.example/shop", "must be a database URL"),
+        ("postgresql://u:Canary-Pw-4417-zq@db.example:99999/shop", "must be a database URL"),
+        ("postgresql://u:Canary-Pw-4417-zq@db.example/shop?ssl=nonsense", "ssl is one of"),
+        ("postgresql://u:Canary-Pw-4417-zq@db.example/shop?ssl=require&ssl=disable", "one short value"),
+        ("mysql://u:Canary-Pw-4417-zq@127.0.0.1/test?charset=nonsense", "charset"),
     ],
 )
 async def test_a_refused_url_is_422_without_echo_and_changes_nothing(
