@@ -48,6 +48,16 @@ BENCHES: tuple[Bench, ...] = (
         "POST /v1/requests vs a bare one-INSERT Litestar endpoint (issue 5)",
         requests.intake_throughput,
     ),
+    Bench(
+        "requests.status",
+        "GET /v1/requests/{id} with the subject token vs a bare one-SELECT Litestar endpoint (issue 19)",
+        requests.status_throughput,
+    ),
+    Bench(
+        "requests.growth",
+        "intake and status read at PRIVACY_BENCH_DSR_GROWTH_SIZES requests in the table (issue 19)",
+        requests.growth,
+    ),
     Bench("requests.export", "access export of PRIVACY_BENCH_DSR_RECORDS records (issue 5)", requests.export_latency),
     Bench("requests.erase", "erasure at 100 vs PRIVACY_BENCH_DSR_RECORDS records (issue 5)", requests.erasure_latency),
     Bench(

@@ -22,6 +22,8 @@ _NOISY_SPREAD = 1.5
 
 
 def _amount(value: float, unit: str) -> str:
+    if unit == "x":  # a ratio compared with another ratio
+        return f"{value:.2f}x"
     if unit == "ms":
         return f"{value:.2f} ms"
     return f"{value:,.0f} {unit}"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -30,13 +30,18 @@ _DOCS_CSP = (
 )
 
 
+def _new_request_id() -> str:
+    # 32 hex digits, as uuid4().hex gave, without building a UUID object for every request.
+    return os.urandom(16).hex()
+
+
 def request_context_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]
             await app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SAFE_ID.match(incoming) else _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope["path"]
         started = time.perf_counter()
@@ -71,7 +76,9 @@ async def add_response_headers(message: Message, scope: Scope) -> None:
     if message["type"] != "http.response.start":
         return
     state = scope.setdefault("state", {})
-    request_id = state.setdefault("request_id", uuid.uuid4().hex)
+    request_id = state.get("request_id")
+    if request_id is None:  # a response the request-context middleware did not see
+        request_id = state["request_id"] = _new_request_id()
     headers = [
         (name, value) for name, value in message.get("headers", []) if name.lower() not in {b"server", b"x-powered-by"}
     ]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import bindparam, exists
+from sqlalchemy import select as sa_select
 from sqlmodel import col, or_, select
+from sqlmodel.sql.expression import Select
 
 from privacy_service.audit import service as audit
 from privacy_service.clock import as_utc
@@ -19,8 +22,23 @@ from privacy_service.errors import Conflict, Gone, InvalidInput, NotFound
 from privacy_service.subjects.models import Subject, SubjectStatus
 from privacy_service.subjects.schemas import SubjectOut
 from privacy_service.systems import fanout as downstream
+from privacy_service.systems.models import Delivery
 
 CURSOR_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+# A status read's history (columns, not entities: nothing changes them), and on every row whether the
+# request was sent to any downstream system. Built once: status reads run it on every call.
+_HISTORY: Select[str, datetime, str, str | None, bool] = cast(
+    "Select[str, datetime, str, str | None, bool]",
+    sa_select(
+        col(RequestTransition.to_status),
+        col(RequestTransition.at),
+        col(RequestTransition.actor_type),
+        col(RequestTransition.note),
+        exists().where(col(Delivery.request_id) == bindparam("history_id")).label("sent"),
+    )
+    .where(col(RequestTransition.request_id) == bindparam("history_id"))
+    .order_by(col(RequestTransition.id)),
+)
 EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
 # A correction's values (requested, and on file) are shown to an operator holding this scope only.
 VALUES_SCOPE = "subjects:read"
@@ -29,23 +47,18 @@ VALUES_SCOPE = "subjects:read"
 class Reading(Processing):
     __slots__ = ()
 
-    async def view(self, request_id: uuid.UUID) -> schemas.RequestView:
+    async def view(self, request_id: uuid.UUID, loaded: PrivacyRequest | None = None) -> schemas.RequestView:
         """The request as its caller may see it (authorised by the route: its own token or an operator).
 
         A correction's fields (``changes``) are for operators; their values, the requested ones and,
         while the request awaits review, the ones on file they would replace, only for an operator who
         may read subjects (audited as a read of the subject). The subject's answer names the changed
         fields only (``result``), so a leaked status link shows no values. ``duplicate_of`` names
-        another request: operators only too.
+        another request: operators only too. ``loaded``: the row as this transaction already read it
+        (the token check did), not read again.
         """
-        request = await self._get(request_id)
-        transitions = (
-            await self.session.exec(
-                select(RequestTransition)
-                .where(col(RequestTransition.request_id) == request.id)
-                .order_by(col(RequestTransition.id))
-            )
-        ).all()
+        request = loaded if loaded is not None and loaded.id == request_id else await self._get(request_id)
+        transitions = (await self.session.exec(_HISTORY, params={"history_id": request.id})).all()
         operator = self.actor.type == "operator"
         key: DataKey | None = None
         if request.decision_ct is not None or (operator and request.changes_ct is not None):
@@ -56,6 +69,8 @@ class Reading(Processing):
         changes = None
         if key is not None and operator and request.changes_ct is not None:
             changes = await self._diff(request, key, with_values=VALUES_SCOPE in self.scopes)
+        # Most requests were never sent to a downstream system: the history query says so.
+        sent = not transitions or transitions[0][4]
         now = self.clock.now()
         export_ready = (
             request.type in ("access", "portability")
@@ -72,7 +87,7 @@ class Reading(Processing):
             language=request.language,
             received_at=request.received_at,
             due_at=request.due_at,
-            history=[schemas.Transition(t.to_status, t.at, t.actor_type, t.note) for t in transitions],
+            history=[schemas.Transition(to, at, actor, note) for to, at, actor, note, _ in transitions],
             extended=request.extended_at is not None,
             verified_at=request.verified_at,
             completed_at=request.completed_at,
@@ -83,7 +98,7 @@ class Reading(Processing):
             changes=changes,
             export_url=f"/v1/requests/{request.id}/export" if export_ready else None,
             export_expires_at=request.export_expires_at if export_ready else None,
-            systems=await downstream.progress(self.session, request.id, now) or None,
+            systems=await downstream.progress(self.session, request.id, now) or None if sent else None,
             acknowledgement=self._acknowledgement(request) if operator else None,
         )
 
