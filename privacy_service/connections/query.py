@@ -192,7 +192,8 @@ async def _walk(
             source = lookup.source
             raw: Iterable[Any] = ()
             if isinstance(source, IdentitySource):
-                raw = identities.get(source.kind, ())
+                given = identities.get(source.kind, ())
+                raw = [given] if isinstance(given, str) else given  # one value given as a plain string
             elif isinstance(source, FieldSource):
                 raw = (row.get(source.field) for row in found.rows.get(source.collection, ()))
             values.setdefault(lookup.field, []).extend(raw)
@@ -206,19 +207,22 @@ async def _walk(
             for name, value in chunk:
                 by_field.setdefault(name, []).append(value)
             condition = or_(*(table.c[name].in_(items) for name, items in by_field.items()))
-            statement = select(*selected).where(condition).limit(row_limit - total + 1)
-            result = await conn.execute(statement)
+            limit = row_limit - total + 1
+            result = await conn.execute(select(*selected).where(condition).limit(limit))
             found.queries += 1
+            fetched = 0
             for mapping in result.mappings():
+                fetched += 1
                 row = dict(mapping)
                 key = _row_key(row, step.primary_key)
-                if key in seen:
-                    continue
-                seen.add(key)
-                rows.append(row)
-                total += 1
-                if total > row_limit:
-                    raise TooManyRows(step.collection, row_limit)
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
+                    total += 1
+            # As many rows as the LIMIT let through: more may be left behind (rows found twice took
+            # places), so the subject holds more than row_limit rows or may: stop rather than miss some.
+            if total > row_limit or fetched >= limit:
+                raise TooManyRows(step.collection, row_limit)
         found.rows[step.collection] = _sorted(rows, step.primary_key)
     return found
 

@@ -263,3 +263,18 @@ async def test_a_namespace_schema_qualifies_every_table(fixture_engine: AsyncEng
         event.remove(fixture_engine.sync_engine, "before_cursor_execute", record)
     assert keys(found.rows) == A_KEYS
     assert all(str(schema) in statement for statement in seen)
+
+
+async def test_rows_found_twice_do_not_hide_rows_beyond_the_limit(
+    fixture_engine: AsyncEngine, wallet_ops: Dataset
+) -> None:
+    """Alice's addresses are named by customer_id and by id in two batches: the second batch returns
+    a row found before; with the limit nearly reached that must stop the walk, not drop rows."""
+    plan = build_plan(wallet_ops, IDENTITY_KINDS)
+    total = sum(len(ids) for ids in A_KEYS.values())
+    async with fixture_engine.connect() as conn:
+        # batch=1: one value per statement, so addresses 10 and 11 are fetched again by id.
+        exact = await collect(conn, wallet_ops, plan, {"email": A_EMAIL}, batch=1, row_limit=total)  # type: ignore[dict-item]
+        assert keys(exact.rows) == A_KEYS
+        with pytest.raises(TooManyRows):
+            await collect(conn, wallet_ops, plan, {"email": [A_EMAIL]}, batch=1, row_limit=total - 1)
