@@ -27,7 +27,6 @@ from privacy_service.audit.service import Actor
 from privacy_service.connections.datasets import field_categories, load_datasets, policy_category
 from privacy_service.connections.models import Connection
 from privacy_service.connections.tasks import (
-    LEGAL_HOLD,
     OPEN,
     ConnectionTask,
     Keep,
@@ -35,9 +34,11 @@ from privacy_service.connections.tasks import (
     TaskStatus,
     erasure_plan,
     identities_binding,
+    result_binding,
     visible_fields,
 )
 from privacy_service.crypto.fields import DataKey
+from privacy_service.crypto.service import REQUEST, KeyService
 from privacy_service.dsr.deadlines import DeadlineRules
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.policy.document import PolicyDocument
@@ -48,6 +49,8 @@ from privacy_service.systems.events import emit
 from privacy_service.systems.fanout import recipient_binding
 from privacy_service.systems.models import Fanout
 
+# What an access request found in the connected databases: dataset -> collection -> rows.
+ConnectedRows = dict[str, dict[str, list[dict[str, Any]]]]
 KINDS = {"access": TaskKind.ACCESS, "portability": TaskKind.ACCESS, "erase": TaskKind.ERASE}
 IDENTITY_KINDS = ("email", "phone", "external_id")
 
@@ -294,4 +297,55 @@ def found_categories(
     return found
 
 
-__all__ = ["LEGAL_HOLD", "Outcome", "Work", "datasets", "merge", "outcome", "plan_work", "tasks_of"]
+# -- the access answer -----------------------------------------------------------------------
+
+
+async def found_rows(session: AsyncSession, keys: KeyService, request_id: uuid.UUID) -> ConnectedRows:
+    """What the connected databases returned for an access request: dataset -> collection -> rows
+    (the fields the policy names), from the done tasks, opened with the request's key."""
+    query = select(ConnectionTask).where(
+        col(ConnectionTask.request_id) == request_id,
+        col(ConnectionTask.kind) == TaskKind.ACCESS,
+        col(ConnectionTask.status) == TaskStatus.DONE,
+        col(ConnectionTask.result_ct).is_not(None),
+    )
+    done = list((await session.exec(query.order_by(col(ConnectionTask.connection_name)))).all())
+    if not done:
+        return {}
+    key = await keys.load_key(session, request_id, REQUEST)
+    found: ConnectedRows = {}
+    for task in done:
+        assert task.result_ct is not None  # noqa: S101 - selected above
+        rows = msgspec.json.decode(key.open(task.result_ct, result_binding(request_id, task.id)))
+        into = found.setdefault(task.dataset, {})
+        for collection, items in rows.items():
+            into.setdefault(collection, []).extend(items)
+    return found
+
+
+def by_category(
+    policy: PolicyDocument, policy_dir: Path, found: ConnectedRows
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The rows found, split by policy category for the answer page: category -> [(source, fields)],
+    ``source`` naming the dataset and collection, ``fields`` the row's values in that category."""
+    described = datasets(policy_dir)
+    shown: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for fides_key, collections in sorted(found.items()):
+        dataset = described.get(fides_key)
+        if dataset is None:
+            continue
+        for name, rows in sorted(collections.items()):
+            categories = {
+                column: sorted({p for c in cats if (p := policy_category(c, policy)) is not None})
+                for column, cats in field_categories(dataset, name).items()
+            }
+            for row in rows:
+                parts: dict[str, dict[str, Any]] = {}
+                for column, value in row.items():
+                    if value is None:
+                        continue
+                    for category in categories.get(column, ()):
+                        parts.setdefault(category, {})[column] = value
+                for category, values in parts.items():
+                    shown.setdefault(category, []).append((f"{fides_key} / {name}", values))
+    return shown

@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
+from privacy_service.connections.flow import by_category, found_rows
 from privacy_service.crypto.fields import Binding
 from privacy_service.dsr.context import DsrBase
 from privacy_service.dsr.models import PrivacyRequest
@@ -40,7 +41,8 @@ class ShownRecord:
 
 @dataclass(frozen=True, slots=True)
 class AnswerData:
-    """What the answer page shows: the subject, the categories held (with record counts), the newest records."""
+    """What the answer page shows: the subject, the categories held (with record counts), the newest records
+    (a connected database's rows among them, their ``kind`` naming the dataset and collection)."""
 
     subject: SubjectOut
     held: dict[str, int]
@@ -96,6 +98,17 @@ async def answer_data(service: DsrBase, request_id: uuid.UUID) -> AnswerData | N
             )
             for r in rows
         ]
+    # The rows the connected databases returned, under the categories of their fields (named by source).
+    found = by_category(
+        service.policy, service.settings.policy_dir, await found_rows(session, service.keys, request.id)
+    )
+    held = dict(held)
+    for category, items in found.items():
+        held[category] = held.get(category, 0) + len(items)
+        when = request.completed_at or now
+        records.setdefault(category, []).extend(
+            ShownRecord(kind=source, occurred_at=when, data=values) for source, values in items[:PAGE_RECORDS]
+        )
     shown = sum(len(items) for items in records.values())
     if shown:
         audit.record(

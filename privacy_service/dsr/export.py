@@ -7,6 +7,7 @@ its own short transaction, so a subject with 10,000 records costs the memory of 
 from __future__ import annotations
 
 import io
+import re
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -16,6 +17,7 @@ import msgspec
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
+from privacy_service.connections.flow import ConnectedRows, found_rows
 from privacy_service.crypto.fields import Binding, DataKey
 from privacy_service.crypto.service import KeyService
 from privacy_service.db import Database
@@ -64,6 +66,42 @@ async def _record_batches(db: Database, keys: KeyService, subject_id: uuid.UUID)
             return
 
 
+async def _datasets(
+    db: Database, keys: KeyService, request_id: uuid.UUID
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """What the connected databases returned: dataset -> collection -> rows."""
+    async with db.transaction() as session:
+        return await found_rows(session, keys, request_id)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _dataset_files(found: ConnectedRows) -> list[tuple[str, list[list[Any]]]]:
+    """One CSV per collection, ``datasets/<dataset>/<collection>.csv`` (names made safe for a path;
+    two collections whose safe names meet are numbered)."""
+    files: list[tuple[str, list[list[Any]]]] = []
+    taken: set[str] = set()
+    for fides_key, collections in sorted(found.items()):
+        for name, rows in sorted(collections.items()):
+            stem = f"datasets/{_UNSAFE.sub('_', fides_key)}/{_UNSAFE.sub('_', name).strip('_.') or 'collection'}"
+            path, n = f"{stem}.csv", 1
+            while path in taken:
+                n += 1
+                path = f"{stem}_{n}.csv"
+            taken.add(path)
+            columns = sorted({column for row in rows for column in row})
+            table: list[list[Any]] = [columns]
+            for row in rows:
+                table.append([_cell(row.get(column)) for column in columns])
+            files.append((path, table))
+    return files
+
+
+def _cell(value: Any) -> Any:
+    return value if value is None or isinstance(value, str | int | float | bool) else _encode(value).decode()
+
+
 def _header(request: PrivacyRequest) -> dict[str, Any]:
     return {
         "id": str(request.id),
@@ -93,6 +131,8 @@ async def json_export(
     yield b'],"requests":' + _encode(history)
     # What downstream systems returned, labelled by system.
     yield b',"systems":' + _encode(await systems_data(db, keys, request.id, subject.id))
+    # What the connected databases held, by dataset and collection.
+    yield b',"datasets":' + _encode(await _datasets(db, keys, request.id))
     yield b',"processing":' + _encode(processing) + b"}"
 
 
@@ -171,6 +211,8 @@ async def zip_export(
             yield sink.drain()
     write("requests.json", _encode(history))
     write("systems.json", _encode(await systems_data(db, keys, request.id, subject.id)))
+    for path, table in _dataset_files(await _datasets(db, keys, request.id)):
+        write(path, _csv_bytes(table))
     write("processing.json", _encode(processing))
     write("request.json", _encode(_header(request)))
     archive.close()

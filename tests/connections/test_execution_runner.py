@@ -5,7 +5,10 @@ customer's row byte for byte as it was, and a second run changes nothing."""
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,13 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from privacy_service.audit.service import Actor
 from privacy_service.config import Settings
 from privacy_service.connections.runner import run_connection_tasks
 from privacy_service.connections.tasks import result_binding
 from privacy_service.crypto.service import REQUEST
+from privacy_service.dsr.answer import answer_data
+from privacy_service.dsr.service import DsrService
 from privacy_service.runtime import Runtime
 from tests.api.dsr_support import fresh_settings, submit_and_verify
 from tests.conftest import MailSink
@@ -94,6 +100,28 @@ async def test_access_returns_exactly_customer_a_rows(
     assert "created_at" not in found["customers"][0]  # system.operations: not the subject's data
     # The answer lists the categories found there.
     assert "user.contact.email" in view["result"]["categories"]
+    # The export holds them under the dataset and collection: JSON, and one CSV per collection in the ZIP.
+    exported = await client.get(f"/v1/requests/{request_id}/export", headers=auth)
+    assert exported.status_code == 200, exported.text
+    assert exported.json()["datasets"] == {"wallet_ops": found}
+    archive = await client.get(f"/v1/requests/{request_id}/export", params={"format": "zip"}, headers=auth)
+    assert archive.status_code == 200, archive.text
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+        names = set(zipped.namelist())
+        assert "datasets/wallet_ops/customers.csv" in names
+        assert len([n for n in names if n.startswith("datasets/wallet_ops/")]) == len(found)
+        customers = list(csv.reader(io.StringIO(zipped.read("datasets/wallet_ops/customers.csv").decode())))
+        every = "".join(zipped.read(n).decode() for n in names if n.startswith("datasets/"))
+    assert len(customers) == 2  # the header and A's row
+    assert fixture_db.A_EMAIL in customers[1]
+    assert fixture_db.B_EMAIL not in every
+    # The answer page shows them under their categories, named by dataset and collection.
+    async with runtime.db.transaction() as session:
+        data = await answer_data(DsrService.for_runtime(runtime, session, Actor.system("test")), uuid.UUID(request_id))
+    assert data is not None
+    emails = [r for r in data.records["user.contact.email"] if r.kind == "wallet_ops / customers"]
+    assert [r.data for r in emails] == [{"email": fixture_db.A_EMAIL}]
+    assert data.held["user.contact.email"] >= 1
 
 
 async def test_erasure_masks_exactly_the_erasable_fields_and_nothing_of_anyone_else(
