@@ -172,15 +172,10 @@ class EngineBase:
 
     # -- totals, holds, unknown categories (the report's frame) -----------------------------
 
-    async def table_totals(self, session: AsyncSession) -> Totals:
+    async def table_totals(self, session: AsyncSession, by_category: dict[str, int]) -> Totals:
         """Row counts of the tables a run may purge, and the records whose category the policy no
-        longer has (kept, and reported so the policy can be fixed): one scan of records for both."""
-        by_category = {
-            category: int(count)
-            for category, count in (
-                await session.exec(select(col(Record.category), func.count()).group_by(col(Record.category)))
-            ).all()
-        }
+        longer has (kept, and reported so the policy can be fixed). ``by_category``: records per
+        category, counted by the plan's scan of records (:meth:`RecordSteps.plan_records`)."""
         subjects = (await session.exec(select(func.count()).where(col(Subject.status) != SubjectStatus.ERASED))).one()
         requests = (await session.exec(select(func.count()).select_from(PrivacyRequest))).one()
         return Totals(

@@ -21,7 +21,6 @@ from sqlalchemy import (
     false,
     func,
     literal_column,
-    not_,
     or_,
     true,
 )
@@ -93,48 +92,84 @@ class RecordSteps(EngineBase):
         else:
             counts.purged += 1
 
-    async def plan_records(self, session: AsyncSession, category_rows: Mapping[str, int]) -> Tally:
-        """Counts for every record a bound settles (one grouped scan); window rows come separately.
+    async def category_order(self, session: AsyncSession) -> dict[str, float]:
+        """How common each category is, as far as is known without reading the table: on PostgreSQL
+        the planner's statistics (``pg_stats``, kept by ANALYZE/autovacuum), elsewhere nothing. Only
+        the order of :meth:`plan_records`' tests depends on it, never a count."""
+        if not self.postgres:
+            return {}
+        stats: Any = literal_column(
+            "(SELECT most_common_vals::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
+            "AND tablename = 'records' AND attname = 'category' LIMIT 1)"
+        )
+        freqs: Any = literal_column(
+            "(SELECT most_common_freqs FROM pg_stats WHERE schemaname = current_schema() "
+            "AND tablename = 'records' AND attname = 'category' LIMIT 1)"
+        )
+        values, frequencies = (await session.exec(wide_select(stats, freqs))).one()
+        return dict(zip(values or [], frequencies or [], strict=False))
+
+    async def plan_records(
+        self, session: AsyncSession, category_rows: Mapping[str, float]
+    ) -> tuple[Tally, dict[str, int]]:
+        """Counts for every record a bound settles, and the records per category (every record,
+        restricted or not, for the report's frame and the thresholds): one scan for both. Window
+        rows are counted separately (:meth:`plan_record_window`).
 
         The scan tests every row against the rules' conditions, which dominates its cost at scale:
-        the rules are tested most common category first (``category_rows``: records per category, from
-        :meth:`table_totals`), so a typical row settles on the first term, and the legal-duty test
-        first asks whether the row's category has a duty at all (one hashed lookup)."""
+        the rules are tested most common category first (``category_rows``, from
+        :meth:`category_order`), so a typical row settles on the first term; the legal-duty test first
+        asks whether the row's category has a duty at all (one hashed lookup). Each row is classified
+        once into (category, selected, held) groups, so no condition is evaluated twice."""
         tally = Tally()
         by_key = self._record_sql()
-        if not by_key:
-            return tally
         order = sorted(by_key, key=lambda key: (-category_rows.get(key, 0), key))
         held = col(Record.subject_id).in_(self._held_ids())
-        selected = or_(*(by_key[key].selected for key in order))
+        selected = (
+            and_(
+                col(Record.restricted).is_(False),
+                col(Subject.status) == SubjectStatus.ACTIVE,
+                or_(*(by_key[key].selected for key in order)),
+            )
+            if by_key
+            else false()
+        )
         with_duty = [key for key in order if self._bounds[key].rule.legal_duty is not None]
         duty = (
             and_(col(Record.category).in_(with_duty), or_(*(by_key[key].duty for key in with_duty)))
             if with_duty
             else false()
         )
+        # An outer join: every record counts in the totals, whatever its subject's state.
         rows = await session.exec(
-            select(
+            wide_select(
                 col(Record.category),
+                selected.label("plan_selected"),
+                held.label("plan_held"),
                 func.count(),
-                func.sum(case((held, 1), else_=0)),
-                func.sum(case((and_(not_(held), duty), 1), else_=0)),
+                func.sum(case((duty, 1), else_=0)),
             )
-            .join(Subject, col(Subject.id) == col(Record.subject_id))
-            .where(col(Record.restricted).is_(False), col(Subject.status) == SubjectStatus.ACTIVE, selected)
-            .group_by(col(Record.category))
+            .select_from(Record)
+            .outerjoin(Subject, col(Subject.id) == col(Record.subject_id))
+            .group_by(col(Record.category), literal_column("plan_selected"), literal_column("plan_held"))
         )
-        for category, n, n_held, n_duty in rows.all():
+        totals: Counter[str] = Counter()
+        for category, is_selected, is_held, n, n_duty in rows.all():
+            totals[category] += int(n)
+            if not is_selected:
+                continue
             counts = tally[record_key(category)]
             counts.selected += int(n)
-            counts.skipped_hold += int(n_held or 0)
+            if is_held:
+                counts.skipped_hold += int(n)
+                continue
             counts.skipped_legal_duty += int(n_duty or 0)
-            acting = int(n) - int(n_held or 0) - int(n_duty or 0)
+            acting = int(n) - int(n_duty or 0)
             if self._record_action(category) == "anonymise":
                 counts.anonymised += acting
             else:
                 counts.purged += acting
-        return tally
+        return tally, dict(totals)
 
     def _window_query(self) -> Any:
         return (

@@ -243,8 +243,15 @@ async def test_the_plan_counts_the_same_whatever_order_it_tests_the_rules_in(run
         {category: -n for n, category in enumerate(categories)},
     ):
         async with runtime.db.transaction() as session:
-            tally = await engine.plan_records(session, hint)
+            tally, by_category = await engine.plan_records(session, hint)
         plans.append({key: msgspec.to_builtins(c) for key, c in tally.counts.items()})
+        # The same scan counts every record per category (restricted or not) for the report's frame.
+        assert by_category == {
+            "user.device": 4,
+            "user.financial.transaction": 2,
+            "user.behavior": 2,
+            "system.support_ticket": 2,
+        }
     assert plans[0] == plans[1] == plans[2]
     device = plans[0]["records:user.device"]
     assert (device["selected"], device["skipped_hold"], device["purged"]) == (2, 1, 1)
