@@ -1,4 +1,4 @@
-"""``privacy-service connections add|test|list|remove``: the connection registry from the command line.
+"""``privacy-service connections add|test|list|remove|dry-run``: the connection registry from the command line.
 
 The URL holds a password: ``add`` reads it from an environment variable (``--url-env``) or a hidden
 prompt (stdin when piped), so it does not land in shell history or the process list. ``--url`` is
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from typing import Annotated
 
 import msgspec
@@ -151,3 +152,36 @@ def connections_remove(name: Annotated[str, typer.Option(help="Connection to rem
 
     with_runtime(work)
     stderr.print(f"connection {name!r} removed")
+
+
+@connections_app.command("dry-run")
+def connections_dry_run(
+    request: Annotated[str, typer.Option("--request", help="The erasure request's id.")],
+    json_: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """Per connection and collection, how many rows an erasure of this request's customer would touch
+    (nothing is written; names and counts only)."""
+    from privacy_service.connections.dryrun import DryRunLine, dry_run
+
+    try:
+        request_id = uuid.UUID(request)
+    except ValueError:
+        raise fail("--request must be a request id (a UUID)") from None
+
+    async def work(runtime: Runtime) -> list[DryRunLine]:
+        return await dry_run(runtime, request_id)
+
+    lines = with_runtime(work)
+    if json_:
+        for line in lines:
+            typer.echo(msgspec.json.encode(line).decode())
+        return
+    if not lines:
+        stderr.print("no connection holds data this request reaches")
+        return
+    table = Table()
+    for column in ("connection", "collection", "rows found", "rows touched", "erasure"):
+        table.add_column(column, overflow="fold")
+    for line in lines:
+        table.add_row(line.connection, line.collection, str(line.rows), str(line.touched), line.action)
+    out.print(table)

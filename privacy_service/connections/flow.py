@@ -72,7 +72,7 @@ async def active_connections(session: AsyncSession) -> list[Connection]:
     return list((await session.exec(query)).all())
 
 
-async def _keep(
+async def keep_for(
     session: AsyncSession, subjects: SubjectService, rules: DeadlineRules, now: datetime, subject_id: uuid.UUID
 ) -> tuple[dict[str, Keep], bool]:
     """The policy categories under a legal duty in force for this subject, and whether a hold keeps all.
@@ -176,7 +176,7 @@ async def plan_work(
     keep: dict[str, Keep] = {}
     held = False
     if kind == TaskKind.ERASE:
-        keep, held = await _keep(session, subjects, rules, now, request.subject_id)
+        keep, held = await keep_for(session, subjects, rules, now, request.subject_id)
     for connection in connections:
         dataset = found.get(connection.dataset)
         collections: dict[str, Any] = {}
