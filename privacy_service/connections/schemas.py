@@ -10,19 +10,38 @@ import msgspec
 
 from privacy_service.subjects.schemas import Strict
 
-ConnectionName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", max_length=64)]
-FidesKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,200}$", max_length=200)]
-DatabaseUrl = Annotated[str, msgspec.Meta(min_length=8, max_length=2000)]
+ConnectionName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", max_length=64, description="Unique name: lower case, digits, - and _"
+    ),
+]
+FidesKey = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_.-]{1,200}$",
+        max_length=200,
+        description="fides_key of a dataset in policies/datasets/ describing the database",
+    ),
+]
+DatabaseUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8,
+        max_length=2000,
+        description="postgresql://user:password@host:port/db, mysql:// (MariaDB too) or sqlite:////absolute/path; "
+        "sealed at rest, never shown or logged",
+    ),
+]
 
 
 class ConnectionCreate(Strict):
     name: ConnectionName
-    # The fides_key of a dataset in policies/datasets/ that describes this database.
     dataset: FidesKey
-    # postgresql://, mysql:// (MariaDB too) or sqlite:////absolute/path; sealed at rest, never shown again.
     url: DatabaseUrl
-    # Work the worker runs at once against this database.
-    max_concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+    max_concurrency: Annotated[
+        int, msgspec.Meta(ge=1, le=32, description="Tasks the worker runs at once against this database")
+    ] = 2
 
 
 class ConnectionOut(msgspec.Struct):
