@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import audit, breaches, mail, policy, requests, retention, systems, vault
+from benchmarks import audit, breaches, connections, mail, policy, requests, retention, systems, vault
 from benchmarks.common import (
     BenchConfig,
     BenchContext,
@@ -78,6 +78,12 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench("systems.fanout", "webhook fan-out to a local receiver vs raw POSTs (issue 10)", systems.fanout_throughput),
     Bench("systems.intake", "intake latency with one registered system vs none (issue 10)", systems.intake_overhead),
+    Bench(
+        "connections",
+        "connected PostgreSQL database: access p95 across 8 collections (PRIVACY_BENCH_CONN_ROWS rows) and an "
+        "erasure of 1,000 rows, vs the same queries written by hand (issue 18)",
+        connections.connected_databases,
+    ),
 )
 
 

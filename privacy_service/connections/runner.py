@@ -24,7 +24,7 @@ import msgspec
 import structlog
 from fideslang.models import Dataset
 from sqlalchemy import func
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import col, select
 
 from privacy_service.audit import service as audit
@@ -59,13 +59,23 @@ LEASE = timedelta(minutes=10)
 MASKING_LABEL = "connection-masking"  # the HMAC message deriving the key, not a key
 # Problems no retry fixes: the task needs an operator at once.
 PERMANENT = frozenset(
-    {"dataset_missing", "connection_removed", "request_purged", "too_many_rows", "masking_refused", "missing"}
+    {
+        "dataset_missing",
+        "connection_removed",
+        "request_purged",
+        "too_many_rows",
+        "masking_refused",
+        "constraint",
+        "missing",
+    }
 )
 PROBLEMS = {
     "dataset_missing": "the connection's dataset is no longer in policies/datasets",
     "connection_removed": "the connection was removed",
     "request_purged": "the request's data was purged",
     "too_many_rows": "more rows than the per-request limit were found",
+    "constraint": "the database refused the masked value (NOT NULL or another constraint): "
+    "give the category another masking strategy in the policy",
     "masking_refused": "the dataset does not allow this masking (read-only, a key, or a type it cannot hold)",
 }
 
@@ -238,6 +248,8 @@ async def _work(runtime: Runtime, job: _Claimed, timeout: float) -> _Done:
         raise TaskFailed("too_many_rows", exc.collection) from None
     except MaskingRefused:
         raise TaskFailed("masking_refused") from None
+    except IntegrityError as exc:
+        raise TaskFailed("constraint", _collection_of(exc, dataset)) from None
     except (TimeoutError, OSError, DBAPIError, SQLAlchemyError) as exc:
         raise TaskFailed(probe.classify(exc), _collection_of(exc, dataset)) from None
 
