@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from privacy_service.audit.service import AuditSink, record
 from privacy_service.clock import Clock, SystemClock
 from privacy_service.config import ConfigError, KeyProviderKind, Settings
+from privacy_service.connections.engines import engines
 from privacy_service.crypto.fields import BlindIndexer
 from privacy_service.crypto.keys import KeyProvider, KeyringError, LocalKeyring, VaultTransitProvider
 from privacy_service.crypto.service import KeyService
@@ -47,6 +48,8 @@ class Runtime:
         return hmac.new(self.audit_key, f"privacy-service/{purpose}/v1".encode(), hashlib.sha256).digest()
 
     async def close(self) -> None:
+        # Connected databases' pools too (connections.engines): nothing stays open past the process's work.
+        await engines.dispose_all()
         await self.db.dispose()
 
 

@@ -397,3 +397,25 @@ async def test_engine_for_is_one_engine_per_connection_and_ends_with_removal(
             await service.engine_for(row)
         with pytest.raises(Gone):
             await service.open_url(row)
+
+
+async def test_closing_the_runtime_closes_the_connected_databases_pools(runtime: Runtime, tmp_path: Path) -> None:
+    from privacy_service.audit.service import Actor
+    from privacy_service.connections.engines import engines
+    from privacy_service.connections.schemas import ConnectionCreate
+    from privacy_service.connections.service import ConnectionService
+    from privacy_service.runtime import build_runtime
+
+    path = sqlite_target(tmp_path)
+    own = build_runtime(runtime.settings)
+    try:
+        async with own.db.transaction() as session:
+            service = ConnectionService(session, own.keys, own.clock, own.settings, Actor("operator", "t"))
+            created = await service.add(ConnectionCreate(name="shop", dataset="c2_shop", url=f"sqlite:///{path}"))
+            engine = await service.engine_for(await service.row(created.id))
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT count(*) FROM c2_customers"))).scalar_one() == 0
+        assert engines.get(created.id) is engine
+    finally:
+        await own.close()
+    assert engines.get(created.id) is None
