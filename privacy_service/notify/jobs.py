@@ -278,17 +278,23 @@ async def deliver_pending(
     ``lease``: how long a claimed batch is this run's; a run killed mid-batch leaves its messages to
     be sent again after it (with the same Message-ID). It must exceed the time a batch takes to send.
     """
-    totals = [DeliveryResult()]
+
+    async def one_batch() -> tuple[int, DeliveryResult]:
+        return await _deliver_batch(db, keys, mailer, clock, batch=batch, max_attempts=max_attempts, lease=lease)
+
+    # One batch first: a run woken for one message claims once, not once per lane.
+    claimed, first = await one_batch()
+    totals = [first]
 
     async def lane() -> None:
         while True:
-            claimed, result = await _deliver_batch(
-                db, keys, mailer, clock, batch=batch, max_attempts=max_attempts, lease=lease
-            )
+            claimed, result = await one_batch()
             totals.append(result)
             if claimed < batch:
                 return
 
+    if claimed < batch:
+        return first  # nothing more is due
     if concurrency <= 1:
         await lane()
     else:
