@@ -192,7 +192,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 "key_service": runtime.keys,
                 "policy": runtime.policy,
                 "clock": runtime.clock,
-                "authenticator": OperatorAuthenticator(failures=FailedAuthGate(limiter=limiter)),
+                # Without Redis the lock-out keeps a bounded table of its own (see FailedAuthGate).
+                "authenticator": OperatorAuthenticator(failures=FailedAuthGate(limiter=limiter if redis_url else None)),
                 "rate_limiter": limiter,
                 "policy_pages": PageCache(),
                 "outbox_kick": Kick(outbox_kick, webhook_kick),

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -226,7 +227,8 @@ class RedisLimiter:
 
     async def reset(self) -> None:
         """Delete this deployment's counts (every key under the prefix) and the fallback's."""
-        async for name in self._client.scan_iter(match=self._prefix + "*", count=1000):
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + "*"  # the prefix taken literally
+        async for name in self._client.scan_iter(match=pattern, count=1000):
             await self._client.unlink(name)
         await self.fallback.reset()
 

@@ -237,3 +237,18 @@ async def test_a_silent_redis_costs_one_timeout_then_nothing_until_the_pause_end
     finally:
         await limiter.close()
         server.close()
+
+
+async def test_reset_takes_the_prefix_literally(redis_client: Redis, redis_prefix: str) -> None:
+    """A prefix with glob characters deletes its own keys only, not a neighbour's it would match."""
+    globby = RedisLimiter(connect(REDIS_URL), prefix=redis_prefix + "a*:", secret=SECRET)
+    neighbour = RedisLimiter(connect(REDIS_URL), prefix=redis_prefix + "ab:", secret=SECRET)
+    try:
+        for limiter in (globby, neighbour):
+            await limiter.hit("b", "k", Limit(burst=5, per_minute=1))
+        await globby.reset()
+        assert await keys_under(redis_client, redis_prefix + "a\\*") == []
+        assert len(await keys_under(redis_client, redis_prefix + "ab:")) == 1
+    finally:
+        await globby.close()
+        await neighbour.close()
