@@ -5,12 +5,16 @@
 * A message the server refuses fails alone: the rest of the batch goes out on the same connection.
 * A lane that overran its lease does not overwrite the outcome of the run that took the message over.
 * /metrics tells how long the oldest waiting mail has waited and how far delivery is behind.
+* A server that cannot be reached fails a batch at once (retried later); PRIVACY_OUTBOX_DELIVERY
+  decides whether the worker schedules delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -28,10 +32,11 @@ from aiosmtpd.controller import Controller
 from privacy_service.config import Settings
 from privacy_service.crypto.service import REQUEST
 from privacy_service.metrics import Snapshot
-from privacy_service.notify.jobs import LEASE, deliver_pending
+from privacy_service.notify.jobs import LEASE, deliver_pending, delivers_in
 from privacy_service.notify.mailer import Mail, MailConnection, Mailer, MailError
 from privacy_service.notify.service import enqueue
 from privacy_service.runtime import Runtime, build_runtime
+from privacy_service.worker import build_scheduler
 from tests.api.dsr_support import fresh_settings, rows
 
 REFUSED = "refused@batch.example"
@@ -227,3 +232,32 @@ async def test_the_outbox_age_and_lag_metrics_follow_waiting_mail(
         assert await figures() == (3600, pytest.approx(3600 - 630, abs=10))  # due again ~30 s (+-20 %) later
         assert (await deliver_pending(runtime.db, runtime.keys, runtime.mailer, runtime.clock)).sent == 2
         assert await figures() == (0, 0)
+
+
+async def test_an_unreachable_server_fails_the_rest_of_the_batch_at_once(runtime: Runtime, settings: Settings) -> None:
+    await queue(runtime, [f"down{n}@batch.example" for n in range(5)])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    async with second_process(settings.model_copy(update={"smtp_port": closed_port})) as down:
+        started = time.perf_counter()
+        result = await deliver_pending(down.db, down.keys, down.mailer, down.clock, batch=10)
+        elapsed = time.perf_counter() - started
+    assert (result.sent, result.retried, result.dead) == (0, 5, 0)
+    assert elapsed < 5  # one refused connection, not one per message
+    outbox = await rows(runtime, "outbox_messages")
+    assert {(row["status"], row["attempts"], row["last_error"]) for row in outbox} == {
+        ("pending", 1, "SMTPConnectError")
+    }
+
+
+@pytest.mark.parametrize(("mode", "worker_sends"), [("both", True), ("worker", True), ("api", False)])
+def test_the_worker_schedules_mail_delivery_unless_only_the_api_sends(
+    runtime: Runtime, mode: str, worker_sends: bool
+) -> None:
+    configured = dataclasses.replace(runtime, settings=runtime.settings.model_copy(update={"outbox_delivery": mode}))
+    jobs = {job.id: job for job in build_scheduler(configured).get_jobs()}
+    assert ("outbox" in jobs) is worker_sends
+    assert delivers_in(configured, "api") is (mode != "worker")
+    if worker_sends:
+        assert jobs["outbox"].trigger.interval.total_seconds() == runtime.settings.outbox_poll_seconds
