@@ -1,4 +1,4 @@
-"""``privacy-service connections add|test|list|remove|dry-run``: the connection registry from the command line.
+"""``privacy-service connections``: the registry (add|test|list|remove) and its work (dry-run|tasks|retry).
 
 The URL holds a password: ``add`` reads it from an environment variable (``--url-env``) or a hidden
 prompt (stdin when piped), so it does not land in shell history or the process list. ``--url`` is
@@ -163,10 +163,7 @@ def connections_dry_run(
     (nothing is written; names and counts only)."""
     from privacy_service.connections.dryrun import DryRunLine, dry_run
 
-    try:
-        request_id = uuid.UUID(request)
-    except ValueError:
-        raise fail("--request must be a request id (a UUID)") from None
+    request_id = _request_id(request)
 
     async def work(runtime: Runtime) -> list[DryRunLine]:
         return await dry_run(runtime, request_id)
@@ -185,3 +182,63 @@ def connections_dry_run(
     for line in lines:
         table.add_row(line.connection, line.collection, str(line.rows), str(line.touched), line.action)
     out.print(table)
+
+
+def _request_id(request: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(request)
+    except ValueError:
+        raise fail("--request must be a request id (a UUID)") from None
+
+
+@connections_app.command("tasks")
+def connections_tasks(
+    request: Annotated[str, typer.Option("--request", help="The request's id.")],
+) -> None:
+    """A request's tasks on the connected databases: per collection, done or failed and why (no data)."""
+    from privacy_service.connections.flow import progress
+    from privacy_service.connections.schemas import TaskProgress
+
+    request_id = _request_id(request)
+
+    async def work(runtime: Runtime) -> list[TaskProgress]:
+        async with runtime.db.transaction() as session:
+            return await progress(session, request_id)
+
+    found = with_runtime(work)
+    if not found:
+        stderr.print("this request has no task on a connected database")
+        return
+    table = Table()
+    for column in ("connection", "kind", "task", "attempts", "collection", "status", "rows", "problem"):
+        table.add_column(column, overflow="fold")
+    for task in found:
+        for name, item in task.collections.items() or {"-": None}.items():
+            table.add_row(
+                task.connection,
+                task.kind,
+                task.status,
+                str(task.attempts),
+                name,
+                item.status if item else "-",
+                str(item.rows) if item else "-",
+                (item.problem if item else task.problem) or "",
+            )
+    out.print(table)
+
+
+@connections_app.command("retry")
+def connections_retry(
+    request: Annotated[str, typer.Option("--request", help="The request's id.")],
+) -> None:
+    """Queue again a request's tasks that need an operator, once the cause is fixed (audited)."""
+    from privacy_service.connections.flow import retry
+
+    request_id = _request_id(request)
+
+    async def work(runtime: Runtime) -> int:
+        async with runtime.db.transaction() as session:
+            return await retry(session, request_id, now=runtime.clock.now(), actor=CLI_ACTOR)
+
+    count = with_runtime(work)
+    stderr.print(f"{count} task(s) queued again" if count else "no task of this request needs an operator")

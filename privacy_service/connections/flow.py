@@ -26,12 +26,14 @@ from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.connections.datasets import field_categories, load_datasets, policy_category
 from privacy_service.connections.models import Connection
+from privacy_service.connections.schemas import CollectionProgress, TaskProgress
 from privacy_service.connections.tasks import (
     OPEN,
     ConnectionTask,
     Keep,
     TaskKind,
     TaskStatus,
+    check,
     erasure_plan,
     identities_binding,
     result_binding,
@@ -349,3 +351,46 @@ def by_category(
                 for category, values in parts.items():
                     shown.setdefault(category, []).append((f"{fides_key} / {name}", values))
     return shown
+
+
+# -- what an operator sees and does ------------------------------------------------------------
+
+
+async def progress(session: AsyncSession, request_id: uuid.UUID) -> list[TaskProgress]:
+    """The request's tasks on the connected databases: which collection failed and why (no data)."""
+    return [
+        TaskProgress(
+            connection=t.connection_name,
+            dataset=t.dataset,
+            kind=t.kind,
+            status=t.status,
+            attempts=t.attempts,
+            next_attempt_at=t.next_attempt_at if t.status == TaskStatus.PENDING else None,
+            problem=t.last_problem,
+            collections={
+                name: CollectionProgress(
+                    status=p.get("status", "pending"), rows=p.get("rows", 0), problem=p.get("problem")
+                )
+                for name, p in sorted(t.collections.items())
+            },
+        )
+        for t in await tasks_of(session, request_id)
+    ]
+
+
+async def retry(session: AsyncSession, request_id: uuid.UUID, *, now: datetime, actor: Actor) -> int:
+    """Queue again the request's tasks that need an operator (the cause fixed); audited. How many."""
+    waiting = [t for t in await tasks_of(session, request_id) if t.status == TaskStatus.NEEDS_OPERATOR]
+    for task in waiting:
+        check(task.status, TaskStatus.PENDING)
+        task.status, task.next_attempt_at, task.updated_at, task.attempts = TaskStatus.PENDING, now, now, 0
+        session.add(task)
+    if waiting:
+        audit.record(
+            session,
+            at=now,
+            actor=actor,
+            action="connections.task.retried",
+            detail={"dsr_id": str(request_id), "tasks": [str(t.id) for t in waiting]},
+        )
+    return len(waiting)

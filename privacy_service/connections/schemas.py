@@ -84,3 +84,24 @@ class ConnectionTest(msgspec.Struct):
 class ConnectionRemoved(msgspec.Struct):
     id: uuid.UUID
     removed_at: datetime
+
+
+class CollectionProgress(msgspec.Struct, omit_defaults=True):
+    """One collection of a connection task: done | pending | failed | not_run, rows, and why it failed."""
+
+    status: str
+    rows: int = 0
+    problem: str | None = None
+
+
+class TaskProgress(msgspec.Struct):
+    """A request's task on a connected database, as an operator sees it (names and counts, never data)."""
+
+    connection: str
+    dataset: str
+    kind: str  # access | erase
+    status: str  # pending | running | done | needs_operator
+    attempts: int
+    next_attempt_at: datetime | None
+    problem: str | None
+    collections: dict[str, CollectionProgress]

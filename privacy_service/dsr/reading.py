@@ -13,6 +13,7 @@ from sqlmodel.sql.expression import Select
 
 from privacy_service.audit import service as audit
 from privacy_service.clock import as_utc
+from privacy_service.connections import flow as connected
 from privacy_service.crypto.fields import DataKey
 from privacy_service.dsr import schemas
 from privacy_service.dsr.flows import OPEN, Status
@@ -100,6 +101,7 @@ class Reading(Processing):
             export_expires_at=request.export_expires_at if export_ready else None,
             systems=await downstream.progress(self.session, request.id, now) or None if sent else None,
             acknowledgement=self._acknowledgement(request) if operator else None,
+            connections=await connected.progress(self.session, request.id) or None if operator else None,
         )
 
     def _acknowledgement(self, request: PrivacyRequest) -> schemas.Acknowledgement | None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from privacy_service.connections.schemas import TaskProgress
 from privacy_service.subjects.schemas import Language, Profile, ShortText, Strict
 from privacy_service.systems.schemas import SystemProgress
 
@@ -117,6 +118,8 @@ class RequestView(msgspec.Struct):
     systems: list[SystemProgress] | None = None
     # For operators, under a regime with an acknowledgement deadline.
     acknowledgement: Acknowledgement | None = None
+    # For operators: the request's tasks on connected databases (a failed collection and why, no data).
+    connections: list[TaskProgress] | None = None
 
 
 class RequestSummary(msgspec.Struct):

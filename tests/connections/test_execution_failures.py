@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,34 @@ from privacy_service.connections import runner
 from privacy_service.connections.runner import run_connection_tasks
 from privacy_service.runtime import Runtime
 from privacy_service.systems import events
-from tests.api.dsr_support import fresh_settings, submit_and_verify
-from tests.conftest import MailSink
+from tests.api.dsr_support import bearer, fresh_settings, submit_and_verify
+from tests.conftest import ROOT, MailSink
 from tests.connections import fixture_db
 from tests.connections.execution_support import add_connection, make_customer_a, policy_dir_with_dataset, tasks
+from tests.integration.test_erasure_resume import child_env
 
 PASSWORD = "Pw-9f3kQ-secret"
 USER = "wallet_reader"
 # Nothing listens on port 1: the connection is refused at once.
 HARNESS = ("mail.log", "httpx", "httpcore")
 UNREACHABLE = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:1/wallet_ops"
+
+
+async def _cli(runtime: Runtime, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "privacy_service",
+        "connections",
+        *args,
+        cwd=ROOT,
+        env=child_env(runtime.settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, err.decode()
+    return out.decode() + err.decode()
 
 
 class Recorder:
@@ -100,8 +119,27 @@ async def test_unreachable_connection_retries_then_needs_an_operator_without_lea
     # The request waits for the operator: it is not completed, nor silently partial.
     view = await client.get(f"/v1/requests/{request_id}", headers=auth)
     assert view.json()["status"] == "processing"
-    # A third run does not pick it up again: it waits for an operator.
-    assert (await run_connection_tasks(runtime)).needs_operator == 0
+    # The operator's view of the request names the connection, each collection and the reason.
+    [shown] = view.json()["connections"]
+    assert shown["connection"] == "wallet-ops"
+    assert shown["status"] == "needs_operator"
+    assert shown["collections"]["customers"]["status"] == "failed"
+    assert shown["collections"]["customers"]["problem"].startswith("unreachable")
+    # The subject's own view does not show the service's databases.
+    subject_view = await client.get(f"/v1/requests/{request_id}", headers=bearer(verified["token"]))
+    assert subject_view.status_code == 200
+    assert subject_view.json()["connections"] is None
+    # Another run leaves it alone: it waits for an operator.
+    assert await run_connection_tasks(runtime) == runner.RunResult()
+    # The command line shows the same, and retry queues the task again (audited).
+    listed = await _cli(runtime, "tasks", "--request", request_id)
+    assert "needs_operator" in listed
+    assert "unreachable" in listed
+    assert "customers" in listed
+    retried = await _cli(runtime, "retry", "--request", request_id)
+    assert "1 task(s) queued again" in retried
+    [task_after] = await tasks(runtime)
+    assert task_after["status"] == "pending"
     async with runtime.db.engine.connect() as conn:
         audit_rows = [
             dict(row._mapping)
@@ -126,6 +164,8 @@ async def test_unreachable_connection_retries_then_needs_an_operator_without_lea
             repr(audit_rows),
             repr({k: v for k, v in task.items() if not k.endswith("_ct")}),
             view.text,
+            listed,
+            retried,
             metrics.text,
         ]
     )
