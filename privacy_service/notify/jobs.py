@@ -85,6 +85,7 @@ class _Claimed:
     owner_id: uuid.UUID | None
     payload: bytes | None
     attempts: int
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +114,14 @@ def _claim_statement(skip_locked: bool, size: int) -> Any:
         update(_OUTBOX)
         .where(_OUTBOX.c.id.in_(due.scalar_subquery()))
         .values(status="sending", next_attempt_at=bindparam("lease", type_=UTCDateTime()))
-        .returning(_OUTBOX.c.id, _OUTBOX.c.template, _OUTBOX.c.owner_id, _OUTBOX.c.payload, _OUTBOX.c.attempts)
+        .returning(
+            _OUTBOX.c.id,
+            _OUTBOX.c.template,
+            _OUTBOX.c.owner_id,
+            _OUTBOX.c.payload,
+            _OUTBOX.c.attempts,
+            _OUTBOX.c.created_at,
+        )
     )
 
 
@@ -155,7 +163,8 @@ async def _claim(
         rows = await connection.execute(
             _claim_statement(not db.settings.is_sqlite, batch), {"now": now, "lease": lease}
         )
-        claimed = [_Claimed(*row) for row in rows.all()]
+        # RETURNING comes in no set order: mail to one person goes out in the order it was queued.
+        claimed = sorted((_Claimed(*row) for row in rows.all()), key=lambda message: message.created_at)
         owners = {message.owner_id for message in claimed if message.owner_id is not None}
         key_rows: Sequence[DataKeyRow] = []
         if owners:
