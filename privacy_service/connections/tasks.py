@@ -30,6 +30,7 @@ from privacy_service.crypto.fields import Binding
 from privacy_service.db import UTCDateTime
 from privacy_service.errors import Conflict
 from privacy_service.policy.document import PolicyDocument
+from privacy_service.subjects.service import LEGAL_HOLD_BASIS
 
 TABLE = "connection_tasks"
 
@@ -120,7 +121,7 @@ class ConnectionTask(SQLModel, table=True):
 
 # -- planning: what a request asks of one dataset (pure: dataset, policy, rules) -------------------
 
-LEGAL_HOLD = "legal hold"
+LEGAL_HOLD = LEGAL_HOLD_BASIS  # the vault's words: one kept line per category across both
 READ_ONLY_BASIS = "read-only in the dataset description: this service never writes it"
 DEFAULT_STRATEGY = "null_rewrite"
 DELETE_ROW = "delete_row"

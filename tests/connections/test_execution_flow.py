@@ -15,6 +15,7 @@ from privacy_service.config import Settings
 from privacy_service.connections.datasets import load_dataset_file
 from privacy_service.connections.tasks import Keep, erasure_plan, visible_fields
 from privacy_service.runtime import Runtime
+from privacy_service.subjects.service import LEGAL_HOLD_BASIS
 from tests.api.dsr_support import fresh_settings, submit_and_verify
 from tests.conftest import MailSink
 from tests.connections import fixture_db
@@ -87,7 +88,7 @@ def test_the_erasure_plan_masks_erasable_fields_and_keeps_duties_keys_and_read_o
     assert {k["category"] for k in plan.kept} >= {"user.name"}
     held = erasure_plan(dataset, policy, {}, held=True)
     assert held.targets == {}
-    assert {k["basis"] for k in held.kept} == {"legal hold"}
+    assert {k["basis"] for k in held.kept} == {LEGAL_HOLD_BASIS}
     shown = visible_fields(dataset, policy)
     assert "email" in shown["customers"]
     assert "created_at" not in shown["customers"]  # system.operations: not a subject's data
