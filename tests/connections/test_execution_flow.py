@@ -4,6 +4,7 @@ what a legal duty keeps and never writing keys or read-only fields."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from privacy_service.config import Settings
 from privacy_service.connections.datasets import load_dataset_file
+from privacy_service.connections.runner import run_connection_tasks
 from privacy_service.connections.tasks import Keep, erasure_plan, visible_fields
 from privacy_service.runtime import Runtime
 from privacy_service.subjects.service import LEGAL_HOLD_BASIS
@@ -92,3 +94,21 @@ def test_the_erasure_plan_masks_erasable_fields_and_keeps_duties_keys_and_read_o
     shown = visible_fields(dataset, policy)
     assert "email" in shown["customers"]
     assert "created_at" not in shown["customers"]  # system.operations: not a subject's data
+
+
+async def test_two_runners_at_once_run_a_task_once_and_complete_the_request(
+    client: AsyncClient, runtime: Runtime, auth: dict[str, str], mail: MailSink, fixture_url: str
+) -> None:
+    """On the service's PostgreSQL the claim is FOR UPDATE SKIP LOCKED; on SQLite writes serialise."""
+    await make_customer_a(client, auth)
+    await add_connection(runtime, fixture_url)
+    request_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "access")
+    first, second = await asyncio.gather(run_connection_tasks(runtime), run_connection_tasks(runtime))
+    assert first.done + second.done == 1
+    assert first.completed_requests + second.completed_requests == 1
+    [task] = await tasks(runtime)
+    assert task["status"] == "done"
+    assert task["attempts"] == 1
+    view = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
+    assert view["status"] == "completed"
+    assert view["result"]["connections"][0]["rows"] == sum(len(keys) for keys in fixture_db.A_KEYS.values())
