@@ -11,9 +11,13 @@ export PRIVACY_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432
 # tests/connections: the MariaDB server (a database of its own per test session is created next to `test`).
 export PRIVACY_TEST_MARIADB_URL ?= mysql+aiomysql://root@127.0.0.1:3306/test
 E2E := tests/e2e
+# The console's API reference (privacy_service/web/static/vendor/swagger-ui): files of this npm package,
+# committed, so the page works offline under the strict CSP. `make vendor-swagger-ui` fetches them again.
+SWAGGER_UI_VERSION := 5.31.0
+SWAGGER_UI_DIR := privacy_service/web/static/vendor/swagger-ui
 AXE := $(E2E)/node_modules/axe-core/axe.min.js
 
-.PHONY: run test lint typecheck policy-check bench install clean chromium e2e-deps docs docs-serve
+.PHONY: run test lint typecheck policy-check bench install clean chromium e2e-deps docs docs-serve vendor-swagger-ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,3 +91,13 @@ docs-serve: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(E2E)/node_modules $(E2E)/artifacts site
+
+vendor-swagger-ui:
+	rm -rf $(SWAGGER_UI_DIR).tmp && mkdir -p $(SWAGGER_UI_DIR).tmp
+	cd $(SWAGGER_UI_DIR).tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz
+	rm -rf $(SWAGGER_UI_DIR) && mkdir -p $(SWAGGER_UI_DIR)
+	cd $(SWAGGER_UI_DIR).tmp/package && cp LICENSE NOTICE swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css ../../swagger-ui/
+	sed -i '/^\/\/# sourceMappingURL=/d' $(SWAGGER_UI_DIR)/swagger-ui-bundle.js
+	sed -i 's|/\*# sourceMappingURL=[^*]*\*/||' $(SWAGGER_UI_DIR)/swagger-ui.css
+	echo "swagger-ui-dist $(SWAGGER_UI_VERSION) from the npm registry (make vendor-swagger-ui)" > $(SWAGGER_UI_DIR)/VERSION
+	rm -rf $(SWAGGER_UI_DIR).tmp

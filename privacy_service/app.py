@@ -42,6 +42,7 @@ from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.routes import SubjectController
 from privacy_service.systems.jobs import deliver_webhooks_forever
 from privacy_service.systems.routes import SystemController
+from privacy_service.web.console.routes import console_router
 from privacy_service.web.home import home
 from privacy_service.web.routes import portal_router, privacy_page, static_files
 
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             home,
             privacy_page,
             portal_router(settings, runtime.policy, runtime.derived_secret("csrf")),
+            console_router(settings, runtime.derived_secret("csrf")),
             static_files,
         ],
         dependencies={"db_session": Provide(provide_db_session)},

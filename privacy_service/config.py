@@ -38,6 +38,10 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "resend": "5/min burst 2",
     "download": "30/min burst 10",
     "callback": "600/min burst 100",
+    # Operator console sign-in (web/console): attempts per client address, and failed keys per address
+    # before it is locked out (one more attempt per refill: 5/hour is one every 12 minutes).
+    "console_sign_in": "20/min burst 10",
+    "console_sign_in_failed": "5/hour burst 5",
 }
 
 
@@ -184,6 +188,10 @@ class Settings(BaseSettings):
     # Signs the request portal's CSRF tokens (any long random string). Unset: a key derived from the
     # audit key, the same in every process of a deployment (a form from one process posts to another).
     csrf_secret: SecretStr | None = None
+    # Operator console sessions (web/console): ended after this long without a request, and this long
+    # after sign-in whatever happens.
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    console_absolute_hours: int = Field(default=12, ge=1, le=7 * 24)
 
     rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
     trusted_proxies: int = Field(default=0, ge=0, le=5)

@@ -174,7 +174,7 @@ class OperatorAuthenticator:
         return operator
 
 
-def _source_tag(audit_key: bytes, address: str) -> str:
+def source_tag(audit_key: bytes, address: str) -> str:
     """A pseudonym for a client address (an address is personal data): tells sources apart in the audit
     log, and an investigator holding the audit key can test a suspected address against it."""
     if address == _MANY:
@@ -202,7 +202,7 @@ async def record_failed_auth(
             audit.record(
                 session,
                 at=state.clock.now(),
-                actor=Actor("client", _source_tag(state.runtime.audit_key, source)),
+                actor=Actor("client", source_tag(state.runtime.audit_key, source)),
                 action="operator.auth_failed",
                 outcome="failed",
                 detail=detail,

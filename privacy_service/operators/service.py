@@ -47,8 +47,10 @@ READING_SCOPES = frozenset({"subjects:read", "subjects:export"})
 #   "public": True          anyone, without a credential (rate-limited per client address where it does work)
 #   "subject_token": True   the data subject's own request token; with "scopes", also an operator key with them
 #   "credential": "<what>"  its own credential (a system's signature, the metrics token); operator keys do not apply
+#   "console": True         a signed-in operator console session (web/console), holding every scope in
+#                           "console_scopes" (none: any signed-in operator); operator keys do not apply
 #   "pii": True             answers decrypted personal data: an operator key needs a reading scope for it
-ACCESS_KINDS = ("scopes", "public", "subject_token", "credential")
+ACCESS_KINDS = ("scopes", "public", "subject_token", "credential", "console")
 KEY_PREFIX = "psk_"
 _KEY_SHAPE = re.compile(r"^psk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 _NAME_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$")

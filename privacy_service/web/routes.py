@@ -16,12 +16,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, Router, get, post
-from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, Cookie
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, PermissionDeniedException
-from litestar.middleware import DefineMiddleware
-from litestar.middleware.csrf import CSRFMiddleware
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Stream
 from litestar.static_files import create_static_files_router
@@ -46,6 +43,7 @@ from privacy_service.errors import (
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.policy.pages import negotiate_language, respond
 from privacy_service.ratelimit import ip_rate_limit
+from privacy_service.web.csrf import csrf_middleware
 from privacy_service.web.i18n import check_catalogs, messages, visitor_language
 from privacy_service.web.pages import HTML_MEDIA_TYPE, STATIC, privacy_notice_page
 from privacy_service.web.portal import (
@@ -446,26 +444,12 @@ def portal_error_page(request: AnyRequest, exc: Exception) -> Response[bytes]:
 
 
 def portal_router(settings: Settings, policy: PolicyDocument, derived_secret: bytes) -> Router:
-    """The portal's routes with their CSRF protection and error pages.
-
-    The CSRF tokens are signed with ``PRIVACY_CSRF_SECRET`` if set, else with ``derived_secret`` (the
-    runtime's, from the audit key): the same in every process, so a form served by one API process is
-    accepted by another.
-    """
+    """The portal's routes with their CSRF protection (web.csrf) and error pages."""
     check_catalogs(policy.languages)
-    secret = settings.csrf_secret.get_secret_value() if settings.csrf_secret else derived_secret.hex()
-    csrf = CSRFConfig(
-        secret=secret,
-        cookie_name="privacy_csrf",
-        cookie_path="/privacy",
-        cookie_secure=settings.base_url.startswith("https://"),
-        cookie_httponly=True,
-        cookie_samesite="strict",
-    )
     return Router(
         path="/",
         route_handlers=[PortalController],
-        middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
+        middleware=[csrf_middleware(settings, derived_secret, cookie_name="privacy_csrf", cookie_path="/privacy")],
         # The app's handlers for a database out of reach answer JSON: portal pages take them over too.
         exception_handlers=dict.fromkeys(
             (DomainError, HTTPException, *UNAVAILABLE_ERRORS, Exception), portal_error_page

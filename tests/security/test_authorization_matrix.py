@@ -10,7 +10,10 @@ Every route declares who may call it in its ``opt``, next to the route (the voca
   /schema/openapi.yaml once per scope would cost more than the rest of the matrix);
 - every route is called again against real data (a customer, a record, a completed access request)
   with every credential that lacks a reading scope, and no answer may carry that customer's data;
-- a route declared ``pii`` must need a reading scope.
+- a route declared ``pii`` must need a reading scope;
+- every console route (``console``: a signed-in console session, not a key) is called with a session
+  signed in with each single scope and with every scope, and answers 403 / neither as its
+  ``console_scopes`` say; operator keys never open it.
 
 New routes (a console, a scoped /metrics) are picked up without editing this file.
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from httpx import AsyncClient, Response
+from httpx import ASGITransport, AsyncClient, Response
 from litestar import Litestar, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
@@ -59,7 +62,14 @@ CANARIES = (
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, "default": UNLIMITED, "operator": UNLIMITED, "callback": UNLIMITED}
+    limits = {
+        **DEFAULT_RATE_LIMITS,
+        **OPEN_LIMITS,
+        "default": UNLIMITED,
+        "operator": UNLIMITED,
+        "callback": UNLIMITED,
+        "console_sign_in": UNLIMITED,
+    }
     return await fresh_settings(make_settings, backend, rate_limits=limits)
 
 
@@ -104,7 +114,11 @@ def declaration_problems(case: Case) -> list[str]:
     problems = []
     if len(kinds) > 1 and sorted(kinds) != ["scopes", "subject_token"]:
         problems.append(f"{case}: declares contradictory access {kinds}")
-    scopes = set(opt.get("scopes") or ())
+    if "console_scopes" in opt and not set(opt["console_scopes"]) <= set(SCOPES):
+        problems.append(f"{case}: console_scopes {sorted(opt['console_scopes'])} are not a subset of SCOPES")
+    if "console_scopes" in opt and not opt.get("console"):
+        problems.append(f"{case}: console_scopes without console")
+    scopes = set(opt.get("scopes") or opt.get("console_scopes") or ())
     if "scopes" in opt and (not scopes or not scopes <= set(SCOPES)):
         problems.append(f"{case}: scopes {sorted(scopes)} are not a non-empty subset of SCOPES")
     if "credential" in opt and not isinstance(opt["credential"], str):
@@ -123,6 +137,8 @@ def expected(opt: dict[str, Any], held: frozenset[str] | None) -> str | int:
         return ALLOWED
     if opt.get("credential"):
         return UNAUTHENTICATED  # operator keys do not apply
+    if opt.get("console"):
+        return DENIED  # a console session only: operator keys do not apply
     required = set(opt.get("scopes") or ())
     if not required:  # a subject token only
         return DENIED
@@ -141,9 +157,16 @@ def url(path: str, values: dict[str, str] | None = None) -> str:
     return _PARAM.sub(fill, path)
 
 
+def refused(response: Response) -> bool:
+    """401/403, or a console page sending the browser to sign in (not signed out: sign-out's own answer)."""
+    if response.status_code == 303:
+        return response.headers.get("location") == "/console/sign-in"
+    return response.status_code in (401, 403)
+
+
 async def send(client: AsyncClient, method: str, target: str, key: str | None) -> Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    csrf = client.cookies.get("privacy_csrf")
+    csrf = client.cookies.get("privacy_console_csrf" if target.startswith("/console") else "privacy_csrf")
     if csrf:  # the portal's forms: pass its CSRF check, so the answer is about access only
         headers["x-csrftoken"] = csrf
     body = {} if method in ("POST", "PUT", "PATCH") else None
@@ -216,7 +239,7 @@ async def test_a_route_added_without_a_declaration_fails_the_check(runtime: Runt
     app.register(leaky)
     problems = [problem for case in cases(app) for problem in declaration_problems(case)]
     assert problems == [
-        "GET /v1/forgotten: declares no access in opt (one of scopes, public, subject_token, credential)",
+        "GET /v1/forgotten: declares no access in opt (one of scopes, public, subject_token, credential, console)",
         "GET /v1/leaky: hands out decrypted data without a reading scope (['subjects:export', 'subjects:read'])",
     ]
 
@@ -228,6 +251,7 @@ async def test_every_route_answers_each_credential_as_declared(
     app: Litestar, client: AsyncClient, runtime: Runtime
 ) -> None:
     await client.get("/privacy/request")  # the portal's CSRF cookie
+    await client.get("/console/sign-in")  # the console's
     keys = await credentials(runtime)
     wrong: list[str] = []
     for case in cases(app):
@@ -238,7 +262,7 @@ async def test_every_route_answers_each_credential_as_declared(
             if want == ALLOWED:
                 ok = got not in (401, 403) and got < 500
             elif want == DENIED:
-                ok = got in (401, 403)
+                ok = refused(response)
             else:
                 ok = got == want
             if not ok:
@@ -323,6 +347,7 @@ async def test_no_route_hands_decrypted_data_to_a_key_without_a_reading_scope(
 ) -> None:
     seeds = await _customer_with_a_completed_access_request(client, runtime)
     await client.get("/privacy/request")
+    await client.get("/console/sign-in")
     callers: list[tuple[str, str | None]] = [("no key", None)]
     for scope in NON_READING:
         callers.append((scope, await make_operator_key(runtime, frozenset({scope}))))
@@ -341,3 +366,33 @@ async def test_no_route_hands_decrypted_data_to_a_key_without_a_reading_scope(
                 except AssertionError as exc:
                     raise AssertionError(f"{case} {target} with {label} ({response.status_code}): {exc}") from None
     assert answered > 30  # many of these calls were let in, and still carried nothing
+
+
+# -- the console: sessions, not keys ---------------------------------------------------------------
+
+
+def _sign_out_last(case: Case) -> tuple[bool, str]:
+    return (case.path.endswith("/sign-out"), str(case))
+
+
+async def test_every_console_route_answers_each_session_as_declared(app: Litestar, runtime: Runtime) -> None:
+    """Each console route with a session signed in per credential: its ``console_scopes`` decide (403 or in)."""
+    console = sorted((case for case in cases(app) if case.opt.get("console")), key=_sign_out_last)
+    assert {str(case) for case in console} >= {"GET /console", "GET /console/api", "POST /console/sign-out"}
+    wrong: list[str] = []
+    for label, held, key in (await credentials(runtime))[1:]:
+        assert held is not None
+        assert key is not None
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as browser:
+            await browser.get("/console/sign-in")
+            token = browser.cookies["privacy_console_csrf"]
+            signed = await browser.post("/console/sign-in", data={"key": key, "_csrf_token": token})
+            assert signed.status_code == 303, signed.text
+            for case in console:
+                need = set(case.opt.get("console_scopes") or ())
+                response = await send(browser, case.method, url(case.path), None)
+                got = response.status_code
+                ok = got == 403 if not need <= held else got not in (401, 403) and got < 500 and not refused(response)
+                if not ok:
+                    wrong.append(f"{case} with a session of {label}: {got} ({response.text[:120]})")
+    assert wrong == []

@@ -1,0 +1,70 @@
+"""Who may open each console page, declared once: the routes' ``opt`` and the navigation both read
+:data:`PAGES`, so a link is shown exactly when its page would let the operator in.
+
+Every console route but sign-in is ``{"console": True, "console_scopes": ...}`` (see
+``operators.service.ACCESS_KINDS``): :func:`console_guard` resumes the session from its cookie and
+refuses a session without the page's scopes (403), whatever the page showed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from privacy_service.errors import Forbidden, Unauthenticated
+from privacy_service.web.console.sessions import SESSION_COOKIE, SignedIn, resume_session
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    key: str  # the navigation's label in messages (console.nav.<key>)
+    path: str
+    scopes: frozenset[str]
+
+    @property
+    def opt(self) -> dict[str, Any]:
+        return {"console": True, "console_scopes": self.scopes}
+
+
+# The navigation, in order. A page the next pieces of issue 17 add goes here with its scopes.
+PAGES: dict[str, Page] = {
+    "dashboard": Page("dashboard", "/console", frozenset()),
+    "api": Page("api", "/console/api", frozenset()),
+}
+SIGNED_IN: dict[str, Any] = {"console": True, "console_scopes": frozenset()}  # e.g. sign-out
+SIGN_IN_PATH = "/console/sign-in"
+
+
+class SignInRequired(Unauthenticated):
+    """No live console session: a page redirects to sign-in, a form post is refused."""
+
+
+def navigation(scopes: frozenset[str], current: str) -> list[dict[str, Any]]:
+    return [
+        {"key": page.key, "path": page.path, "current": page.key == current}
+        for page in PAGES.values()
+        if page.scopes <= scopes
+    ]
+
+
+async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    token = connection.cookies.get(SESSION_COOKIE)
+    state = connection.app.state
+    signed_in: SignedIn | None = None
+    if token:
+        async with state.db.transaction() as session:
+            signed_in = await resume_session(session, token, state.runtime.settings, state.clock.now())
+    if signed_in is None:
+        raise SignInRequired("sign in to the console first")
+    connection.scope.setdefault("state", {})["console"] = signed_in
+    missing = sorted(set(handler.opt.get("console_scopes", ())) - signed_in.scopes)
+    if missing:
+        raise Forbidden(f"this key lacks the scope(s): {', '.join(missing)}")
+
+
+def signed_in_operator(connection: ASGIConnection[Any, Any, Any, Any]) -> SignedIn:
+    found: SignedIn = connection.scope["state"]["console"]
+    return found

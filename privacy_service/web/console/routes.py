@@ -1,0 +1,297 @@
+"""The console's routes: sign-in, sign-out, the dashboard and the API reference.
+
+Thin controllers: the key is checked by ``operators.service.authenticate`` (as the API checks it), the
+session is ``sessions``, the figures ``dashboard``. Forms carry the CSRF token of ``web.csrf`` (the
+portal's mechanism, with the console's own cookie); sign-in is limited per client address and locks an
+address out after ``rate_limits["console_sign_in_failed"]`` wrong keys. Every sign-in, sign-out and failed
+sign-in is audited, never with the key.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from litestar import Controller, Request, Response, Router, get, post
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.response import Redirect
+from litestar.utils.scope.state import ScopeState
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.audit import service as audit
+from privacy_service.audit.service import Actor
+from privacy_service.config import Settings
+from privacy_service.errors import (
+    RETRY_AFTER_SECONDS,
+    UNAVAILABLE_ERRORS,
+    DomainError,
+    database_unavailable,
+    log_unhandled,
+)
+from privacy_service.operators.guards import source_tag
+from privacy_service.operators.service import authenticate, parse_key_id
+from privacy_service.policy.document import PolicyDocument
+from privacy_service.ratelimit import Limit, client_key, ip_rate_limit
+from privacy_service.web.console.access import (
+    PAGES,
+    SIGN_IN_PATH,
+    SIGNED_IN,
+    SignInRequired,
+    console_guard,
+    navigation,
+    signed_in_operator,
+)
+from privacy_service.web.console.dashboard import dashboard
+from privacy_service.web.console.sessions import CONSOLE_PATH, SESSION_COOKIE, end_session, start_session
+from privacy_service.web.csrf import csrf_middleware
+from privacy_service.web.i18n import (
+    LANGUAGE_COOKIE,
+    LANGUAGE_COOKIE_MAX_AGE,
+    chosen_by_query,
+    local_time,
+    messages,
+    visitor_language,
+)
+from privacy_service.web.pages import HTML_CSP, HTML_MEDIA_TYPE, environment
+
+AnyRequest = Request[Any, Any, Any]
+CSRF_COOKIE = "privacy_console_csrf"
+CONSOLE_CSP = HTML_CSP + "; script-src 'self'"
+# The API reference (Swagger UI, vendored under /static/vendor): its icons are data: URIs, and it reads
+# the OpenAPI document from this origin.
+API_REFERENCE_CSP = CONSOLE_CSP.replace("img-src 'self'", "img-src 'self' data:") + "; connect-src 'self'"
+FAILED_BUCKET = "console_sign_in_failed"
+KEY_MAX = 200  # longer than any key: refused as malformed without being hashed
+PUBLIC = {"public": True}
+
+
+def _settings(request: AnyRequest) -> Settings:
+    settings: Settings = request.app.state.runtime.settings
+    return settings
+
+
+def _language(request: AnyRequest) -> str:
+    policy: PolicyDocument = request.app.state.policy
+    return visitor_language(request, policy.languages)
+
+
+def _context(request: AnyRequest, language: str, page_path: str, current: str | None = None) -> dict[str, Any]:
+    policy: PolicyDocument = request.app.state.policy
+    m = messages(language)
+    signed_in = request.scope.get("state", {}).get("console")
+    return {
+        "language": language,
+        "m": m,
+        "c": m["console"],
+        "brand": f"{policy.spec.controller.name} · {m['console']['brand']}",
+        "languages": [
+            {
+                "code": code,
+                "name": messages(code)["language_name"],
+                "href": f"{page_path}?lang={code}",
+                "current": code == language,
+            }
+            for code in policy.languages
+        ],
+        "csrf_token": ScopeState.from_scope(request.scope).csrf_token or "",
+        "operator": signed_in.operator.name if signed_in else None,
+        "nav": navigation(signed_in.scopes, current or "") if signed_in else [],
+        "zone": policy.spec.display_time_zone,
+        "errors": {},
+    }
+
+
+def _cookies(request: AnyRequest, language: str) -> list[Cookie]:
+    """A ``?lang=`` choice is remembered for the console's next pages."""
+    if chosen_by_query(request, request.app.state.policy.languages) != language:
+        return []
+    return [
+        Cookie(
+            key=LANGUAGE_COOKIE,
+            value=language,
+            path=CONSOLE_PATH,
+            max_age=LANGUAGE_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="strict",
+            secure=_settings(request).base_url.startswith("https://"),
+        )
+    ]
+
+
+def render(
+    request: AnyRequest,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    csp: str = CONSOLE_CSP,
+) -> Response[bytes]:
+    body = environment.get_template(template).render(**context).encode()
+    return Response(
+        content=body,
+        status_code=status_code,
+        media_type=HTML_MEDIA_TYPE,
+        headers={
+            "Content-Security-Policy": csp,
+            "Content-Language": str(context["language"]),
+            "Cache-Control": "no-store",
+            **(headers or {}),
+        },
+        cookies=_cookies(request, str(context["language"])),
+    )
+
+
+def _session_cookie(request: AnyRequest, value: str, max_age: int | None) -> Cookie:
+    return Cookie(
+        key=SESSION_COOKIE,
+        value=value,
+        path=CONSOLE_PATH,
+        max_age=max_age,
+        httponly=True,
+        secure=_settings(request).base_url.startswith("https://"),
+        samesite="strict",
+    )
+
+
+def _sign_in_page(
+    request: AnyRequest, *, error: str | None = None, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    language = _language(request)
+    context = _context(request, language, SIGN_IN_PATH)
+    c = context["c"]
+    context.update(
+        title=c["sign_in"]["title"],
+        errors={"key": error} if error else {},
+        signed_out=request.query_params.get("signed_out") == "1",
+    )
+    return render(request, "console/sign_in.html", context, status_code=status_code, headers=headers)
+
+
+def _failed_sign_in(session: AsyncSession, request: AnyRequest, key: str, address: str, *, throttled: bool) -> None:
+    """Audited as the API's rejected keys are (``operator.auth_failed``, which breach monitoring counts):
+    the address's pseudonym and the key's public id only."""
+    key_id = parse_key_id(key)
+    state = request.app.state
+    audit.record(
+        session,
+        at=state.clock.now(),
+        actor=Actor("client", source_tag(state.runtime.audit_key, address)),
+        action="operator.auth_failed",
+        outcome="failed",
+        detail={
+            "attempts": 1,
+            "via": "console",
+            "throttled": int(throttled),
+            "malformed": int(key_id is None),
+            "key_ids": [key_id] if key_id else [],
+        },
+    )
+
+
+class ConsoleController(Controller):
+    path = CONSOLE_PATH
+    include_in_schema = False
+
+    @get("/sign-in", opt=PUBLIC)
+    async def sign_in_form(self, request: AnyRequest) -> Response[bytes]:
+        return _sign_in_page(request)
+
+    @post("/sign-in", guards=[ip_rate_limit("console_sign_in")], opt=PUBLIC)
+    async def sign_in(self, request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Response[Any]:
+        state = request.app.state
+        settings = _settings(request)
+        c = messages(_language(request))["console"]["sign_in"]
+        key = str((await request.form()).get("key", "")).strip()
+        if not key:
+            return _sign_in_page(request, error=c["key_required"], status_code=422)
+        address = client_key(request, settings.trusted_proxies)
+        limit = Limit.parse(settings.rate_limits[FAILED_BUCKET])
+        wait = await state.rate_limiter.wait(FAILED_BUCKET, address, limit)
+        if wait is not None:
+            _failed_sign_in(db_session, request, key, address, throttled=True)
+            minutes = max(1, math.ceil(wait / 60))
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+            return _sign_in_page(request, error=c["locked"].format(minutes=minutes), status_code=429, headers=headers)
+        now = state.clock.now()
+        operator = await authenticate(db_session, key[:KEY_MAX], now) if len(key) <= KEY_MAX else None
+        if operator is None:
+            await state.rate_limiter.hit(FAILED_BUCKET, address, limit)
+            _failed_sign_in(db_session, request, key, address, throttled=False)
+            # One answer for every wrong key (unknown, revoked, expired, malformed): no oracle.
+            return _sign_in_page(request, error=c["rejected"], status_code=401)
+        token, row = await start_session(db_session, operator, settings, now)
+        max_age = int((row.expires_at - now).total_seconds())
+        return Redirect(CONSOLE_PATH, status_code=303, cookies=[_session_cookie(request, token, max_age)])
+
+    @post("/sign-out", guards=[console_guard], opt=SIGNED_IN)
+    async def sign_out(self, request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Response[Any]:
+        await end_session(db_session, signed_in_operator(request), request.app.state.clock.now())
+        return Redirect(
+            f"{SIGN_IN_PATH}?signed_out=1", status_code=303, cookies=[_session_cookie(request, "", max_age=0)]
+        )
+
+    @get("/", guards=[console_guard], opt=PAGES["dashboard"].opt)
+    async def dashboard_page(self, request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Response[bytes]:
+        signed_in = signed_in_operator(request)
+        state = request.app.state
+        now = state.clock.now()
+        board = await dashboard(db_session, signed_in.scopes, now)
+        language = _language(request)
+        zone = state.policy.display_zone
+        context = _context(request, language, CONSOLE_PATH, "dashboard")
+        context.update(
+            title=context["c"]["dashboard"]["title"],
+            board=board,
+            when=lambda moment: local_time(moment, language, zone),
+        )
+        return render(request, "console/dashboard.html", context)
+
+    @get("/api", guards=[console_guard], opt=PAGES["api"].opt)
+    async def api_reference(self, request: AnyRequest) -> Response[bytes]:
+        language = _language(request)
+        context = _context(request, language, PAGES["api"].path, "api")
+        context.update(title=context["c"]["api"]["title"])
+        return render(request, "console/api.html", context, csp=API_REFERENCE_CSP)
+
+
+_ERROR_PAGES = {401: "sign_in_required", 403: "forbidden", 404: "not_found", 429: "rate_limited"}
+
+
+def console_error_page(request: AnyRequest, exc: Exception) -> Response[Any]:
+    """Every error on a console page is a page (never JSON, never a trace); a page that needs a session
+    sends the browser to sign-in."""
+    if isinstance(exc, SignInRequired) and request.method == "GET":
+        return Redirect(SIGN_IN_PATH, status_code=303)
+    if isinstance(exc, DomainError):
+        status, headers = exc.status, dict(exc.headers or {})
+    elif isinstance(exc, HTTPException):
+        status, headers = exc.status_code, dict(exc.headers or {})
+    elif database_unavailable(exc):
+        status, headers = 503, {"Retry-After": RETRY_AFTER_SECONDS}
+    else:
+        status, headers = 500, {}
+    if status >= 500 and not (isinstance(exc, DomainError) and exc.transient):
+        log_unhandled(exc)
+    key = _ERROR_PAGES.get(status, "server_error" if status >= 500 else "bad_request")
+    if isinstance(exc, PermissionDeniedException) and "CSRF" in str(exc.detail):
+        key = "csrf"
+    language = _language(request)
+    context = _context(request, language, request.url.path)
+    page = context["c"]["errors"][key]
+    context.update(title=page["title"], body=page["body"], reference=request.scope.get("state", {}).get("request_id"))
+    kept = {name: value for name, value in headers.items() if name.lower() in {"retry-after", "allow"}}
+    return render(request, "console/error.html", context, status_code=status, headers=kept)
+
+
+def console_router(settings: Settings, derived_secret: bytes) -> Router:
+    return Router(
+        path="/",
+        route_handlers=[ConsoleController],
+        middleware=[csrf_middleware(settings, derived_secret, cookie_name=CSRF_COOKIE, cookie_path=CONSOLE_PATH)],
+        exception_handlers=dict.fromkeys(
+            (DomainError, HTTPException, *UNAVAILABLE_ERRORS, Exception), console_error_page
+        ),
+    )

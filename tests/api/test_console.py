@@ -1,0 +1,226 @@
+"""The operator console's pages (issue 17): sign-in in both languages, the dashboard's figures from
+the same data the API and /metrics read, what a narrow key sees, and the API reference served offline."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException
+
+from privacy_service.audit.jobs import verify_and_record
+from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
+from privacy_service.errors import DomainError
+from privacy_service.runtime import Runtime
+from privacy_service.web.console import access
+from privacy_service.web.console.access import Page, console_guard
+from privacy_service.web.console.routes import console_error_page
+from privacy_service.web.pages import STATIC
+from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
+from tests.breach_support import create as create_breach
+from tests.conftest import ROOT, make_operator_key
+from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, signed_in
+from tests.integration.systems_support import OffsetClock
+
+VENDOR = STATIC / "vendor" / "swagger-ui"
+
+
+@pytest.fixture
+async def settings(make_settings: Any, backend: str) -> Settings:
+    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
+    return await fresh_settings(make_settings, backend, rate_limits=limits)
+
+
+@pytest.fixture
+async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
+    async with console_app(settings) as found:
+        yield found
+
+
+@pytest.fixture
+async def client(setup: tuple[Runtime, Litestar, OffsetClock]) -> AsyncIterator[httpx.AsyncClient]:
+    async with browser(setup[1]) as opened:
+        yield opened
+
+
+@pytest.fixture
+def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
+    return setup[0]
+
+
+def _links(page: str) -> set[str]:
+    return set(re.findall(r'<a href="([^"?]*)', page))
+
+
+async def test_the_sign_in_page_in_english_and_chinese(client: httpx.AsyncClient) -> None:
+    english = await client.get("/console/sign-in")
+    assert english.status_code == 200
+    assert '<html lang="en">' in english.text
+    assert "Sign in to the privacy console" in english.text
+    assert 'type="password"' in english.text
+    csp = english.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "http" not in csp
+    chinese = await client.get("/console/sign-in?lang=zh")
+    assert '<html lang="zh">' in chinese.text
+    assert "登录隐私控制台" in chinese.text
+    remembered = chinese.headers["set-cookie"]
+    assert "privacy_lang=zh" in remembered
+    assert "Path=/console" in remembered
+    assert '<html lang="zh">' in (await client.get("/console/sign-in")).text  # the choice is remembered
+
+
+async def test_console_pages_without_a_session_send_the_browser_to_sign_in(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    key = await make_operator_key(runtime)
+    for path in ("/console", "/console/api"):
+        for headers in ({}, {"Authorization": f"Bearer {key}"}):  # an operator key is not a session
+            response = await client.get(path, headers=headers)
+            assert response.status_code == 303, (path, headers)
+            assert response.headers["location"] == "/console/sign-in"
+
+
+async def test_the_dashboard_shows_requests_breach_clocks_purges_audit_and_delivery(
+    setup: tuple[Runtime, Litestar, OffsetClock], client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _, app, clock = setup
+    key = await make_operator_key(runtime)
+    auth = {"Authorization": f"Bearer {key}"}
+    for n in range(3):
+        filed = await client.post(
+            "/v1/requests", json={"type": "access", "identity": {"email": f"dash{n}@example.com"}, "regime": "gdpr"}
+        )
+        assert filed.status_code == 202, filed.text
+    breach = await create_breach(client, auth, title="Console dashboard test incident")
+    await signed_in(client, key)
+    page = (await client.get("/console")).text
+    assert re.search(r'id="open-total">3<', page)
+    assert re.search(r'id="overdue-count">0<', page)
+    assert re.search(r'id="due-week-count">0<', page)
+    assert page.count('<span class="reference-id">') >= 3
+    assert "Console dashboard test incident" in page
+    assert str(breach["id"])[:8] in page
+    assert re.search(r"<td data-label=\"Hours left\">7[12]\.\d h</td>", page), "72 h clock shown"
+    assert "No purge has run yet" in page
+    assert "The audit chain has not been checked yet" in page
+    assert re.search(r"Waiting</th><td>3</td>", page), "three code mails wait in the outbox"
+    assert "dash0@example.com" not in page  # counts and ids, no identities
+
+    await verify_and_record(runtime, actor="cli")
+    assert "The latest check passed." in (await client.get("/console")).text
+
+    clock.travel(timedelta(days=25))  # the month's deadline is now within the week
+    async with browser(app) as later:
+        await signed_in(later, key)
+        page = (await later.get("/console")).text
+        assert re.search(r'id="due-week-count">3<', page)
+        assert re.search(r'id="overdue-count">0<', page)
+        assert "h overdue" in page  # the breach's 72 hours have long passed
+    clock.travel(timedelta(days=10))
+    async with browser(app) as overdue:
+        await signed_in(overdue, key)
+        page = (await overdue.get("/console")).text
+        assert re.search(r'id="overdue-count">3<', page)
+        assert page.count("tag--denied") >= 4  # three overdue requests, one overdue clock
+
+
+async def test_a_narrow_key_sees_only_its_panels_and_links(
+    setup: tuple[Runtime, Litestar, OffsetClock], runtime: Runtime
+) -> None:
+    app = setup[1]
+    expectations = {
+        "subjects:read": (set(), True),
+        "requests:manage": ({"requests"}, False),
+        "breaches:manage": ({"breaches"}, False),
+        "audit:read": ({"audit"}, False),
+        "systems:manage": ({"delivery"}, False),
+        "retention:run": ({"retention"}, False),
+    }
+    for scope, (panels, nothing) in expectations.items():
+        async with browser(app) as client:
+            await signed_in(client, await make_operator_key(runtime, frozenset({scope})))
+            page = (await client.get("/console")).text
+            shown = {
+                name
+                for name in ("requests", "breaches", "retention", "audit", "delivery")
+                if f'id="{name}-heading"' in page
+            }
+            assert shown == panels, scope
+            assert ("do not include any of the dashboard" in page) is nothing
+            assert {"/console", "/console/api"} <= _links(page)
+
+
+async def test_a_page_its_scopes_do_not_allow_is_not_linked_and_answers_403(
+    setup: tuple[Runtime, Litestar, OffsetClock], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pages the next pieces of issue 17 add are declared in access.PAGES: a link is shown only for
+    a session whose scopes the page needs, and the page refuses any other (403) whatever was shown."""
+    page = Page("api", "/console/breach-workspace", frozenset({"breaches:manage"}))
+    monkeypatch.setitem(access.PAGES, "breach-workspace", page)
+
+    @get(
+        page.path,
+        guards=[console_guard],
+        opt=page.opt,
+        exception_handlers={DomainError: console_error_page, HTTPException: console_error_page},
+    )
+    async def workspace(request: Request[Any, Any, Any]) -> Response[str]:
+        return Response("workspace")
+
+    app = setup[1]
+    app.register(workspace)
+    async with browser(app) as narrow:
+        await signed_in(narrow, await make_operator_key(runtime, frozenset({"requests:manage"})))
+        assert page.path not in _links((await narrow.get("/console")).text)
+        refused = await narrow.get(page.path)
+        assert refused.status_code == 403
+        assert "Not allowed" in refused.text
+    async with browser(app) as allowed:
+        await signed_in(allowed, await make_operator_key(runtime, frozenset({"breaches:manage"})))
+        assert page.path in _links((await allowed.get("/console")).text)
+        assert (await allowed.get(page.path)).text == "workspace"
+
+
+async def test_the_api_reference_is_served_from_the_package_under_a_strict_csp(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await signed_in(client, await make_operator_key(runtime, frozenset({"audit:read"})))
+    response = await client.get("/console/api")
+    assert response.status_code == 200
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe" not in csp
+    assert "http" not in csp
+    assets = [
+        found for found in re.findall(r'(?:src|href)="([^"]+)"', response.text) if not found.startswith(("#", "?"))
+    ]
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in assets
+    assert "/static/vendor/swagger-ui/swagger-ui.css" in assets
+    assert all(asset.startswith("/") and not asset.startswith("//") for asset in assets)  # this origin only
+    for asset in (
+        "/static/vendor/swagger-ui/swagger-ui-bundle.js",
+        "/static/vendor/swagger-ui/swagger-ui.css",
+        "/static/console-api.js",
+    ):
+        served = await client.get(asset)
+        assert served.status_code == 200, asset
+    document = await client.get("/schema/openapi.json")
+    assert document.status_code == 200
+    assert document.json()["info"]["title"] == "privacy-service"
+
+
+def test_the_vendored_swagger_ui_is_the_pinned_version_with_its_licence() -> None:
+    pinned = re.search(r"^SWAGGER_UI_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert pinned
+    assert (VENDOR / "VERSION").read_text().split()[1] == pinned.group(1)
+    assert "Apache License" in (VENDOR / "LICENSE").read_text()
+    bundle = (VENDOR / "swagger-ui-bundle.js").read_text()
+    assert "sourceMappingURL" not in bundle[-200:]
+    assert not Path(VENDOR / "index.html").exists()  # only the files the page loads
