@@ -30,12 +30,12 @@ about match the raw DELETE (same predicate, one ``ctid`` range per batch); on to
 grouped scan of records that classifies every row once into (category, selected, held) and counts
 the totals in the same pass, needed for the safety thresholds before anything is purged and for the
 dry run's exact counts, ~0.2 s), a commit, a report update and an audit event per batch of
-``PRIVACY_RETENTION_BATCH_SIZE`` rows (default 50,000: 17 batches at 1M), and some fixed work per run
+``PRIVACY_RETENTION_BATCH_SIZE`` rows (default 50,000: 21 ranges at 1M), and some fixed work per run
 (lock, run row, the small tables' steps, audit checkpoint). Before 4 December the plan took a
-second scan for the totals and batches were 10,000 rows (81 transactions at ~1.5-2 ms each).
+second scan for the totals and batches were 10,000 rows (101 transactions at ~1.5-2 ms each).
 
-Growth: ``PRIVACY_BENCH_PURGE_SIZES=100000,1000000,3000000`` adds sizes (the largest is graded);
-each 1M costs ~40 s of loading and ~25 s of pairs on an idle 2-core machine, and twice its table
+Growth: ``PRIVACY_BENCH_PURGE_SIZES=100000,1000000,3000000`` adds sizes (the 1M run is graded, the
+largest if there is none); each 1M costs ~40 s of loading and ~25 s of pairs on an idle 2-core machine, and twice its table
 size in disk (the copy every run is restored from). The default (100k and 1M, three pairs each)
 takes about 70 s idle.
 """
@@ -71,6 +71,7 @@ RATIO_TARGET = 0.6  # issue 19 (was 0.5, issue 6)
 SECONDS_TARGET = 60.0
 RSS_TARGET_MB = 100.0
 PER_SUBJECT = 100
+GRADED_SIZE = 1_000_000  # the issue's targets are for 1M records
 COPY_CHUNK = 50_000
 RECORD_COLUMNS = ("id", "subject_id", "kind", "category", "occurred_at", "created_at", "data_ct", "restricted")
 RAW_DELETE = """
@@ -402,7 +403,7 @@ async def purge_throughput(ctx: BenchContext) -> list[Figure]:
     for m in measurements:
         # The issue's target is the largest run (1M records); smaller sizes show how the cost scales,
         # their fixed per-run cost (~0.3 s) weighs more, and they are reported for information.
-        graded = m.size == sizes[-1]
+        graded = m.size == (GRADED_SIZE if GRADED_SIZE in sizes else sizes[-1])
         passed = m.ratio >= RATIO_TARGET and m.seconds < SECONDS_TARGET
         details = {
             "records": m.size,

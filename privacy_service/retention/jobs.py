@@ -197,6 +197,10 @@ def _acted(counts: schemas.Counts) -> int:
     return counts.purged + counts.anonymised + counts.restricted
 
 
+def _found(counts: schemas.Counts) -> bool:
+    return any(getattr(counts, name) for name in counts.__struct_fields__)
+
+
 @dataclass(slots=True)
 class StartedRun:
     runtime: Runtime
@@ -213,6 +217,9 @@ class StartedRun:
     _connection: AsyncConnection | None = None
     # A safety threshold stopped the run before it changed anything.
     _refused: bool = False
+    # Steps (by label) whose plan found something to count: a real run skips the others.
+    _planned_steps: set[str] = field(default_factory=set)
+    _lock_checked: float = 0.0
 
     @property
     def engine(self) -> RetentionEngine:
@@ -361,13 +368,13 @@ class StartedRun:
         self, label: str, batch: Batch, *, act: bool, progress: Progress | None, per_item: bool = False
     ) -> None:
         if progress is not None:
-            progress.stage(label)
+            progress.stage(f"{'purging' if act else 'planning'}: {label}")
         # Erasing a subject or a request is a few statements, deleting a record one row.
         limit = max(1, self.batch_size // ITEM_COST) if per_item else self.batch_size
         after: uuid.UUID | None = None
         while True:
             if act:
-                await self.lock.check()
+                await self._keep_lock()
             async with self._batch() if act else self.runtime.db.transaction() as session:
                 tally, after = await batch(session, after, limit)
                 if act:
@@ -379,8 +386,16 @@ class StartedRun:
                 self._advance(progress, tally)
             else:
                 self._plan.add(tally)
+                if tally.errors or any(_found(counts) for counts in tally.counts.values()):
+                    self._planned_steps.add(label)
             if after is None:
                 return
+
+    async def _keep_lock(self) -> None:
+        """Make sure the run still holds its lock, at most every LOCK_CHECK_SECONDS (a round trip)."""
+        if time.monotonic() - self._lock_checked > LOCK_CHECK_SECONDS:
+            await self.lock.check()
+            self._lock_checked = time.monotonic()
 
     @staticmethod
     def _advance(progress: Progress | None, tally: Tally) -> None:
@@ -426,13 +441,13 @@ class StartedRun:
             holds = await engine.holds_summary(session)
         if engine.has_windows:
             await self._batches(
-                "planning: month-end records",
+                "month-end records",
                 lambda s, after, limit: engine.plan_record_window(s, after, limit),
                 act=False,
                 progress=None,
             )
         for label, batch, per_item in self._steps(engine, act=False):
-            await self._batches(f"planning: {label}", batch, act=False, progress=progress, per_item=per_item)
+            await self._batches(label, batch, act=False, progress=progress, per_item=per_item)
         self._totals = totals.tables
         alerts = self._thresholds(totals.tables)
         self._frame = schemas.RunReport(
@@ -503,19 +518,20 @@ class StartedRun:
             for key, counts in self._plan.counts.items()
             if key.startswith("records:") and counts.purged + counts.anonymised
         ]
-        checked = time.monotonic()
         for lo in range(0, end, step):
-            if time.monotonic() - checked > LOCK_CHECK_SECONDS:
-                await self.lock.check()
-                checked = time.monotonic()
+            await self._keep_lock()
             async with self._batch() as session:
                 tally = await engine.purge_record_range(session, lo, lo + step, categories)
                 self._done.add(tally)
                 if tally.acted():
                     await self._save(session)
             self._advance(progress, tally)
+        # A step whose plan counted nothing has nothing to do at the same ``now`` (what becomes due
+        # through another process mid-run waits for the next run, as with records): skipped, at no
+        # round trip.
         for label, batch, per_item in self._steps(engine, act=True):
-            await self._batches(f"purging: {label}", batch, act=True, progress=progress, per_item=per_item)
+            if label in self._planned_steps:
+                await self._batches(label, batch, act=True, progress=progress, per_item=per_item)
 
     async def _finish(self, status: RunStatus, *, error: str | None = None) -> schemas.RunReport:
         report = self.report(final=True)
