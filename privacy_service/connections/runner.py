@@ -17,7 +17,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
@@ -26,6 +26,7 @@ from fideslang.models import Dataset
 from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
@@ -48,6 +49,7 @@ from privacy_service.connections.tasks import (
 )
 from privacy_service.crypto.fields import DataKey, DecryptionFailed
 from privacy_service.crypto.service import REQUEST, KeyShredded
+from privacy_service.errors import DomainError
 from privacy_service.notify.jobs import backoff
 from privacy_service.runtime import Runtime
 from privacy_service.systems.events import emit
@@ -71,6 +73,8 @@ PERMANENT = frozenset(
 )
 PROBLEMS = {
     "dataset_missing": "the connection's dataset is no longer in policies/datasets",
+    "connection_unreadable": "the connection's stored URL cannot be opened (removed, or damaged)",
+    "worker_stopped": "the worker stopped during this task each time it ran (killed, or out of memory)",
     "connection_removed": "the connection was removed",
     "request_purged": "the request's data was purged",
     "too_many_rows": "more rows than the per-request limit were found",
@@ -121,7 +125,7 @@ def masking_secret(runtime: Runtime) -> bytes:
     return runtime.indexer.index(MASKING_LABEL, "v1")
 
 
-async def _claim(runtime: Runtime, batch: int) -> list[_Claimed]:
+async def _claim(runtime: Runtime, batch: int, max_attempts: int) -> list[_Claimed]:
     db, now = runtime.db, runtime.clock.now()
     claimed: list[_Claimed] = []
     async with db.transaction() as session:
@@ -155,6 +159,10 @@ async def _claim(runtime: Runtime, batch: int) -> list[_Claimed]:
             limit = connection.max_concurrency if connection is not None else 1
             if busy.get(task.connection_id, 0) >= limit:
                 continue
+            if task.status == TaskStatus.RUNNING and task.attempts >= max_attempts:
+                # Its lease expired that many times: each run died with the worker. Not once more.
+                _give_up(session, task, "worker_stopped", now)
+                continue
             busy[task.connection_id] = busy.get(task.connection_id, 0) + 1
             check(task.status, TaskStatus.RUNNING)
             task.status, task.next_attempt_at, task.updated_at = TaskStatus.RUNNING, now + LEASE, now
@@ -187,6 +195,30 @@ async def _claim(runtime: Runtime, batch: int) -> list[_Claimed]:
                 )
             )
     return claimed
+
+
+def _give_up(session: AsyncSession, task: ConnectionTask, problem: str, now: datetime) -> None:
+    check(task.status, TaskStatus.NEEDS_OPERATOR)
+    task.status, task.last_problem, task.updated_at = TaskStatus.NEEDS_OPERATOR, PROBLEMS[problem], now
+    session.add(task)
+    fields = {
+        "dsr_id": str(task.request_id),
+        "task_id": str(task.id),
+        "connection_id": str(task.connection_id),
+        "connection": task.connection_name,
+        "kind": task.kind,
+        "attempt": task.attempts,
+        "problem": problem,
+    }
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="connections.task.needs_operator",
+        outcome="failed",
+        detail={**fields, "problem": task.last_problem},
+    )
+    emit("connection_task_needs_operator", category="privacy.connections", outcome="failure", alert=True, **fields)
 
 
 _TABLE = re.compile(r"""(?:FROM|UPDATE|INTO)\s+[`"]?(\w+)[`"]?""", re.IGNORECASE)
@@ -224,9 +256,12 @@ async def _work(runtime: Runtime, job: _Claimed, timeout: float) -> _Done:
     if dataset is None:
         raise TaskFailed("dataset_missing")
     plan = build_plan(dataset, sorted(job.identities))
-    async with runtime.db.transaction() as session:
-        service = ConnectionService(session, runtime.keys, runtime.clock, runtime.settings, ACTOR)
-        engine = await service.engine_for(job.connection)
+    try:
+        async with runtime.db.transaction() as session:
+            service = ConnectionService(session, runtime.keys, runtime.clock, runtime.settings, ACTOR)
+            engine = await service.engine_for(job.connection)
+    except DomainError:  # removed meanwhile, or its sealed URL fails its integrity check
+        raise TaskFailed("connection_unreadable") from None
     try:
         async with asyncio.timeout(timeout):
             if job.kind == TaskKind.ACCESS:
@@ -364,7 +399,7 @@ async def run_connection_tasks(
     settings = runtime.settings
     attempts = max_attempts if max_attempts is not None else settings.connections_max_attempts
     base = retry_base if retry_base is not None else settings.connections_retry_base_seconds
-    jobs = await _claim(runtime, batch)
+    jobs = await _claim(runtime, batch, attempts)
     if not jobs:
         return RunResult()
     limits: dict[uuid.UUID, asyncio.Semaphore] = {}
@@ -380,6 +415,10 @@ async def run_connection_tasks(
                 done = await _work(runtime, job, settings.connections_task_timeout_seconds)
             except TaskFailed as exc:
                 failure = exc
+            except Exception as exc:  # one task's fault must not stop the others, nor loop unrecorded
+                # Escaping, it would cancel the batch and leave the task to its lease, run after run.
+                log.warning("connection_task_crashed", task_id=str(job.task_id), error=type(exc).__name__)
+                failure = TaskFailed(type(exc).__name__)
             outcomes.append(await _record(runtime, job, done, failure, max_attempts=attempts, retry_base=base))
 
     async with asyncio.TaskGroup() as group:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from privacy_service.audit.service import Actor
@@ -122,3 +123,30 @@ async def test_the_dry_run_refuses_bad_input_in_one_line(runtime: Runtime, bad: 
     assert "Traceback" not in text
     assert "DROP TABLE" not in text
     assert "request" in text
+
+
+async def test_a_task_whose_worker_died_every_time_needs_an_operator_instead_of_a_new_run(
+    client: AsyncClient,
+    runtime: Runtime,
+    auth: dict[str, str],
+    mail: MailSink,
+    fixture_sqlite: tuple[str, AsyncEngine],
+) -> None:
+    url, engine = fixture_sqlite
+    await make_customer_a(client, auth)
+    await add_connection(runtime, url)
+    await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "access")
+    # As a worker leaves it each time it is killed mid-task: running, its lease expired, attempts used up.
+    attempts = runtime.settings.connections_max_attempts
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE connection_tasks SET status = 'running', attempts = :n, next_attempt_at = created_at"),
+            {"n": attempts},
+        )
+    result = await run_connection_tasks(runtime)
+    assert result.done == 0
+    [task] = await tasks(runtime)
+    assert task["status"] == "needs_operator"
+    assert task["attempts"] == attempts  # not run once more
+    assert task["last_problem"].startswith("the worker stopped during this task")
+    await engine.dispose()
