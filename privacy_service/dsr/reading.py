@@ -230,7 +230,9 @@ class Reading(Processing):
             raise NotFound("no personal data is held for this identity")
         subject = await self.subjects.read(request.subject_id)
         held = await self.subjects.categories_held(request.subject_id)
-        processing = self.rules.processing_information(sorted(held), request.language)
+        # And the categories the connected databases held (merged into the result when they answered).
+        found = set((request.result or {}).get("categories", []))
+        processing = self.rules.processing_information(sorted(set(held) | found), request.language)
         history = [
             {"id": str(r.id), "type": r.type, "status": r.status, "received_at": r.received_at.isoformat()}
             for r in (

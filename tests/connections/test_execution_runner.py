@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 import zipfile
 from pathlib import Path
@@ -104,6 +105,8 @@ async def test_access_returns_exactly_customer_a_rows(
     exported = await client.get(f"/v1/requests/{request_id}/export", headers=auth)
     assert exported.status_code == 200, exported.text
     assert exported.json()["datasets"] == {"wallet_ops": found}
+    # The Art. 15 information covers the categories found there (a card number the vault does not hold).
+    assert "user.financial.account_number" in json.dumps(exported.json()["processing"])
     archive = await client.get(f"/v1/requests/{request_id}/export", params={"format": "zip"}, headers=auth)
     assert archive.status_code == 200, archive.text
     with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
