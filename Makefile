@@ -96,8 +96,8 @@ vendor-swagger-ui:
 	rm -rf $(SWAGGER_UI_DIR).tmp && mkdir -p $(SWAGGER_UI_DIR).tmp
 	cd $(SWAGGER_UI_DIR).tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz
 	rm -rf $(SWAGGER_UI_DIR) && mkdir -p $(SWAGGER_UI_DIR)
-	cd $(SWAGGER_UI_DIR).tmp/package && cp LICENSE NOTICE swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css ../../swagger-ui/
-	sed -i '/^\/\/# sourceMappingURL=/d' $(SWAGGER_UI_DIR)/swagger-ui-bundle.js
+	cd $(SWAGGER_UI_DIR).tmp/package && cp LICENSE NOTICE swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui-standalone-preset.js swagger-ui-standalone-preset.js.LICENSE.txt swagger-ui.css ../../swagger-ui/
+	sed -i '/^\/\/# sourceMappingURL=/d' $(SWAGGER_UI_DIR)/swagger-ui-bundle.js $(SWAGGER_UI_DIR)/swagger-ui-standalone-preset.js
 	sed -i 's|/\*# sourceMappingURL=[^*]*\*/||' $(SWAGGER_UI_DIR)/swagger-ui.css
 	echo "swagger-ui-dist $(SWAGGER_UI_VERSION) from the npm registry (make vendor-swagger-ui)" > $(SWAGGER_UI_DIR)/VERSION
 	rm -rf $(SWAGGER_UI_DIR).tmp

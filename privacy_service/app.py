@@ -31,7 +31,7 @@ from privacy_service.logging import configure_logging
 from privacy_service.metrics import metrics
 from privacy_service.middleware import add_response_headers, request_context_middleware
 from privacy_service.notify.jobs import deliver_outbox_forever, delivers_in
-from privacy_service.openapi import ProblemResponses
+from privacy_service.openapi import ProblemResponses, render_plugins
 from privacy_service.opendsr.routes import opendsr_router
 from privacy_service.operators.guards import FailedAuthGate, OperatorAuthenticator
 from privacy_service.policy.pages import PageCache
@@ -186,6 +186,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             description="Encrypted PII vault and privacy-rights service for a digital wallet.",
             # Litestar's own router for /schema, with the access declaration every route carries.
             openapi_router=Router(path="/schema", route_handlers=[], include_in_schema=False, opt={"public": True}),
+            render_plugins=render_plugins(),
         ),
         state=State(
             {

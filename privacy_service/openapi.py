@@ -16,6 +16,15 @@ from http import HTTPStatus
 import msgspec
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import (
+    JsonRenderPlugin,
+    OpenAPIRenderPlugin,
+    RapidocRenderPlugin,
+    RedocRenderPlugin,
+    StoplightRenderPlugin,
+    SwaggerRenderPlugin,
+    YamlRenderPlugin,
+)
 from litestar.openapi.spec import OpenAPIResponse, Operation
 from litestar.plugins import ReceiveRoutePlugin
 from litestar.routes import BaseRoute, HTTPRoute
@@ -23,6 +32,8 @@ from litestar.routes import BaseRoute, HTTPRoute
 from privacy_service.errors import PROBLEM_JSON
 
 JSON = "application/json"
+# Swagger UI as the package ships it (web/static/vendor, `make vendor-swagger-ui`): no CDN.
+SWAGGER_UI = "/static/vendor/swagger-ui"
 JSON_LD = "application/ld+json"
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -100,3 +111,24 @@ class JsonOrJsonLd(Operation):
             if status.startswith("2") and isinstance(response, OpenAPIResponse) and response.content:
                 if JSON in response.content:
                     response.content.setdefault(JSON_LD, response.content[JSON])
+
+
+def render_plugins() -> list[OpenAPIRenderPlugin]:
+    """The pages under ``/schema``: Litestar's set, with Swagger UI (``/schema/swagger``, and ``/schema``
+    itself) loaded from the vendored files, so the interactive reference works without the internet.
+    The other viewers (Redoc, Elements, RapiDoc) still load from their CDNs; the console's
+    ``/console/api`` is the offline page under the strict CSP."""
+    return [
+        SwaggerRenderPlugin(
+            js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            standalone_preset_js_url=f"{SWAGGER_UI}/swagger-ui-standalone-preset.js",
+            favicon="",
+            path=["/swagger", "/"],
+        ),
+        RedocRenderPlugin(),
+        StoplightRenderPlugin(),
+        RapidocRenderPlugin(),
+        JsonRenderPlugin(),
+        YamlRenderPlugin(path=["/openapi.yaml", "/openapi.yml"]),
+    ]

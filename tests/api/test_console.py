@@ -216,6 +216,19 @@ async def test_the_api_reference_is_served_from_the_package_under_a_strict_csp(
     assert document.json()["info"]["title"] == "privacy-service"
 
 
+async def test_schema_swagger_loads_the_vendored_files_too(client: httpx.AsyncClient) -> None:
+    """Issue 17: /schema/swagger (and /schema) were blank offline, loading Swagger UI from a CDN."""
+    for path in ("/schema/swagger", "/schema"):
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in page.text
+        assert "/static/vendor/swagger-ui/swagger-ui-standalone-preset.js" in page.text
+        assert "cdn.jsdelivr.net" not in page.text
+        assert "https://" not in page.text.split("spec:")[0]  # the page's own files: this origin only
+    preset = await client.get("/static/vendor/swagger-ui/swagger-ui-standalone-preset.js")
+    assert preset.status_code == 200
+
+
 def test_the_vendored_swagger_ui_is_the_pinned_version_with_its_licence() -> None:
     pinned = re.search(r"^SWAGGER_UI_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
     assert pinned
