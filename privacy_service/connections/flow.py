@@ -228,6 +228,8 @@ class Outcome:
     categories: list[str]
     kept: list[dict[str, Any]]
     rows: int
+    # An erasure task cancelled (its connection removed): the data there was not erased.
+    failed: bool = False
 
 
 async def tasks_of(session: AsyncSession, request_id: uuid.UUID) -> list[ConnectionTask]:
@@ -260,6 +262,7 @@ async def outcome(session: AsyncSession, request_id: uuid.UUID) -> Outcome | Non
         categories=sorted(categories),
         kept=kept,
         rows=sum(t.rows for t in tasks),
+        failed=any(t.kind == TaskKind.ERASE and t.status == TaskStatus.CANCELLED for t in tasks),
     )
 
 

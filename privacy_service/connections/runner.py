@@ -117,6 +117,7 @@ class RunResult:
     done: int = 0
     retried: int = 0
     needs_operator: int = 0
+    cancelled: int = 0
     completed_requests: int = 0
 
 
@@ -302,7 +303,8 @@ async def _record(
     max_attempts: int,
     retry_base: float,
 ) -> tuple[str, bool]:
-    """The task's new status (done | retried | needs_operator | stale), and whether its request completed."""
+    """The task's new status (done | retried | needs_operator | cancelled | stale), and whether its request
+    completed."""
     from privacy_service.dsr.service import DsrService  # the request workflow, completed by the last task
 
     async with runtime.db.transaction() as session:
@@ -351,7 +353,21 @@ async def _record(
             task.collections = progress
             task.last_problem = problem if failed is None else f"{failed}: {problem}"[:200]
             fields.update(problem=failure.problem, collection=failed)
-            if failure.problem in PERMANENT or task.attempts >= max_attempts:
+            if failure.problem == "connection_removed":
+                # Nothing left to reach: the request stops waiting for it (an erasure is then partial).
+                check(task.status, TaskStatus.CANCELLED)
+                task.status, task.finished_at = TaskStatus.CANCELLED, now
+                audit.record(
+                    session,
+                    at=now,
+                    actor=ACTOR,
+                    action="connections.task.cancelled",
+                    outcome="failed",
+                    detail={**fields, "problem": task.last_problem},
+                )
+                emit("connection_task_cancelled", category="privacy.connections", outcome="failure", **fields)
+                outcome = "cancelled"
+            elif failure.problem in PERMANENT or task.attempts >= max_attempts:
                 check(task.status, TaskStatus.NEEDS_OPERATOR)
                 task.status = TaskStatus.NEEDS_OPERATOR
                 audit.record(
@@ -377,7 +393,7 @@ async def _record(
                 emit("connection_task_failed", category="privacy.connections", outcome="failure", **fields)
                 outcome = "retried"
         completed = False
-        if outcome == "done":
+        if outcome in ("done", "cancelled"):
             others = await session.exec(
                 select(func.count()).where(
                     col(ConnectionTask.request_id) == task.request_id,
@@ -428,6 +444,7 @@ async def run_connection_tasks(
         done=sum(1 for o, _ in outcomes if o == "done"),
         retried=sum(1 for o, _ in outcomes if o == "retried"),
         needs_operator=sum(1 for o, _ in outcomes if o == "needs_operator"),
+        cancelled=sum(1 for o, _ in outcomes if o == "cancelled"),
         completed_requests=sum(1 for _, c in outcomes if c),
     )
 

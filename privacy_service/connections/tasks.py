@@ -45,15 +45,17 @@ class TaskStatus(StrEnum):
     RUNNING = "running"  # claimed by a worker, leased until next_attempt_at
     DONE = "done"
     NEEDS_OPERATOR = "needs_operator"  # gave up after the maximum attempts; an operator retries it
+    CANCELLED = "cancelled"  # its connection was removed: the request no longer waits for it
 
 
 S = TaskStatus
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.PENDING: frozenset({S.RUNNING}),
     # RUNNING -> RUNNING: a lease that expired (the worker died) is claimed again.
-    S.RUNNING: frozenset({S.RUNNING, S.DONE, S.PENDING, S.NEEDS_OPERATOR}),
-    S.NEEDS_OPERATOR: frozenset({S.PENDING}),
+    S.RUNNING: frozenset({S.RUNNING, S.DONE, S.PENDING, S.NEEDS_OPERATOR, S.CANCELLED}),
+    S.NEEDS_OPERATOR: frozenset({S.PENDING, S.CANCELLED}),
     S.DONE: frozenset(),
+    S.CANCELLED: frozenset(),
 }
 # The request waits while one of its tasks is in one of these.
 OPEN = frozenset({S.PENDING, S.RUNNING, S.NEEDS_OPERATOR})

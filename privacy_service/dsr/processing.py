@@ -159,7 +159,8 @@ class Processing(DsrBase):
         """Complete a request that waited for downstream systems once every required one has answered
         and every connection task is done.
 
-        Partial if the vault or a connected database kept data (erasure) or a required system reported failure.
+        Partial if the vault or a connected database kept data (erasure), a required system reported failure,
+        or an erasure's connection was removed before it ran.
         """
         request = await self._get(request_id, for_update=True)
         if request.status != Status.PROCESSING:
@@ -177,7 +178,8 @@ class Processing(DsrBase):
             result = connected.merge(result, tasks)
         request.result = result
         to = await downstream.recipient(self.session, key, request.id)
-        await self._complete(request, key, to=to, partial=bool(result.get("kept")) or answers.failed)
+        partial = bool(result.get("kept")) or answers.failed or tasks.failed
+        await self._complete(request, key, to=to, partial=partial)
         return True
 
     async def _rectify(self, request: PrivacyRequest, key: DataKey) -> dict[str, Any] | None:

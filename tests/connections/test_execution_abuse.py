@@ -76,7 +76,7 @@ async def test_a_customer_under_a_legal_hold_is_not_touched_in_a_connected_datab
     await engine.dispose()
 
 
-async def test_a_connection_removed_while_its_task_waits_needs_an_operator_at_once(
+async def test_a_connection_removed_while_its_erasure_waits_cancels_the_task_and_the_request_is_partial(
     client: AsyncClient,
     runtime: Runtime,
     auth: dict[str, str],
@@ -84,19 +84,26 @@ async def test_a_connection_removed_while_its_task_waits_needs_an_operator_at_on
     fixture_sqlite: tuple[str, AsyncEngine],
 ) -> None:
     url, engine = fixture_sqlite
+    async with engine.connect() as conn:
+        before = await fixture_db.snapshot(conn)
     await make_customer_a(client, auth)
     connection_id = await add_connection(runtime, url)
-    request_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "access")
+    request_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "erase")
+    await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
     async with runtime.db.transaction() as session:
         service = ConnectionService(session, runtime.keys, runtime.clock, runtime.settings, Actor.system("test"))
         await service.remove(uuid.UUID(connection_id))
     result = await run_connection_tasks(runtime)
-    assert (result.needs_operator, result.retried) == (1, 0)  # no retry can bring it back
+    assert (result.cancelled, result.retried, result.completed_requests) == (1, 0, 1)  # no retry brings it back
     [task] = await tasks(runtime)
-    assert task["status"] == "needs_operator"
+    assert task["status"] == "cancelled"
     assert task["last_problem"] == "the connection was removed"
     view = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
-    assert view["status"] == "processing"
+    # Not silently complete: the data there was not erased.
+    assert view["status"] == "partially_completed"
+    assert view["result"]["connections"][0]["task"] == "cancelled"
+    async with engine.connect() as conn:
+        assert await fixture_db.snapshot(conn) == before
     await engine.dispose()
 
 
