@@ -222,6 +222,21 @@ async def test_a_copied_session_cookie_stops_working_at_sign_out(
     assert len(await _audit(runtime, "console.sign_out")) == 1
 
 
+async def test_signing_in_again_ends_the_browsers_previous_session(
+    setup: tuple[Runtime, Litestar, OffsetClock], client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    first = await signed_in(client, await make_operator_key(runtime, frozenset({"audit:read"})))
+    second = await signed_in(client, await make_operator_key(runtime, frozenset({"requests:manage"})))
+    assert second != first
+    async with browser(setup[1]) as thief:
+        thief.cookies.set(SESSION_COOKIE, first, path="/console")
+        assert await _dashboard_status(thief) == 303
+    assert 'id="requests-heading"' in (await client.get("/console")).text
+    async with runtime.db.engine.connect() as conn:
+        reasons = (await conn.execute(text("SELECT end_reason FROM console_sessions"))).scalars().all()
+    assert sorted(reasons, key=str) == [None, "replaced"]
+
+
 async def test_a_session_ends_after_the_idle_timeout_and_activity_keeps_it(
     setup: tuple[Runtime, Litestar, OffsetClock], client: httpx.AsyncClient, runtime: Runtime, clock: OffsetClock
 ) -> None:

@@ -44,7 +44,13 @@ from privacy_service.web.console.access import (
     signed_in_operator,
 )
 from privacy_service.web.console.dashboard import dashboard
-from privacy_service.web.console.sessions import CONSOLE_PATH, SESSION_COOKIE, end_session, start_session
+from privacy_service.web.console.sessions import (
+    CONSOLE_PATH,
+    SESSION_COOKIE,
+    end_replaced,
+    end_session,
+    start_session,
+)
 from privacy_service.web.csrf import csrf_middleware
 from privacy_service.web.i18n import (
     LANGUAGE_COOKIE,
@@ -216,12 +222,15 @@ class ConsoleController(Controller):
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
             return _sign_in_page(request, error=c["locked"].format(minutes=minutes), status_code=429, headers=headers)
         now = state.clock.now()
-        operator = await authenticate(db_session, key[:KEY_MAX], now) if len(key) <= KEY_MAX else None
+        operator = await authenticate(db_session, key, now) if len(key) <= KEY_MAX else None
         if operator is None:
             await state.rate_limiter.hit(FAILED_BUCKET, address, limit)
             _failed_sign_in(db_session, request, key, address, throttled=False)
             # One answer for every wrong key (unknown, revoked, expired, malformed): no oracle.
             return _sign_in_page(request, error=c["rejected"], status_code=401)
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous:
+            await end_replaced(db_session, previous, now)
         token, row = await start_session(db_session, operator, settings, now)
         max_age = int((row.expires_at - now).total_seconds())
         return Redirect(CONSOLE_PATH, status_code=303, cookies=[_session_cookie(request, token, max_age)])

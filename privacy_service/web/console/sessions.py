@@ -120,6 +120,16 @@ async def resume_session(session: AsyncSession, token: str, settings: Settings, 
     return SignedIn(row.id, AuthenticatedOperator(operator.id, operator.name, scopes), row.expires_at)
 
 
+async def end_replaced(session: AsyncSession, token: str, now: datetime) -> None:
+    """Signing in again in a browser ends the session its old cookie named: one browser, one session,
+    and a token planted in the browser before sign-in never becomes a signed-in session."""
+    await session.exec(
+        update(ConsoleSession)
+        .where(col(ConsoleSession.token_hash) == token_hash(token), col(ConsoleSession.ended_at).is_(None))
+        .values(ended_at=now, end_reason="replaced")
+    )
+
+
 async def end_session(session: AsyncSession, signed_in: SignedIn, now: datetime) -> None:
     """Sign-out: the session ends server-side, so every copy of its cookie stops working."""
     await session.exec(
