@@ -49,7 +49,9 @@ from redis.exceptions import RedisError
 from privacy_service.ratelimit.base import Limit, Limiter, LimitsUnavailable
 from privacy_service.ratelimit.memory import LocalLimiter
 
-log = structlog.get_logger("privacy_service.ratelimit")
+# Looked up at each use (the lines are rare: an outage, a recovery), so they follow the logging
+# configuration of the moment rather than the one of a first use.
+LOGGER = "privacy_service.ratelimit"
 
 PAUSE_SECONDS = 2.0
 # Redis on the same network answers in well under a millisecond: a second means it is not answering.
@@ -173,14 +175,16 @@ class RedisLimiter:
 
     def _failed(self, exc: Exception) -> None:
         if not self._down:
-            log.warning("ratelimit_redis_unavailable", error=type(exc).__name__, pause_seconds=self._pause)
+            structlog.get_logger(LOGGER).warning(
+                "ratelimit_redis_unavailable", error=type(exc).__name__, pause_seconds=self._pause
+            )
         self._down = True
         self._retry_at = time.monotonic() + self._pause
 
     def _answered(self) -> None:
         if self._down:
             self._down = False
-            log.info("ratelimit_redis_recovered")
+            structlog.get_logger(LOGGER).info("ratelimit_redis_recovered")
 
     async def _tokens(self, bucket: str, key: str, limit: Limit, cost: float, take: bool) -> float | None:
         if self._reachable():

@@ -4,6 +4,8 @@ process, opaque self-expiring keys, and what happens when Redis does not answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import socket
 import time
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
+from privacy_service.logging import configure_logging
 from privacy_service.ratelimit import Limit, LimitsUnavailable, RateLimiter, RedisLimiter
 from privacy_service.ratelimit.shared import TIMEOUT_SECONDS, connect
 from tests.redis_support import REDIS_URL, keys_under, redis_client, redis_prefix
@@ -28,6 +31,17 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def log_events(capsys: pytest.CaptureFixture[str]) -> Callable[[], list[dict[str, object]]]:
+    """From now on, the service's log lines (JSON, as a deployed process writes them), read back.
+    Called in the test's body: the captured stream of a fixture's set-up is not the test's."""
+    configure_logging("INFO", json=True)
+
+    def read() -> list[dict[str, object]]:
+        return [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+
+    return read
 
 
 @pytest.fixture
@@ -187,8 +201,9 @@ def _free_port() -> int:
     return port
 
 
-async def test_redis_refusing_connections(redis_prefix: str) -> None:
+async def test_redis_refusing_connections(redis_prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Buckets fall back to this process's own (a limit stays in force); code-mail logs refuse (503)."""
+    events = log_events(capsys)
     limiter = RedisLimiter(connect(f"redis://127.0.0.1:{_free_port()}/0"), prefix=redis_prefix, secret=SECRET)
     try:
         limit = Limit(burst=2, per_minute=1)
@@ -204,11 +219,18 @@ async def test_redis_refusing_connections(redis_prefix: str) -> None:
         assert time.monotonic() - started < 1.0
     finally:
         await limiter.close()
+    outages = [event for event in events() if event["event"] == "ratelimit_redis_unavailable"]
+    assert len(outages) == 1
+    assert outages[0]["level"] == "warning"
+    assert outages[0]["error"] == "ConnectionError"
 
 
-async def test_a_silent_redis_costs_one_timeout_then_nothing_until_the_pause_ends(redis_prefix: str) -> None:
+async def test_a_silent_redis_costs_one_timeout_then_nothing_until_the_pause_ends(
+    redis_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A Redis that accepts connections and never answers: the first call waits out the timeout, the
-    calls during the pause do not try again, the first after it does."""
+    calls during the pause do not try again, the first after it does. Logged once."""
+    events = log_events(capsys)
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(-1)
@@ -237,6 +259,8 @@ async def test_a_silent_redis_costs_one_timeout_then_nothing_until_the_pause_end
     finally:
         await limiter.close()
         server.close()
+    outages = [event for event in events() if event["event"] == "ratelimit_redis_unavailable"]
+    assert [event["error"] for event in outages] == ["TimeoutError"]
 
 
 async def test_reset_takes_the_prefix_literally(redis_client: Redis, redis_prefix: str) -> None:
@@ -252,3 +276,66 @@ async def test_reset_takes_the_prefix_literally(redis_client: Redis, redis_prefi
     finally:
         await globby.close()
         await neighbour.close()
+
+
+class Switch:
+    """A TCP relay to the real Redis that can be cut (every connection dropped, new ones refused)."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self._open |= {writer, upstream_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self._open:
+            writer.close()
+        self._open.clear()
+
+
+async def test_an_outage_and_the_recovery(
+    redis_client: Redis, redis_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Counts go to Redis, to this process while it is cut off, and to Redis again once it answers."""
+    events = log_events(capsys)
+    switch = Switch()
+    server = await asyncio.start_server(switch.relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    limiter = RedisLimiter(connect(f"redis://127.0.0.1:{port}/0"), prefix=redis_prefix, secret=SECRET, pause=0.5)
+    other = RedisLimiter(connect(REDIS_URL), prefix=redis_prefix, secret=SECRET)  # another process
+    limit = Limit(burst=3, per_minute=0.001)
+    try:
+        assert await limiter.hit("b", "k", limit) is None
+        switch.cut()
+        for _ in range(3):  # this process's own bucket: a full burst of its own
+            assert await limiter.hit("b", "k", limit) is None
+        assert await limiter.hit("b", "k", limit) is not None
+        with pytest.raises(LimitsUnavailable):
+            await limiter.take_all([("code:x", 3)], DAY)
+        switch.up = True
+        await asyncio.sleep(0.6)
+        assert await limiter.hit("b", "k", limit) is None  # Redis again: 1 of 3 was taken there
+        assert await other.hit("b", "k", limit) is None  # the third, seen by the other process
+        assert await limiter.hit("b", "k", limit) is not None
+        assert await limiter.take_all([("code:x", 3)], DAY) is None
+    finally:
+        await limiter.close()
+        await other.close()
+        server.close()
+    logged = [event["event"] for event in events() if str(event["event"]).startswith("ratelimit_redis")]
+    assert logged == ["ratelimit_redis_unavailable", "ratelimit_redis_recovered"]
