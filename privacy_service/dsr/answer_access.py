@@ -50,13 +50,20 @@ class Opening(Processing):
         """A subject token opens only its own request, and only until it expires: the token its code
         gave, or one a browser got with a code sent to open the request (``open_with_code``)."""
         request = await self._get(request_id)
+        await self.check_token(request, token)
+        return request
+
+    async def check_token(self, request: PrivacyRequest, token: str) -> None:
+        """``authorise_token`` for a request row the caller has read (the status read reads it with
+        its history in one statement): 410 if the request's own token has expired, 403 if it is not
+        a token for this request."""
         presented = hash_token(token)
         if request.token_hash is not None and constant_time_equals(request.token_hash, presented):
             if request.token_expires_at is None or request.token_expires_at <= self.clock.now():
                 raise Gone("this link has expired")
-            return request
+            return
         if await self._opened_with(request.id, presented):
-            return request
+            return
         raise Forbidden("this token is not valid for this request")
 
     async def _opened_with(self, request_id: uuid.UUID, presented: bytes) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import bindparam, exists
+from sqlalchemy import Table, bindparam, exists
 from sqlalchemy import select as sa_select
 from sqlmodel import col, or_, select
 from sqlmodel.sql.expression import Select
@@ -15,6 +16,7 @@ from privacy_service.audit import service as audit
 from privacy_service.clock import as_utc
 from privacy_service.connections import flow as connected
 from privacy_service.crypto.fields import DataKey
+from privacy_service.db import new_row
 from privacy_service.dsr import schemas
 from privacy_service.dsr.flows import OPEN, Status
 from privacy_service.dsr.models import PrivacyRequest, RequestTransition
@@ -40,6 +42,34 @@ _HISTORY: Select[str, datetime, str, str | None, bool] = cast(
     .where(col(RequestTransition.request_id) == bindparam("history_id"))
     .order_by(col(RequestTransition.id)),
 )
+_REQUESTS: Table = PrivacyRequest.__table__  # type: ignore[attr-defined]
+_REQUEST_KEYS = tuple(column.key for column in _REQUESTS.columns)
+# The subject's status read: the request's row, its history and the "sent downstream" flag in one
+# statement (one row per transition; the request's columns first, in _REQUEST_KEYS order).
+_WITH_HISTORY: Select[*tuple[Any, ...]] = cast(
+    "Select[*tuple[Any, ...]]",
+    sa_select(
+        *_REQUESTS.columns,
+        col(RequestTransition.to_status),
+        col(RequestTransition.at),
+        col(RequestTransition.actor_type),
+        col(RequestTransition.note),
+        exists().where(col(Delivery.request_id) == bindparam("history_id")).label("sent"),
+    )
+    .select_from(_REQUESTS.outerjoin(RequestTransition, col(RequestTransition.request_id) == _REQUESTS.c.id))
+    .where(_REQUESTS.c.id == bindparam("history_id"))
+    .order_by(col(RequestTransition.id)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A request's transitions as a status read shows them, and whether any downstream system was sent it."""
+
+    transitions: list[tuple[str, datetime, str, str | None]]
+    sent: bool
+
+
 EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
 # A correction's values (requested, and on file) are shown to an operator holding this scope only.
 VALUES_SCOPE = "subjects:read"
@@ -48,18 +78,37 @@ VALUES_SCOPE = "subjects:read"
 class Reading(Processing):
     __slots__ = ()
 
-    async def view(self, request_id: uuid.UUID, loaded: PrivacyRequest | None = None) -> schemas.RequestView:
+    async def read_with_history(self, request_id: uuid.UUID) -> tuple[PrivacyRequest, History]:
+        """The request row and its history in one statement (the subject's status read: the token is
+        then checked on this row). The row is a detached copy: for reading, never for changing."""
+        rows = (await self.session.exec(_WITH_HISTORY, params={"history_id": request_id})).all()
+        if not rows:
+            raise NotFound("no request with this id")
+        n = len(_REQUEST_KEYS)
+        request = new_row(PrivacyRequest, dict(zip(_REQUEST_KEYS, rows[0][:n], strict=True)))
+        transitions = [(row[n], row[n + 1], row[n + 2], row[n + 3]) for row in rows if row[n] is not None]
+        return request, History(transitions, bool(rows[0][n + 4]))
+
+    async def _history(self, request_id: uuid.UUID) -> History:
+        rows = (await self.session.exec(_HISTORY, params={"history_id": request_id})).all()
+        return History([(to, at, actor, note) for to, at, actor, note, _ in rows], not rows or rows[0][4])
+
+    async def view(
+        self, request_id: uuid.UUID, loaded: PrivacyRequest | None = None, history: History | None = None
+    ) -> schemas.RequestView:
         """The request as its caller may see it (authorised by the route: its own token or an operator).
 
         A correction's fields (``changes``) are for operators; their values, the requested ones and,
         while the request awaits review, the ones on file they would replace, only for an operator who
         may read subjects (audited as a read of the subject). The subject's answer names the changed
         fields only (``result``), so a leaked status link shows no values. ``duplicate_of`` names
-        another request: operators only too. ``loaded``: the row as this transaction already read it
-        (the token check did), not read again.
+        another request: operators only too. ``loaded`` and ``history``: as ``read_with_history``
+        read them in this transaction, not read again.
         """
-        request = loaded if loaded is not None and loaded.id == request_id else await self._get(request_id)
-        transitions = (await self.session.exec(_HISTORY, params={"history_id": request.id})).all()
+        if loaded is None or history is None or loaded.id != request_id:
+            loaded = await self._get(request_id)
+            history = await self._history(request_id)
+        request = loaded
         operator = self.actor.type == "operator"
         key: DataKey | None = None
         if request.decision_ct is not None or (operator and request.changes_ct is not None):
@@ -70,8 +119,6 @@ class Reading(Processing):
         changes = None
         if key is not None and operator and request.changes_ct is not None:
             changes = await self._diff(request, key, with_values=VALUES_SCOPE in self.scopes)
-        # Most requests were never sent to a downstream system: the history query says so.
-        sent = not transitions or transitions[0][4]
         now = self.clock.now()
         export_ready = (
             request.type in ("access", "portability")
@@ -88,7 +135,7 @@ class Reading(Processing):
             language=request.language,
             received_at=request.received_at,
             due_at=request.due_at,
-            history=[schemas.Transition(to, at, actor, note) for to, at, actor, note, _ in transitions],
+            history=[schemas.Transition(to, at, actor, note) for to, at, actor, note in history.transitions],
             extended=request.extended_at is not None,
             verified_at=request.verified_at,
             completed_at=request.completed_at,
@@ -99,7 +146,8 @@ class Reading(Processing):
             changes=changes,
             export_url=f"/v1/requests/{request.id}/export" if export_ready else None,
             export_expires_at=request.export_expires_at if export_ready else None,
-            systems=await downstream.progress(self.session, request.id, now) or None if sent else None,
+            # Most requests were never sent to a downstream system: the history query says so.
+            systems=await downstream.progress(self.session, request.id, now) or None if history.sent else None,
             acknowledgement=self._acknowledgement(request) if operator else None,
             connections=await connected.progress(self.session, request.id) or None if operator else None,
         )
