@@ -305,7 +305,7 @@ async def test_redis_out_of_reach_limits_stay_per_process_and_code_mails_wait(
             assert junk == [401] * N + [429] * 2
     logged = [json.loads(line) for line in lines.finish() if line.startswith("{")]
     outages = [event for event in logged if event["event"] == "ratelimit_redis_unavailable"]
-    assert 1 <= len(outages) <= 3  # once per outage, again only after each pause it outlasts
+    assert len(outages) == 1  # once per outage, however many requests meet it
     assert not any("hunter2secret" in line or "redis://" in line for line in lines.lines)
     assert not [event for event in logged if event.get("level") in ("error", "critical")]
 

@@ -216,7 +216,7 @@ async def test_redis_refusing_connections(redis_prefix: str, capsys: pytest.Capt
         assert refused.value.status == 503
         assert refused.value.headers == {"Retry-After": "5"}
         await limiter.give_back("code:x")  # skipped, no error
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < TIMEOUT_SECONDS  # one refused connection, then the pause
     finally:
         await limiter.close()
     outages = [event for event in events() if event["event"] == "ratelimit_redis_unavailable"]
@@ -244,13 +244,14 @@ async def test_a_silent_redis_costs_one_timeout_then_nothing_until_the_pause_end
         started = time.monotonic()
         assert await limiter.hit("b", "k", limit) is None
         first = time.monotonic() - started
-        assert TIMEOUT_SECONDS * 0.9 <= first < TIMEOUT_SECONDS * 2 + 0.5  # one timeout and one retry at most
+        # One timeout and one immediate retry at most (redis-py's defaults: 5 s timeouts, 10 retries).
+        assert TIMEOUT_SECONDS * 0.9 <= first < TIMEOUT_SECONDS * 2 + 1.5
         started = time.monotonic()
         for _ in range(4):
             await limiter.hit("b", "k", limit)
         with pytest.raises(LimitsUnavailable):
             await limiter.take_all([("code:x", 3)], DAY)
-        assert time.monotonic() - started < 0.1  # the pause: Redis is not asked
+        assert time.monotonic() - started < TIMEOUT_SECONDS / 2  # the pause: Redis is not asked
         assert await limiter.hit("b", "k", limit) is not None  # five taken locally: the burst is spent
         await asyncio.sleep(1.6)
         started = time.monotonic()
