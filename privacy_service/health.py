@@ -33,6 +33,11 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     except Exception as exc:
         checks["keys"] = f"failed: {type(exc).__name__}"
     checks["policy"] = f"ok (version {state.policy.version})"
+    # Not a condition of readiness: without Redis the limits fall back to per-process counts
+    # (docs/operations/scaling.md), and taking every process out of rotation would be the outage.
+    limits = await state.rate_limiter.status()
     if all(value.startswith("ok") for value in checks.values()):
-        return Response({"status": "ready", "checks": checks})
-    return problem(503, "unavailable", "Service unavailable", "a dependency is not ready", request, checks=checks)
+        return Response({"status": "ready", "checks": checks, "limits": limits})
+    return problem(
+        503, "unavailable", "Service unavailable", "a dependency is not ready", request, checks=checks, limits=limits
+    )

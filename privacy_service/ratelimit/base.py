@@ -92,6 +92,10 @@ class Limiter(Protocol):
         """Forget every count (tests, and an operator lifting every limit at once)."""
         ...
 
+    async def status(self) -> str:
+        """Where the counts are kept now, for ``/readyz``: "shared (Redis)", or "per process" and why."""
+        ...
+
     async def close(self) -> None:
         """Release connections (the app's shutdown)."""
         ...

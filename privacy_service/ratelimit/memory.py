@@ -180,5 +180,8 @@ class LocalLimiter:
     async def reset(self) -> None:
         self.memory.reset()
 
+    async def status(self) -> str:
+        return "per process"
+
     async def close(self) -> None:
         return None

@@ -229,6 +229,16 @@ class RedisLimiter:
         else:
             self._answered()
 
+    async def status(self) -> str:
+        """Asks Redis (a PING) rather than trusting the last count: a quiet process learns of an outage too."""
+        try:
+            await self._client.ping()
+        except _ERRORS as exc:
+            self._failed(exc)
+            return f"per process: Redis out of reach ({type(exc).__name__})"
+        self._answered()
+        return "shared (Redis)"
+
     async def reset(self) -> None:
         """Delete this deployment's counts (every key under the prefix) and the fallback's."""
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + "*"  # the prefix taken literally

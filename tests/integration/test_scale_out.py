@@ -158,6 +158,10 @@ async def test_a_limit_of_n_is_n_across_two_processes_with_redis_and_per_process
     victim = f"victim-{secrets.token_hex(4)}@example.com"
     with api_processes(tmp_path, process_env(settings, **redis)) as processes:
         bases = [base for base, _ in processes]
+        for base in bases:
+            ready = httpx.get(base + "/readyz", timeout=30)
+            assert ready.status_code == 200
+            assert ready.json()["limits"] == ("shared (Redis)" if shared else "per process")
 
         # Requests per address: one client, 3N requests spread over both processes.
         intake = await alternate(
@@ -290,8 +294,12 @@ async def test_redis_out_of_reach_limits_stay_per_process_and_code_mails_wait(
                 stored = (await connection.execute(text("SELECT count(*) FROM dsr_requests"))).scalar_one()
             assert stored == 0
 
-            # Reads go on; the failed-key lock-out holds, counted by this process alone.
+            # Reads go on; the failed-key lock-out holds, counted by this process alone. Still ready (a
+            # load balancer must not take every process out), and /readyz says where limits are counted.
             assert (await client.get("/v1/policy")).status_code == 200
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["limits"] == "per process: Redis out of reach (ConnectionError)"
             junk = [
                 (
                     await client.get(
