@@ -16,6 +16,7 @@ import pytest
 import structlog
 from httpx import AsyncClient
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from privacy_service.config import Settings
 from privacy_service.connections import runner
@@ -170,4 +171,51 @@ async def test_unreachable_connection_retries_then_needs_an_operator_without_lea
         ]
     )
     for secret in (PASSWORD, USER, "127.0.0.1:1", "'127.0.0.1', 1)", fixture_db.A_EMAIL, fixture_db.A_PHONE, "Alice"):
+        assert secret not in haystack, f"{secret!r} leaked"
+
+
+async def test_a_successful_access_and_erasure_log_and_audit_no_row_value_nor_the_url(
+    client: AsyncClient,
+    runtime: Runtime,
+    auth: dict[str, str],
+    mail: MailSink,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    recorded = Recorder()
+    monkeypatch.setattr(runner, "log", recorded)
+    monkeypatch.setattr(events, "log", recorded)
+    path = tmp_path / "wallet_ops.db"
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    await fixture_db.reset(engine)
+    await engine.dispose()
+    await make_customer_a(client, auth)
+    await add_connection(runtime, f"sqlite:///{path}")
+    caplog.set_level(logging.DEBUG)
+    access_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "access")
+    assert (await run_connection_tasks(runtime)).done == 1
+    erase_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "erase")
+    await client.post(f"/v1/requests/{erase_id}/approve", json={}, headers=auth)
+    assert (await run_connection_tasks(runtime)).done == 1
+    assert {event for _, event, _ in recorded.lines} >= {"connection_task_done", "connection_tasks_planned"}
+    async with runtime.db.engine.connect() as conn:
+        audit_rows = [dict(r._mapping) for r in await conn.execute(text("SELECT action, detail FROM audit_events"))]
+        task_rows = [
+            {k: v for k, v in dict(r._mapping).items() if not k.endswith("_ct")}
+            for r in await conn.execute(text("SELECT * FROM connection_tasks"))
+        ]
+    views = [(await client.get(f"/v1/requests/{rid}", headers=auth)).text for rid in (access_id, erase_id)]
+    haystack = "\n".join(
+        [
+            repr(recorded.lines),
+            "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(HARNESS)),
+            repr(audit_rows),
+            repr(task_rows),
+            *views,
+            (await client.get("/metrics", headers=auth)).text,
+        ]
+    )
+    secrets = [str(path), fixture_db.A_EMAIL, fixture_db.A_PHONE, "Alice", "4111111111111111", "1 Alice Street"]
+    for secret in secrets:
         assert secret not in haystack, f"{secret!r} leaked"
