@@ -7,7 +7,9 @@ atomically, so two processes never both take the last token, in one round trip, 
 retry loop of a WATCH/MULTI transaction, which a flood from one address (the case a limit exists
 for) would turn into a storm of retries. The ``limits`` package was the first choice; it has no
 token bucket, no count over several keys at once and no give-back, which these limits need.
-The clock is Redis's own (``TIME``), one clock for every process on every host.
+The clock is Redis's own (``TIME``), one clock for every process on every host. A count whose
+answer was lost is retried once (:func:`connect`), so a flaky network may count a request twice,
+never not at all.
 
 Redis keys are keyed hashes of the count's name (an HMAC under a key derived from the audit key), so
 a Redis dump shows no client address and no identity's index, and each key expires once it carries
