@@ -35,9 +35,9 @@ dry run's exact counts, ~0.2 s), a commit, a report update and an audit event pe
 second scan for the totals and batches were 10,000 rows (101 transactions at ~1.5-2 ms each).
 
 Growth: ``PRIVACY_BENCH_PURGE_SIZES=100000,1000000,3000000`` adds sizes (the 1M run is graded, the
-largest if there is none); each 1M costs ~40 s of loading and ~25 s of pairs on an idle 2-core machine, and twice its table
-size in disk (the copy every run is restored from). The default (100k and 1M, three pairs each)
-takes about 70 s idle.
+largest if there is none); each 1M records cost ~40 s of loading and ~25 s of pairs on an idle
+2-core machine, and twice their table's size in disk (the copy every run is restored from). The
+default (100k and 1M, three pairs each) takes about 70 s idle, 100-150 s on a busy machine.
 """
 
 from __future__ import annotations
