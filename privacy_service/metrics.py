@@ -30,6 +30,7 @@ from privacy_service.breaches.models import Breach
 from privacy_service.breaches.policy import BreachPolicy, BreachPolicyError, load_breach_policy
 from privacy_service.breaches.schemas import CaliforniaClockView, ClockView
 from privacy_service.clock import Clock
+from privacy_service.connections.tasks import ConnectionTask
 from privacy_service.db import Database
 from privacy_service.dsr.flows import OPEN, Status
 from privacy_service.dsr.models import PrivacyRequest
@@ -168,7 +169,16 @@ async def _audit(out: Exposition, session: AsyncSession) -> None:
     )
 
 
-async def _outbox(out: Exposition, session: AsyncSession, now: datetime) -> None:
+OUTBOX_STATES = ("pending", "sending", "done", "dead")
+
+
+async def outbox_counts(session: AsyncSession) -> tuple[dict[str, int], int]:
+    """Queued mail by state (:data:`OUTBOX_STATES`), and the failed attempts of the mail still held.
+
+    Sent and dropped (no customer holds the phone a code was requested for) are one figure, ``done``:
+    apart, they would tell anyone who files a request by phone whether that number is a customer's.
+    The operator console's dashboard shows the same figures.
+    """
     rows = (
         await session.exec(
             select(OutboxMessage.status, func.count(), func.coalesce(func.sum(OutboxMessage.attempts), 0)).group_by(
@@ -176,21 +186,27 @@ async def _outbox(out: Exposition, session: AsyncSession, now: datetime) -> None
             )
         )
     ).all()
-    counts = {status: n for status, n, _ in rows}
-    # Sent and dropped (no customer holds the phone a code was requested for) are one figure: apart,
-    # they would tell anyone who files a request by phone whether that number is a customer's.
-    counts["done"] = counts.pop("sent", 0) + counts.pop(DROPPED, 0)
+    counts = dict.fromkeys(OUTBOX_STATES, 0)
+    for status, n, _ in rows:
+        state = "done" if status in ("sent", DROPPED) else status
+        counts[state] = counts.get(state, 0) + int(n)
+    failed = sum(int(attempts) for status, _, attempts in rows if status not in ("sent", DROPPED))
+    return counts, failed
+
+
+async def _outbox(out: Exposition, session: AsyncSession, now: datetime) -> None:
+    counts, failed = await outbox_counts(session)
     out.family(
         "privacy_outbox_messages",
         "gauge",
         "Queued mail by status (pending/sending = backlog, done = finished, dead = gave up).",
-        (({"status": s}, counts.get(s, 0)) for s in ("pending", "sending", "done", "dead")),
+        (({"status": s}, counts.get(s, 0)) for s in OUTBOX_STATES),
     )
     out.family(
         "privacy_outbox_failed_attempts",
         "gauge",
         "Failed delivery attempts of queued mail still held (pending retries and dead letters).",
-        [({}, sum(failed for status, _, failed in rows if status not in ("sent", DROPPED)))],
+        [({}, failed)],
     )
     # Codes expire 15 minutes after they are queued: how long mail waits is what customers notice.
     waiting = col(OutboxMessage.status).in_(("pending", "sending"))
@@ -213,6 +229,21 @@ async def _outbox(out: Exposition, session: AsyncSession, now: datetime) -> None
         "Seconds the most overdue mail has been due and not sent (a first attempt, a retry, or a lease of a "
         "stopped process run out): how far delivery is behind; 0 when it keeps up.",
         [({}, _seconds_since(most_overdue, now))],
+    )
+
+
+async def _connection_tasks(out: Exposition, session: AsyncSession) -> None:
+    by_status = await session.exec(
+        select(ConnectionTask.connection_name, ConnectionTask.kind, ConnectionTask.status, func.count()).group_by(
+            col(ConnectionTask.connection_name), col(ConnectionTask.kind), col(ConnectionTask.status)
+        )
+    )
+    out.family(
+        "privacy_connection_tasks",
+        "gauge",
+        "Requests' tasks on connected databases by connection, kind and status "
+        "(pending/running = backlog, needs_operator = waiting for an operator).",
+        (({"connection": name, "kind": kind, "status": status}, n) for name, kind, status, n in by_status.all()),
     )
 
 
@@ -368,6 +399,7 @@ class Snapshot:
                 await _breach_clocks(out, session, now, breach_rules)
                 await _outbox(out, session, now)
                 await _webhooks(out, session, now)
+                await _connection_tasks(out, session)
                 await _retention(out, session)
                 await _audit(out, session)
             self._text, self._taken = out.render(), now

@@ -155,6 +155,7 @@ async def test_unreachable_connection_retries_then_needs_an_operator_without_lea
     assert "connection_task_needs_operator" in {event for _, event, _ in recorded.lines}
     assert ("error", "connection_task_needs_operator") in {(level, event) for level, event, _ in recorded.lines}
     metrics = await client.get("/metrics", headers=auth)
+    assert 'privacy_connection_tasks{connection="wallet-ops",kind="access",status="pending"} 1' in metrics.text
     haystack = "\n".join(
         [
             repr(lines),
