@@ -17,7 +17,7 @@ SWAGGER_UI_VERSION := 5.31.0
 SWAGGER_UI_DIR := privacy_service/web/static/vendor/swagger-ui
 AXE := $(E2E)/node_modules/axe-core/axe.min.js
 
-.PHONY: run test lint typecheck policy-check bench install clean chromium e2e-deps docs docs-serve vendor-swagger-ui
+.PHONY: run test lint typecheck policy-check bench install clean chromium promtool e2e-deps docs docs-serve vendor-swagger-ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,7 +63,17 @@ $(AXE): $(E2E)/package.json $(E2E)/package-lock.json
 	npm ci --prefix $(E2E) --no-audit --no-fund
 	touch $(AXE)
 
-e2e-deps: chromium $(AXE)
+# tests/integration/test_deploy_files.py checks and unit-tests the Prometheus alert rules with promtool
+# (Debian package prometheus); installed here when root can, else those tests say they were skipped (CI fails them).
+promtool:
+	@command -v promtool >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "make test: installing promtool from Debian (apt-get install prometheus)"; \
+	  apt-get install -y --no-install-recommends prometheus >/dev/null || \
+	    { apt-get update >/dev/null && apt-get install -y --no-install-recommends prometheus >/dev/null; }; \
+	else echo "make test: promtool is missing (apt-get install prometheus as root); the alert-rule tests will be skipped" >&2; fi
+
+e2e-deps: chromium $(AXE) promtool
 
 test: install e2e-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
