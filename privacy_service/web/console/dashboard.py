@@ -19,9 +19,7 @@ from privacy_service.breaches.flows import CLOCK_RUNNING
 from privacy_service.breaches.models import Breach
 from privacy_service.dsr.flows import OPEN
 from privacy_service.dsr.models import PrivacyRequest
-from privacy_service.metrics import RUNNING_STATES
-from privacy_service.notify.jobs import DROPPED
-from privacy_service.notify.models import OutboxMessage
+from privacy_service.metrics import RUNNING_STATES, outbox_counts
 from privacy_service.retention.runs import list_runs
 from privacy_service.retention.schemas import RunSummary
 from privacy_service.systems.flows import DeliveryStatus
@@ -153,14 +151,7 @@ async def audit_panel(session: AsyncSession) -> AuditPanel:
 
 
 async def delivery_panel(session: AsyncSession) -> DeliveryPanel:
-    mail_rows = (
-        await session.exec(select(OutboxMessage.status, func.count()).group_by(col(OutboxMessage.status)))
-    ).all()
-    mail = {"pending": 0, "sending": 0, "done": 0, "dead": 0}
-    for status, count in mail_rows:
-        # Sent and dropped are one figure, as in /metrics: apart they would tell a customer's phone number.
-        key = "done" if status in ("sent", DROPPED) else status
-        mail[key] = mail.get(key, 0) + int(count)
+    mail, _ = await outbox_counts(session)  # the figures /metrics reports
     hook_rows = (await session.exec(select(Delivery.status, func.count()).group_by(col(Delivery.status)))).all()
     webhooks = {status.value: 0 for status in DeliveryStatus if status is not DeliveryStatus.CANCELLED}
     for status, count in hook_rows:
