@@ -87,6 +87,17 @@ async def test_console_pages_without_a_session_send_the_browser_to_sign_in(
             assert response.headers["location"] == "/console/sign-in"
 
 
+async def test_the_sign_in_page_sends_a_signed_in_browser_to_the_dashboard(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await signed_in(client, await make_operator_key(runtime, frozenset({"audit:read"})))
+    again = await client.get("/console/sign-in")
+    assert again.status_code == 303
+    assert again.headers["location"] == "/console"
+    client.cookies.set("privacy_console", "not-a-session", path="/console")
+    assert (await client.get("/console/sign-in")).status_code == 200
+
+
 async def test_the_dashboard_shows_requests_breach_clocks_purges_audit_and_delivery(
     setup: tuple[Runtime, Litestar, OffsetClock], client: httpx.AsyncClient, runtime: Runtime
 ) -> None:

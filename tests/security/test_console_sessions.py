@@ -226,7 +226,11 @@ async def test_signing_in_again_ends_the_browsers_previous_session(
     setup: tuple[Runtime, Litestar, OffsetClock], client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     first = await signed_in(client, await make_operator_key(runtime, frozenset({"audit:read"})))
-    second = await signed_in(client, await make_operator_key(runtime, frozenset({"requests:manage"})))
+    # A sign-in form posted while the browser holds a live session (one opened before it signed in).
+    token = await csrf_token(client, "/console")
+    key = await make_operator_key(runtime, frozenset({"requests:manage"}))
+    assert (await client.post("/console/sign-in", data={"key": key, "_csrf_token": token})).status_code == 303
+    second = client.cookies[SESSION_COOKIE]
     assert second != first
     async with browser(setup[1]) as thief:
         thief.cookies.set(SESSION_COOKIE, first, path="/console")

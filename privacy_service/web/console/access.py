@@ -50,13 +50,18 @@ def navigation(scopes: frozenset[str], current: str) -> list[dict[str, Any]]:
     ]
 
 
-async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def current_session(connection: ASGIConnection[Any, Any, Any, Any]) -> SignedIn | None:
+    """The live session the request's cookie names, if any (ending it here if it is no longer live)."""
     token = connection.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
     state = connection.app.state
-    signed_in: SignedIn | None = None
-    if token:
-        async with state.db.transaction() as session:
-            signed_in = await resume_session(session, token, state.runtime.settings, state.clock.now())
+    async with state.db.transaction() as session:
+        return await resume_session(session, token, state.runtime.settings, state.clock.now())
+
+
+async def console_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    signed_in = await current_session(connection)
     if signed_in is None:
         raise SignInRequired("sign in to the console first")
     connection.scope.setdefault("state", {})["console"] = signed_in

@@ -40,6 +40,7 @@ from privacy_service.web.console.access import (
     SIGNED_IN,
     SignInRequired,
     console_guard,
+    current_session,
     navigation,
     signed_in_operator,
 )
@@ -202,7 +203,9 @@ class ConsoleController(Controller):
     include_in_schema = False
 
     @get("/sign-in", opt=PUBLIC)
-    async def sign_in_form(self, request: AnyRequest) -> Response[bytes]:
+    async def sign_in_form(self, request: AnyRequest) -> Response[Any]:
+        if await current_session(request) is not None:
+            return Redirect(CONSOLE_PATH, status_code=303)  # already signed in
         return _sign_in_page(request)
 
     @post("/sign-in", guards=[ip_rate_limit("console_sign_in")], opt=PUBLIC)
