@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fideslang.models import Dataset
-from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, and_, or_, select, tuple_
+from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, and_, any_, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import bindparam
@@ -56,6 +57,8 @@ _TYPES: Mapping[str | None, type[TypeEngine[Any]]] = {
     "boolean": Boolean,
 }
 _CACHE_SIZE = 256
+# Strategies whose masked value does not depend on the row (see masking.masked_value).
+_CONSTANT = frozenset({"null_rewrite", "string_rewrite"})
 
 
 class TooManyRows(DomainError):
@@ -184,6 +187,7 @@ async def _walk(
         raise ValueError("batch must be >= 1 and row_limit >= 0")
     found = Found()
     total = 0
+    dialect = conn.dialect.name
     for step in plan.steps:
         table = table_for(dataset, step.collection)
         types = _data_types(dataset, step.collection)
@@ -206,7 +210,7 @@ async def _walk(
             by_field: dict[str, list[Any]] = {}
             for name, value in chunk:
                 by_field.setdefault(name, []).append(value)
-            condition = or_(*(table.c[name].in_(items) for name, items in by_field.items()))
+            condition = or_(*(_in(table.c[name], items, dialect) for name, items in by_field.items()))
             limit = row_limit - total + 1
             result = await conn.execute(select(*selected).where(condition).limit(limit))
             found.queries += 1
@@ -311,8 +315,10 @@ async def mask(
     secret: bytes = b"",
     batch: int = BATCH,
     row_limit: int = ROW_LIMIT,
+    seen: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """Mask (or delete) the rows the identities lead to; rows written per targeted collection.
+    ``seen``, if given, receives the subject's rows found per collection of the plan (written or not).
 
     ``targets``: collection -> field -> :class:`MaskSpec`. Refused before anything is written
     (:class:`MaskingRefused`): a ``read_only`` field or collection, a primary key, a collection
@@ -325,7 +331,10 @@ async def mask(
         for step in plan.steps
     }
     found = await _walk(conn, dataset, plan, identities, wanted=wanted, batch=batch, row_limit=row_limit)
+    if seen is not None:
+        seen.update(found.counts())
     touched = {name: 0 for name in checked if name in in_plan}
+    dialect = conn.dialect.name
     for step in reversed(plan.steps):
         specs = checked.get(step.collection)
         rows = found.rows.get(step.collection, [])
@@ -335,28 +344,40 @@ async def mask(
         key = step.primary_key
         if any(spec.strategy == "delete_row" for spec in specs.values()):
             for chunk in _chunks([_row_key(row, key) for row in rows], batch):
-                await conn.execute(table.delete().where(_key_in(table, key, chunk)))
+                await conn.execute(table.delete().where(_key_in(table, key, chunk, dialect)))
             touched[step.collection] = len(rows)
             continue
         meta = {item.name: field_meta(item) for item in collection(dataset, step.collection).fields}
+        # null_rewrite and string_rewrite write one value whatever the row: computed once per field.
+        constant = {
+            name: masked_value(spec, None, data_type=meta[name].data_type, length=meta[name].length, secret=secret)
+            for name, spec in specs.items()
+            if spec.strategy in _CONSTANT
+        }
+        own = {name: spec for name, spec in specs.items() if name not in constant}
         changes: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for row in rows:
-            row_id = _row_key(row, key)
-            change: dict[str, Any] = {}
-            for name, spec in specs.items():
-                new = masked_value(
-                    spec,
-                    row.get(name),
-                    data_type=meta[name].data_type,
-                    length=meta[name].length,
-                    secret=secret,
-                    row_key=_row_name(dataset.fides_key, step.collection, name, row_id),
-                )
-                if not already_masked(spec, row.get(name), new, length=meta[name].length):
-                    change[name] = new
+            change = {name: new for name, new in constant.items() if row.get(name) != new}
+            if own:
+                row_id = _row_key(row, key)
+                for name, spec in own.items():
+                    current = row.get(name)
+                    new = masked_value(
+                        spec,
+                        current,
+                        data_type=meta[name].data_type,
+                        length=meta[name].length,
+                        secret=secret,
+                        # Only random_string_rewrite derives its value from the row's name.
+                        row_key=_row_name(dataset.fides_key, step.collection, name, row_id)
+                        if spec.strategy == "random_string_rewrite"
+                        else "",
+                    )
+                    if not already_masked(spec, current, new, length=meta[name].length):
+                        change[name] = new
             if change:
-                changes.append((row_id, change))
-        await _write(conn, table, key, changes, batch)
+                changes.append((_row_key(row, key), change))
+        await _write(conn, table, key, changes, batch, dialect)
         touched[step.collection] = len(changes)
     return touched
 
@@ -365,9 +386,19 @@ def _row_name(dataset: str, collection_name: str, field_name: str, row_id: tuple
     return json.dumps([dataset, collection_name, field_name, [repr(part) for part in row_id]])
 
 
-def _key_in(table: Table, key: Sequence[str], ids: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:
+def _in(column: Column[Any], values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
+    """``column IN (...)``; on PostgreSQL ``column = ANY(:values)`` with one array parameter, so the
+    statement's text is the same whatever the number of values (compiled and prepared once, not one
+    bound parameter per value)."""
+    if dialect == "postgresql":
+        type_ = None if isinstance(column.type, NullType) else ARRAY(column.type)
+        return column == any_(bindparam(None, list(values), type_=type_))
+    return column.in_(values)
+
+
+def _key_in(table: Table, key: Sequence[str], ids: Sequence[tuple[Any, ...]], dialect: str) -> ColumnElement[bool]:
     if len(key) == 1:
-        return table.c[key[0]].in_([row_id[0] for row_id in ids])
+        return _in(table.c[key[0]], [row_id[0] for row_id in ids], dialect)
     return tuple_(*(table.c[name] for name in key)).in_(list(ids))
 
 
@@ -377,6 +408,7 @@ async def _write(
     key: Sequence[str],
     changes: list[tuple[tuple[Any, ...], dict[str, Any]]],
     batch: int,
+    dialect: str,
 ) -> None:
     """The same new values for many rows: one UPDATE per batch of keys; values of their own (hash,
     random string): one executemany per batch and set of fields."""
@@ -389,7 +421,7 @@ async def _write(
             single.setdefault(tuple(name for name, _ in values), []).append((ids[0], dict(values)))
             continue
         for chunk in _chunks(ids, batch):
-            await conn.execute(table.update().where(_key_in(table, key, chunk)).values(dict(values)))
+            await conn.execute(table.update().where(_key_in(table, key, chunk, dialect)).values(dict(values)))
     for names, items in single.items():
         condition = and_(*(table.c[name] == bindparam(f"_mask_key_{index}") for index, name in enumerate(key)))
         statement = (
