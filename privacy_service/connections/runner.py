@@ -44,6 +44,7 @@ from privacy_service.connections.tasks import (
     TaskStatus,
     check,
     identities_binding,
+    kept_found,
     result_binding,
     visible_fields,
 )
@@ -110,6 +111,8 @@ class _Claimed:
 class _Done:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     touched: dict[str, int] = field(default_factory=dict)
+    # Erasure: the subject's rows found per collection (kept categories are reported only where found).
+    found: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,11 +278,18 @@ async def _work(runtime: Runtime, job: _Claimed, timeout: float) -> _Done:
                     if name in shown and items
                 }
                 return _Done(rows=rows, touched={name: len(items) for name, items in rows.items()})
+            seen: dict[str, int] = {}
             async with engine.begin() as connection:  # one transaction: all of this connection or nothing
                 touched = await mask(
-                    connection, dataset, plan, job.identities, _targets(job.targets), secret=masking_secret(runtime)
+                    connection,
+                    dataset,
+                    plan,
+                    job.identities,
+                    _targets(job.targets),
+                    secret=masking_secret(runtime),
+                    seen=seen,
                 )
-            return _Done(touched=dict(touched))
+            return _Done(touched=dict(touched), found=seen)
     except TooManyRows as exc:
         raise TaskFailed("too_many_rows", exc.collection) from None
     except MaskingRefused:
@@ -332,6 +342,8 @@ async def _record(
                 if name in categories:
                     progress[name]["categories"] = categories[name]
             task.collections = progress
+            if done.found is not None:
+                task.kept = kept_found(task.kept, done.found)
             task.rows = sum(done.touched.values())
             task.status, task.finished_at, task.last_problem = TaskStatus.DONE, now, None
             if done.rows and job.key is not None:

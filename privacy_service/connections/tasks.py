@@ -111,7 +111,8 @@ class ConnectionTask(SQLModel, table=True):
     collections: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     # Erasure: collection -> field -> {"strategy", "value"} (from the policy; no subject data).
     targets: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    # Erasure: categories found in the dataset but kept (legal duty or hold), as [{category, basis, until}].
+    # Erasure: categories kept (legal duty or hold) as [{category, basis, until, collections}]: planned from the
+    # dataset, then cut by the runner to the collections where the subject's rows were found.
     kept: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     identities_ct: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     result_ct: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
@@ -169,7 +170,9 @@ class Keep:
 
 @dataclass(frozen=True, slots=True)
 class ErasurePlan:
-    """Collection -> field -> {"strategy", "value"}, and the categories kept as [{category, basis, until}]."""
+    """Collection -> field -> {"strategy", "value"}, and the categories kept as [{category, basis, until,
+    collections}] (``collections``: where that category is kept; the runner reports a line only if the
+    subject's rows were found in one of them, see :func:`kept_found`)."""
 
     targets: dict[str, dict[str, dict[str, str | None]]]
     kept: list[dict[str, Any]]
@@ -183,6 +186,7 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
     Primary keys and read-only fields or collections are never written."""
     targets: dict[str, dict[str, dict[str, str | None]]] = {}
     kept: dict[str, Keep] = {}
+    where: dict[str, set[str]] = {}  # category -> the collections where it is kept
     for collection in dataset.collections:
         fields: dict[str, dict[str, str | None]] = {}
         row_kept = False
@@ -197,17 +201,20 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
                 row_kept = True
                 for category in categories:
                     kept[category] = Keep(LEGAL_HOLD, None)
+                    where.setdefault(category, set()).add(collection.name)
                 continue
             if _read_only(collection.fides_meta) or _read_only(f.fides_meta):
                 row_kept = True
                 for category in categories:
                     kept.setdefault(category, Keep(READ_ONLY_BASIS, None))
+                    where.setdefault(category, set()).add(collection.name)
                 continue
             duties = [c for c in categories if c in keep]
             if duties:
                 row_kept = True
                 for category in duties:
                     kept[category] = keep[category]
+                    where.setdefault(category, set()).add(collection.name)
                 continue
             masking = policy.data_categories[categories[0]].masking
             strategy = masking.strategy if masking else DEFAULT_STRATEGY
@@ -226,7 +233,23 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
     return ErasurePlan(
         targets,
         [
-            {"category": c, "basis": k.basis, "until": k.until.isoformat() if k.until else None}
+            {
+                "category": c,
+                "basis": k.basis,
+                "until": k.until.isoformat() if k.until else None,
+                "collections": sorted(where[c]),
+            }
             for c, k in sorted(kept.items())
         ],
     )
+
+
+def kept_found(kept: list[dict[str, Any]], found: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The planned kept lines for the collections where the erasure found the subject's rows
+    (``found``: rows per collection): a category is kept there only if the subject has data there.
+    A line planned without its collections (a task planned before they were recorded) stays."""
+    return [
+        item
+        for item in kept
+        if "collections" not in item or any(found.get(name, 0) > 0 for name in item["collections"])
+    ]

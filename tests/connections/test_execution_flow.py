@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from privacy_service.config import Settings
 from privacy_service.connections.datasets import load_dataset_file
 from privacy_service.connections.runner import run_connection_tasks
-from privacy_service.connections.tasks import Keep, erasure_plan, visible_fields
+from privacy_service.connections.tasks import Keep, erasure_plan, kept_found, visible_fields
 from privacy_service.runtime import Runtime
 from privacy_service.subjects.service import LEGAL_HOLD_BASIS
 from tests.api.dsr_support import fresh_settings, submit_and_verify
@@ -94,6 +94,24 @@ def test_the_erasure_plan_masks_erasable_fields_and_keeps_duties_keys_and_read_o
     shown = visible_fields(dataset, policy)
     assert "email" in shown["customers"]
     assert "created_at" not in shown["customers"]  # system.operations: not a subject's data
+
+
+def test_a_kept_category_is_reported_only_where_the_subject_has_rows(runtime: Runtime) -> None:
+    [dataset] = load_dataset_file(DATASETS / "wallet_ops.yml")
+    duty = Keep("AML", None)
+    financial = "user.financial.transaction"
+    plan = erasure_plan(dataset, runtime.policy, {financial: duty, "user.name": duty}, held=False)
+    where = {k["category"]: set(k["collections"]) for k in plan.kept}
+    assert where["user.name"] >= {"customers", "invoices", "employees"}
+    assert where[financial] == {"invoices", "orders"}
+    # Rows found in customers only: user.name is kept there; nothing financial was found, nothing is kept.
+    kept = {k["category"] for k in kept_found(plan.kept, {"customers": 1, "orders": 0, "invoices": 0})}
+    assert "user.name" in kept
+    assert financial not in kept
+    assert financial in {k["category"] for k in kept_found(plan.kept, {"orders": 2})}
+    assert kept_found(plan.kept, {}) == []  # nothing found: nothing kept there
+    # A line planned before the collections were recorded is reported as before.
+    assert kept_found([{"category": "user.name", "basis": "AML", "until": None}], {}) != []
 
 
 async def test_two_runners_at_once_run_a_task_once_and_complete_the_request(

@@ -170,3 +170,34 @@ async def test_erasure_masks_exactly_the_erasable_fields_and_nothing_of_anyone_e
     assert (await run_connection_tasks(runtime)).done == 1
     async with fixture_engine.connect() as conn:
         assert await fixture_db.snapshot(conn) == after
+
+
+async def test_erasure_reports_kept_only_where_the_customer_has_rows(
+    client: AsyncClient,
+    runtime: Runtime,
+    auth: dict[str, str],
+    mail: MailSink,
+    fixture_url: str,
+    fixture_engine: AsyncEngine,
+) -> None:
+    """A customer the connected database holds nothing of: its legal duties keep nothing there, so the
+    answer lists no category as kept because of that database (the vault holds only an e-mail address)."""
+    created = await client.post("/v1/subjects", json={"email": "zed@example.com"}, headers=auth)
+    assert created.status_code == 201, created.text
+    async with fixture_engine.connect() as conn:
+        before = await fixture_db.snapshot(conn)
+    await add_connection(runtime, fixture_url)
+    request_id, _ = await submit_and_verify(client, runtime, mail, "zed@example.com", "erase")
+    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    assert approved.status_code == 200, approved.text
+    assert (await run_connection_tasks(runtime)).done == 1
+    [task] = await tasks(runtime)
+    kept_by_task = json.loads(task["kept"]) if isinstance(task["kept"], str) else task["kept"]
+    assert kept_by_task == []  # planned with the AML-kept categories; none of them found for this customer
+    view = (await client.get(f"/v1/requests/{request_id}", headers=auth)).json()
+    kept = {item["category"] for item in view["result"].get("kept", [])}
+    # user.name and the address (AML duty) live only in the connected database's collections, not found here.
+    assert not kept & {"user.name", "user.contact.address"}, kept
+    assert view["result"]["connections"][0]["rows"] == 0
+    async with fixture_engine.connect() as conn:
+        assert await fixture_db.snapshot(conn) == before
