@@ -165,8 +165,10 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def _row_key(row: Mapping[str, Any], key: Sequence[str]) -> Any:
+    if len(key) == 1:  # the usual case, once or twice per row: no generator
+        return (row.get(key[0]),)
     if key:
-        return tuple(row.get(name) for name in key)
+        return tuple([row.get(name) for name in key])
     return tuple((name, repr(value)) for name, value in sorted(row.items()))
 
 
@@ -215,9 +217,10 @@ async def _walk(
             result = await conn.execute(select(*selected).where(condition).limit(limit))
             found.queries += 1
             fetched = 0
-            for mapping in result.mappings():
+            columns = list(result.keys())
+            for record in result:  # plain tuples zipped with the column names once (no RowMapping per row)
                 fetched += 1
-                row = dict(mapping)
+                row = dict(zip(columns, record, strict=True))
                 key = _row_key(row, step.primary_key)
                 if key not in seen:
                     seen.add(key)
