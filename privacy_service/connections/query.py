@@ -2,9 +2,15 @@
 
 Every statement is built with SQLAlchemy Core from the dataset: table and column names are quoted
 identifiers (whatever characters they hold), values are bound parameters (never SQL text). Each step
-of the plan runs one ``SELECT ... WHERE f IN (...) OR g IN (...)`` per batch of key values, whatever
-the number of rows that fed it (no query per row), and the whole walk stops with :class:`TooManyRows`
-beyond ``row_limit`` rows.
+of the plan runs one ``SELECT ... WHERE f IN (...) OR g IN (...)`` per batch of key values (on
+PostgreSQL ``f = ANY(:values)``, one array parameter), whatever the number of rows that fed it (no
+query per row), and the whole walk stops with :class:`TooManyRows` beyond ``row_limit`` rows.
+
+An e-mail identity is compared case-insensitively (the service keeps addresses lower-cased; a
+connected database may hold them as typed): ``lower(f)`` against the lower-cased address on
+PostgreSQL and SQLite (index ``lower(f)`` there), the column's collation on MySQL/MariaDB (the default
+``*_ci`` collations ignore case; a ``*_bin`` one compares exactly). Other identities, and values
+carried along references, are compared exactly.
 
 Lookup values are cast to the field's Fides ``data_type`` first (an identity ``"42"`` looks up an
 ``integer`` key as 42; a value that does not read as the type, or a string holding NUL, matches nothing).
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fideslang.models import Dataset
-from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, and_, any_, or_, select, tuple_
+from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, and_, any_, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -57,6 +63,8 @@ _TYPES: Mapping[str | None, type[TypeEngine[Any]]] = {
     "boolean": Boolean,
 }
 _CACHE_SIZE = 256
+# Fields an e-mail identity is compared with case-insensitively (a string or no declared type).
+_FOLDABLE = (None, "string")
 # Strategies whose masked value does not depend on the row (see masking.masked_value).
 _CONSTANT = frozenset({"null_rewrite", "string_rewrite"})
 
@@ -190,29 +198,44 @@ async def _walk(
     found = Found()
     total = 0
     dialect = conn.dialect.name
+    # MySQL/MariaDB compare by the column's collation (the default *_ci ones ignore case, and lower()
+    # would keep the index from being used); PostgreSQL and SQLite compare lower(column).
+    fold = dialect != "mysql"
     for step in plan.steps:
         table = table_for(dataset, step.collection)
         types = _data_types(dataset, step.collection)
-        values: dict[str, list[Any]] = {}
+        # (field, folded) -> values; folded: an e-mail identity compared case-insensitively.
+        values: dict[tuple[str, bool], list[Any]] = {}
         for lookup in step.lookups:
             source = lookup.source
             raw: Iterable[Any] = ()
+            folded = False
             if isinstance(source, IdentitySource):
                 given = identities.get(source.kind, ())
                 raw = [given] if isinstance(given, str) else given  # one value given as a plain string
+                folded = fold and source.kind == "email" and types[lookup.field] in _FOLDABLE
             elif isinstance(source, FieldSource):
                 raw = (row.get(source.field) for row in found.rows.get(source.collection, ()))
-            values.setdefault(lookup.field, []).extend(raw)
-        pairs = [(name, value) for name, raw_values in values.items() for value in _cast(raw_values, types[name])]
+            values.setdefault((lookup.field, folded), []).extend(raw)
+        pairs = [
+            ((name, folded), value.lower() if folded and isinstance(value, str) else value)
+            for (name, folded), raw_values in values.items()
+            for value in _cast(raw_values, types[name])
+        ]
         names = list(wanted[step.collection]) if wanted is not None else [c.key for c in table.columns]
         selected = [table.c[name] for name in dict.fromkeys([*step.primary_key, *names])]
         rows: list[dict[str, Any]] = []
         seen: set[Any] = set()
         for chunk in _chunks(pairs, batch):
-            by_field: dict[str, list[Any]] = {}
-            for name, value in chunk:
-                by_field.setdefault(name, []).append(value)
-            condition = or_(*(_in(table.c[name], items, dialect) for name, items in by_field.items()))
+            by_field: dict[tuple[str, bool], list[Any]] = {}
+            for slot, value in chunk:
+                by_field.setdefault(slot, []).append(value)
+            condition = or_(
+                *(
+                    _in(func.lower(table.c[name], type_=String()) if folded else table.c[name], items, dialect)
+                    for (name, folded), items in by_field.items()
+                )
+            )
             limit = row_limit - total + 1
             result = await conn.execute(select(*selected).where(condition).limit(limit))
             found.queries += 1
@@ -389,7 +412,7 @@ def _row_name(dataset: str, collection_name: str, field_name: str, row_id: tuple
     return json.dumps([dataset, collection_name, field_name, [repr(part) for part in row_id]])
 
 
-def _in(column: Column[Any], values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
+def _in(column: ColumnElement[Any], values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
     """``column IN (...)``; on PostgreSQL ``column = ANY(:values)`` with one array parameter, so the
     statement's text is the same whatever the number of values (compiled and prepared once, not one
     bound parameter per value)."""

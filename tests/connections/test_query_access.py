@@ -278,3 +278,27 @@ async def test_rows_found_twice_do_not_hide_rows_beyond_the_limit(
         assert keys(exact.rows) == A_KEYS
         with pytest.raises(TooManyRows):
             await collect(conn, wallet_ops, plan, {"email": [A_EMAIL]}, batch=1, row_limit=total - 1)
+
+
+@pytest.mark.parametrize("given", [A_EMAIL, "ALICE@Example.com"])
+async def test_an_email_identity_matches_whatever_the_case_the_database_stored(
+    fixture_engine: AsyncEngine, wallet_ops: Dataset, given: str
+) -> None:
+    """The service keeps addresses lower-cased; a connected database may hold them as the customer typed
+    them. E-mail identity lookups compare case-insensitively on every store (MariaDB's default collation
+    already does), so an erasure does not leave behind the rows of 'Alice@Example.COM'."""
+    async with fixture_engine.begin() as conn:
+        await conn.execute(
+            fixture_db.customers.update().where(fixture_db.customers.c.id == 1).values(email="Alice@Example.COM")
+        )
+    plan = build_plan(wallet_ops, ["email"])
+    async with fixture_engine.connect() as conn:
+        found = await collect(conn, wallet_ops, plan, {"email": [given]})
+        counted = await count(conn, wallet_ops, plan, {"email": [given]})
+    assert keys(found.rows) == A_KEYS
+    assert found.rows["customers"][0]["email"] == "Alice@Example.COM"
+    assert counted == {name: len(ids) for name, ids in A_KEYS.items()}
+    # And another customer's address in capitals finds that customer, not Alice.
+    async with fixture_engine.connect() as conn:
+        bob = await collect(conn, wallet_ops, plan, {"email": [B_EMAIL.upper()]})
+    assert keys(bob.rows)["customers"] == {2}
