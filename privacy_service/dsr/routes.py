@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
@@ -16,9 +17,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit.service import Actor
 from privacy_service.dsr import schemas
+from privacy_service.dsr.answer_access import own_token
 from privacy_service.dsr.export import json_export, zip_export
 from privacy_service.dsr.flows import Status
-from privacy_service.dsr.service import TOKEN_PREFIX, DsrService
+from privacy_service.dsr.reading import read_for_subject, subject_view
+from privacy_service.dsr.service import TOKEN_PREFIX, DsrService, hash_token
 from privacy_service.errors import Unauthenticated, problem
 from privacy_service.operators.guards import bearer_key, current_operator, operator_guard
 from privacy_service.ratelimit import code_quota, ip_rate_limit
@@ -53,7 +56,13 @@ async def provide_dsr_service(request: Request[Any, Any, Any], db_session: Named
 
 def kick_outbox(request: Request[Any, Any, Any]) -> BackgroundTask:
     """Runs after the response is sent, i.e. after the transaction committed."""
-    return BackgroundTask(request.app.state.outbox_kick.after_commit)
+    return _kick_task(request.app.state.outbox_kick)
+
+
+@lru_cache(maxsize=16)
+def _kick_task(kick: Any) -> BackgroundTask:
+    # One per application: the task takes no arguments, and building it inspects the callable.
+    return BackgroundTask(kick.after_commit)
 
 
 async def authorise(request: Request[Any, Any, Any], service: DsrService, request_id: uuid.UUID) -> None:
@@ -194,18 +203,27 @@ class RequestController(Controller):
         opt=TOKEN_OR_MANAGE,
         summary="Request status (subject token or operator)",
     )
-    async def status(
-        self, request: Request[Any, Any, Any], request_id: FromPath[uuid.UUID], service: NamedDependency[DsrService]
-    ) -> schemas.RequestView:
+    async def status(self, request: Request[Any, Any, Any], request_id: FromPath[uuid.UUID]) -> schemas.RequestView:
+        """No session, transaction or service unless the read needs one (see reading.read_for_subject)."""
+        state = request.app.state
         credential = bearer_key(request)
-        if credential is not None and credential.startswith(TOKEN_PREFIX):
-            # The subject's read, the most frequent: the row and its history in one statement, the
-            # token checked on that row (the same answers as authorise: 404, 410, 403).
-            loaded, history = await service.read_with_history(request_id)
-            await service.check_token(loaded, credential)
+        token = credential if credential is not None and credential.startswith(TOKEN_PREFIX) else None
+        # The subject's read, the most frequent: the row and its history in one statement, the token
+        # checked on that row (the same answers as authorise: 404, 410, 403).
+        read = await read_for_subject(state.db, request_id) if token is not None else None
+        if read is not None and token is not None:
+            now = state.clock.now()
+            if own_token(read[0], hash_token(token), now) and (view := subject_view(*read, now)) is not None:
+                return view
+        async with state.db.transaction() as session:
+            service = await provide_dsr_service(request, session)
+            if token is None:
+                await authorise(request, service, request_id)
+                return await service.view(request_id)
+            # A token a browser got with a code, a wrong one, a decision to open, downstream progress.
+            loaded, history = read or await service.read_with_history(request_id)
+            await service.check_token(loaded, token)
             return await service.view(request_id, loaded, history)
-        await authorise(request, service, request_id)
-        return await service.view(request_id)
 
     @get(
         "/{request_id:uuid}/export",

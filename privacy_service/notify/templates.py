@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
 
 LANGUAGES = ("en", "zh")
 
@@ -23,14 +23,20 @@ def _environment() -> Environment:
     )
 
 
+@lru_cache(maxsize=128)
+def _template(name: str, language: str) -> Template:
+    """The compiled template for (name, one of LANGUAGES), looked up once: the English one where
+    the language has none."""
+    try:
+        return _environment().get_template(f"{language}/{name}.txt")
+    except TemplateNotFound:
+        return _environment().get_template(f"en/{name}.txt")
+
+
 def render(name: str, language: str, **context: Any) -> tuple[str, str]:
     """Return (subject, body) for a template in the language, falling back to English."""
     lang = language if language in LANGUAGES else "en"
-    try:
-        template = _environment().get_template(f"{lang}/{name}.txt")
-    except TemplateNotFound:
-        template = _environment().get_template(f"en/{name}.txt")
-    text = template.render(**context)
+    text = _template(name, lang).render(context)
     first, _, body = text.partition("\n")
     if not first.startswith("Subject:"):
         raise ValueError(f"template {lang}/{name} must start with 'Subject:'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -33,33 +34,43 @@ def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return ip
 
 
+@lru_cache(maxsize=4096)
+def _keys(address: str) -> tuple[str, str]:
+    """(:func:`address_key`, :func:`network_key`) of an address, parsed once: every public request
+    needs one or both, and a caller's next request comes from the same address. Bounded, so a flood
+    of made-up forwarded addresses only evicts entries."""
+    ip = _parse(address)
+    if ip is None:
+        return address, address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip), str(ipaddress.IPv4Network((int(ip) >> 8 << 8, 24)))
+    network = str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return network, network
+
+
 def address_key(address: str) -> str:
     """What per-address limits count: an IPv4 address, or an IPv6 address's /64.
 
     One host routinely holds a whole IPv6 /64 (the smallest subnet handed out), so counting each IPv6
     address would give it 2^64 fresh limits. IPv4-mapped IPv6 counts as its IPv4 address.
     """
-    ip = _parse(address)
-    if ip is None:
-        return address
-    if isinstance(ip, ipaddress.IPv4Address):
-        return str(ip)
-    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return _keys(address)[0]
 
 
 def network_key(address: str) -> str:
     """A caller's source network: the IPv4 /24 or the IPv6 /64 (for the code-mail shares, see code_quota)."""
-    ip = _parse(address)
-    if ip is None:
-        return address
-    if isinstance(ip, ipaddress.IPv4Address):
-        return str(ipaddress.IPv4Network((int(ip) >> 8 << 8, 24)))
-    return address_key(str(ip))
+    return _keys(address)[1]
 
 
 def client_key(connection: ASGIConnection[Any, Any, Any, Any], trusted_proxies: int) -> str:
     """The caller as per-address rate limits see it (:func:`address_key` of :func:`client_address`)."""
     return address_key(client_address(connection, trusted_proxies))
+
+
+@lru_cache(maxsize=64)
+def _limit(text: str) -> Limit:
+    # The settings hold a handful of limit texts; parsing one on every request is wasted work.
+    return Limit.parse(text)
 
 
 def ip_rate_limit(
@@ -71,11 +82,13 @@ def ip_rate_limit(
     which costs more than the check and would touch the limiter's buckets from several threads.
     """
 
+    name = f"ip:{bucket}"
+
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
         state = connection.app.state
         settings = state.runtime.settings
-        limit = Limit.parse(settings.rate_limits.get(bucket, settings.rate_limits["default"]))
-        await check(state.rate_limiter, f"ip:{bucket}", client_key(connection, settings.trusted_proxies), limit)
+        limit = _limit(settings.rate_limits.get(bucket, settings.rate_limits["default"]))
+        await check(state.rate_limiter, name, client_key(connection, settings.trusted_proxies), limit)
 
     return guard
 
