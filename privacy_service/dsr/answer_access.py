@@ -43,6 +43,17 @@ NOT_WAITING = "no code is waiting for this request; ask for a new one"
 CAP_WINDOW = timedelta(hours=24)
 
 
+def own_token(request: PrivacyRequest, presented: bytes, now: datetime) -> bool:
+    """Whether ``presented`` (a token's hash) is the request's own token, the one its code gave: 410
+    once that has expired. False: another token, which may be one a browser got with a code
+    (``Opening.check_token`` looks those up)."""
+    if request.token_hash is None or not constant_time_equals(request.token_hash, presented):
+        return False
+    if request.token_expires_at is None or request.token_expires_at <= now:
+        raise Gone("this link has expired")
+    return True
+
+
 class Opening(Processing):
     __slots__ = ()
 
@@ -58,9 +69,7 @@ class Opening(Processing):
         its history in one statement): 410 if the request's own token has expired, 403 if it is not
         a token for this request."""
         presented = hash_token(token)
-        if request.token_hash is not None and constant_time_equals(request.token_hash, presented):
-            if request.token_expires_at is None or request.token_expires_at <= self.clock.now():
-                raise Gone("this link has expired")
+        if own_token(request, presented, self.clock.now()):
             return
         if await self._opened_with(request.id, presented):
             return

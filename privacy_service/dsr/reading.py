@@ -7,16 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, exists
+from sqlalchemy import Table, bindparam, exists, func
 from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlmodel import col, or_, select
 from sqlmodel.sql.expression import Select
 
 from privacy_service.audit import service as audit
 from privacy_service.clock import as_utc
 from privacy_service.connections import flow as connected
+from privacy_service.connections.schemas import TaskProgress
 from privacy_service.crypto.fields import DataKey
-from privacy_service.db import new_row
+from privacy_service.db import Database, new_row
 from privacy_service.dsr import schemas
 from privacy_service.dsr.flows import OPEN, Status
 from privacy_service.dsr.models import PrivacyRequest, RequestTransition
@@ -26,6 +28,7 @@ from privacy_service.subjects.models import Subject, SubjectStatus
 from privacy_service.subjects.schemas import SubjectOut
 from privacy_service.systems import fanout as downstream
 from privacy_service.systems.models import Delivery
+from privacy_service.systems.schemas import SystemProgress
 
 CURSOR_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 # A status read's history (columns, not entities: nothing changes them), and on every row whether the
@@ -61,6 +64,30 @@ _WITH_HISTORY: Select[*tuple[Any, ...]] = cast(
     .order_by(col(RequestTransition.id)),
 )
 
+_TRANSITIONS: Table = RequestTransition.__table__  # type: ignore[attr-defined]
+# The same read on PostgreSQL as one row: the history aggregated into an array of (to_status, at,
+# actor_type, note) rows, so the request's columns are read and converted once, not once per step.
+_SUBJECT_READ: Select[*tuple[Any, ...]] = cast(
+    "Select[*tuple[Any, ...]]",
+    sa_select(
+        *_REQUESTS.columns,
+        sa_select(
+            func.array_agg(
+                aggregate_order_by(
+                    func.row(
+                        _TRANSITIONS.c.to_status, _TRANSITIONS.c.at, _TRANSITIONS.c.actor_type, _TRANSITIONS.c.note
+                    ),
+                    _TRANSITIONS.c.id,
+                )
+            )
+        )
+        .where(_TRANSITIONS.c.request_id == _REQUESTS.c.id)
+        .scalar_subquery()
+        .label("history"),
+        exists().where(col(Delivery.request_id) == _REQUESTS.c.id).label("sent"),
+    ).where(_REQUESTS.c.id == bindparam("history_id")),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class History:
@@ -70,9 +97,78 @@ class History:
     sent: bool
 
 
+async def read_for_subject(db: Database, request_id: uuid.UUID) -> tuple[PrivacyRequest, History] | None:
+    """``Reading.read_with_history`` without a session, for the subject's status read on PostgreSQL:
+    one statement on a pooled connection in autocommit (a single statement is atomic; no BEGIN and
+    COMMIT round trips around it). None on SQLite, where the session reads it. 404 as before."""
+    if db.settings.is_sqlite:
+        return None
+    async with db.engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        row = (await connection.execute(_SUBJECT_READ, {"history_id": request_id})).first()
+    if row is None:
+        raise NotFound("no request with this id")
+    n = len(_REQUEST_KEYS)
+    request = new_row(PrivacyRequest, dict(zip(_REQUEST_KEYS, row[:n], strict=True)))
+    return request, History([(to, at, actor, note) for to, at, actor, note in row[n] or ()], bool(row[n + 1]))
+
+
 EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
 # A correction's values (requested, and on file) are shown to an operator holding this scope only.
 VALUES_SCOPE = "subjects:read"
+
+
+def shape_view(
+    request: PrivacyRequest,
+    history: History,
+    now: datetime,
+    *,
+    operator: bool = False,
+    decision: str | None = None,
+    changes: dict[str, schemas.FieldChange] | None = None,
+    systems: list[SystemProgress] | None = None,
+    acknowledgement: schemas.Acknowledgement | None = None,
+    connections: list[TaskProgress] | None = None,
+) -> schemas.RequestView:
+    """A request as its caller sees it, from what ``Reading.view`` read (see there for who sees what)."""
+    export_ready = (
+        request.type in ("access", "portability")
+        and request.status in EXPORTABLE
+        and request.export_expires_at is not None
+        and request.export_expires_at > now
+        and request.subject_id is not None
+    )
+    return schemas.RequestView(
+        id=request.id,
+        type=request.type,
+        status=request.status,
+        regime=request.regime,
+        language=request.language,
+        received_at=request.received_at,
+        due_at=request.due_at,
+        history=[schemas.Transition(to, at, actor, note) for to, at, actor, note in history.transitions],
+        extended=request.extended_at is not None,
+        verified_at=request.verified_at,
+        completed_at=request.completed_at,
+        overdue=request.status in OPEN and request.due_at < now,
+        duplicate_of=request.duplicate_of if operator else None,
+        decision=decision,
+        result=request.result,
+        changes=changes,
+        export_url=f"/v1/requests/{request.id}/export" if export_ready else None,
+        export_expires_at=request.export_expires_at if export_ready else None,
+        systems=systems,
+        acknowledgement=acknowledgement,
+        connections=connections,
+    )
+
+
+def subject_view(request: PrivacyRequest, history: History, now: datetime) -> schemas.RequestView | None:
+    """``Reading.view`` for the request's subject when it needs nothing more from the database; None
+    when it does (an operator's decision to open with the request's key, downstream systems' progress)."""
+    if request.decision_ct is not None or history.sent:
+        return None
+    return shape_view(request, history, now)
 
 
 class Reading(Processing):
@@ -120,34 +216,16 @@ class Reading(Processing):
         if key is not None and operator and request.changes_ct is not None:
             changes = await self._diff(request, key, with_values=VALUES_SCOPE in self.scopes)
         now = self.clock.now()
-        export_ready = (
-            request.type in ("access", "portability")
-            and request.status in EXPORTABLE
-            and request.export_expires_at is not None
-            and request.export_expires_at > now
-            and request.subject_id is not None
-        )
-        return schemas.RequestView(
-            id=request.id,
-            type=request.type,
-            status=request.status,
-            regime=request.regime,
-            language=request.language,
-            received_at=request.received_at,
-            due_at=request.due_at,
-            history=[schemas.Transition(to, at, actor, note) for to, at, actor, note in history.transitions],
-            extended=request.extended_at is not None,
-            verified_at=request.verified_at,
-            completed_at=request.completed_at,
-            overdue=request.status in OPEN and request.due_at < now,
-            duplicate_of=request.duplicate_of if operator else None,
+        # Most requests were never sent to a downstream system: the history query says so.
+        systems = await downstream.progress(self.session, request.id, now) or None if history.sent else None
+        return shape_view(
+            request,
+            history,
+            now,
+            operator=operator,
             decision=decision,
-            result=request.result,
             changes=changes,
-            export_url=f"/v1/requests/{request.id}/export" if export_ready else None,
-            export_expires_at=request.export_expires_at if export_ready else None,
-            # Most requests were never sent to a downstream system: the history query says so.
-            systems=await downstream.progress(self.session, request.id, now) or None if history.sent else None,
+            systems=systems,
             acknowledgement=self._acknowledgement(request) if operator else None,
             connections=await connected.progress(self.session, request.id) or None if operator else None,
         )
