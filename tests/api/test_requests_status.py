@@ -9,13 +9,16 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from httpx import AsyncClient
 from sqlalchemy import event, update
 from sqlmodel import col
 
+from privacy_service.audit.service import Actor
 from privacy_service.config import Settings
 from privacy_service.dsr.models import PrivacyRequest
+from privacy_service.dsr.service import DsrService
 from privacy_service.runtime import Runtime
 from tests.api.dsr_support import assert_problem, bearer, fresh_settings, submit_and_verify
 from tests.conftest import MailSink
@@ -69,3 +72,22 @@ async def test_the_token_check_answers_as_before(client: AsyncClient, runtime: R
     assert_problem(await client.get(f"/v1/requests/{own_id}", headers=bearer(own["token"])), 410, "gone")
     # The other request still reads with its own token.
     assert (await client.get(f"/v1/requests/{other_id}", headers=bearer(other["token"]))).status_code == 200
+
+
+async def test_the_subjects_view_is_the_one_the_service_shapes(
+    client: AsyncClient, runtime: Runtime, mail: MailSink, auth: dict[str, str]
+) -> None:
+    """The read without a session (PostgreSQL, the request's own token, nothing more to read) and the
+    session path (a decision to open; SQLite) answer what ``DsrService.view`` answers for the subject."""
+    plain_id, plain = await submit_and_verify(client, runtime, mail, "status.plain@example.com", "access")
+    denied_id, denied = await submit_and_verify(client, runtime, mail, "status.denied@example.com", "erase")
+    reason = "The same request was answered last week."
+    assert (await client.post(f"/v1/requests/{denied_id}/deny", json={"reason": reason}, headers=auth)).is_success
+    for request_id, token in ((plain_id, plain["token"]), (denied_id, denied["token"])):
+        response = await client.get(f"/v1/requests/{request_id}", headers=bearer(token))
+        assert response.status_code == 200, response.text
+        async with runtime.db.transaction() as session:
+            service = DsrService.for_runtime(runtime, session, Actor("subject", "anonymous"))
+            expected = msgspec.json.decode(msgspec.json.encode(await service.view(uuid.UUID(request_id))))
+        assert response.json() == expected
+    assert response.json()["decision"] == reason
