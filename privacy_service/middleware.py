@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any
+from collections.abc import Iterable
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,10 +29,28 @@ _DOCS_CSP = (
     b"connect-src 'self'; frame-ancestors 'none'"
 )
 
+_DROPPED = frozenset({b"server", b"x-powered-by"})
+# What every response gets unless it set its own: the API headers, ``no-store``; the docs pages
+# (/schema) a policy that lets Swagger UI and ReDoc load.
+_API_HEADERS = (*API_HEADERS, (b"cache-control", b"no-store"))
+_DOCS_HEADERS = tuple(
+    (name, _DOCS_CSP if name == b"content-security-policy" else value) for name, value in _API_HEADERS
+)
+
 
 def _new_request_id() -> str:
     # 32 hex digits, as uuid4().hex gave, without building a UUID object for every request.
     return os.urandom(16).hex()
+
+
+def _incoming_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The caller's ``X-Request-ID`` if it is a safe one (the last, if it was sent more than once)."""
+    incoming = b""
+    for name, value in headers:
+        if name == b"x-request-id":
+            incoming = value
+    text = incoming.decode("latin-1")
+    return text if _SAFE_ID.match(text) else None
 
 
 def request_context_middleware(app: ASGIApp) -> ASGIApp:
@@ -40,33 +58,36 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]
             await app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.match(incoming) else _new_request_id()
+        # Each request's work done once, by hand: the caller's id found without building a dict of
+        # every header, the log context bound and reset without a context manager.
+        request_id = _incoming_request_id(scope["headers"]) or _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope["path"]
         started = time.perf_counter()
-        status_holder: dict[str, Any] = {"status": 500}
+        status = 500
 
         async def send_tracking_status(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
+                status = message["status"]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await app(scope, receive, send_tracking_status)
-            except Exception as exc:
-                status_holder["status"] = response_status(exc)
-                raise
-            finally:
-                # The path holds opaque ids only; query strings (which may hold identifiers) are never logged.
-                log.info(
-                    "http_request",
-                    method=scope.get("method", ""),
-                    path=path,
-                    status=status_holder["status"],
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                )
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await app(scope, receive, send_tracking_status)
+        except Exception as exc:
+            status = response_status(exc)
+            raise
+        finally:
+            # The path holds opaque ids only; query strings (which may hold identifiers) are never logged.
+            log.info(
+                "http_request",
+                method=scope.get("method", ""),
+                path=path,
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
 
     return middleware
 
@@ -79,18 +100,15 @@ async def add_response_headers(message: Message, scope: Scope) -> None:
     request_id = state.get("request_id")
     if request_id is None:  # a response the request-context middleware did not see
         request_id = state["request_id"] = _new_request_id()
-    headers = [
-        (name, value) for name, value in message.get("headers", []) if name.lower() not in {b"server", b"x-powered-by"}
-    ]
+    headers = [(name, value) for name, value in message.get("headers", []) if name.lower() not in _DROPPED]
     present = {name.lower() for name, _ in headers}
     if b"x-request-id" not in present:
         headers.append((b"x-request-id", request_id.encode()))
-    docs = scope["path"].startswith("/schema")
-    for name, value in API_HEADERS:
-        if name not in present:
-            headers.append((name, _DOCS_CSP if docs and name == b"content-security-policy" else value))
-    if b"cache-control" not in present:
-        headers.append((b"cache-control", b"no-store"))
+    headers.extend(
+        header
+        for header in (_DOCS_HEADERS if scope["path"].startswith("/schema") else _API_HEADERS)
+        if header[0] not in present
+    )
     app = scope.get("litestar_app")
     if app is not None and app.state.runtime.settings.base_url.startswith("https://"):
         # Only behind TLS: HSTS on plain http would be ignored at best.
