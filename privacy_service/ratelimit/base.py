@@ -2,8 +2,8 @@
 
 Two kinds of count, whichever process or store holds them:
 
-- **Token buckets** (:meth:`Limiter.hit`): ``burst`` requests at once, refilled at ``per_minute``;
-  per client address, per operator, per address of a failed key.
+- **Token buckets** (:meth:`Limiter.hit`, :meth:`Limiter.refund`): ``burst`` requests at once,
+  refilled at ``per_minute``; per client address, per operator, per address of a failed key.
 - **Sliding logs** (:meth:`Limiter.take_all`): at most N events per key in any window, counted for
   several keys at once or for none; the code mails to an identity (a day).
 """
@@ -72,6 +72,11 @@ class Limiter(Protocol):
 
     async def wait(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> float | None:
         """Like :meth:`hit` without taking anything: None if ``cost`` tokens are there now."""
+        ...
+
+    async def refund(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> None:
+        """Put back ``cost`` tokens taken by :meth:`hit` (an attempt that turned out not to count; never
+        above the burst). Take first, refund after: concurrent attempts never all pass a look."""
         ...
 
     async def take_all(self, quotas: Sequence[tuple[str, int]], window: float) -> float | None:

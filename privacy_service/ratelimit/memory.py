@@ -106,6 +106,13 @@ class RateLimiter:
         tokens = min(float(limit.burst), entry.tokens + (self._clock() - entry.updated) * limit.per_minute / 60.0)
         return None if tokens >= cost else _refill_wait(tokens, limit, cost)
 
+    def refund(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> None:
+        """Put back ``cost`` tokens taken by :meth:`hit`, never above the burst; nothing for a bucket
+        not held (a missing bucket is full)."""
+        if (bucket, key) in self._buckets:
+            entry = self._bucket(bucket, key, limit, self._clock())
+            entry.tokens = min(float(limit.burst), entry.tokens + cost)
+
     def check(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> None:
         retry_after = self.hit(bucket, key, limit, cost)
         if retry_after is not None:
@@ -170,6 +177,9 @@ class LocalLimiter:
 
     async def wait(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> float | None:
         return self.memory.wait(bucket, key, limit, cost)
+
+    async def refund(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> None:
+        self.memory.refund(bucket, key, limit, cost)
 
     async def take_all(self, quotas: Sequence[tuple[str, int]], window: float) -> float | None:
         return self.memory.take_all(quotas, window)

@@ -27,6 +27,7 @@ a count over several keys needs them on one node.
   ``/problems/unavailable`` with Retry-After, nothing changed. A log started afresh per process
   would hand out a new day of mails to a victim's inbox with every outage.
 - A give-back is skipped (a network keeps one mail less of its share for the day).
+- A refund of bucket tokens goes to this process's buckets (a take counted in Redis stays taken).
 
 After a failure Redis is left alone for ``pause`` seconds, so an outage adds no connection timeout
 to every request; the first call after that tries again. The outage and the recovery are logged
@@ -59,10 +60,12 @@ PAUSE_SECONDS = 2.0
 # Redis on the same network answers in well under a millisecond: a second means it is not answering.
 TIMEOUT_SECONDS = 1.0
 _ERRORS = (RedisError, OSError)
+_LOOK, _TAKE, _PUT_BACK = "0", "1", "2"  # what _BUCKET does with the tokens
 
-# A token bucket. KEYS[1]: the bucket. ARGV: burst, tokens per second, cost, "1" to take ("0" to look),
-# now in seconds ("" for Redis's clock). Returns nil if the tokens are there (and takes them when
-# asked), else the seconds until they are (a string: a Lua number would come back as an integer).
+# A token bucket. KEYS[1]: the bucket. ARGV: burst, tokens per second, cost, "1" to take ("0" to look,
+# "2" to put back: never above the burst, a full bucket deleted), now in seconds ("" for Redis's clock).
+# Returns nil if the tokens are there (and takes them when asked), else the seconds until they are (a
+# string: a Lua number would come back as an integer).
 _BUCKET = """
 local burst, rate, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now
@@ -77,16 +80,28 @@ local saved = redis.call('HMGET', KEYS[1], 't', 'u')
 if saved[1] then
   tokens = math.min(burst, tonumber(saved[1]) + math.max(0, now - tonumber(saved[2])) * rate)
 end
+local function save()
+  if tokens >= burst then
+    redis.call('DEL', KEYS[1])
+    return
+  end
+  redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
+  local ttl = 86400000
+  if rate > 0 then ttl = math.ceil((burst - tokens) / rate * 1000) + 1000 end
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+if ARGV[4] == '2' then
+  tokens = math.min(burst, tokens + cost)
+  save()
+  return false
+end
 if tokens < cost then
   if rate > 0 then return tostring((cost - tokens) / rate) end
   return '3600'
 end
 if ARGV[4] == '1' then
   tokens = tokens - cost
-  redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
-  local ttl = 86400000
-  if rate > 0 then ttl = math.ceil((burst - tokens) / rate * 1000) + 1000 end
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  save()
 end
 return false
 """
@@ -188,9 +203,9 @@ class RedisLimiter:
             self._down = False
             structlog.get_logger(LOGGER).info("ratelimit_redis_recovered")
 
-    async def _tokens(self, bucket: str, key: str, limit: Limit, cost: float, take: bool) -> float | None:
+    async def _tokens(self, bucket: str, key: str, limit: Limit, cost: float, mode: str) -> float | None:
         if self._reachable():
-            args = [repr(float(limit.burst)), repr(limit.per_minute / 60.0), repr(cost), "1" if take else "0"]
+            args = [repr(float(limit.burst)), repr(limit.per_minute / 60.0), repr(cost), mode]
             try:
                 reply = await self._bucket(keys=[self.key("bucket", f"{bucket}\x00{key}")], args=[*args, self._now()])
             except _ERRORS as exc:
@@ -198,15 +213,23 @@ class RedisLimiter:
             else:
                 self._answered()
                 return None if reply is None else float(reply)
-        if take:
+        if mode == _TAKE:
             return await self.fallback.hit(bucket, key, limit, cost)
+        if mode == _PUT_BACK:
+            await self.fallback.refund(bucket, key, limit, cost)
+            return None
         return await self.fallback.wait(bucket, key, limit, cost)
 
     async def hit(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> float | None:
-        return await self._tokens(bucket, key, limit, cost, take=True)
+        return await self._tokens(bucket, key, limit, cost, _TAKE)
 
     async def wait(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> float | None:
-        return await self._tokens(bucket, key, limit, cost, take=False)
+        return await self._tokens(bucket, key, limit, cost, _LOOK)
+
+    async def refund(self, bucket: str, key: str, limit: Limit, cost: float = 1.0) -> None:
+        """Redis out of reach: put back into the fallback's bucket (where the take was counted then;
+        a take counted in Redis stays taken there until refilled, the safe side)."""
+        await self._tokens(bucket, key, limit, cost, _PUT_BACK)
 
     async def take_all(self, quotas: Sequence[tuple[str, int]], window: float) -> float | None:
         if not self._reachable():

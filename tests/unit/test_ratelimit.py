@@ -212,3 +212,19 @@ def test_one_ipv6_host_cannot_rotate_through_its_64() -> None:
     results = [limiter.hit("intake", address_key(f"2001:db8:0:7::{i:x}"), limit) for i in range(1, 10)]
     assert results[:3] == [None, None, None]
     assert all(result is not None for result in results[3:])
+
+
+def test_refund_puts_back_what_hit_took_never_above_the_burst() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock)
+    limit = Limit(burst=2, per_minute=60)
+    assert [limiter.hit("b", "k", limit) for _ in range(3)][:2] == [None, None]
+    assert limiter.hit("b", "k", limit) is not None
+    limiter.refund("b", "k", limit)
+    assert limiter.hit("b", "k", limit) is None  # the refunded token
+    assert limiter.hit("b", "k", limit) is not None
+    for _ in range(5):  # refunds beyond the burst are capped: still a burst of 2
+        limiter.refund("b", "k", limit)
+    assert [limiter.hit("b", "k", limit) is None for _ in range(3)] == [True, True, False]
+    limiter.refund("b", "never-hit", limit)  # a bucket not held is full: nothing to put back
+    assert [limiter.hit("b", "never-hit", limit) is None for _ in range(3)] == [True, True, False]

@@ -90,6 +90,23 @@ async def test_wait_peeks_without_taking(make_limiter: Callable[..., RedisLimite
     assert await limiter.wait("b", "k", limit) == pytest.approx(1.0)
 
 
+async def test_refund_puts_back_what_hit_took_never_above_the_burst(
+    make_limiter: Callable[..., RedisLimiter], redis_client: Redis, redis_prefix: str
+) -> None:
+    limiter = make_limiter(FakeClock())
+    limit = Limit(burst=2, per_minute=60)
+    assert [await limiter.hit("b", "k", limit) is None for _ in range(3)] == [True, True, False]
+    await limiter.refund("b", "k", limit)
+    assert await limiter.hit("b", "k", limit) is None  # the refunded token
+    assert await limiter.hit("b", "k", limit) is not None
+    for _ in range(5):  # refunds beyond the burst are capped: still a burst of 2
+        await limiter.refund("b", "k", limit)
+    assert await keys_under(redis_client, redis_prefix) == []  # a full bucket is no key at all
+    assert [await limiter.hit("b", "k", limit) is None for _ in range(3)] == [True, True, False]
+    await limiter.refund("b", "never-hit", limit)
+    assert [await limiter.hit("b", "never-hit", limit) is None for _ in range(3)] == [True, True, False]
+
+
 async def test_take_all_counts_for_every_key_or_none(make_limiter: Callable[..., RedisLimiter]) -> None:
     clock = FakeClock()
     limiter = make_limiter(clock)
@@ -141,7 +158,12 @@ async def test_same_answers_as_the_in_memory_limiter(make_limiter: Callable[...,
     }
     for step in range(400):
         clock.now += rng.choice([0.0, 0.1, 0.5, 2.0, 7.0, 30.0])
-        op = rng.randrange(4)
+        op = rng.randrange(5)
+        if op == 4:
+            bucket, key = rng.choice("abc"), rng.choice("xyz")
+            memory.refund(bucket, key, limits[bucket])
+            await shared.refund(bucket, key, limits[bucket])
+            continue
         if op == 0:
             bucket, key = rng.choice("abc"), rng.choice("xyz")
             limit = limits[bucket]
@@ -211,6 +233,8 @@ async def test_redis_refusing_connections(redis_prefix: str, capsys: pytest.Capt
         assert [await limiter.hit("ip:intake", "a", limit) for _ in range(3)][:2] == [None, None]
         assert await limiter.hit("ip:intake", "a", limit) is not None  # the local bucket is empty
         assert await limiter.wait("ip:intake", "a", limit) is not None
+        await limiter.refund("ip:intake", "a", limit)  # into the local bucket it was taken from
+        assert await limiter.wait("ip:intake", "a", limit) is None
         with pytest.raises(LimitsUnavailable) as refused:
             await limiter.take_all([("code:x", 3)], DAY)
         assert refused.value.status == 503
