@@ -45,12 +45,9 @@ _REQUESTS: Table = PrivacyRequest.__table__  # type: ignore[attr-defined]
 # type for the same identity, if any (information for operators: nothing acts on the link). On
 # PostgreSQL the rows intake queued (its data key, transitions, audit event and mail) ride on this
 # INSERT too, so intake writes everything in one statement.
+_NEW_PARAMS = {column.key: f"new_{column.key}" for column in _REQUESTS.columns if column.key != "duplicate_of"}
 _NEW_REQUEST = insert(_REQUESTS).values(
-    {
-        column.key: bindparam(f"new_{column.key}", type_=column.type)
-        for column in _REQUESTS.columns
-        if column.key != "duplicate_of"
-    }
+    {key: bindparam(name, type_=_REQUESTS.c[key].type) for key, name in _NEW_PARAMS.items()}
     | {"duplicate_of": _OPEN_DUPLICATE.scalar_subquery()}
 )
 
@@ -111,7 +108,7 @@ class Intake(Processing):
             minutes = self.settings.dsr_code_ttl_minutes
             await self._notify(request, key, "verification_code", to=to, public=True, code=code, minutes=minutes)
         # A new row nothing else in this transaction changes: a Core INSERT, not the unit of work.
-        params = {f"new_{name}": value for name, value in column_values(request).items() if name != "duplicate_of"}
+        params = {_NEW_PARAMS[name]: value for name, value in column_values(request).items() if name in _NEW_PARAMS}
         params |= {"dup_bidx": bidx, "dup_type": body.type}
         statement, params = carry_appended_rows(self.session, _NEW_REQUEST, params)
         await self.session.exec(statement, params=params)
