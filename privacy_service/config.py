@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -150,6 +151,9 @@ class Settings(BaseSettings):
     systems_allow_private_networks: bool = False
     # Connected data stores (issue 18): seconds a connection test waits for its database in all.
     connections_test_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Networks (CIDR) a connected database may be on, e.g. ["10.20.0.0/16"]; empty: any address but
+    # link-local/cloud metadata ones (169.254.0.0/16, fe80::/10), which are always refused (connections.targets).
+    connections_allowed_networks: list[str] = Field(default_factory=list, max_length=100)
     # Connection tasks (connections.runner): attempts before a task needs an operator, the backoff's base,
     # and how long one task may take on a connected database.
     connections_max_attempts: int = Field(default=6, ge=1, le=50)
@@ -227,6 +231,16 @@ class Settings(BaseSettings):
     def _known_driver(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("connections_allowed_networks")
+    @classmethod
+    def _networks_are_cidr(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError("each entry is a network in CIDR notation, e.g. 10.20.0.0/16") from None
         return value
 
     @field_validator("blind_index_key", "audit_key")

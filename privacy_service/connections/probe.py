@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from privacy_service.connections.engines import create_engine
+from privacy_service.connections.targets import Network, ServerIdentity, guard
 
 # Server error codes (MySQL/MariaDB) and SQLSTATEs (PostgreSQL) worth a name of their own.
 _MYSQL = {1044: "authentication", 1045: "authentication", 1049: "no_database", 2003: "unreachable", 2005: "no_host"}
@@ -96,10 +97,21 @@ def describe(key: str, timeout: float) -> str:
     return template.format(timeout=timeout) if template else f"connection failed ({key})"
 
 
-async def probe(stored_url: str, wanted: Mapping[str, Sequence[str]], *, timeout: float) -> Outcome:
-    """Connect with a fresh engine (no pool kept), inspect, dispose; all within ``timeout`` seconds."""
+async def probe(
+    stored_url: str,
+    wanted: Mapping[str, Sequence[str]],
+    *,
+    timeout: float,
+    own: ServerIdentity | None = None,
+    networks: Sequence[Network] = (),
+) -> Outcome:
+    """Connect with a fresh engine (no pool kept), inspect, dispose; all within ``timeout`` seconds.
+
+    The connection is checked first (``targets.guard``): a server that is the service's own database
+    (``own``), or an address a connection may not reach, raises :class:`targets.TargetRefused` (422)."""
     started = time.perf_counter()
     engine = create_engine(stored_url, pool_size=1, timeout=timeout, poolclass=NullPool)
+    guard(engine, own, networks)
     try:
         async with asyncio.timeout(timeout):
             async with engine.connect() as connection:

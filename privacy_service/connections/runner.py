@@ -37,6 +37,7 @@ from privacy_service.connections.masking import MaskingRefused, MaskSpec, Strate
 from privacy_service.connections.models import Connection
 from privacy_service.connections.query import TooManyRows, collect, mask
 from privacy_service.connections.service import ConnectionService
+from privacy_service.connections.targets import TargetRefused
 from privacy_service.connections.tasks import (
     OPEN,
     ConnectionTask,
@@ -70,6 +71,8 @@ PERMANENT = frozenset(
         "masking_refused",
         "constraint",
         "missing",
+        "own_database",
+        "target_address",
     }
 )
 PROBLEMS = {
@@ -82,6 +85,9 @@ PROBLEMS = {
     "constraint": "the database refused the masked value (NOT NULL or another constraint): "
     "give the category another masking strategy in the policy",
     "masking_refused": "the dataset does not allow this masking (read-only, a key, or a type it cannot hold)",
+    "own_database": "the connection reaches the service's own database: refused (point it at another database)",
+    "target_address": "the connection's host leads to an address connections may not reach "
+    "(link-local, cloud metadata, or outside connections_allowed_networks)",
 }
 
 
@@ -294,6 +300,8 @@ async def _work(runtime: Runtime, job: _Claimed, timeout: float) -> _Done:
         raise TaskFailed("too_many_rows", exc.collection) from None
     except MaskingRefused:
         raise TaskFailed("masking_refused") from None
+    except TargetRefused as exc:  # checked on each new connection (targets.guard)
+        raise TaskFailed(exc.reason) from None
     except IntegrityError as exc:
         raise TaskFailed("constraint", _collection_of(exc, dataset)) from None
     except (TimeoutError, OSError, DBAPIError, SQLAlchemyError) as exc:

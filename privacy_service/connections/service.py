@@ -24,6 +24,7 @@ from privacy_service.config import Settings
 from privacy_service.connections import probe, schemas
 from privacy_service.connections.engines import create_engine, engines
 from privacy_service.connections.models import Connection
+from privacy_service.connections.targets import allowed_networks, check_target, guard, own_identity
 from privacy_service.connections.urls import normalise, target_of
 from privacy_service.crypto.fields import Binding, DecryptionFailed
 from privacy_service.crypto.service import KeyService, KeyShredded
@@ -107,6 +108,7 @@ class ConnectionService:
 
     async def add(self, body: schemas.ConnectionCreate) -> schemas.ConnectionOut:
         stored, target = normalise(body.url, self.settings)
+        await check_target(stored, self.settings)  # where the host resolves to (own database, link-local)
         self.dataset(body.dataset)
         taken = await self.session.exec(
             select(Connection.id).where(col(Connection.name) == body.name, col(Connection.removed_at).is_(None))
@@ -206,14 +208,14 @@ class ConnectionService:
             raise Gone("this connection was removed")
         engine = engines.get(connection.id)
         if engine is None:
-            engine = engines.put(
-                connection.id,
-                create_engine(
-                    await self.open_url(connection),
-                    pool_size=connection.max_concurrency,
-                    timeout=self.settings.connections_test_timeout_seconds,
-                ),
+            url = await self.open_url(connection)
+            own = await own_identity(await self.session.connection())
+            engine = create_engine(
+                url, pool_size=connection.max_concurrency, timeout=self.settings.connections_test_timeout_seconds
             )
+            # Each new connection of the pool is checked before use (TargetRefused from engine.connect()).
+            guard(engine, own, allowed_networks(self.settings))
+            engine = engines.put(connection.id, engine)
         return engine
 
     async def test(self, connection_id: uuid.UUID) -> schemas.ConnectionTest:
@@ -222,7 +224,10 @@ class ConnectionService:
         dataset = self.dataset(connection.dataset)
         wanted = wanted_columns(dataset)
         timeout = self.settings.connections_test_timeout_seconds
-        outcome = await probe.probe(await self.open_url(connection), wanted, timeout=timeout)
+        url = await self.open_url(connection)
+        await check_target(url, self.settings)  # resolved again: a name may lead elsewhere by now
+        own = await own_identity(await self.session.connection())
+        outcome = await probe.probe(url, wanted, timeout=timeout, own=own, networks=allowed_networks(self.settings))
         now = self.clock.now()
         connection.last_test_at = connection.updated_at = now
         connection.last_test_ok = outcome.ok

@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from privacy_service.config import Settings
+from privacy_service.connections.targets import OWN_DATABASE, host_name
 from privacy_service.errors import InvalidInput
 
 # The scheme as written -> (dialect, the async driver it is reached with).
@@ -66,6 +67,10 @@ def _parse(raw: str) -> URL:
         raise InvalidInput(SHAPE) from None
     if port is not None and not 0 < port < 65536:
         raise InvalidInput(SHAPE)
+    # Percent-decoding may yield what the raw text could not hold (``db%00x``): check the parts as read.
+    for part in (url.username, url.password, url.host, url.database):
+        if part is not None and _UNPRINTABLE.search(part):
+            raise InvalidInput(SHAPE)
     for value in url.query.values():
         if not isinstance(value, str) or len(value) > 100:  # one short value per option
             raise InvalidInput("url: each query option takes one short value")
@@ -110,18 +115,20 @@ def _check_server(url: URL, dialect: str, settings: Settings) -> Target:
     if not _HOST.match(url.host) or len(url.database) > 255:
         raise InvalidInput(SHAPE)
     port = url.port or DEFAULT_PORTS[dialect]
-    own = _own_database(settings)
+    own = own_database(settings)
+    # By name here (case and a trailing dot ignored); targets.check_target also compares the addresses
+    # both names resolve to, and every connection compares the server's identity.
     if (
         own is not None
         and own.dialect == dialect
         and (own.host, own.port, own.database)
         == (
-            url.host.lower(),
+            host_name(url.host),
             port,
             url.database,
         )
     ):
-        raise InvalidInput("url: this is the service's own database; a connection reaches another database")
+        raise InvalidInput(OWN_DATABASE)
     return Target(dialect, url.host, port, url.database)
 
 
@@ -144,14 +151,15 @@ def _check_sqlite(url: URL, settings: Settings) -> Target:
     return Target("sqlite", None, None, str(path))
 
 
-def _own_database(settings: Settings) -> Target | None:
+def own_database(settings: Settings) -> Target | None:
+    """The service's own database server (None: SQLite), its host as compared (``targets.host_name``)."""
     if settings.is_sqlite:
         return None
     url = make_url(settings.database_url)
     driver = _DRIVERS.get(url.drivername.lower())
     if driver is None or not url.host:
         return None
-    return Target(driver[0], url.host.lower(), url.port or DEFAULT_PORTS.get(driver[0]), url.database)
+    return Target(driver[0], host_name(url.host), url.port or DEFAULT_PORTS.get(driver[0]), url.database)
 
 
 def _own_files(settings: Settings) -> list[Path]:
