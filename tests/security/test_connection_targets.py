@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,16 @@ from sqlalchemy.engine import make_url
 
 from privacy_service.audit.service import Actor
 from privacy_service.config import Settings
+from privacy_service.connections.runner import run_connection_tasks
 from privacy_service.connections.schemas import ConnectionCreate
 from privacy_service.connections.service import ConnectionService
 from privacy_service.connections.targets import TargetRefused
 from privacy_service.runtime import Runtime
 from tests.api.connections_support import CANARY_PASSWORD, make_tables, policy_dir, postgres_target
-from tests.api.dsr_support import assert_no_leak, assert_problem, fresh_settings
+from tests.api.dsr_support import assert_no_leak, assert_problem, fresh_settings, submit_and_verify
+from tests.conftest import MailSink
+from tests.connections import fixture_db
+from tests.connections.execution_support import DATASETS, add_connection, make_customer_a, tasks
 
 __all__ = ["postgres_target"]  # a fixture, used by name below
 pytestmark = pytest.mark.postgres
@@ -41,9 +46,9 @@ def backend() -> str:
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str, tmp_path: Path) -> Settings:
-    return await fresh_settings(
-        make_settings, backend, policy_dir=policy_dir(tmp_path), connections_test_timeout_seconds=2.0
-    )
+    policies = policy_dir(tmp_path)  # c2_shop, and the execution tests' wallet_ops for the runner
+    shutil.copy(DATASETS / "wallet_ops.yml", policies / "datasets" / "wallet_ops.yml")
+    return await fresh_settings(make_settings, backend, policy_dir=policies, connections_test_timeout_seconds=2.0)
 
 
 def body(url: str, name: str = "shop") -> dict[str, Any]:
@@ -152,6 +157,30 @@ async def test_the_own_database_behind_another_port_is_refused_at_test_time_and_
                 await connection.execute(text("SELECT 1"))
         assert caught.value.reason == "own_database"
         await engine.dispose()
+
+
+async def test_the_worker_marks_a_task_on_the_own_database_needs_operator_at_once(
+    client: httpx.AsyncClient, runtime: Runtime, settings: Settings, auth: dict[str, str], mail: MailSink
+) -> None:
+    """A connection registered before these checks (or through a relay): its task is never run there."""
+    await make_customer_a(client, auth)
+    own = make_url(settings.database_url)
+    async with relay(own.port or 5432) as port:
+        url = own_url(settings, "127.0.0.1", port)
+        await add_connection(runtime, url)
+        request_id, verified = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "access")
+        assert verified["status"] == "processing"
+        result = await run_connection_tasks(runtime)
+    assert (result.done, result.retried, result.needs_operator) == (0, 0, 1)
+    [task] = await tasks(runtime)
+    assert task["status"] == "needs_operator"
+    assert task["attempts"] == 1  # permanent: no retry against the vault
+    assert task["last_problem"].startswith("the connection reaches the service's own database")
+    for value in (CANARY_PASSWORD, url, fixture_db.A_EMAIL):
+        assert value not in repr(task)
+    view = await client.get(f"/v1/requests/{request_id}", headers=auth)
+    assert view.json()["status"] == "processing"
+    assert_no_leak(view, CANARY_PASSWORD, url)
 
 
 async def test_another_database_on_the_same_server_is_accepted_and_tested(
