@@ -29,13 +29,13 @@ from privacy_service.connections.schemas import ConnectionCreate
 from privacy_service.connections.service import ConnectionService
 from privacy_service.connections.targets import TargetRefused
 from privacy_service.runtime import Runtime
-from tests.api.connections_support import CANARY_PASSWORD, make_tables, policy_dir, postgres_target
+from tests.api.connections_support import CANARY_PASSWORD, make_tables, mariadb_target, policy_dir, postgres_target
 from tests.api.dsr_support import assert_no_leak, assert_problem, fresh_settings, submit_and_verify
 from tests.conftest import MailSink
 from tests.connections import fixture_db
 from tests.connections.execution_support import DATASETS, add_connection, make_customer_a, tasks
 
-__all__ = ["postgres_target"]  # a fixture, used by name below
+__all__ = ["mariadb_target", "postgres_target"]  # fixtures, used by name below
 pytestmark = pytest.mark.postgres
 
 
@@ -218,3 +218,48 @@ async def test_the_allow_list_is_honoured(make_settings: Any, tmp_path: Path, po
                 assert (await service.test(created.id)).ok
         finally:
             await runtime.close()
+
+
+@pytest.mark.parametrize("url_fixture", ["postgres_target", "mariadb_target"])
+async def test_each_connection_is_checked_where_it_really_went(
+    url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """The address a connection's socket reached goes through the address check (a name resolving
+    elsewhere by then, DNS rebinding, changes nothing): here 127.0.0.1 outside the allowed networks."""
+    import ipaddress
+
+    from privacy_service.connections.engines import create_engine
+    from privacy_service.connections.targets import guard
+
+    url = request.getfixturevalue(url_fixture)
+    for networks, allowed in (
+        ([ipaddress.ip_network("10.0.0.0/8")], False),
+        ([ipaddress.ip_network("127.0.0.0/8")], True),
+    ):
+        engine = create_engine(url, pool_size=1, timeout=2.0)
+        guard(engine, None, networks)
+        try:
+            if allowed:
+                async with engine.connect() as connection:
+                    assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1
+                continue
+            with pytest.raises(TargetRefused) as caught:
+                async with engine.connect():
+                    pass
+            assert caught.value.reason == "target_address"
+            assert "127.0.0.1" not in str(caught.value)
+        finally:
+            await engine.dispose()
+
+
+def test_server_identity_without_pg_control_system_falls_back_to_start_time_and_port() -> None:
+    """A user who may not call pg_control_system(): the postmaster's start time and port identify it."""
+    from privacy_service.connections.targets import ServerIdentity
+
+    own = ServerIdentity("vault", "7715483713684412556", "2026-12-04 16:17:19.707297+00", "5432")
+    assert ServerIdentity("vault", None, own.started, own.port).same_as(own)
+    assert own.same_as(ServerIdentity("vault", None, own.started, own.port))
+    assert not ServerIdentity("other", None, own.started, own.port).same_as(own)  # another database
+    assert not ServerIdentity("vault", None, "2026-12-01 08:00:00+00", own.port).same_as(own)  # another server
+    assert ServerIdentity("vault", own.system_id, "2026-12-05 00:00:00+00", "6432").same_as(own)  # a replica
+    assert not ServerIdentity("vault", "1", own.started, own.port).same_as(own)  # another cluster
