@@ -6,9 +6,11 @@ therefore takes effect within ``AUTH_CACHE_SECONDS``.
 
 Rejected keys are limited per client address, an IPv6 client per /64 (``rate_limits["auth_failed"]``):
 once an address has used up its failures, every request from it that presents a key is answered 429
-with Retry-After, before the key is even looked up. Rejections are audited in aggregate (see :class:`FailedAuthGate`),
-so a flood of junk keys costs a handful of audit rows, not one each, while breach monitoring still
-sees how many there were.
+with Retry-After, before the key is even looked up. A key not known right is taken from that budget
+before it is looked up, atomically, and given back if it is right: keys sent at once cannot all pass
+a look at the budget before any failure is counted, so at most the limit are ever checked.
+Rejections are audited in aggregate (see :class:`FailedAuthGate`), so a flood of junk keys costs a
+handful of audit rows, not one each, while breach monitoring still sees how many there were.
 """
 
 from __future__ import annotations
@@ -109,15 +111,21 @@ class FailedAuthGate:
         """Seconds until ``address`` may present a key again, or None if it may now (nothing consumed)."""
         return await self._buckets.wait(_BUCKET, address, limit)
 
-    async def reject(
-        self, address: str, key_id: str | None, limit: Limit, *, throttled: bool
-    ) -> tuple[str, dict[str, Any]] | None:
-        """Count one rejected attempt (a failed key, or one refused with 429 unchecked).
+    async def admit(self, address: str, limit: Limit) -> float | None:
+        """Take one failure from ``address``'s budget before its key is checked: None if it may be
+        checked, else the seconds until it may (nothing taken). :meth:`accepted` gives it back."""
+        return await self._buckets.hit(_BUCKET, address, limit)
+
+    async def accepted(self, address: str, limit: Limit) -> None:
+        """The key :meth:`admit` let through was right: its failure is given back."""
+        await self._buckets.refund(_BUCKET, address, limit)
+
+    async def reject(self, address: str, key_id: str | None, *, throttled: bool) -> tuple[str, dict[str, Any]] | None:
+        """Tally one rejected attempt for the audit (a failed key, or one refused with 429 unchecked);
+        the budget was charged by :meth:`admit`.
 
         Returns (address or "*", audit detail) when a row is due, else None.
         """
-        if not throttled:
-            await self._buckets.hit(_BUCKET, address, limit)
         now = self._clock()
         address, source = self._tally(address, now)
         if now - source.window_started >= self._window:
@@ -156,6 +164,13 @@ class OperatorAuthenticator:
     def forget_all(self) -> None:
         self._cache.clear()
 
+    def cached(self, key: str) -> AuthenticatedOperator | None:
+        """The operator of a key found right within ``ttl`` seconds, without a lookup; else None."""
+        found = self._cache.get(hash_key(key))
+        if found is not None and time.monotonic() - found[0] < self._ttl:
+            return found[1]
+        return None
+
     async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], key: str) -> AuthenticatedOperator | None:
         digest = hash_key(key)
         cached = self._cache.get(digest)
@@ -193,7 +208,7 @@ async def record_failed_auth(
     attempts, and their public key ids only (never a key). Breach monitoring sums the attempts."""
     state = connection.app.state
     key_id = parse_key_id(key)
-    due = await state.authenticator.failures.reject(address, key_id, _failure_limit(connection), throttled=throttled)
+    due = await state.authenticator.failures.reject(address, key_id, throttled=throttled)
     if due is None:
         return
     source, detail = due
@@ -225,14 +240,24 @@ async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], handler
         raise Unauthenticated("send an operator key as 'Authorization: Bearer psk_...'", headers=_CHALLENGE)
     state = connection.app.state
     address = client_key(connection, state.runtime.settings.trusted_proxies)
-    wait = await state.authenticator.failures.retry_after(address, _failure_limit(connection))
+    failures: FailedAuthGate = state.authenticator.failures
+    failure_limit = _failure_limit(connection)
+    operator = state.authenticator.cached(key)
+    # A key found right moments ago is no guess: only a locked-out address waits. Any other key takes
+    # a failure from the budget before it is looked up, and gives it back if it is right.
+    if operator is not None:
+        wait = await failures.retry_after(address, failure_limit)
+    else:
+        wait = await failures.admit(address, failure_limit)
     if wait is not None:
         await record_failed_auth(connection, key, address, throttled=True)
         raise RateLimited(wait)
-    operator = await state.authenticator(connection, key)
     if operator is None:
-        await record_failed_auth(connection, key, address, throttled=False)
-        raise Unauthenticated("the operator key is unknown, revoked or expired", headers=_CHALLENGE)
+        operator = await state.authenticator(connection, key)
+        if operator is None:
+            await record_failed_auth(connection, key, address, throttled=False)
+            raise Unauthenticated("the operator key is unknown, revoked or expired", headers=_CHALLENGE)
+        await failures.accepted(address, failure_limit)
     limit = Limit.parse(state.runtime.settings.rate_limits["operator"])
     await check(state.rate_limiter, "operator", str(operator.id), limit)
     required: set[str] = set(handler.opt.get("scopes", ()))

@@ -3,8 +3,9 @@
 Thin controllers: the key is checked by ``operators.service.authenticate`` (as the API checks it), the
 session is ``sessions``, the figures ``dashboard``. Forms carry the CSRF token of ``web.csrf`` (the
 portal's mechanism, with the console's own cookie); sign-in is limited per client address and locks an
-address out after ``rate_limits["console_sign_in_failed"]`` wrong keys. Every sign-in, sign-out and failed
-sign-in is audited, never with the key.
+address out after ``rate_limits["console_sign_in_failed"]`` wrong keys (each attempt taken from that
+budget before its key is checked, a right key's given back: concurrent guesses never exceed it).
+Every sign-in, sign-out and failed sign-in is audited, never with the key.
 """
 
 from __future__ import annotations
@@ -218,7 +219,9 @@ class ConsoleController(Controller):
             return _sign_in_page(request, error=c["key_required"], status_code=422)
         address = client_key(request, settings.trusted_proxies)
         limit = Limit.parse(settings.rate_limits[FAILED_BUCKET])
-        wait = await state.rate_limiter.wait(FAILED_BUCKET, address, limit)
+        # Taken before the key is checked, atomically, and given back if it is right: keys sent at once
+        # cannot all pass a look at the budget before any failure is counted.
+        wait = await state.rate_limiter.hit(FAILED_BUCKET, address, limit)
         if wait is not None:
             _failed_sign_in(db_session, request, key, address, throttled=True)
             minutes = max(1, math.ceil(wait / 60))
@@ -227,10 +230,10 @@ class ConsoleController(Controller):
         now = state.clock.now()
         operator = await authenticate(db_session, key, now) if len(key) <= KEY_MAX else None
         if operator is None:
-            await state.rate_limiter.hit(FAILED_BUCKET, address, limit)
             _failed_sign_in(db_session, request, key, address, throttled=False)
             # One answer for every wrong key (unknown, revoked, expired, malformed): no oracle.
             return _sign_in_page(request, error=c["rejected"], status_code=401)
+        await state.rate_limiter.refund(FAILED_BUCKET, address, limit)
         previous = request.cookies.get(SESSION_COOKIE)
         if previous:
             await end_replaced(db_session, previous, now)
