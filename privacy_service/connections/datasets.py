@@ -281,8 +281,31 @@ def _check_dataset(dataset: Dataset, datasets: Mapping[str, Dataset], policy: Po
 
     fields = {(c.name, f.name) for c in dataset.collections for f in c.fields}
     for found in dataset.collections:
+        read_only = read_only_fields(found)
         if not primary_key(found):
-            yield warning(f"{found.name}: no field is the primary_key, so its rows can be read but not masked")
+            erasable = sorted(
+                {
+                    p
+                    for f in found.fields
+                    if f.name not in read_only
+                    for c in (f.data_categories or found.data_categories or dataset.data_categories or [])
+                    if (p := policy_category(c, policy)) is not None
+                }
+            )
+            if erasable:
+                yield error(
+                    f"{found.name}: no field is the primary_key, so an erasure cannot mask its rows and reports "
+                    f"them as not erased, yet it holds categories the policy erases ({', '.join(erasable)}): "
+                    "mark its key field primary_key, or its fields read_only"
+                )
+            else:
+                yield warning(f"{found.name}: no field is the primary_key, so its rows can be read but not masked")
+        override = found.fides_meta.masking_strategy_override if found.fides_meta else None
+        if override is not None and override.strategy in ("delete", "delete_row") and read_only:
+            yield warning(
+                f"{found.name}: masking_strategy_override deletes rows, but its read_only fields "
+                f"({', '.join(sorted(read_only))}) are never deleted: its rows are masked instead"
+            )
         for field in found.fields:
             meta = field_meta(field)
             where = f"{found.name}.{field.name}"

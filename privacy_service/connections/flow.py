@@ -28,6 +28,7 @@ from privacy_service.connections.datasets import field_categories, load_datasets
 from privacy_service.connections.models import Connection
 from privacy_service.connections.schemas import CollectionProgress, TaskProgress
 from privacy_service.connections.tasks import (
+    NOT_ERASED,
     OPEN,
     ConnectionTask,
     Keep,
@@ -197,6 +198,8 @@ async def plan_work(
                 continue
             targets, kept = plan.targets, plan.kept
             collections = {name: {"status": "pending", "rows": 0} for name in plan.targets}
+            for name, reason in plan.not_erased.items():
+                collections[name] = {"status": NOT_ERASED, "rows": 0, "problem": reason}
         work.tasks.append(
             ConnectionTask(
                 id=uuid.uuid4(),

@@ -222,7 +222,10 @@ async def _walk(
             for (name, folded), raw_values in values.items()
             for value in _cast(raw_values, types[name])
         ]
-        names = list(wanted[step.collection]) if wanted is not None else [c.key for c in table.columns]
+        names = [c.key for c in table.columns]
+        if wanted is not None and step.primary_key:
+            # Without a key a row is told apart by all its fields (and a SELECT needs a column).
+            names = list(wanted[step.collection])
         selected = [table.c[name] for name in dict.fromkeys([*step.primary_key, *names])]
         rows: list[dict[str, Any]] = []
         seen: set[Any] = set()

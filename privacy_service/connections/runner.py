@@ -23,13 +23,14 @@ from typing import Any, cast
 import msgspec
 import structlog
 from fideslang.models import Dataset
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
+from privacy_service.config import Settings
 from privacy_service.connections import probe
 from privacy_service.connections.flow import datasets, found_categories
 from privacy_service.connections.graph import build_plan
@@ -39,6 +40,7 @@ from privacy_service.connections.query import TooManyRows, collect, mask
 from privacy_service.connections.service import ConnectionService
 from privacy_service.connections.targets import TargetRefused
 from privacy_service.connections.tasks import (
+    NOT_ERASED,
     OPEN,
     ConnectionTask,
     TaskKind,
@@ -58,8 +60,12 @@ from privacy_service.systems.events import emit
 
 log = structlog.get_logger("privacy_service.connections")
 ACTOR = Actor.system("connections")
-# Longer than a task may take (row_limit bounds it); a live worker never loses its claim mid-task.
-LEASE = timedelta(minutes=10)
+# A claim lasts longer than its task may take (see lease): a live worker never loses its claim mid-task.
+LEASE_MARGIN = timedelta(minutes=5)
+# PostgreSQL advisory lock space of a claim (two-key form: apart from the service's one-key locks): "PSCT".
+CLAIM_LOCK = 0x50534354
+# Connections with due tasks looked at per claim (the longest-waiting first).
+CONNECTIONS_PER_CLAIM = 200
 MASKING_LABEL = "connection-masking"  # the HMAC message deriving the key, not a key
 # Problems no retry fixes: the task needs an operator at once.
 PERMANENT = frozenset(
@@ -130,52 +136,103 @@ class RunResult:
     completed_requests: int = 0
 
 
+def lease(settings: Settings) -> timedelta:
+    """How long a claim lasts: the task's timeout (``connections_task_timeout_seconds``, up to an hour)
+    plus the engine's connect timeout and a margin for the service-side records around it. A shorter
+    lease would let a second worker claim a task the first is still running."""
+    seconds = settings.connections_task_timeout_seconds + settings.connections_test_timeout_seconds
+    return timedelta(seconds=seconds) + LEASE_MARGIN
+
+
 def masking_secret(runtime: Runtime) -> bytes:
     """The ``hash`` strategy's key: derived from the keyring's index key, never the key itself."""
     return runtime.indexer.index(MASKING_LABEL, "v1")
 
 
+def _lock_key(connection_id: uuid.UUID) -> int:
+    """The second half of a connection's advisory lock key (a signed 32-bit number from its id)."""
+    return int.from_bytes(connection_id.bytes[:4], "big", signed=True)
+
+
 async def _claim(runtime: Runtime, batch: int, max_attempts: int) -> list[_Claimed]:
+    """Claim up to ``batch`` due tasks, each connection's at most its room (``max_concurrency`` minus
+    the tasks running there now), round-robin across connections, the longest-waiting first.
+
+    The room is counted after taking each connection's advisory lock (PostgreSQL, held until the
+    claim commits): a second worker claiming at once waits, then counts this claim's tasks, so the
+    limit holds across workers. A connection at its limit is not read from at all, so a backlog on
+    one connection never fills the batch and starves the others."""
     db, now = runtime.db, runtime.clock.now()
+    postgres = not db.settings.is_sqlite
     claimed: list[_Claimed] = []
+    due_now = (
+        col(ConnectionTask.status).in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]),
+        col(ConnectionTask.next_attempt_at) <= now,
+    )
     async with db.transaction() as session:
-        due = (
-            select(ConnectionTask)
-            .where(
-                col(ConnectionTask.status).in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]),
-                col(ConnectionTask.next_attempt_at) <= now,
-            )
-            .order_by(col(ConnectionTask.next_attempt_at))
-            .limit(batch)
+        waiting = await session.exec(
+            select(ConnectionTask.connection_id, func.min(ConnectionTask.next_attempt_at))
+            .where(*due_now)
+            .group_by(col(ConnectionTask.connection_id))
+            .order_by(func.min(ConnectionTask.next_attempt_at))
+            .limit(CONNECTIONS_PER_CLAIM)
         )
-        if not db.settings.is_sqlite:
-            due = due.with_for_update(skip_locked=True)
-        tasks = list((await session.exec(due)).all())
-        if not tasks:
+        order = [connection_id for connection_id, _ in waiting.all()]
+        if not order:
             return []
+        if postgres:
+            # One statement, the keys in one order for every worker (no deadlock between two claims).
+            await session.exec(
+                text("SELECT pg_advisory_xact_lock(:space, k) FROM unnest(CAST(:keys AS integer[])) AS k").bindparams(
+                    space=CLAIM_LOCK, keys=sorted({_lock_key(c) for c in order})
+                )  # type: ignore[call-overload]
+            )
+        connections: dict[uuid.UUID, Connection | None] = {c: None for c in order}
+        for row in (await session.exec(select(Connection).where(col(Connection.id).in_(order)))).all():
+            connections[row.id] = row
         # Running now (leases not expired), per connection: the concurrency limit counts them.
         busy_rows = await session.exec(
             select(ConnectionTask.connection_id, func.count())
-            .where(col(ConnectionTask.status) == TaskStatus.RUNNING, col(ConnectionTask.next_attempt_at) > now)
+            .where(
+                col(ConnectionTask.connection_id).in_(order),
+                col(ConnectionTask.status) == TaskStatus.RUNNING,
+                col(ConnectionTask.next_attempt_at) > now,
+            )
             .group_by(col(ConnectionTask.connection_id))
         )
         busy = {connection_id: int(count) for connection_id, count in busy_rows.all()}
-        connections: dict[uuid.UUID, Connection | None] = {}
+        queues: list[list[ConnectionTask]] = []
+        for connection_id in order:
+            connection = connections[connection_id]
+            room = (connection.max_concurrency if connection is not None else 1) - busy.get(connection_id, 0)
+            if room <= 0:
+                continue
+            due = (
+                select(ConnectionTask)
+                .where(*due_now, col(ConnectionTask.connection_id) == connection_id)
+                .order_by(col(ConnectionTask.next_attempt_at))
+                .limit(min(room, batch))
+            )
+            if postgres:
+                due = due.with_for_update(skip_locked=True)
+            queue = list((await session.exec(due)).all())
+            if queue:
+                queues.append(queue)
+        tasks: list[ConnectionTask] = []
+        while queues and len(tasks) < batch:  # round-robin: one task of each connection in turn
+            for queue in queues:
+                if queue and len(tasks) < batch:
+                    tasks.append(queue.pop(0))
+            queues = [queue for queue in queues if queue]
         keys: dict[uuid.UUID, DataKey | None] = {}
         for task in tasks:
-            if task.connection_id not in connections:
-                connections[task.connection_id] = await session.get(Connection, task.connection_id)
             connection = connections[task.connection_id]
-            limit = connection.max_concurrency if connection is not None else 1
-            if busy.get(task.connection_id, 0) >= limit:
-                continue
             if task.status == TaskStatus.RUNNING and task.attempts >= max_attempts:
                 # Its lease expired that many times: each run died with the worker. Not once more.
                 _give_up(session, task, "worker_stopped", now)
                 continue
-            busy[task.connection_id] = busy.get(task.connection_id, 0) + 1
             check(task.status, TaskStatus.RUNNING)
-            task.status, task.next_attempt_at, task.updated_at = TaskStatus.RUNNING, now + LEASE, now
+            task.status, task.next_attempt_at, task.updated_at = TaskStatus.RUNNING, now + lease(db.settings), now
             task.attempts += 1
             session.add(task)
             if task.request_id not in keys:
@@ -295,7 +352,10 @@ async def _work(runtime: Runtime, job: _Claimed, timeout: float) -> _Done:
                     secret=masking_secret(runtime),
                     seen=seen,
                 )
-            return _Done(touched=dict(touched), found=seen)
+                # Stored (committed) before the connected database commits: a rerun after that commit
+                # finds nothing by the masked identity columns, and reports what this run found instead.
+                masked, found_rows = await _store_found(runtime, job, seen, touched)
+            return _Done(touched=masked, found=found_rows)
     except TooManyRows as exc:
         raise TaskFailed("too_many_rows", exc.collection) from None
     except MaskingRefused:
@@ -306,6 +366,31 @@ async def _work(runtime: Runtime, job: _Claimed, timeout: float) -> _Done:
         raise TaskFailed("constraint", _collection_of(exc, dataset)) from None
     except (TimeoutError, OSError, DBAPIError, SQLAlchemyError) as exc:
         raise TaskFailed(probe.classify(exc), _collection_of(exc, dataset)) from None
+
+
+async def _store_found(
+    runtime: Runtime, job: _Claimed, seen: Mapping[str, int], touched: Mapping[str, int]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Record on the task, in its own committed transaction, the rows found and masked per collection,
+    never fewer than an earlier run recorded; the merged counts (masked, found)."""
+    db = runtime.db
+    async with db.transaction() as session:
+        query = select(ConnectionTask).where(col(ConnectionTask.id) == job.task_id)
+        if not db.settings.is_sqlite:
+            query = query.with_for_update()
+        task = (await session.exec(query)).one_or_none()
+        before: dict[str, Any] = dict(task.collections) if task is not None else {}
+        progress: dict[str, Any] = {}
+        for name in sorted(set(before) | set(seen) | set(touched)):
+            entry = dict(before.get(name) or {"status": "pending", "rows": 0})
+            entry["found"] = max(int(entry.get("found", 0)), seen.get(name, 0))
+            entry["masked"] = max(int(entry.get("masked", 0)), touched.get(name, 0))
+            progress[name] = entry
+        if task is not None:
+            task.collections = progress
+            session.add(task)
+    masked = {name: p["masked"] for name, p in progress.items() if name in touched or p["masked"]}
+    return masked, {name: p["found"] for name, p in progress.items()}
 
 
 def _problem(failure: TaskFailed, timeout: float) -> str:
@@ -346,7 +431,12 @@ async def _record(
             dataset = datasets(runtime.settings.policy_dir).get(task.dataset)
             categories = found_categories(runtime.policy, dataset, done.rows) if dataset is not None else {}
             for name in sorted(set(task.collections) | set(done.touched)):
+                before = task.collections.get(name) or {}
                 progress[name] = {"status": "done", "rows": done.touched.get(name, 0)}
+                if before.get("status") == NOT_ERASED:  # planned so: no primary key, never written
+                    progress[name] = {**before, "rows": 0}
+                if done.found is not None:
+                    progress[name]["found"] = done.found.get(name, 0)
                 if name in categories:
                     progress[name]["categories"] = categories[name]
             task.collections = progress
@@ -364,7 +454,9 @@ async def _record(
             failed = failure.collection
             progress = {}
             for name, before in sorted(task.collections.items()):
-                if failed is None or name == failed:
+                if before.get("status") == NOT_ERASED:
+                    progress[name] = before  # never run there: it stays as planned
+                elif failed is None or name == failed:
                     progress[name] = {**before, "status": "failed", "problem": problem}
                 else:
                     progress[name] = {**before, "status": "not_run"}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -127,6 +128,10 @@ class ConnectionTask(SQLModel, table=True):
 LEGAL_HOLD = LEGAL_HOLD_BASIS  # the vault's words: one kept line per category across both
 READ_ONLY_BASIS = "read-only in the dataset description: this service never writes it"
 DEFAULT_STRATEGY = "null_rewrite"
+# A collection without a primary key: its rows can be read, never written by key.
+NO_PRIMARY_KEY = "no primary key in the dataset"
+NOT_ERASED_BASIS = f"not erased: {NO_PRIMARY_KEY}"
+NOT_ERASED = "not_erased"  # a collection's status in ConnectionTask.collections
 DELETE_ROW = "delete_row"
 
 
@@ -176,6 +181,8 @@ class ErasurePlan:
 
     targets: dict[str, dict[str, dict[str, str | None]]]
     kept: list[dict[str, Any]]
+    # Collections holding erasable data this service cannot write (collection -> reason).
+    not_erased: dict[str, str] = dataclass_field(default_factory=dict)
 
 
 def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Keep], *, held: bool) -> ErasurePlan:
@@ -183,13 +190,18 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
     with the masking the policy names for its category (``null_rewrite`` by default), or its row
     deleted where the dataset or the policy says so and nothing in the row is kept. ``keep`` maps a
     policy category under a legal duty in force to its basis and end; ``held``: a legal hold keeps all.
-    Primary keys and read-only fields or collections are never written."""
+    Primary keys and read-only fields or collections are never written; a collection without a
+    primary key is never written either (its erasable categories are reported as kept with the
+    reason, ``not_erased``), and a row holding a read-only field is masked rather than deleted."""
     targets: dict[str, dict[str, dict[str, str | None]]] = {}
+    not_erased: dict[str, str] = {}
     kept: dict[str, Keep] = {}
     where: dict[str, set[str]] = {}  # category -> the collections where it is kept
     for collection in dataset.collections:
         fields: dict[str, dict[str, str | None]] = {}
-        row_kept = False
+        keyless = not any(_primary_key(f) for f in collection.fields)
+        # A row holding a read-only field (whatever its category) is never deleted.
+        row_kept = any(_read_only(f.fides_meta) for f in collection.fields)
         delete_row = _deletes_rows(collection)
         for f in collection.fields:
             categories = sorted(
@@ -214,6 +226,12 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
                 row_kept = True
                 for category in duties:
                     kept[category] = keep[category]
+                    where.setdefault(category, set()).add(collection.name)
+                continue
+            if keyless:
+                not_erased[collection.name] = NO_PRIMARY_KEY
+                for category in categories:
+                    kept.setdefault(category, Keep(NOT_ERASED_BASIS, None))
                     where.setdefault(category, set()).add(collection.name)
                 continue
             masking = policy.data_categories[categories[0]].masking
@@ -241,6 +259,7 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
             }
             for c, k in sorted(kept.items())
         ],
+        not_erased,
     )
 
 
