@@ -32,9 +32,11 @@ class Later:
         return datetime.now(UTC) + self.offset
 
 
-@pytest.fixture
-def backend() -> str:
-    return "sqlite"
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The service's own database (the task's stored counts); the connected one varies (store)."""
+    value: str = request.param
+    return value
 
 
 @pytest.fixture
