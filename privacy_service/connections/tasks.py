@@ -195,6 +195,7 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
     reason, ``not_erased``), and a row holding a read-only field is masked rather than deleted."""
     targets: dict[str, dict[str, dict[str, str | None]]] = {}
     not_erased: dict[str, str] = {}
+    unwritable: dict[str, set[str]] = {}  # category -> the collections without a key holding it
     kept: dict[str, Keep] = {}
     where: dict[str, set[str]] = {}  # category -> the collections where it is kept
     for collection in dataset.collections:
@@ -230,9 +231,8 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
                 continue
             if keyless:
                 not_erased[collection.name] = NO_PRIMARY_KEY
-                for category in categories:
-                    kept.setdefault(category, Keep(NOT_ERASED_BASIS, None))
-                    where.setdefault(category, set()).add(collection.name)
+                for category in categories:  # lines of their own: the reason is not another line's basis
+                    unwritable.setdefault(category, set()).add(collection.name)
                 continue
             masking = policy.data_categories[categories[0]].masking
             strategy = masking.strategy if masking else DEFAULT_STRATEGY
@@ -258,6 +258,10 @@ def erasure_plan(dataset: Dataset, policy: PolicyDocument, keep: Mapping[str, Ke
                 "collections": sorted(where[c]),
             }
             for c, k in sorted(kept.items())
+        ]
+        + [
+            {"category": c, "basis": NOT_ERASED_BASIS, "until": None, "collections": sorted(names)}
+            for c, names in sorted(unwritable.items())
         ],
         not_erased,
     )

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from privacy_service.config import Settings
 from privacy_service.connections.datasets import check_datasets
 from privacy_service.connections.runner import run_connection_tasks
-from privacy_service.connections.tasks import NO_PRIMARY_KEY, erasure_plan
+from privacy_service.connections.tasks import NO_PRIMARY_KEY, NOT_ERASED_BASIS, READ_ONLY_BASIS, erasure_plan
 from privacy_service.runtime import Runtime
 from tests.api.dsr_support import fresh_settings, submit_and_verify
 from tests.conftest import MailSink
@@ -91,6 +91,15 @@ def test_the_erasure_plan_leaves_out_a_collection_without_primary_key_and_report
     assert line["category"] == "user.contact.email"
     assert NO_PRIMARY_KEY in line["basis"]
     assert line["collections"] == ["audit_log"]
+    # Read-only in customers too: each reason on its own line, each cut to where rows are found.
+    read_only = json.loads(json.dumps(SHOP))
+    read_only["collections"][0]["fields"][1]["fides_meta"]["read_only"] = True
+    plan = erasure_plan(Dataset.model_validate(read_only), runtime.policy, {}, held=False)
+    assert plan.targets == {}
+    assert sorted((k["basis"], k["collections"][0]) for k in plan.kept) == [
+        (NOT_ERASED_BASIS, "audit_log"),
+        (READ_ONLY_BASIS, "customers"),
+    ]
 
 
 def test_policy_check_reports_an_erasable_category_in_a_collection_without_primary_key(runtime: Runtime) -> None:
