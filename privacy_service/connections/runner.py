@@ -218,6 +218,8 @@ async def _claim(runtime: Runtime, batch: int, max_attempts: int) -> list[_Claim
             queue = list((await session.exec(due)).all())
             if queue:
                 queues.append(queue)
+                if len(queues) >= batch:  # one each fills the batch: later connections wait their turn
+                    break
         tasks: list[ConnectionTask] = []
         while queues and len(tasks) < batch:  # round-robin: one task of each connection in turn
             for queue in queues:
