@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    # How long each SMTP command may wait for the relay (connect, MAIL, RCPT, DATA, ...).
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     operator_email: str = "privacy-ops@wallet.example"
 
     rotation_batch_size: int = Field(default=500, ge=1, le=100_000)
@@ -129,13 +131,15 @@ class Settings(BaseSettings):
     outbox_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     outbox_max_attempts: int = Field(default=8, ge=1, le=50)
     # Mail delivery (docs/operations/mail-delivery.md): which processes send (both: the API right after
-    # a commit, workers every outbox_poll_seconds; several of each never send a message twice at once),
-    # messages per SMTP connection, and batches sent in parallel per process.
+    # a commit, workers every outbox_poll_seconds; several of each never send a message twice at once:
+    # a lane sends only within its lease, see notify.jobs), messages per SMTP connection, and batches
+    # sent in parallel per process.
     outbox_delivery: Literal["api", "worker", "both"] = "both"
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
     outbox_batch_size: int = Field(default=100, ge=1, le=1000)
     outbox_concurrency: int = Field(default=4, ge=1, le=32)
     # A claimed batch is a process's for this long; after a crash its messages go out again (same Message-ID).
+    # A lane sends within three quarters of it (notify.jobs); at least OUTBOX_LEASE_SMTP_TIMEOUTS x smtp timeout.
     outbox_lease_seconds: float = Field(default=120.0, ge=1, le=3600)
 
     # Downstream systems (webhooks and their signed callbacks).
@@ -274,6 +278,12 @@ class Settings(BaseSettings):
         return data.with_name(data.stem + "-keys" + (data.suffix or ".db"))
 
 
+# The outbox lease in SMTP timeouts, at least: a lane sends within three quarters of its lease
+# (notify.jobs), a window that then holds six SMTP commands that each take almost the whole timeout
+# (connect, EHLO, MAIL, RCPT, DATA, the message): a slow relay still gets a message per batch out.
+OUTBOX_LEASE_SMTP_TIMEOUTS = 8
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning validation errors into one readable line."""
     try:
@@ -282,6 +292,13 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         name = "PRIVACY_" + "_".join(str(part) for part in first["loc"]).upper()
         raise ConfigError(f"invalid setting {name}: {first['msg']}") from None
+    if settings.outbox_lease_seconds < OUTBOX_LEASE_SMTP_TIMEOUTS * settings.smtp_timeout_seconds:
+        raise ConfigError(
+            "invalid setting PRIVACY_OUTBOX_LEASE_SECONDS: must be at least "
+            f"{OUTBOX_LEASE_SMTP_TIMEOUTS} x PRIVACY_SMTP_TIMEOUT_SECONDS "
+            f"({OUTBOX_LEASE_SMTP_TIMEOUTS * settings.smtp_timeout_seconds:g} s), so that a batch's "
+            "sending window holds a message on a relay that answers just inside the timeout"
+        )
     if settings.blind_index_key_source == "env" and settings.blind_index_key is None:
         raise ConfigError("invalid setting PRIVACY_BLIND_INDEX_KEY: required when PRIVACY_BLIND_INDEX_KEY_SOURCE=env")
     if settings.key_provider is KeyProviderKind.VAULT:

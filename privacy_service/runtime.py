@@ -117,6 +117,7 @@ def build_runtime(
             username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             starttls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout_seconds,
         ),
         deadlines=build_deadline_rules(policy),
         clock=clock or SystemClock(),

@@ -9,6 +9,7 @@ sender's domain, the same on every attempt, so mail systems and people can recog
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class SmtpMailer:
     username: str | None = None
     password: str | None = None
     starttls: bool = False
-    timeout: float = 10.0
+    timeout: float = 10.0  # each SMTP command's (PRIVACY_SMTP_TIMEOUT_SECONDS)
 
     def connect(self) -> SmtpConnection:
         return SmtpConnection(self)
@@ -138,11 +139,21 @@ class SmtpConnection:
         self._smtp = smtp
         return smtp
 
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
     async def send(self, mail: Mail) -> None:
-        smtp = await self._session()
         try:
+            smtp = await self._session()
             # aiosmtplib asks for SMTPUTF8 itself when an address needs it and the server offers it.
             await smtp.send_message(self._mailer.compose(mail))
+        except asyncio.CancelledError:
+            # Cut off mid-command (the lane's lease deadline, a shutdown): the session is in an unknown
+            # state, so it is closed at once rather than QUIT politely (which could wait a whole timeout).
+            self._drop()
+            raise
         except aiosmtplib.SMTPNotSupported:
             # Raised before any mail is handed over when the server lacks SMTPUTF8: no retry helps.
             raise MailError(SMTPUTF8_UNSUPPORTED, permanent=True) from None

@@ -326,11 +326,13 @@ async def test_a_worker_killed_after_sending_leaves_mail_sent_again_with_the_sam
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     count, accepted_before_kill = 10, 4
-    # Only the worker sends, one batch over one connection; a short lease for the rerun.
+    # Only the worker sends, one batch over one connection; a short lease for the rerun (the shortest
+    # a 1 s SMTP timeout allows).
     only_worker = {
         "PRIVACY_OUTBOX_DELIVERY": "worker",
         "PRIVACY_OUTBOX_CONCURRENCY": "1",
-        "PRIVACY_OUTBOX_LEASE_SECONDS": "4",
+        "PRIVACY_OUTBOX_LEASE_SECONDS": "8",
+        "PRIVACY_SMTP_TIMEOUT_SECONDS": "1",
     }
     with started(process_env(settings, tmp_path, "api", **only_worker), tmp_path, "serve", "--port", str(port)):
         await healthy([api])
