@@ -120,3 +120,16 @@ class LocalTime:
 def local_time(value: datetime, language: str, zone: tzinfo) -> LocalTime:
     """The server writes the moment in the policy's zone; portal.js rewrites it in the browser's own."""
     return LocalTime(iso=value.astimezone(UTC).isoformat(), text=date_time(value, language, zone))
+
+
+def language_links(languages: Sequence[str], page_path: str, current: str) -> list[dict[str, Any]]:
+    """The language switcher of a page (portal or console): each language by its own name, linking to this page."""
+    return [
+        {
+            "code": code,
+            "name": messages(code)["language_name"],
+            "href": f"{page_path}?lang={code}",
+            "current": code == current,
+        }
+        for code in languages
+    ]

@@ -30,6 +30,7 @@ from privacy_service.web.i18n import (
     LANGUAGE_COOKIE_MAX_AGE,
     chosen_by_query,
     format_locale,
+    language_links,
     local_time,
     long_date,
     messages,
@@ -381,15 +382,7 @@ def base_context(request: Request[Any, Any, Any], language: str, page_path: str)
         "code_minutes": settings.dsr_code_ttl_minutes,
         "date_locale": format_locale(language),
         "brand": f"{document.spec.controller.name} · {m['site']['brand']}",
-        "languages": [
-            {
-                "code": code,
-                "name": messages(code)["language_name"],
-                "href": f"{page_path}?lang={code}",
-                "current": code == language,
-            }
-            for code in document.languages
-        ],
+        "languages": language_links(document.languages, page_path, language),
         "csrf_token": ScopeState.from_scope(request.scope).csrf_token or "",
         "errors": {},
         "values": {},

@@ -18,7 +18,7 @@ import msgspec
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.datastructures import CacheControlHeader, Cookie
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Stream
 from litestar.static_files import create_static_files_router
@@ -29,7 +29,6 @@ from privacy_service.dsr.answer import answer_data
 from privacy_service.dsr.routes import export_download, kick_outbox, provide_dsr_service
 from privacy_service.dsr.service import DsrService, TooManyCodes
 from privacy_service.errors import (
-    RETRY_AFTER_SECONDS,
     UNAVAILABLE_ERRORS,
     Conflict,
     DomainError,
@@ -37,13 +36,12 @@ from privacy_service.errors import (
     Gone,
     InvalidInput,
     NotFound,
-    database_unavailable,
-    log_unhandled,
 )
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.policy.pages import negotiate_language, respond
 from privacy_service.ratelimit import ip_rate_limit
 from privacy_service.web.csrf import csrf_middleware
+from privacy_service.web.error_pages import error_page
 from privacy_service.web.i18n import check_catalogs, messages, visitor_language
 from privacy_service.web.pages import HTML_MEDIA_TYPE, STATIC, privacy_notice_page
 from privacy_service.web.portal import (
@@ -415,22 +413,10 @@ _ERROR_PAGES = {
 
 def portal_error_page(request: AnyRequest, exc: Exception) -> Response[bytes]:
     """Every error on a portal page is a page in the visitor's language: never JSON, never a trace."""
-    if isinstance(exc, DomainError):
-        status, headers = exc.status, dict(exc.headers or {})
-    elif isinstance(exc, HTTPException):
-        status, headers = exc.status_code, dict(exc.headers or {})
-    elif database_unavailable(exc):
-        status, headers = 503, {"Retry-After": RETRY_AFTER_SECONDS}
-    else:
-        status, headers = 500, {}
-    if status >= 500 and not (isinstance(exc, DomainError) and exc.transient):
-        log_unhandled(exc)
-    key = _ERROR_PAGES.get(status, "server_error" if status >= 500 else "bad_request")
-    if isinstance(exc, PermissionDeniedException) and "CSRF" in str(exc.detail):
-        key = "csrf"
+    shown = error_page(exc, _ERROR_PAGES)
     language = visitor_language(request, _policy(request).languages)
-    page = messages(language)["error_pages"][key]
-    retry_after = headers.get("Retry-After", "")
+    page = messages(language)["error_pages"][shown.key]
+    retry_after = shown.headers.get("Retry-After", "")
     seconds = int(retry_after) if retry_after.isdigit() else 0
     body = page["body_minutes"] if seconds >= 120 and "body_minutes" in page else page["body"]
     context = base_context(request, language, PORTAL_PATH)
@@ -439,8 +425,7 @@ def portal_error_page(request: AnyRequest, exc: Exception) -> Response[bytes]:
         body=body.format(seconds=seconds, minutes=math.ceil(seconds / 60)),
         reference=request.scope.get("state", {}).get("request_id"),
     )
-    kept = {name: value for name, value in headers.items() if name.lower() in {"retry-after", "allow"}}
-    return render("portal/error.html", context, status_code=status, headers=kept)
+    return render("portal/error.html", context, status_code=shown.status, headers=shown.headers)
 
 
 def portal_router(settings: Settings, policy: PolicyDocument, derived_secret: bytes) -> Router:

@@ -16,7 +16,7 @@ from typing import Any
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.exceptions import HTTPException
 from litestar.response import Redirect
 from litestar.utils.scope.state import ScopeState
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,11 +25,8 @@ from privacy_service.audit import service as audit
 from privacy_service.audit.service import Actor
 from privacy_service.config import Settings
 from privacy_service.errors import (
-    RETRY_AFTER_SECONDS,
     UNAVAILABLE_ERRORS,
     DomainError,
-    database_unavailable,
-    log_unhandled,
 )
 from privacy_service.operators.guards import source_tag
 from privacy_service.operators.service import authenticate, parse_key_id
@@ -54,10 +51,12 @@ from privacy_service.web.console.sessions import (
     start_session,
 )
 from privacy_service.web.csrf import csrf_middleware
+from privacy_service.web.error_pages import error_page
 from privacy_service.web.i18n import (
     LANGUAGE_COOKIE,
     LANGUAGE_COOKIE_MAX_AGE,
     chosen_by_query,
+    language_links,
     local_time,
     messages,
     visitor_language,
@@ -94,15 +93,7 @@ def _context(request: AnyRequest, language: str, page_path: str, current: str | 
         "m": m,
         "c": m["console"],
         "brand": f"{policy.spec.controller.name} · {m['console']['brand']}",
-        "languages": [
-            {
-                "code": code,
-                "name": messages(code)["language_name"],
-                "href": f"{page_path}?lang={code}",
-                "current": code == language,
-            }
-            for code in policy.languages
-        ],
+        "languages": language_links(policy.languages, page_path, language),
         "csrf_token": ScopeState.from_scope(request.scope).csrf_token or "",
         "operator": signed_in.operator.name if signed_in else None,
         "nav": navigation(signed_in.scopes, current or "") if signed_in else [],
@@ -280,25 +271,12 @@ def console_error_page(request: AnyRequest, exc: Exception) -> Response[Any]:
     sends the browser to sign-in."""
     if isinstance(exc, SignInRequired) and request.method == "GET":
         return Redirect(SIGN_IN_PATH, status_code=303)
-    if isinstance(exc, DomainError):
-        status, headers = exc.status, dict(exc.headers or {})
-    elif isinstance(exc, HTTPException):
-        status, headers = exc.status_code, dict(exc.headers or {})
-    elif database_unavailable(exc):
-        status, headers = 503, {"Retry-After": RETRY_AFTER_SECONDS}
-    else:
-        status, headers = 500, {}
-    if status >= 500 and not (isinstance(exc, DomainError) and exc.transient):
-        log_unhandled(exc)
-    key = _ERROR_PAGES.get(status, "server_error" if status >= 500 else "bad_request")
-    if isinstance(exc, PermissionDeniedException) and "CSRF" in str(exc.detail):
-        key = "csrf"
+    shown = error_page(exc, _ERROR_PAGES)
     language = _language(request)
     context = _context(request, language, request.url.path)
-    page = context["c"]["errors"][key]
+    page = context["c"]["errors"][shown.key]
     context.update(title=page["title"], body=page["body"], reference=request.scope.get("state", {}).get("request_id"))
-    kept = {name: value for name, value in headers.items() if name.lower() in {"retry-after", "allow"}}
-    return render(request, "console/error.html", context, status_code=status, headers=kept)
+    return render(request, "console/error.html", context, status_code=shown.status, headers=shown.headers)
 
 
 def console_router(settings: Settings, derived_secret: bytes) -> Router:
