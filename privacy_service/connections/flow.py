@@ -49,8 +49,6 @@ from privacy_service.retention.rules import subject_anchors
 from privacy_service.subjects.models import Subject
 from privacy_service.subjects.service import SubjectService
 from privacy_service.systems.events import emit
-from privacy_service.systems.fanout import recipient_binding
-from privacy_service.systems.models import Fanout
 
 # What an access request found in the connected databases: dataset -> collection -> rows.
 ConnectedRows = dict[str, dict[str, list[dict[str, Any]]]]
@@ -111,8 +109,6 @@ class Work:
         request: PrivacyRequest,
         key: DataKey,
         *,
-        to: str | None,
-        recipient_stored: bool,
         now: datetime,
         actor: Actor,
         http_request_id: str | None = None,
@@ -124,9 +120,6 @@ class Work:
         for task in self.tasks:
             task.identities_ct = key.seal(sealed, identities_binding(request.id, task.id))
             session.add(task)
-        if not recipient_stored:
-            recipient = key.seal(to.encode(), recipient_binding(request.id)) if to else None
-            session.add(Fanout(request_id=request.id, recipient_ct=recipient, created_at=now))
         audit.record(
             session,
             at=now,

@@ -107,24 +107,15 @@ class Processing(DsrBase):
             self.session,
             request,
             key,
-            to=to,
             settings=self.settings,
             now=now,
             actor=self.actor,
             http_request_id=self.request_id,
         )
-        if work.enqueue(
-            self.session,
-            request,
-            key,
-            to=to,
-            recipient_stored=waiting,
-            now=now,
-            actor=self.actor,
-            http_request_id=self.request_id,
-        ):
+        if work.enqueue(self.session, request, key, now=now, actor=self.actor, http_request_id=self.request_id):
             waiting = True
         if waiting:
+            downstream.remember_recipient(self.session, key, request.id, to, now)
             # Stays processing until every required system has answered and every connection task
             # is done (finish_after_systems).
             return

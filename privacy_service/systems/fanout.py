@@ -55,6 +55,15 @@ def recipient_binding(request_id: uuid.UUID) -> Binding:
     return Binding("system_fanouts", request_id, None, "recipient")
 
 
+def remember_recipient(
+    session: AsyncSession, key: DataKey, request_id: uuid.UUID, to: str | None, now: datetime
+) -> None:
+    """Keep the completion mail's address (sealed) for a request that waits for systems or connections:
+    an erasure removes it from the vault before the request completes (``recipient`` reads it back)."""
+    recipient = key.seal(to.encode(), recipient_binding(request_id)) if to else None
+    session.add(Fanout(request_id=request_id, recipient_ct=recipient, created_at=now))
+
+
 def callback_url(settings: Settings, delivery_id: uuid.UUID) -> str:
     return f"{settings.base_url.rstrip('/')}/v1/systems/callbacks/{delivery_id}"
 
@@ -78,7 +87,6 @@ class Plan:
         request: PrivacyRequest,
         key: DataKey,
         *,
-        to: str | None,
         settings: Settings,
         now: datetime,
         actor: Actor,
@@ -106,9 +114,6 @@ class Plan:
                 )
             )
             waiting = waiting or target.system.required
-        if waiting:
-            recipient = key.seal(to.encode(), recipient_binding(request.id)) if to else None
-            session.add(Fanout(request_id=request.id, recipient_ct=recipient, created_at=now))
         audit.record(
             session,
             at=now,
