@@ -26,13 +26,33 @@ LANGUAGE_COOKIE = "privacy_lang"
 LANGUAGE_COOKIE_MAX_AGE = 365 * 24 * 3600
 
 
+def _load(path: Path) -> dict[str, Any]:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise TypeError(f"messages/{path.relative_to(MESSAGES)}: expected a mapping")
+    return raw
+
+
+def _merge(into: dict[str, Any], fragment: Mapping[str, Any], where: str) -> None:
+    """Adds a fragment's keys; a key both define (a leaf, or a leaf against a section) is an error."""
+    for key, value in fragment.items():
+        if key not in into:
+            into[key] = value
+        elif isinstance(into[key], dict) and isinstance(value, Mapping):
+            _merge(into[key], value, f"{where}{key}.")
+        else:
+            raise ValueError(f"messages: {where}{key} is defined twice")
+
+
 @lru_cache(maxsize=8)
 def messages(language: str) -> Mapping[str, Any]:
-    """The portal's catalog for one language (a nested mapping; templates read ``m.section.key``)."""
-    raw = yaml.safe_load((MESSAGES / f"{language}.yaml").read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        raise TypeError(f"messages/{language}.yaml: expected a mapping")
-    return raw
+    """The portal's and the console's catalog for one language (a nested mapping; templates read
+    ``m.section.key``): ``messages/<lang>.yaml``, with the fragments in ``messages/<lang>/*.yaml`` merged in
+    (one per console area, so each area's words live beside each other)."""
+    catalog = _load(MESSAGES / f"{language}.yaml")
+    for fragment in sorted((MESSAGES / language).glob("*.yaml")):
+        _merge(catalog, _load(fragment), "")
+    return catalog
 
 
 def _keys(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

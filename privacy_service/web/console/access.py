@@ -29,9 +29,20 @@ class Page:
         return {"console": True, "console_scopes": self.scopes}
 
 
-# The navigation, in order. A page the next pieces of issue 17 add goes here with its scopes.
+def console_opt(*scopes: str) -> dict[str, Any]:
+    """The ``opt`` of a console action that needs more than its page (e.g. placing a hold)."""
+    return {"console": True, "console_scopes": frozenset(scopes)}
+
+
+# The navigation, in order: each area's pages and the scopes that open them.
 PAGES: dict[str, Page] = {
     "dashboard": Page("dashboard", "/console", frozenset()),
+    "requests": Page("requests", "/console/requests", frozenset({"requests:manage"})),
+    "subjects": Page("subjects", "/console/subjects", frozenset({"subjects:read"})),
+    "breaches": Page("breaches", "/console/breaches", frozenset({"breaches:manage"})),
+    "retention": Page("retention", "/console/retention", frozenset({"retention:run"})),
+    "audit": Page("audit", "/console/audit", frozenset({"audit:read"})),
+    "systems": Page("systems", "/console/systems", frozenset({"systems:manage"})),
     "api": Page("api", "/console/api", frozenset()),
 }
 SIGNED_IN: dict[str, Any] = {"console": True, "console_scopes": frozenset()}  # e.g. sign-out

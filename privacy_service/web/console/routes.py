@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from litestar import Controller, Request, Response, Router, get, post
+from litestar import Controller, Response, Router, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect
-from litestar.utils.scope.state import ScopeState
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
@@ -30,7 +29,6 @@ from privacy_service.errors import (
 )
 from privacy_service.operators.guards import source_tag
 from privacy_service.operators.service import authenticate, parse_key_id
-from privacy_service.policy.document import PolicyDocument
 from privacy_service.ratelimit import Limit, client_key, ip_rate_limit
 from privacy_service.web.console.access import (
     PAGES,
@@ -39,10 +37,22 @@ from privacy_service.web.console.access import (
     SignInRequired,
     console_guard,
     current_session,
-    navigation,
     signed_in_operator,
 )
+from privacy_service.web.console.audit import AuditConsole
+from privacy_service.web.console.breaches import BreachesConsole
 from privacy_service.web.console.dashboard import dashboard
+from privacy_service.web.console.rendering import (
+    CONSOLE_CSP,
+    CSRF_COOKIE,
+    AnyRequest,
+    console_language,
+    page_context,
+    render,
+    settings_of,
+)
+from privacy_service.web.console.requests import RequestsConsole
+from privacy_service.web.console.retention import RetentionConsole
 from privacy_service.web.console.sessions import (
     CONSOLE_PATH,
     SESSION_COOKIE,
@@ -50,97 +60,18 @@ from privacy_service.web.console.sessions import (
     end_session,
     start_session,
 )
+from privacy_service.web.console.subjects import SubjectsConsole
+from privacy_service.web.console.systems import SystemsConsole
 from privacy_service.web.csrf import csrf_middleware
 from privacy_service.web.error_pages import error_page
-from privacy_service.web.i18n import (
-    LANGUAGE_COOKIE,
-    LANGUAGE_COOKIE_MAX_AGE,
-    chosen_by_query,
-    language_links,
-    local_time,
-    messages,
-    visitor_language,
-)
-from privacy_service.web.pages import HTML_CSP, HTML_MEDIA_TYPE, environment
+from privacy_service.web.i18n import messages
 
-AnyRequest = Request[Any, Any, Any]
-CSRF_COOKIE = "privacy_console_csrf"
-CONSOLE_CSP = HTML_CSP + "; script-src 'self'"
 # The API reference (Swagger UI, vendored under /static/vendor): its icons are data: URIs, and it reads
 # the OpenAPI document from this origin.
 API_REFERENCE_CSP = CONSOLE_CSP.replace("img-src 'self'", "img-src 'self' data:") + "; connect-src 'self'"
 FAILED_BUCKET = "console_sign_in_failed"
 KEY_MAX = 200  # longer than any key: refused as malformed without being hashed
 PUBLIC = {"public": True}
-
-
-def _settings(request: AnyRequest) -> Settings:
-    settings: Settings = request.app.state.runtime.settings
-    return settings
-
-
-def _language(request: AnyRequest) -> str:
-    policy: PolicyDocument = request.app.state.policy
-    return visitor_language(request, policy.languages)
-
-
-def _context(request: AnyRequest, language: str, page_path: str, current: str | None = None) -> dict[str, Any]:
-    policy: PolicyDocument = request.app.state.policy
-    m = messages(language)
-    signed_in = request.scope.get("state", {}).get("console")
-    return {
-        "language": language,
-        "m": m,
-        "c": m["console"],
-        "brand": f"{policy.spec.controller.name} · {m['console']['brand']}",
-        "languages": language_links(policy.languages, page_path, language),
-        "csrf_token": ScopeState.from_scope(request.scope).csrf_token or "",
-        "operator": signed_in.operator.name if signed_in else None,
-        "nav": navigation(signed_in.scopes, current or "") if signed_in else [],
-        "zone": policy.spec.display_time_zone,
-        "errors": {},
-    }
-
-
-def _cookies(request: AnyRequest, language: str) -> list[Cookie]:
-    """A ``?lang=`` choice is remembered for the console's next pages."""
-    if chosen_by_query(request, request.app.state.policy.languages) != language:
-        return []
-    return [
-        Cookie(
-            key=LANGUAGE_COOKIE,
-            value=language,
-            path=CONSOLE_PATH,
-            max_age=LANGUAGE_COOKIE_MAX_AGE,
-            httponly=True,
-            samesite="strict",
-            secure=_settings(request).base_url.startswith("https://"),
-        )
-    ]
-
-
-def render(
-    request: AnyRequest,
-    template: str,
-    context: dict[str, Any],
-    *,
-    status_code: int = 200,
-    headers: dict[str, str] | None = None,
-    csp: str = CONSOLE_CSP,
-) -> Response[bytes]:
-    body = environment.get_template(template).render(**context).encode()
-    return Response(
-        content=body,
-        status_code=status_code,
-        media_type=HTML_MEDIA_TYPE,
-        headers={
-            "Content-Security-Policy": csp,
-            "Content-Language": str(context["language"]),
-            "Cache-Control": "no-store",
-            **(headers or {}),
-        },
-        cookies=_cookies(request, str(context["language"])),
-    )
 
 
 def _session_cookie(request: AnyRequest, value: str, max_age: int | None) -> Cookie:
@@ -150,7 +81,7 @@ def _session_cookie(request: AnyRequest, value: str, max_age: int | None) -> Coo
         path=CONSOLE_PATH,
         max_age=max_age,
         httponly=True,
-        secure=_settings(request).base_url.startswith("https://"),
+        secure=settings_of(request).base_url.startswith("https://"),
         samesite="strict",
     )
 
@@ -158,8 +89,8 @@ def _session_cookie(request: AnyRequest, value: str, max_age: int | None) -> Coo
 def _sign_in_page(
     request: AnyRequest, *, error: str | None = None, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response[bytes]:
-    language = _language(request)
-    context = _context(request, language, SIGN_IN_PATH)
+    language = console_language(request)
+    context = page_context(request, language, SIGN_IN_PATH)
     c = context["c"]
     context.update(
         title=c["sign_in"]["title"],
@@ -203,8 +134,8 @@ class ConsoleController(Controller):
     @post("/sign-in", guards=[ip_rate_limit("console_sign_in")], opt=PUBLIC)
     async def sign_in(self, request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Response[Any]:
         state = request.app.state
-        settings = _settings(request)
-        c = messages(_language(request))["console"]["sign_in"]
+        settings = settings_of(request)
+        c = messages(console_language(request))["console"]["sign_in"]
         key = str((await request.form()).get("key", "")).strip()
         if not key:
             return _sign_in_page(request, error=c["key_required"], status_code=422)
@@ -245,20 +176,15 @@ class ConsoleController(Controller):
         state = request.app.state
         now = state.clock.now()
         board = await dashboard(db_session, signed_in.scopes, now)
-        language = _language(request)
-        zone = state.policy.display_zone
-        context = _context(request, language, CONSOLE_PATH, "dashboard")
-        context.update(
-            title=context["c"]["dashboard"]["title"],
-            board=board,
-            when=lambda moment: local_time(moment, language, zone),
-        )
+        language = console_language(request)
+        context = page_context(request, language, CONSOLE_PATH, "dashboard")
+        context.update(title=context["c"]["dashboard"]["title"], board=board)
         return render(request, "console/dashboard.html", context)
 
     @get("/api", guards=[console_guard], opt=PAGES["api"].opt)
     async def api_reference(self, request: AnyRequest) -> Response[bytes]:
-        language = _language(request)
-        context = _context(request, language, PAGES["api"].path, "api")
+        language = console_language(request)
+        context = page_context(request, language, PAGES["api"].path, "api")
         context.update(title=context["c"]["api"]["title"])
         return render(request, "console/api.html", context, csp=API_REFERENCE_CSP)
 
@@ -272,17 +198,21 @@ def console_error_page(request: AnyRequest, exc: Exception) -> Response[Any]:
     if isinstance(exc, SignInRequired) and request.method == "GET":
         return Redirect(SIGN_IN_PATH, status_code=303)
     shown = error_page(exc, _ERROR_PAGES)
-    language = _language(request)
-    context = _context(request, language, request.url.path)
+    language = console_language(request)
+    context = page_context(request, language, request.url.path)
     page = context["c"]["errors"][shown.key]
     context.update(title=page["title"], body=page["body"], reference=request.scope.get("state", {}).get("request_id"))
     return render(request, "console/error.html", context, status_code=shown.status, headers=shown.headers)
 
 
+# Each area's controller (its own module, templates/console/<area>/ and messages/<lang>/console_<area>.yaml).
+AREAS = (RequestsConsole, SubjectsConsole, BreachesConsole, RetentionConsole, AuditConsole, SystemsConsole)
+
+
 def console_router(settings: Settings, derived_secret: bytes) -> Router:
     return Router(
         path="/",
-        route_handlers=[ConsoleController],
+        route_handlers=[ConsoleController, *AREAS],
         middleware=[csrf_middleware(settings, derived_secret, cookie_name=CSRF_COOKIE, cookie_path=CONSOLE_PATH)],
         exception_handlers=dict.fromkeys(
             (DomainError, HTTPException, *UNAVAILABLE_ERRORS, Exception), console_error_page
