@@ -132,3 +132,13 @@ async def fixture_engine(fixture_url: str, _engine_pool: dict[str, AsyncEngine])
 def wallet_ops() -> Dataset:
     (dataset,) = load_dataset_file(DATASETS / "wallet_ops.yml")
     return dataset
+
+
+@pytest.fixture
+async def fixture_sqlite(tmp_path: Path) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A fixture database of the test's own on SQLite (its URL for a connection, and an engine on it)."""
+    path = tmp_path / "wallet_ops.db"
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    await fixture_db.reset(engine)
+    yield f"sqlite:///{path}", engine
+    await engine.dispose()

@@ -14,7 +14,8 @@ from privacy_service.audit.service import Actor
 from privacy_service.connections.schemas import ConnectionCreate
 from privacy_service.connections.service import ConnectionService
 from privacy_service.runtime import Runtime
-from tests.conftest import ROOT
+from tests.api.dsr_support import submit_and_verify
+from tests.conftest import ROOT, MailSink
 from tests.connections import fixture_db
 
 DATASETS = Path(__file__).resolve().parent / "datasets"
@@ -54,3 +55,14 @@ async def tasks(runtime: Runtime) -> list[dict[str, Any]]:
     async with runtime.db.engine.connect() as conn:
         result = await conn.execute(text("SELECT * FROM connection_tasks ORDER BY connection_name"))
         return [dict(row._mapping) for row in result]
+
+
+async def approved_erasure(
+    client: AsyncClient, runtime: Runtime, mail: MailSink, auth: dict[str, str], email: str = fixture_db.A_EMAIL
+) -> str:
+    """An erasure request for ``email``, confirmed by its code and approved by an operator: its id."""
+    request_id, _ = await submit_and_verify(client, runtime, mail, email, "erase")
+    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "processing"
+    return request_id

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from privacy_service.audit.service import Actor
 from privacy_service.config import Settings
@@ -24,7 +24,13 @@ from privacy_service.subjects.service import LEGAL_HOLD_BASIS
 from tests.api.dsr_support import fresh_settings, submit_and_verify
 from tests.conftest import ROOT, MailSink
 from tests.connections import fixture_db
-from tests.connections.execution_support import add_connection, make_customer_a, policy_dir_with_dataset, tasks
+from tests.connections.execution_support import (
+    add_connection,
+    approved_erasure,
+    make_customer_a,
+    policy_dir_with_dataset,
+    tasks,
+)
 from tests.integration.test_erasure_resume import child_env
 
 
@@ -37,13 +43,6 @@ def backend() -> str:
 async def settings(make_settings: Any, backend: str, tmp_path: Path) -> Settings:
     return await fresh_settings(make_settings, backend, policy_dir=policy_dir_with_dataset(tmp_path))
 
-
-@pytest.fixture
-async def fixture_sqlite(tmp_path: Path) -> tuple[str, AsyncEngine]:
-    path = tmp_path / "wallet_ops.db"
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    await fixture_db.reset(engine)
-    return f"sqlite:///{path}", engine
 
 
 async def test_a_customer_under_a_legal_hold_is_not_touched_in_a_connected_database(
@@ -60,8 +59,7 @@ async def test_a_customer_under_a_legal_hold_is_not_touched_in_a_connected_datab
     held = await client.post(f"/v1/subjects/{subject_id}/holds", json={"reason": "litigation 2026-17"}, headers=auth)
     assert held.status_code == 201, held.text
     await add_connection(runtime, url)
-    request_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "erase")
-    await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    request_id = await approved_erasure(client, runtime, mail, auth)
     [task] = await tasks(runtime)
     assert task["targets"] in ({}, "{}")  # nothing to write
     await run_connection_tasks(runtime)
@@ -88,8 +86,7 @@ async def test_a_connection_removed_while_its_erasure_waits_cancels_the_task_and
         before = await fixture_db.snapshot(conn)
     await make_customer_a(client, auth)
     connection_id = await add_connection(runtime, url)
-    request_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "erase")
-    await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    request_id = await approved_erasure(client, runtime, mail, auth)
     async with runtime.db.transaction() as session:
         service = ConnectionService(session, runtime.keys, runtime.clock, runtime.settings, Actor.system("test"))
         await service.remove(uuid.UUID(connection_id))

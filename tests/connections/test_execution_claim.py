@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from privacy_service.config import Settings
 from privacy_service.connections import runner
@@ -30,13 +30,6 @@ async def settings(make_settings: Any, backend: str, tmp_path: Path) -> Settings
         make_settings, backend, policy_dir=policy_dir_with_dataset(tmp_path), connections_task_timeout_seconds=3600
     )
 
-
-@pytest.fixture
-async def fixture_sqlite(tmp_path: Path) -> tuple[str, AsyncEngine]:
-    path = tmp_path / "wallet_ops.db"
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    await fixture_db.reset(engine)
-    return f"sqlite:///{path}", engine
 
 
 async def _two_access_requests(client: AsyncClient, runtime: Runtime, auth: dict[str, str], mail: MailSink) -> None:

@@ -26,7 +26,13 @@ from privacy_service.systems import events
 from tests.api.dsr_support import bearer, fresh_settings, submit_and_verify
 from tests.conftest import ROOT, MailSink
 from tests.connections import fixture_db
-from tests.connections.execution_support import add_connection, make_customer_a, policy_dir_with_dataset, tasks
+from tests.connections.execution_support import (
+    add_connection,
+    approved_erasure,
+    make_customer_a,
+    policy_dir_with_dataset,
+    tasks,
+)
 from tests.integration.test_erasure_resume import child_env
 
 PASSWORD = "Pw-9f3kQ-secret"
@@ -196,8 +202,7 @@ async def test_a_successful_access_and_erasure_log_and_audit_no_row_value_nor_th
     caplog.set_level(logging.DEBUG)
     access_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "access")
     assert (await run_connection_tasks(runtime)).done == 1
-    erase_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "erase")
-    await client.post(f"/v1/requests/{erase_id}/approve", json={}, headers=auth)
+    erase_id = await approved_erasure(client, runtime, mail, auth)
     assert (await run_connection_tasks(runtime)).done == 1
     assert {event for _, event, _ in recorded.lines} >= {"connection_task_done", "connection_tasks_planned"}
     async with runtime.db.engine.connect() as conn:

@@ -21,9 +21,9 @@ from privacy_service.connections.datasets import check_datasets
 from privacy_service.connections.runner import run_connection_tasks
 from privacy_service.connections.tasks import NO_PRIMARY_KEY, NOT_ERASED_BASIS, READ_ONLY_BASIS, erasure_plan
 from privacy_service.runtime import Runtime
-from tests.api.dsr_support import fresh_settings, submit_and_verify
+from tests.api.dsr_support import fresh_settings
 from tests.conftest import MailSink
-from tests.connections.execution_support import policy_dir_with_dataset, tasks
+from tests.connections.execution_support import approved_erasure, policy_dir_with_dataset, tasks
 
 EMAIL = "nokey@example.com"
 ID = {
@@ -145,9 +145,7 @@ async def test_an_erasure_on_a_connection_with_a_keyless_collection_completes_an
         await service.add(ConnectionCreate(name="shop", dataset="shop", url=f"sqlite:///{path}"))
     created = await client.post("/v1/subjects", json={"email": EMAIL}, headers=auth)
     assert created.status_code == 201, created.text
-    request_id, _ = await submit_and_verify(client, runtime, mail, EMAIL, "erase")
-    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
-    assert approved.json()["status"] == "processing"
+    request_id = await approved_erasure(client, runtime, mail, auth, EMAIL)
     result = await run_connection_tasks(runtime)
     assert (result.done, result.needs_operator, result.completed_requests) == (1, 0, 1)
     async with engine.connect() as conn:

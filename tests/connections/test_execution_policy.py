@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from privacy_service.config import Settings
 from privacy_service.connections.runner import masking_secret, run_connection_tasks
@@ -22,7 +22,13 @@ from tests.api.dsr_support import fresh_settings, submit_and_verify
 from tests.api.test_systems_api import UNUSED_URL, callback_urls
 from tests.conftest import MailSink
 from tests.connections import fixture_db
-from tests.connections.execution_support import add_connection, make_customer_a, policy_dir_with_dataset, tasks
+from tests.connections.execution_support import (
+    add_connection,
+    approved_erasure,
+    make_customer_a,
+    policy_dir_with_dataset,
+    tasks,
+)
 from tests.integration.systems_support import answer, register
 
 MASKING = {
@@ -55,13 +61,6 @@ async def settings(make_settings: Any, backend: str, tmp_path: Path, masking: bo
     return await fresh_settings(make_settings, backend, policy_dir=policies, systems_allow_private_networks=True)
 
 
-@pytest.fixture
-async def fixture_sqlite(tmp_path: Path) -> tuple[str, AsyncEngine]:
-    path = tmp_path / "wallet_ops.db"
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-    await fixture_db.reset(engine)
-    return f"sqlite:///{path}", engine
-
 
 @pytest.mark.parametrize("masking", [True])
 async def test_the_policy_names_the_masking_of_each_category(
@@ -76,8 +75,7 @@ async def test_the_policy_names_the_masking_of_each_category(
     customers = fixture_db.TABLES["customers"]
     await make_customer_a(client, auth)
     await add_connection(runtime, url)
-    request_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "erase")
-    await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
+    await approved_erasure(client, runtime, mail, auth)
     [task] = await tasks(runtime)
     assert '"hash"' in str(task["targets"])
     assert (await run_connection_tasks(runtime)).done == 1

@@ -18,10 +18,16 @@ from privacy_service.config import Settings
 from privacy_service.connections import runner
 from privacy_service.connections.runner import run_connection_tasks
 from privacy_service.runtime import Runtime
-from tests.api.dsr_support import fresh_settings, submit_and_verify
+from tests.api.dsr_support import fresh_settings
 from tests.conftest import MailSink
 from tests.connections import fixture_db
-from tests.connections.execution_support import add_connection, make_customer_a, policy_dir_with_dataset, tasks
+from tests.connections.execution_support import (
+    add_connection,
+    approved_erasure,
+    make_customer_a,
+    policy_dir_with_dataset,
+    tasks,
+)
 
 
 class Later:
@@ -59,9 +65,7 @@ async def test_a_rerun_after_the_connected_commit_reports_what_the_first_run_fou
 ) -> None:
     await make_customer_a(client, auth)
     await add_connection(runtime, fixture_url)
-    request_id, _ = await submit_and_verify(client, runtime, mail, fixture_db.A_EMAIL, "erase")
-    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
-    assert approved.json()["status"] == "processing"
+    request_id = await approved_erasure(client, runtime, mail, auth)
 
     # Run 1: the connected database commits, then the worker dies before recording the task.
     real_record = runner._record

@@ -30,7 +30,13 @@ from privacy_service.runtime import Runtime
 from tests.api.dsr_support import fresh_settings, submit_and_verify
 from tests.conftest import MailSink
 from tests.connections import fixture_db
-from tests.connections.execution_support import add_connection, make_customer_a, policy_dir_with_dataset, tasks
+from tests.connections.execution_support import (
+    add_connection,
+    approved_erasure,
+    make_customer_a,
+    policy_dir_with_dataset,
+    tasks,
+)
 
 
 def _shared(table: str) -> set[str]:
@@ -187,9 +193,7 @@ async def test_erasure_reports_kept_only_where_the_customer_has_rows(
     async with fixture_engine.connect() as conn:
         before = await fixture_db.snapshot(conn)
     await add_connection(runtime, fixture_url)
-    request_id, _ = await submit_and_verify(client, runtime, mail, "zed@example.com", "erase")
-    approved = await client.post(f"/v1/requests/{request_id}/approve", json={}, headers=auth)
-    assert approved.status_code == 200, approved.text
+    request_id = await approved_erasure(client, runtime, mail, auth, "zed@example.com")
     assert (await run_connection_tasks(runtime)).done == 1
     [task] = await tasks(runtime)
     kept_by_task = json.loads(task["kept"]) if isinstance(task["kept"], str) else task["kept"]
