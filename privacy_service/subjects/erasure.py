@@ -11,6 +11,7 @@ aside; an override refused (a legal hold, or a subject already erased) is audite
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -104,6 +105,30 @@ async def _latest_record_times(
     return {category: (occurred, stored) for category, occurred, stored in rows.all()}
 
 
+async def legal_duties(
+    session: AsyncSession, rules: DeadlineRules, subject: Subject, held: Iterable[str], now: datetime
+) -> dict[str, Retention]:
+    """Which of the ``held`` categories of an active subject a legal duty would keep if it were erased
+    at ``now``, on which basis and until when (what :func:`erase_subject` keeps; the console shows it
+    before an erasure)."""
+    # The anchors are the purge's (retention.rules), so a kept category ends when the purge would
+    # end it. One difference: the erasure closes an account that is still open (SubjectService.erase
+    # records it), so the account closing is now; every other trigger already happened or never will.
+    anchors = subject_anchors(subject)
+    if anchors["account_closed_at"] is None:
+        anchors["account_closed_at"] = now
+    latest = await _latest_record_times(session, subject.id)
+    duties: dict[str, Retention] = {}
+    for category in held:
+        # A duty on the records' own time runs from the category's latest record (exactly).
+        occurred, stored = latest.get(category, (None, None))
+        own = record_anchors(occurred, stored, anchors) if stored is not None else anchors
+        duty = rules.legal_duty(category, own)
+        if duty is not None and duty.until > now:
+            duties[category] = duty
+    return duties
+
+
 async def erase_subject(
     session: AsyncSession,
     subjects: SubjectService,
@@ -128,21 +153,7 @@ async def erase_subject(
         return Erasure(previous.report, previous.result, override_refused=True)
     held = await subjects.categories_held(subject_id)
     now = clock.now()
-    # The anchors are the purge's (retention.rules), so a kept category ends when the purge would
-    # end it. One difference: the erasure closes an account that is still open (SubjectService.erase
-    # records it), so the account closing is now; every other trigger already happened or never will.
-    anchors = subject_anchors(subject)
-    if anchors["account_closed_at"] is None:
-        anchors["account_closed_at"] = now
-    latest = await _latest_record_times(session, subject_id)
-    duties: dict[str, Retention] = {}
-    for category in held:
-        # A duty on the records' own time runs from the category's latest record (exactly).
-        occurred, stored = latest.get(category, (None, None))
-        own = record_anchors(occurred, stored, anchors) if stored is not None else anchors
-        duty = rules.legal_duty(category, own)
-        if duty is not None and duty.until > now:
-            duties[category] = duty
+    duties = await legal_duties(session, rules, subject, held, now)
     under_hold = await subjects.under_hold(subject_id)
     overridden: tuple[dict[str, Any], ...] = ()
     keep = duties

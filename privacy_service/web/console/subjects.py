@@ -1,16 +1,244 @@
 """The console's subjects area: look up a subject by e-mail, phone or external id (audited as a read); a subject's
 records, kept data, legal holds and erasure.
 
-Built by issue 17; the page's scopes are declared in ``access.PAGES["subjects"]``.
+Thin controllers over the services the API calls, with the signed-in operator as the actor, so the audit log
+records a console action as it records the API's: the lookup is ``SubjectService.lookup`` (POST, so the identifier
+never reaches a URL, a log or the browser's history), the page is ``SubjectService.read`` / ``list_records`` /
+``HoldService.list`` (each audited as the API's GETs are), holds are ``HoldService.place`` / ``release`` and
+erasure is ``subjects.erasure.erase_subject`` (what ``DELETE /v1/subjects/{id}`` and a data-subject request run:
+a legal hold refuses it, a legal duty keeps its categories). Each action needs the scopes of its API route.
+
+Reasons for a release or an erasure are picked from a fixed list (with an optional case reference), never free
+text, because they go into the permanent audit log (``console.reason``) beside the service's own event.
+The page's scopes are declared in ``access.PAGES["subjects"]``.
 """
 
 from __future__ import annotations
 
-from litestar import Controller
+import uuid
+from typing import Any
 
+from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from privacy_service.audit import service as audit
+from privacy_service.errors import Conflict, Gone, InvalidInput, NotFound
+from privacy_service.retention.models import LegalHold
+from privacy_service.subjects.erasure import erase_subject
+from privacy_service.subjects.models import Subject
+from privacy_service.subjects.service import IDENTIFIERS
+from privacy_service.web.console.access import PAGES, console_guard, console_opt, signed_in_operator
+from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, render
 from privacy_service.web.console.sessions import CONSOLE_PATH
+from privacy_service.web.console.subjects_forms import (
+    ERASE_REASONS,
+    RELEASE_REASONS,
+    hold_form,
+    lookup_form,
+    reason_form,
+)
+from privacy_service.web.console.subjects_view import (
+    erasure_outcome,
+    hold_service,
+    subject_page,
+    subject_service,
+)
+
+BASE = f"{CONSOLE_PATH}/subjects"
+READ = PAGES["subjects"].opt  # subjects:read, as POST /v1/subjects/lookup and GET /v1/subjects/{id}
+WRITE = console_opt("subjects:write")  # as POST/DELETE /v1/subjects/{id}/holds and DELETE /v1/subjects/{id}
+RECORDS_PER_PAGE = 50
+
+
+def _context(request: AnyRequest, title_key: str, path: str) -> dict[str, Any]:
+    context = page_context(request, console_language(request), path, "subjects")
+    s = context["c"]["subjects"]
+    context.update(s=s, title=s[title_key], write="subjects:write" in context["scopes"])
+    return context
+
+
+async def _subject_row(db_session: AsyncSession, subject_id: uuid.UUID) -> Subject:
+    subject = await db_session.get(Subject, subject_id)
+    if subject is None:
+        raise NotFound("no subject with this id")
+    return subject
+
+
+def _reason_audit(
+    request: AnyRequest, db_session: AsyncSession, subject_id: uuid.UUID, action: str, reason: dict[str, str]
+) -> None:
+    """The console's reason for an action, beside the service's own event (codes and a case number only)."""
+    audit.record(
+        db_session,
+        at=request.app.state.clock.now(),
+        actor=signed_in_operator(request).operator.actor,
+        action="console.reason",
+        subject_id=subject_id,
+        request_id=request.scope.get("state", {}).get("request_id"),
+        detail={"for": action, **reason},
+    )
 
 
 class SubjectsConsole(Controller):
-    path = f"{CONSOLE_PATH}/subjects"
+    path = BASE
     include_in_schema = False
+
+    # -- look-up ---------------------------------------------------------------------------------
+
+    @get("/", guards=[console_guard], opt=READ)
+    async def index(self, request: AnyRequest) -> Response[bytes]:
+        context = _context(request, "title", BASE)
+        context.update(kinds=IDENTIFIERS, chosen="email", not_found=False)
+        return render(request, "console/subjects/index.html", context)
+
+    @post("/lookup", guards=[console_guard], opt=READ)
+    async def lookup(self, request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Response[Any]:
+        context = _context(request, "title", BASE)
+        s = context["s"]
+        form = await request.form()
+        kind, value, errors = lookup_form(form, s)
+        context.update(kinds=IDENTIFIERS, chosen=kind if kind in IDENTIFIERS else "email", not_found=False)
+        if not errors:
+            try:
+                found = await subject_service(request, db_session).lookup(kind, value)
+            except InvalidInput:
+                # The service's message names the identifier's problem, never shown: one generic line.
+                errors = {"value": s["errors"]["value_invalid"]}
+            else:
+                if found:
+                    return Redirect(f"{BASE}/{found[0].id}", status_code=303)
+                context.update(not_found=True)
+                return render(request, "console/subjects/index.html", context)
+        context.update(errors=errors)
+        return render(request, "console/subjects/index.html", context, status_code=422)
+
+    # -- a subject's page ------------------------------------------------------------------------
+
+    @get("/{subject_id:uuid}", guards=[console_guard], opt=READ)
+    async def subject(
+        self,
+        request: AnyRequest,
+        db_session: NamedDependency[AsyncSession],
+        subject_id: FromPath[uuid.UUID],
+        after: FromQuery[uuid.UUID | None] = None,
+        done: FromQuery[str | None] = None,
+    ) -> Response[bytes]:
+        context = _context(request, "subject_title", f"{BASE}/{subject_id}")
+        language = context["language"]
+        page = await subject_page(
+            request, db_session, subject_id, after=after, limit=RECORDS_PER_PAGE, language=language
+        )
+        context.update(page, done=done if done in context["s"]["done"] else None)
+        return render(request, "console/subjects/subject.html", context)
+
+    # -- legal holds -----------------------------------------------------------------------------
+
+    @get("/{subject_id:uuid}/holds/new", guards=[console_guard], opt=WRITE)
+    async def hold_new(
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
+    ) -> Response[bytes]:
+        await _subject_row(db_session, subject_id)
+        context = _context(request, "hold_title", f"{BASE}/{subject_id}/holds/new")
+        context.update(subject_id=subject_id, form={})
+        return render(request, "console/subjects/hold.html", context)
+
+    @post("/{subject_id:uuid}/holds", guards=[console_guard], opt=WRITE)
+    async def hold_place(
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
+    ) -> Response[Any]:
+        context = _context(request, "hold_title", f"{BASE}/{subject_id}/holds/new")
+        body, errors = hold_form(await request.form(), context["s"], request.app.state.policy.display_zone)
+        if body is not None:
+            try:
+                await hold_service(request, db_session).place(subject_id, body)
+            except InvalidInput:
+                errors = {"until": context["s"]["errors"]["until_past"]}
+            else:
+                return Redirect(f"{BASE}/{subject_id}?done=hold_placed", status_code=303)
+        await _subject_row(db_session, subject_id)
+        # The reason is not filled back in: it may name people, and is only ever kept sealed.
+        context.update(subject_id=subject_id, errors=errors)
+        return render(request, "console/subjects/hold.html", context, status_code=422)
+
+    async def _hold(self, db_session: AsyncSession, subject_id: uuid.UUID, hold_id: uuid.UUID) -> LegalHold:
+        hold = await db_session.get(LegalHold, hold_id)
+        if hold is None or hold.subject_id != subject_id:
+            raise NotFound("no hold with this id for this subject")
+        return hold
+
+    @get("/{subject_id:uuid}/holds/{hold_id:uuid}/release", guards=[console_guard], opt=WRITE)
+    async def hold_release_form(
+        self,
+        request: AnyRequest,
+        db_session: NamedDependency[AsyncSession],
+        subject_id: FromPath[uuid.UUID],
+        hold_id: FromPath[uuid.UUID],
+    ) -> Response[bytes]:
+        hold = await self._hold(db_session, subject_id, hold_id)
+        path = f"{BASE}/{subject_id}/holds/{hold_id}/release"
+        context = _context(request, "release_title", path)
+        context.update(subject_id=subject_id, hold=hold, reasons=RELEASE_REASONS)
+        return render(request, "console/subjects/release.html", context)
+
+    @post("/{subject_id:uuid}/holds/{hold_id:uuid}/release", guards=[console_guard], opt=WRITE)
+    async def hold_release(
+        self,
+        request: AnyRequest,
+        db_session: NamedDependency[AsyncSession],
+        subject_id: FromPath[uuid.UUID],
+        hold_id: FromPath[uuid.UUID],
+    ) -> Response[Any]:
+        path = f"{BASE}/{subject_id}/holds/{hold_id}/release"
+        context = _context(request, "release_title", path)
+        reason, errors = reason_form(await request.form(), context["s"], RELEASE_REASONS, confirm=None)
+        hold = await self._hold(db_session, subject_id, hold_id)
+        if reason is not None:
+            try:
+                await hold_service(request, db_session).release(subject_id, hold_id)
+            except Conflict:
+                errors = {"reason": context["s"]["errors"]["already_released"]}
+            else:
+                _reason_audit(request, db_session, subject_id, "hold.released", {"hold_id": str(hold_id), **reason})
+                return Redirect(f"{BASE}/{subject_id}?done=hold_released", status_code=303)
+        context.update(subject_id=subject_id, hold=hold, reasons=RELEASE_REASONS, errors=errors)
+        return render(request, "console/subjects/release.html", context, status_code=422)
+
+    # -- erasure ---------------------------------------------------------------------------------
+
+    @get("/{subject_id:uuid}/erase", guards=[console_guard], opt=WRITE)
+    async def erase_form(
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
+    ) -> Response[bytes]:
+        subject = await _subject_row(db_session, subject_id)
+        if subject.erased_at is not None:
+            raise Gone("this subject has been erased")
+        context = _context(request, "erase_title", f"{BASE}/{subject_id}/erase")
+        context.update(subject_id=subject_id, reasons=ERASE_REASONS)
+        return render(request, "console/subjects/erase.html", context)
+
+    @post("/{subject_id:uuid}/erase", guards=[console_guard], opt=WRITE)
+    async def erase(
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
+    ) -> Response[Any]:
+        context = _context(request, "erase_title", f"{BASE}/{subject_id}/erase")
+        reason, errors = reason_form(await request.form(), context["s"], ERASE_REASONS, confirm=str(subject_id))
+        if reason is None:
+            await _subject_row(db_session, subject_id)
+            context.update(subject_id=subject_id, reasons=ERASE_REASONS, errors=errors)
+            return render(request, "console/subjects/erase.html", context, status_code=422)
+        subjects = subject_service(request, db_session)
+        state = request.app.state
+        erasure = await erase_subject(db_session, subjects, state.runtime.deadlines, state.clock, subject_id)
+        _reason_audit(request, db_session, subject_id, "subject.erase", reason)
+        if erasure.held:
+            # As the API's 409: nothing erased, the refusal stays in the audit log (returned, not raised).
+            context.update(
+                title=context["s"]["refused_title"],
+                subject_id=subject_id,
+                kept=erasure_outcome(request, erasure.result["kept"], context["language"]),
+            )
+            return render(request, "console/subjects/refused.html", context, status_code=409)
+        return Redirect(f"{BASE}/{subject_id}?done=erased", status_code=303)

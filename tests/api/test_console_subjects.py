@@ -1,0 +1,320 @@
+"""The console's subjects area (issue 17, item 4): the look-up by a posted identifier (audited as the API's
+POST /v1/subjects/lookup), a subject's page (decrypted, audited as the API's reads), legal holds placed and
+released and an erasure run through the API's own services, and the abuse cases: a read-only session, a
+missing CSRF token, no session, bad input (never echoed), a hold refusing an erasure, a release without a
+reason."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from sqlalchemy import text
+
+from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
+from privacy_service.runtime import Runtime
+from tests.api.dsr_support import OPEN_LIMITS, fresh_settings, make_subject
+from tests.conftest import make_operator_key
+from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
+from tests.integration.systems_support import OffsetClock
+
+READ = frozenset({"subjects:read"})
+WRITE = frozenset({"subjects:read", "subjects:write"})
+EMAIL = "Console.Person@Example.com"
+NAME = "Quintessa Marlowe-Tabb"
+HOLD_REASON = "Matter Zoltan-Briar 2031/55: preserve for the claim"
+
+
+@pytest.fixture
+async def settings(make_settings: Any, backend: str) -> Settings:
+    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
+    return await fresh_settings(make_settings, backend, rate_limits=limits)
+
+
+@pytest.fixture
+async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
+    async with console_app(settings) as found:
+        yield found
+
+
+@pytest.fixture
+def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
+    return setup[0]
+
+
+@pytest.fixture
+async def client(setup: tuple[Runtime, Litestar, OffsetClock]) -> AsyncIterator[httpx.AsyncClient]:
+    async with browser(setup[1]) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def auth(runtime: Runtime) -> dict[str, str]:
+    return {"Authorization": f"Bearer {await make_operator_key(runtime)}"}
+
+
+@pytest.fixture
+async def subject_id(client: httpx.AsyncClient, auth: dict[str, str]) -> str:
+    return await make_subject(client, auth, email=EMAIL, profile={"name": NAME}, records={"user.device": 2})
+
+
+async def _events(runtime: Runtime, action: str) -> list[tuple[str, str | None, str]]:
+    """(actor id, subject id, detail) of each audit event with ``action``."""
+    async with runtime.db.engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT actor_id, subject_id, detail FROM audit_events WHERE action = :action ORDER BY seq"),
+            {"action": action},
+        )
+        return [(str(r[0]), str(uuid.UUID(str(r[1]))) if r[1] else None, str(r[2])) for r in rows]
+
+
+async def _scalar(runtime: Runtime, sql: str, **params: Any) -> Any:
+    async with runtime.db.engine.connect() as conn:
+        return (await conn.execute(text(sql), params)).scalar()
+
+
+async def _operator_id(runtime: Runtime, key: str) -> str:
+    found = await _scalar(runtime, "SELECT id FROM operators WHERE key_id = :kid", kid=key.split("_")[1])
+    return str(uuid.UUID(str(found)))
+
+
+async def _active_holds(runtime: Runtime, subject: str) -> int:
+    return int(
+        await _scalar(
+            runtime,
+            "SELECT count(*) FROM legal_holds WHERE subject_id = :s AND released_at IS NULL",
+            s=uuid.UUID(subject) if runtime.db.engine.dialect.name == "postgresql" else uuid.UUID(subject).hex,
+        )
+    )
+
+
+async def _session(client: httpx.AsyncClient, runtime: Runtime, scopes: frozenset[str]) -> str:
+    key = await make_operator_key(runtime, scopes)
+    await signed_in(client, key)
+    return key
+
+
+async def test_the_lookup_page_in_english_and_chinese(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    await _session(client, runtime, READ)
+    english = await client.get("/console/subjects")
+    assert english.status_code == 200
+    assert "Find a subject" in english.text
+    assert 'method="post" action="/console/subjects/lookup"' in english.text
+    assert 'aria-current="page">Subjects' in english.text
+    chinese = await client.get("/console/subjects?lang=zh")
+    assert chinese.status_code == 200
+    assert '<html lang="zh">' in chinese.text
+    assert "查找数据主体" in chinese.text
+
+
+async def test_a_lookup_goes_to_the_subject_by_id_and_is_audited_as_the_api_audits_it(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str, auth: dict[str, str]
+) -> None:
+    key = await _session(client, runtime, READ)
+    token = await csrf_token(client, "/console/subjects")
+    found = await client.post(
+        "/console/subjects/lookup", data={"kind": "email", "value": EMAIL.lower(), "_csrf_token": token}
+    )
+    assert found.status_code == 303
+    assert found.headers["location"] == f"/console/subjects/{subject_id}"
+    assert "example" not in found.headers["location"].lower()
+    lookups = await _events(runtime, "subject.lookup")
+    assert lookups[-1][:2] == (await _operator_id(runtime, key), subject_id)
+    assert '"by": "email"' in lookups[-1][2] or '"by":"email"' in lookups[-1][2]
+
+    unknown = await client.post(
+        "/console/subjects/lookup", data={"kind": "email", "value": "nobody.here@example.org", "_csrf_token": token}
+    )
+    assert unknown.status_code == 200
+    assert 'id="no-subject"' in unknown.text
+    assert "nobody.here" not in unknown.text
+    after = await _events(runtime, "subject.lookup")
+    assert len(after) == len(lookups) + 1
+    assert after[-1][1] is None
+    api = await client.post("/v1/subjects/lookup", json={"email": "nobody.here@example.org"}, headers=auth)
+    assert api.json() == {"items": []}  # the API tells the same scope no more
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ({"kind": "email", "value": "not-an-address <Wolfgang.Zed>"}, "value"),
+        ({"kind": "phone", "value": "call Wolfgang.Zed"}, "value"),
+        ({"kind": "passport", "value": "Wolfgang.Zed"}, "kind"),
+        ({"kind": "email", "value": "   "}, "value"),
+        ({"kind": "external_id", "value": "Wolfgang.Zed" * 40}, "value"),
+    ],
+)
+async def test_a_bad_identifier_is_a_422_page_that_echoes_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, form: dict[str, str], field: str
+) -> None:
+    await _session(client, runtime, READ)
+    token = await csrf_token(client, "/console/subjects")
+    before = len(await _events(runtime, "subject.lookup"))
+    answer = await client.post("/console/subjects/lookup", data={**form, "_csrf_token": token})
+    assert answer.status_code == 422
+    assert "Wolfgang" not in answer.text
+    assert "passport" not in answer.text
+    assert f'href="#{field}"' in answer.text  # the error summary points at the field
+    assert 'class="error-summary"' in answer.text
+    assert len(await _events(runtime, "subject.lookup")) == before
+
+
+async def test_the_subject_page_decrypts_and_is_audited_as_the_api_reads(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str
+) -> None:
+    key = await _session(client, runtime, READ)
+    page = await client.get(f"/console/subjects/{subject_id}")
+    assert page.status_code == 200, page.text
+    assert EMAIL.lower() in page.text
+    assert NAME in page.text
+    assert 'id="records"' in page.text
+    assert page.text.count("user.device-") == 2
+    assert 'id="kept"' in page.text  # the name stays under the AML duty if erased now
+    assert 'id="no-holds"' in page.text
+    operator = await _operator_id(runtime, key)
+    for action in ("subject.read", "record.read", "hold.read"):
+        assert (operator, subject_id) in [event[:2] for event in await _events(runtime, action)], action
+    chinese = await client.get(f"/console/subjects/{subject_id}?lang=zh")
+    assert chinese.status_code == 200
+    assert "身份与资料" in chinese.text
+    assert NAME in chinese.text
+    missing = await client.get(f"/console/subjects/{uuid.uuid4()}")
+    assert missing.status_code == 404
+
+
+async def test_a_read_only_session_sees_no_actions_and_is_refused_them(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str, auth: dict[str, str]
+) -> None:
+    placed = await client.post(f"/v1/subjects/{subject_id}/holds", json={"reason": HOLD_REASON}, headers=auth)
+    hold_id = placed.json()["id"]
+    await _session(client, runtime, READ)
+    page = await client.get(f"/console/subjects/{subject_id}")
+    assert "/holds/new" not in page.text
+    assert "/erase" not in page.text
+    assert "/release" not in page.text
+    token = await csrf_token(client, "/console/subjects")
+    base = f"/console/subjects/{subject_id}"
+    attempts = [
+        (f"{base}/holds", {"reason": "again"}),
+        (f"{base}/holds/{hold_id}/release", {"reason": "matter_closed"}),
+        (f"{base}/erase", {"confirm": subject_id, "reason": "duplicate_or_test"}),
+    ]
+    for path, form in attempts:
+        refused = await client.post(path, data={**form, "_csrf_token": token})
+        assert refused.status_code == 403, path
+    for path in (f"{base}/holds/new", f"{base}/erase", f"{base}/holds/{hold_id}/release"):
+        assert (await client.get(path)).status_code == 403, path
+    assert await _active_holds(runtime, subject_id) == 1
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()["status"] == "active"
+
+
+async def test_without_csrf_or_a_session_nothing_changes(
+    setup: tuple[Runtime, Litestar, OffsetClock], client: httpx.AsyncClient, runtime: Runtime, subject_id: str
+) -> None:
+    await _session(client, runtime, WRITE)
+    base = f"/console/subjects/{subject_id}"
+    for path, form in ((f"{base}/holds", {"reason": "x"}), (f"{base}/erase", {"confirm": subject_id})):
+        for token in (None, "forged"):
+            data = {**form, **({"_csrf_token": token} if token else {})}
+            assert (await client.post(path, data=data)).status_code == 403
+    async with browser(setup[1]) as stranger:
+        assert (await stranger.get(base)).headers["location"] == "/console/sign-in"
+        assert (await stranger.get("/console/subjects")).status_code == 303
+        token = await csrf_token(stranger, "/console/sign-in")
+        posted = await stranger.post(f"{base}/holds", data={"reason": "x", "_csrf_token": token})
+        assert posted.status_code in (401, 403)
+        lookup = await stranger.post(
+            "/console/subjects/lookup", data={"kind": "email", "value": EMAIL, "_csrf_token": token}
+        )
+        assert lookup.status_code in (401, 403)
+    assert await _active_holds(runtime, subject_id) == 0
+    assert await _scalar(runtime, "SELECT count(*) FROM audit_events WHERE action = 'subject.lookup'") == 0
+
+
+async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str, auth: dict[str, str]
+) -> None:
+    key = await _session(client, runtime, WRITE)
+    operator = await _operator_id(runtime, key)
+    base = f"/console/subjects/{subject_id}"
+    page = await client.get(base)
+    assert f'href="{base}/holds/new"' in page.text
+    assert f'href="{base}/erase"' in page.text
+    token = await csrf_token(client, f"{base}/holds/new")
+
+    blank = await client.post(f"{base}/holds", data={"reason": " ", "_csrf_token": token})
+    assert blank.status_code == 422
+    past = await client.post(f"{base}/holds", data={"reason": HOLD_REASON, "until": "2001-01-01", "_csrf_token": token})
+    assert past.status_code == 422
+    assert "Zoltan" not in past.text
+    assert await _active_holds(runtime, subject_id) == 0
+
+    placed = await client.post(f"{base}/holds", data={"reason": HOLD_REASON, "_csrf_token": token})
+    assert placed.status_code == 303
+    assert placed.headers["location"] == f"{base}?done=hold_placed"
+    listed = (await client.get(f"/v1/subjects/{subject_id}/holds", headers=auth)).json()["items"]
+    assert [(h["reason"], h["active"], h["placed_by"]) for h in listed] == [(HOLD_REASON, True, operator)]
+    held_page = await client.get(f"{base}?done=hold_placed")
+    assert HOLD_REASON in held_page.text
+    assert 'id="held-tag"' in held_page.text
+
+    # Erasure: the confirmation must match, a reason is chosen; a hold refuses it as the API does (409).
+    mismatch = await client.post(
+        f"{base}/erase", data={"confirm": str(uuid.uuid4()), "reason": "duplicate_or_test", "_csrf_token": token}
+    )
+    assert mismatch.status_code == 422
+    no_reason = await client.post(f"{base}/erase", data={"confirm": subject_id, "_csrf_token": token})
+    assert no_reason.status_code == 422
+    assert await _events(runtime, "subject.erase.held") == []
+    refused = await client.post(
+        f"{base}/erase", data={"confirm": subject_id, "reason": "request_outside_portal", "_csrf_token": token}
+    )
+    assert refused.status_code == 409
+    assert 'id="refused"' in refused.text
+    assert 'id="kept"' in refused.text
+    assert [e[:2] for e in await _events(runtime, "subject.erase.held")] == [(operator, subject_id)]
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()["email"] == EMAIL.lower()
+
+    # Release: a reason is needed (a code, never free text, since it goes into the audit log).
+    release = f"{base}/holds/{listed[0]['id']}/release"
+    assert (await client.get(release)).status_code == 200
+    for form in ({}, {"reason": "because I said so"}, {"reason": "matter_closed", "reference": "has spaces in it"}):
+        answer = await client.post(release, data={**form, "_csrf_token": token})
+        assert answer.status_code == 422, form
+        assert "because I said so" not in answer.text
+    assert await _active_holds(runtime, subject_id) == 1
+    released = await client.post(
+        release, data={"reason": "matter_closed", "reference": "CASE-2031/55", "_csrf_token": token}
+    )
+    assert released.status_code == 303
+    assert released.headers["location"] == f"{base}?done=hold_released"
+    assert await _active_holds(runtime, subject_id) == 0
+    assert [e[:2] for e in await _events(runtime, "hold.released")] == [(operator, subject_id)]
+    reasons = await _events(runtime, "console.reason")
+    assert "matter_closed" in reasons[-1][2]
+    assert "CASE-2031/55" in reasons[-1][2]
+    again = await client.post(release, data={"reason": "matter_closed", "_csrf_token": token})
+    assert again.status_code == 422  # already released: nothing to do
+
+    erased = await client.post(
+        f"{base}/erase", data={"confirm": subject_id.upper(), "reason": "request_outside_portal", "_csrf_token": token}
+    )
+    assert erased.status_code == 303
+    assert erased.headers["location"] == f"{base}?done=erased"
+    after = await client.get(erased.headers["location"])
+    assert after.status_code == 200
+    assert 'id="done"' in after.text
+    assert NAME not in after.text
+    assert EMAIL.lower() not in after.text
+    # The API's answer for the same subject now: the first erasure's report, the same kept categories.
+    api = (await client.delete(f"/v1/subjects/{subject_id}", headers=auth)).json()
+    assert api["status"] == "restricted"
+    assert api["already_erased"] is True
+    assert api["kept"]
+    assert all(item["basis"] in after.text for item in api["kept"])
+    assert [e[:2] for e in await _events(runtime, "subject.erase")] == [(operator, subject_id)]
