@@ -22,16 +22,16 @@ API_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"cross-origin-resource-policy", b"same-origin"),
 )
+# The docs pages (/schema: Swagger UI from the vendored files, openapi.py) run under the console's strict
+# policy: scripts and styles from this origin only, no inline script; Swagger UI's icons are data: URIs.
 _DOCS_CSP = (
-    b"default-src 'none'; script-src 'self' https://cdn.jsdelivr.net 'unsafe-inline'; "
-    b"style-src 'self' https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'; "
-    b"img-src 'self' data: https://cdn.jsdelivr.net; font-src https://fonts.gstatic.com; "
-    b"connect-src 'self'; frame-ancestors 'none'"
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 _DROPPED = frozenset({b"server", b"x-powered-by"})
 # What every response gets unless it set its own: the API headers, ``no-store``; the docs pages
-# (/schema) a policy that lets Swagger UI and ReDoc load.
+# (/schema) the policy above, which lets the vendored Swagger UI load.
 _API_HEADERS = (*API_HEADERS, (b"cache-control", b"no-store"))
 _DOCS_HEADERS = tuple(
     (name, _DOCS_CSP if name == b"content-security-policy" else value) for name, value in _API_HEADERS

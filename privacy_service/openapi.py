@@ -11,22 +11,23 @@ body. A handler names any others in ``opt={"problems": (...)}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape
 from http import HTTPStatus
+from typing import Any
 
 import msgspec
+from litestar import Request, Router, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import (
     JsonRenderPlugin,
     OpenAPIRenderPlugin,
-    RapidocRenderPlugin,
-    RedocRenderPlugin,
-    StoplightRenderPlugin,
     SwaggerRenderPlugin,
     YamlRenderPlugin,
 )
 from litestar.openapi.spec import OpenAPIResponse, Operation
 from litestar.plugins import ReceiveRoutePlugin
+from litestar.response import Redirect
 from litestar.routes import BaseRoute, HTTPRoute
 
 from privacy_service.errors import PROBLEM_JSON
@@ -34,6 +35,12 @@ from privacy_service.errors import PROBLEM_JSON
 JSON = "application/json"
 # Swagger UI as the package ships it (web/static/vendor, `make vendor-swagger-ui`): no CDN.
 SWAGGER_UI = "/static/vendor/swagger-ui"
+# Starts Swagger UI on the element with id ``api-reference`` from its ``data-openapi-url``: a file of this
+# origin, so the page needs no inline script (the console's API reference uses the same one).
+SWAGGER_START = "/static/console-api.js"
+# Litestar's other viewers load their scripts from CDNs; they are not served, and their paths send the
+# browser to the offline Swagger UI (old links and bookmarks keep working).
+RETIRED_VIEWERS = ("/redoc", "/elements", "/rapidoc")
 JSON_LD = "application/ld+json"
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -113,22 +120,61 @@ class JsonOrJsonLd(Operation):
                     response.content.setdefault(JSON_LD, response.content[JSON])
 
 
+class OfflineSwaggerRenderPlugin(SwaggerRenderPlugin):
+    """``/schema/swagger`` (and ``/schema``): Swagger UI from the vendored files under the strict CSP.
+
+    Litestar's page starts Swagger UI with an inline script holding the whole document, which a
+    ``script-src 'self'`` policy refuses; this page loads the same files plus a start script of this
+    origin, which reads the document from ``/schema/openapi.json``. Nothing on it leaves the origin.
+    """
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        title = escape(str(openapi_schema["info"]["title"]))
+        document = escape(self.get_openapi_json_route(request))
+        return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="{escape(self.css_url)}">
+<script src="{escape(self.js_url)}" defer></script>
+<script src="{escape(self.standalone_preset_js_url)}" defer></script>
+<script src="{SWAGGER_START}" defer></script>
+</head>
+<body>
+<main><div id="api-reference" data-openapi-url="{document}"></div></main>
+<noscript><p>{title}: the interactive reference needs JavaScript. The document itself is at
+<a href="{document}">{document}</a>.</p></noscript>
+</body>
+</html>
+""".encode()
+
+    def receive_router(self, router: Router) -> None:
+        """Instead of Litestar's OAuth2 redirect page (an inline script; no OAuth2 flow is offered here),
+        the retired viewers' paths, each a redirect to this page."""
+        target = f"{router.path.rstrip('/')}{self.paths[0]}"
+
+        @get(list(RETIRED_VIEWERS), status_code=301, sync_to_thread=False, include_in_schema=False)
+        def retired_viewer() -> Redirect:
+            return Redirect(target, status_code=301)
+
+        router.register(retired_viewer)
+
+
 def render_plugins() -> list[OpenAPIRenderPlugin]:
-    """The pages under ``/schema``: Litestar's set, with Swagger UI (``/schema/swagger``, and ``/schema``
-    itself) loaded from the vendored files, so the interactive reference works without the internet.
-    The other viewers (Redoc, Elements, RapiDoc) still load from their CDNs; the console's
-    ``/console/api`` is the offline page under the strict CSP."""
+    """The pages under ``/schema``: Swagger UI (``/schema/swagger``, and ``/schema`` itself) from the
+    vendored files, the document as JSON and YAML. Redoc, Elements and RapiDoc would each need a
+    vendored bundle of their own (megabytes, three more licences and upgrade paths) for a second
+    rendering of the same document; their paths redirect to Swagger UI instead."""
     return [
-        SwaggerRenderPlugin(
+        OfflineSwaggerRenderPlugin(
             js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
             css_url=f"{SWAGGER_UI}/swagger-ui.css",
             standalone_preset_js_url=f"{SWAGGER_UI}/swagger-ui-standalone-preset.js",
             favicon="",
             path=["/swagger", "/"],
         ),
-        RedocRenderPlugin(),
-        StoplightRenderPlugin(),
-        RapidocRenderPlugin(),
         JsonRenderPlugin(),
         YamlRenderPlugin(path=["/openapi.yaml", "/openapi.yml"]),
     ]
