@@ -130,6 +130,21 @@ EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
 VALUES_SCOPE = "subjects:read"
 
 
+@dataclass(frozen=True, slots=True)
+class CaseFile:
+    """What a reviewer reads beside a request's view: how its submitter was identified, and their note.
+
+    ``identity`` (the e-mail address or phone number the request was confirmed with) is personal data
+    the status view never carries: only an operator who may read subjects (``VALUES_SCOPE``, as for a
+    correction's values) gets it, audited as a read of the subject. ``note`` is the free text the
+    customer sent with the request (intake seals it as ``reason``): the reviewer needs it to decide.
+    """
+
+    identity_kind: str
+    identity: str | None
+    note: str | None
+
+
 def shape_view(
     request: PrivacyRequest,
     history: History,
@@ -196,6 +211,27 @@ class Reading(Processing):
         request = new_row(PrivacyRequest, dict(zip(_REQUEST_KEYS, rows[0][:n], strict=True)))
         transitions = [(row[n], row[n + 1], row[n + 2], row[n + 3]) for row in rows if row[n] is not None]
         return request, History(transitions, bool(rows[0][n + 4]))
+
+    async def case_file(self, request_id: uuid.UUID) -> CaseFile:
+        """The request's identity (to an operator with ``VALUES_SCOPE`` only, audited) and its note."""
+        request = await self._get(request_id)
+        with_identity = VALUES_SCOPE in self.scopes and request.identity_ct is not None
+        if request.reason_ct is None and not with_identity:
+            return CaseFile(request.identity_kind, None, None)
+        key = await self._request_key(request)
+        identity = None
+        if with_identity:
+            identity = self._open_text(key, request, "identity", request.identity_ct)
+            audit.record(
+                self.session,
+                at=self.clock.now(),
+                actor=self.actor,
+                action="subject.read",
+                subject_id=request.subject_id,
+                request_id=self.request_id,
+                detail={"dsr_id": str(request.id), "fields": [f"identity.{request.identity_kind}"]},
+            )
+        return CaseFile(request.identity_kind, identity, self._open_text(key, request, "reason", request.reason_ct))
 
     async def _history(self, request_id: uuid.UUID) -> History:
         rows = (await self.session.exec(_HISTORY, params={"history_id": request_id})).all()
@@ -294,13 +330,18 @@ class Reading(Processing):
         due_before: datetime | None,
         after: str | None,
         limit: int,
+        regime: str | None = None,
     ) -> schemas.RequestPage:
+        """The operator's queue, by due date then id, a keyset page at a time (``after``: the previous
+        page's ``next_cursor``; no OFFSET). The API's list and the console's queue both read it."""
         now = self.clock.now()
         query = select(PrivacyRequest)
         if status is not None:
             query = query.where(col(PrivacyRequest.status) == status)
         if type_ is not None:
             query = query.where(col(PrivacyRequest.type) == type_)
+        if regime is not None:
+            query = query.where(col(PrivacyRequest.regime) == regime)
         if overdue is not None:
             open_values = [s.value for s in OPEN]
             if overdue:
