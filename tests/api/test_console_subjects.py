@@ -6,6 +6,7 @@ reason."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -62,14 +63,21 @@ async def subject_id(client: httpx.AsyncClient, auth: dict[str, str]) -> str:
     return await make_subject(client, auth, email=EMAIL, profile={"name": NAME}, records={"user.device": 2})
 
 
-async def _events(runtime: Runtime, action: str) -> list[tuple[str, str | None, str]]:
+async def _events(runtime: Runtime, action: str) -> list[tuple[str, str | None, dict[str, Any]]]:
     """(actor id, subject id, detail) of each audit event with ``action``."""
     async with runtime.db.engine.connect() as conn:
         rows = await conn.execute(
             text("SELECT actor_id, subject_id, detail FROM audit_events WHERE action = :action ORDER BY seq"),
             {"action": action},
         )
-        return [(str(r[0]), str(uuid.UUID(str(r[1]))) if r[1] else None, str(r[2])) for r in rows]
+        return [
+            (
+                str(r[0]),
+                str(uuid.UUID(str(r[1]))) if r[1] else None,
+                r[2] if isinstance(r[2], dict) else json.loads(r[2]),
+            )
+            for r in rows
+        ]
 
 
 async def _scalar(runtime: Runtime, sql: str, **params: Any) -> Any:
@@ -124,17 +132,16 @@ async def test_a_lookup_goes_to_the_subject_by_id_and_is_audited_as_the_api_audi
     assert "example" not in found.headers["location"].lower()
     lookups = await _events(runtime, "subject.lookup")
     assert lookups[-1][:2] == (await _operator_id(runtime, key), subject_id)
-    assert '"by": "email"' in lookups[-1][2] or '"by":"email"' in lookups[-1][2]
+    assert lookups[-1][2] == {"by": "email", "found": 1}
 
     unknown = await client.post(
         "/console/subjects/lookup", data={"kind": "email", "value": "nobody.here@example.org", "_csrf_token": token}
     )
     assert unknown.status_code == 200
-    assert 'id="no-subject"' in unknown.text
     assert "nobody.here" not in unknown.text
     after = await _events(runtime, "subject.lookup")
     assert len(after) == len(lookups) + 1
-    assert after[-1][1] is None
+    assert after[-1][1:] == (None, {"by": "email", "found": 0})
     api = await client.post("/v1/subjects/lookup", json={"email": "nobody.here@example.org"}, headers=auth)
     assert api.json() == {"items": []}  # the API tells the same scope no more
 
@@ -296,8 +303,12 @@ async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
     assert await _active_holds(runtime, subject_id) == 0
     assert [e[:2] for e in await _events(runtime, "hold.released")] == [(operator, subject_id)]
     reasons = await _events(runtime, "console.reason")
-    assert "matter_closed" in reasons[-1][2]
-    assert "CASE-2031/55" in reasons[-1][2]
+    assert reasons[-1][2] == {
+        "for": "hold.released",
+        "hold_id": listed[0]["id"],
+        "reason": "matter_closed",
+        "reference": "CASE-2031/55",
+    }
     again = await client.post(release, data={"reason": "matter_closed", "_csrf_token": token})
     assert again.status_code == 422  # already released: nothing to do
 
