@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from privacy_service.calendars import Jurisdiction, WorkingCalendar
+from privacy_service.calendars import WorkingCalendar, regime_calendar
 from privacy_service.errors import InvalidInput
 from privacy_service.policy.document import PolicyDocument, RetentionDuty
 from privacy_service.subjects.service import Retention
@@ -162,9 +162,7 @@ def build_deadline_rules(policy: PolicyDocument) -> DeadlineRules:
             extension=regime.extension.period if regime.extension else None,
             extension_working_days=regime.extension.working_days if regime.extension else None,
             roll_to_working_day=regime.roll_to_working_day,
-            calendar=WorkingCalendar(
-                (Jurisdiction(c.country, c.subdivision) for c in regime.calendars), policy.spec.holidays
-            ),
+            calendar=regime_calendar(policy.spec, regime),
             acknowledge=regime.acknowledge.period if regime.acknowledge else None,
             acknowledge_working_days=regime.acknowledge.working_days if regime.acknowledge else None,
         )

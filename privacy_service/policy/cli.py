@@ -14,8 +14,15 @@ policy_app = typer.Typer(help="Policy files: validate, publish, compare.", no_ar
 
 
 @policy_app.command("check")
-def policy_check() -> None:
-    """Validate the policy files (no database needed); exits 1 listing each problem as file: path: problem."""
+def policy_check(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Check calendar coverage as of this day (YYYY-MM-DD; default today, UTC)."),
+    ] = None,
+) -> None:
+    """Validate the policy files (no database needed); exits 1 listing each problem as file: path: problem.
+
+    Warnings (exit 0): a regime calendar with no data for a year a deadline started today can reach."""
     from privacy_service.policy.loader import check_policy
 
     settings = settings_or_exit()
@@ -24,6 +31,16 @@ def policy_check() -> None:
         for problem in problems:
             stderr.print(str(problem), highlight=False, markup=False, soft_wrap=True)
         raise fail(f"{len(problems)} problem(s) in {settings.policy_dir}", 1)
+    from datetime import UTC, date, datetime
+
+    from privacy_service.policy.loader import calendar_warnings
+
+    try:
+        today = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
+    except ValueError:
+        raise fail("--as-of takes a date, YYYY-MM-DD") from None
+    for warning in calendar_warnings(document, today):
+        stderr.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     from privacy_service.breaches.policy import check_breach_policy
 
     breach, breach_problems = check_breach_policy(settings.policy_dir, document)

@@ -18,7 +18,15 @@ from types import MappingProxyType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from privacy_service.policy.duration import Duration
 
@@ -180,11 +188,66 @@ class Deadline(Strict):
     working_days: int | None = Field(default=None, ge=1, le=365)
 
 
-class HolidayCalendar(Strict):
-    """A public-holiday calendar of the ``holidays`` package (see privacy_service/calendars.py)."""
+def _without_unset(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Leave out newer optional keys a policy does not use, so the content hash of a policy written
+    before they existed does not change (the hash is over the dumped model, defaults included)."""
+    return {key: value for key, value in data.items() if key not in keys or value not in (None, [], {})}
 
-    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, e.g. IE, CN, US")
+
+class HolidayCalendar(Strict):
+    """One calendar of a regime (see privacy_service/calendars.py): a jurisdiction of the ``holidays``
+    package, or a calendar named in policy.yaml ``calendars``, with the days the policy adds to it.
+
+    ``closed_days`` are days off in this calendar only; ``working_days`` are days worked in spite of a
+    weekend or holiday (a make-up working day the package does not have yet, e.g. China's for a year
+    whose State Council notice came out after the installed package release).
+    """
+
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, e.g. IE")
     subdivision: str | None = Field(default=None, pattern=r"^[A-Z0-9]{1,3}$", description="e.g. CA for US-CA")
+    name: str | None = Field(default=None, pattern=ID_PATTERN, description="a key of policy.yaml calendars")
+    closed_days: list[date] = Field(default_factory=list)
+    working_days: list[date] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_base(self) -> HolidayCalendar:
+        if (self.country is None) == (self.name is None):
+            raise ValueError("give exactly one of country (a holidays package calendar) or name (policy calendars)")
+        if self.subdivision is not None and self.country is None:
+            raise ValueError("subdivision needs a country")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_unset(handler(self), ("name", "closed_days", "working_days"))
+
+
+class NamedCalendar(Strict):
+    """A calendar the ``holidays`` package does not have, e.g. the EU institutions' (the Commission
+    publishes their holidays in the Official Journal each year): an optional package calendar as its
+    base (a country, or a financial market such as ECB) plus the days the policy lists, with where
+    those days come from. Without a base it counts weekends and the listed days only."""
+
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    subdivision: str | None = Field(default=None, pattern=r"^[A-Z0-9]{1,3}$")
+    market: str | None = Field(default=None, pattern=r"^[A-Z]{2,5}$", description="holidays financial market")
+    time_zone: str | None = None
+    closed_days: list[date] = Field(default_factory=list)
+    working_days: list[date] = Field(default_factory=list)
+    source: str = Field(min_length=1, description="where the listed days come from (e.g. the OJ reference)")
+
+    @model_validator(mode="after")
+    def _base(self) -> NamedCalendar:
+        if self.country is not None and self.market is not None:
+            raise ValueError("give at most one base: country or market")
+        if self.subdivision is not None and self.country is None:
+            raise ValueError("subdivision needs a country")
+        if self.time_zone is not None:
+            try:
+                ZoneInfo(self.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"not an IANA time zone: {self.time_zone[:64]!r}") from None
+        return self
 
 
 class Regime(Strict):
@@ -244,8 +307,14 @@ class PolicySpec(Strict):
     rectify_without_review: list[str] = Field(default_factory=list)
     # Days closed on top of every regime's calendars (working days and roll_to_working_day skip them).
     holidays: list[date] = Field(default_factory=list)
+    # Calendars the holidays package lacks, by name, for regimes' ``calendars: [{name: ...}]``.
+    calendars: dict[str, NamedCalendar] = Field(default_factory=dict)
     # Where pages show times when the visitor's browser does not tell its own zone (IANA name).
     display_time_zone: str = "UTC"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_unset(handler(self), ("calendars",))
 
     @field_validator("display_time_zone")
     @classmethod

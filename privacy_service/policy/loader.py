@@ -9,14 +9,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from privacy_service.calendars import Jurisdiction, unsupported
+from privacy_service.calendars import (
+    Jurisdiction,
+    holidays_version,
+    regime_sources,
+    uncovered_years,
+    unsupported,
+    unsupported_market,
+)
 from privacy_service.policy.document import (
     CATEGORY_KEY_PATTERN,
     ID_PATTERN,
@@ -214,9 +221,51 @@ def _check_spec(file: str, spec: PolicySpec, problems: list[Problem]) -> None:
         _check_deadline(file, f"regimes.{key}.extension", regime.extension, problems)
         _check_deadline(file, f"regimes.{key}.acknowledge", regime.acknowledge, problems)
         for index, calendar in enumerate(regime.calendars):
-            why = unsupported(Jurisdiction(calendar.country, calendar.subdivision))
+            where = f"regimes.{key}.calendars[{index}]"
+            if calendar.name is not None and calendar.name not in spec.calendars:
+                add(where, f"calendar {calendar.name!r} is not in calendars")
+            if calendar.country is not None:
+                why = unsupported(Jurisdiction(calendar.country, calendar.subdivision))
+                if why is not None:
+                    add(where, why)
+            if set(calendar.closed_days) & set(calendar.working_days):
+                add(where, "a day is listed both as closed and as a working day")
+    for key, named in spec.calendars.items():
+        where = f"calendars.{key}"
+        if named.country is not None:
+            why = unsupported(Jurisdiction(named.country, named.subdivision))
             if why is not None:
-                add(f"regimes.{key}.calendars[{index}]", why)
+                add(where, why)
+        if named.market is not None and (why := unsupported_market(named.market)) is not None:
+            add(where, why)
+        if set(named.closed_days) & set(named.working_days):
+            add(where, "a day is listed both as closed and as a working day")
+
+
+# How far ahead a deadline started today can end (GDPR: one month plus two, rolled): the years a
+# calendar must know for ``policy check`` not to warn.
+CALENDAR_HORIZON = timedelta(days=120)
+
+
+def calendar_warnings(document: PolicyDocument, today: date) -> list[Problem]:
+    """Regime calendars that depend on a yearly announcement (China's make-up working days, a named
+    calendar of listed days) with no data for a year a deadline started today can reach. A warning,
+    not an error: the package knows the fixed holidays, so deadlines still run, but make-up working
+    days are missing (upgrade ``holidays`` or list the year's days in policy.yaml)."""
+    years = sorted({today.year, (today + CALENDAR_HORIZON).year})
+    warnings: list[Problem] = []
+    for key, regime in document.spec.regimes.items():
+        for index, source in enumerate(regime_sources(document.spec, regime)):
+            for year in uncovered_years(source, years):
+                warnings.append(
+                    Problem(
+                        POLICY_FILE,
+                        f"regimes.{key}.calendars[{index}]",
+                        f"calendar {source.label} has no data for {year} (holidays {holidays_version()}): "
+                        "upgrade the holidays package or list that year's closed_days and working_days",
+                    )
+                )
+    return warnings
 
 
 # -- notices against policy.yaml and against each other ------------------------------------------

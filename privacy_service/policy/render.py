@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from privacy_service.calendars import regime_sources
 from privacy_service.policy.document import (
     GDPR_ARTICLES,
     PIPL_ARTICLES,
@@ -203,10 +204,7 @@ def policy_view(document: PolicyDocument, language: str) -> dict[str, Any]:
                 "extension": _deadline(regime.extension, labels.units),
                 "acknowledge": _deadline(regime.acknowledge, labels.units),
                 "roll_to_working_day": regime.roll_to_working_day,
-                "calendars": [
-                    f"{calendar.country}-{calendar.subdivision}" if calendar.subdivision else calendar.country
-                    for calendar in regime.calendars
-                ],
+                "calendars": [source.label for source in regime_sources(spec, regime)],
                 "authorities": [
                     {
                         **_named(notice.authorities, authority),

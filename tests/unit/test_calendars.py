@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from privacy_service.calendars import Jurisdiction, WorkingCalendar
+from privacy_service.calendars import Jurisdiction, WorkingCalendar, holidays_version
 from privacy_service.dsr.deadlines import build_deadline_rules
-from privacy_service.policy.loader import check_policy, load_policy
+from privacy_service.policy.loader import calendar_warnings, check_policy, load_policy
+from privacy_service.policy.render import policy_view
 from tests.policy_files import copy_policies, edit_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,3 +177,152 @@ def test_each_regimes_calendar_has_its_jurisdictions_time_zone(regime: str, zone
 
 def test_a_calendar_without_jurisdiction_counts_utc_days() -> None:
     assert WorkingCalendar().zone == UTC
+
+
+# -- days the policy lists per calendar, named calendars, coverage warnings, the CCPA roll ------------
+
+
+def _pipl_calendar(folder: Path, **days: list[str]) -> None:
+    edit_yaml(
+        folder / "policy.yaml", lambda d: d["regimes"]["pipl"].__setitem__("calendars", [{"country": "CN", **days}])
+    )
+
+
+def test_a_regimes_calendar_lists_its_own_working_and_closed_days(tmp_path: Path) -> None:
+    folder = copy_policies(tmp_path)
+    # A Saturday worked (as a make-up day the package lacks would be) and a Wednesday closed, in China only.
+    _pipl_calendar(folder, working_days=["2026-03-21"], closed_days=["2026-03-25"])
+    rules = build_deadline_rules(load_policy(folder))
+    assert rules.is_working_day("pipl", date(2026, 3, 21))
+    assert not rules.is_working_day("pipl", date(2026, 3, 25))
+    assert rules.rule("pipl").calendar.holiday_names(date(2026, 3, 25)) == ["CN closed day"]
+    # Other regimes are untouched: the days belong to the PIPL calendar only.
+    assert not rules.is_working_day("gdpr", date(2026, 3, 21))
+    assert rules.is_working_day("ccpa", date(2026, 3, 25))
+    # 6 Mar + 15 working days: Friday 27 Mar before; one day gained and one lost, still 27 Mar.
+    assert rules.due_at("pipl", at(2026, 3, 6)).date() == date(2026, 3, 27)
+    # A listed working day beats a package holiday (National Day, 1 Oct 2026).
+    _pipl_calendar(folder, working_days=["2026-10-01"])
+    assert build_deadline_rules(load_policy(folder)).is_working_day("pipl", date(2026, 10, 1))
+
+
+def test_a_named_calendar_from_a_package_base_plus_listed_days(tmp_path: Path) -> None:
+    """The EU institutions' calendar is not in the package: the policy builds it from a base and listed days."""
+    folder = copy_policies(tmp_path)
+
+    def edit(d: dict[str, Any]) -> None:
+        d["calendars"] = {
+            "eu_institutions": {
+                "market": "ECB",
+                "time_zone": "Europe/Brussels",
+                # Europe Day (9 May) is an EU institutions' holiday; a test lists it, the shipped policy does not.
+                "closed_days": ["2028-05-09"],
+                "source": "test: one day, to show how listed days work",
+            }
+        }
+        d["regimes"]["gdpr"]["calendars"] = [{"name": "eu_institutions"}]
+
+    edit_yaml(folder / "policy.yaml", edit)
+    document = load_policy(folder)
+    rules = build_deadline_rules(document)
+    calendar = rules.rule("gdpr").calendar
+    assert calendar.zone == ZoneInfo("Europe/Brussels")
+    assert not rules.is_working_day("gdpr", date(2028, 5, 9))  # listed
+    assert calendar.holiday_names(date(2028, 5, 9)) == ["eu_institutions closed day"]
+    assert not rules.is_working_day("gdpr", date(2026, 4, 3))  # Good Friday: the ECB base
+    assert rules.is_working_day("gdpr", date(2026, 3, 17))  # St Patrick's Day is Ireland's, not this calendar's
+    # The published notice names the calendar as the policy does.
+    regimes = {r["id"]: r for r in policy_view(document, "en")["regimes"]}
+    assert regimes["gdpr"]["calendars"] == ["eu_institutions"]
+    # Using the new keys changes the content hash (so a new version is needed); not using them does not.
+    assert document.content_hash != POLICY.content_hash
+    assert "calendars" not in POLICY.source()["policy"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "where", "message"),
+    [
+        (
+            lambda d: d["regimes"]["gdpr"].__setitem__("calendars", [{"name": "nowhere"}]),
+            "regimes.gdpr.calendars[0]",
+            "calendar 'nowhere' is not in calendars",
+        ),
+        (
+            lambda d: d["regimes"]["gdpr"].__setitem__("calendars", [{"name": "x", "country": "IE"}]),
+            "regimes.gdpr.calendars[0]",
+            "exactly one of country",
+        ),
+        (
+            lambda d: d["regimes"]["gdpr"].__setitem__(
+                "calendars", [{"country": "IE", "closed_days": ["2026-05-05"], "working_days": ["2026-05-05"]}]
+            ),
+            "regimes.gdpr.calendars[0]",
+            "both as closed and as a working day",
+        ),
+        (
+            lambda d: d.__setitem__("calendars", {"eu": {"market": "QQQ", "source": "s"}}),
+            "calendars.eu",
+            "no financial market 'QQQ'",
+        ),
+        (
+            lambda d: d.__setitem__("calendars", {"eu": {"closed_days": ["2026-05-09"]}}),
+            "calendars.eu.source",
+            "Field required",
+        ),
+        (
+            lambda d: d.__setitem__("calendars", {"eu": {"time_zone": "Mars/Olympus", "source": "s"}}),
+            "calendars.eu",
+            "not an IANA time zone",
+        ),
+    ],
+)
+def test_policy_check_refuses_a_broken_calendar(tmp_path: Path, edit: Any, where: str, message: str) -> None:
+    folder = copy_policies(tmp_path)
+    edit_yaml(folder / "policy.yaml", edit)
+    document, problems = check_policy(folder)
+    assert document is None
+    assert any(where in str(p) and message in str(p) for p in problems), problems
+
+
+def test_policy_check_warns_when_a_calendar_has_no_data_for_a_coming_year(tmp_path: Path) -> None:
+    # Mid-2026: the package has China's 2026 notice (make-up days), and no deadline reaches 2027 yet.
+    assert calendar_warnings(POLICY, date(2026, 6, 1)) == []
+    # A year no package release has (2099): China's make-up days are unknown, Ireland and California
+    # are fixed rules and never warn.
+    warned = [str(w) for w in calendar_warnings(POLICY, date(2099, 12, 1))]
+    assert len(warned) == 2, warned
+    assert all("regimes.pipl.calendars[0]: calendar CN has no data for" in w for w in warned)
+    assert ["2099" in warned[0], "2100" in warned[1]] == [True, True]
+    # Listing the year's make-up working days in the policy covers it.
+    folder = copy_policies(tmp_path)
+    _pipl_calendar(folder, working_days=["2099-12-05", "2100-01-02"])
+    assert calendar_warnings(load_policy(folder), date(2099, 12, 1)) == []
+
+
+def test_a_named_calendar_of_listed_days_warns_for_a_year_it_does_not_list(tmp_path: Path) -> None:
+    folder = copy_policies(tmp_path)
+
+    def edit(d: dict[str, Any]) -> None:
+        d["calendars"] = {"eu_institutions": {"closed_days": ["2026-05-09"], "source": "test"}}
+        d["regimes"]["gdpr"]["calendars"] = [{"country": "IE"}, {"name": "eu_institutions"}]
+
+    edit_yaml(folder / "policy.yaml", edit)
+    document = load_policy(folder)
+    assert calendar_warnings(document, date(2026, 6, 1)) == []
+    warned = [str(w) for w in calendar_warnings(document, date(2026, 12, 4)) if "regimes.gdpr" in w.path]
+    assert warned == [
+        f"policy.yaml: regimes.gdpr.calendars[1]: calendar eu_institutions has no data for 2027 (holidays "
+        f"{holidays_version()}): upgrade the holidays package or list that year's closed_days and working_days"
+    ]
+
+
+def test_the_ccpa_answer_rolls_off_a_holiday_only_if_the_policy_says_so(tmp_path: Path) -> None:
+    """Cal. Civ. Code §1798.130(a)(2) counts 45 days; whether Code Civ. Proc. §12a moves an end on a
+    holiday is unsettled [verify], so the shipped policy does not roll (the earlier, safe date)."""
+    received = at(2026, 10, 12, 18)  # 45 days later is Thanksgiving, Thursday 26 Nov 2026
+    assert RULES.due_at("ccpa", received).astimezone(LOS_ANGELES).date() == date(2026, 11, 26)
+    folder = copy_policies(tmp_path)
+    edit_yaml(folder / "policy.yaml", lambda d: d["regimes"]["ccpa"].__setitem__("roll_to_working_day", True))
+    rolled = build_deadline_rules(load_policy(folder)).due_at("ccpa", received)
+    # Thanksgiving, the day after (a California holiday), then the weekend: Monday 30 Nov.
+    assert rolled.astimezone(LOS_ANGELES).date() == date(2026, 11, 30)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from privacy_service.calendars import holidays_version
 from privacy_service.policy.loader import PolicyError, check_policy, load_policy
 from tests.policy_files import POLICIES, ROOT, copy_policies, edit_yaml
 
@@ -231,11 +232,11 @@ def test_all_problems_are_reported_at_once_and_loading_refuses(tmp_path: Path) -
 # -- the command itself (as CI runs it) ------------------------------------------------------
 
 
-def run_check(policy_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_check(policy_dir: Path, cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("PRIVACY_")}
     env.update(PRIVACY_POLICY_DIR=str(policy_dir), COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "privacy_service", "policy", "check"],
+    return subprocess.run(  # noqa: S603 (the test's own literal options)
+        [sys.executable, "-m", "privacy_service", "policy", "check", *options],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -246,11 +247,36 @@ def run_check(policy_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_passes_the_shipped_policy_with_a_one_line_summary(tmp_path: Path) -> None:
-    result = run_check(ROOT / "policies", tmp_path)
+    # As of mid-2026 every calendar has data for the years a deadline can reach (see the next test).
+    result = run_check(ROOT / "policies", tmp_path, "--as-of", "2026-06-01")
     assert result.returncode == 0, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert re.fullmatch(r"policy \S+ is valid: \d+ data categories, \d+ retention rules, languages en, zh", lines[0])
+    # Today: the same summary last, and nothing but calendar warnings before it.
+    today = run_check(ROOT / "policies", tmp_path)
+    assert today.returncode == 0, today.stderr
+    *before, last = today.stderr.strip().splitlines()
+    assert last == lines[0]
+    assert all(line.startswith("warning: policy.yaml: regimes.") for line in before), before
+
+
+def test_cli_warns_when_a_calendar_has_no_data_for_a_coming_year(tmp_path: Path) -> None:
+    """China's make-up working days come with a package release after the State Council's notice."""
+    result = run_check(ROOT / "policies", tmp_path, "--as-of", "2099-12-01")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[:2] == [
+        f"warning: policy.yaml: regimes.pipl.calendars[0]: calendar CN has no data for {year} (holidays "
+        f"{holidays_version()}): upgrade the holidays package or list that year's closed_days and working_days"
+        for year in (2099, 2100)
+    ]
+    assert lines[2].startswith("policy ")
+    assert len(lines) == 3
+    bad = run_check(ROOT / "policies", tmp_path, "--as-of", "someday")
+    assert bad.returncode != 0
+    assert "--as-of takes a date" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_cli_fails_with_file_path_and_problem(tmp_path: Path) -> None:
