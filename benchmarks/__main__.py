@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import audit, breaches, connections, mail, policy, requests, retention, systems, vault
+from benchmarks import console as console_bench
 from benchmarks.common import (
     BenchConfig,
     BenchContext,
@@ -78,6 +79,12 @@ BENCHES: tuple[Bench, ...] = (
         "connected PostgreSQL database: access p95 across 8 collections (PRIVACY_BENCH_CONN_ROWS rows) and an "
         "erasure of 1,000 rows, vs the same queries written by hand (issue 18)",
         connections.connected_databases,
+    ),
+    Bench(
+        "console",
+        "p95 of every console page at 10,000 open requests and 100,000 subjects vs a bare one-SELECT endpoint "
+        "(issue 17)",
+        console_bench.console_pages_latency,
     ),
     # Last: it leaves a million generated requests behind, which no other bench should have to wade through.
     Bench(
