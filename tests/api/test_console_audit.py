@@ -81,6 +81,7 @@ async def test_search_by_subject_action_actor_and_time_in_chain_order_with_keyse
     app: Litestar, runtime: Runtime
 ) -> None:
     subject = uuid.uuid4()
+    start = runtime.clock.now() - timedelta(seconds=1)
     await _events(runtime, subject, 60)
     async with browser(app) as client:
         await signed_in(client, await make_operator_key(runtime, AUDIT))
@@ -110,14 +111,12 @@ async def test_search_by_subject_action_actor_and_time_in_chain_order_with_keyse
         assert by_action.status_code == 200
         assert "<code>subject.read</code>" not in by_action.text
         assert "<code>retention.purged</code>" in by_action.text
-        assert "&#34;n&#34;: 0" in by_action.text or "&#34;n&#34;:0" in by_action.text  # detail as the API gives it
+        assert '<code class="audit-detail">{"n": 0}</code>' in by_action.text  # detail as the API gives it
         # A time range in the operator's zone (the policy's display zone) that ends before every event.
         before = await client.get("/console/audit", params={"until": "2000-01-01T00:00"})
         assert before.status_code == 200
         assert "No events match this search." in before.text
-        iso = await client.get(
-            "/console/audit", params={"action": "subject.read", "since": runtime.clock.now().isoformat()}
-        )
+        iso = await client.get("/console/audit", params={"action": "subject.read", "since": start.isoformat()})
         assert len(_seqs(iso.text)) == audit_console.PAGE_SIZE
 
 
@@ -255,7 +254,7 @@ async def test_verify_without_csrf_or_session_is_refused_and_nothing_recorded(ap
         ({"since": "0001-01-01T00:00"}, "since"),
         ({"actor": "a" * 65 + "secret@example.com"}, "actor"),
         ({"since": "2026-05-02T10:00", "until": "2026-05-01T10:00"}, "until"),
-        ({"after": "-1"}, "after"),
+        ({"after": "-12345"}, "after"),
         ({"after": "99999999999999999999"}, "after"),
     ],
 )
@@ -263,9 +262,9 @@ async def test_bad_filter_input_is_a_422_page_that_echoes_nothing(
     app: Litestar, runtime: Runtime, params: dict[str, str], field: str
 ) -> None:
     await _events(runtime, uuid.uuid4(), 1)
-    before = await _event_count(runtime)
     async with browser(app) as client:
         await signed_in(client, await make_operator_key(runtime, AUDIT))
+        before = await _event_count(runtime)
         page = await client.get("/console/audit", params=params)
         assert page.status_code == 422
         assert 'class="error-summary"' in page.text
