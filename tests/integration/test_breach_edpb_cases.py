@@ -13,9 +13,14 @@ required (para. 15) and checked for every case. The inputs use the assessment's 
   returned_or_deleted / retained / unknown);
 * ``consequences``: the harms the EDPB reasons with (identity theft, fraud, ...), where it names them.
 
-``edpb`` is the EDPB's reasoning for the decision in one line, with the guidelines' section: cases 01
-(para. 25) and 08 are quoted in part; the others are close paraphrases of the case's risk assessment and
-"Mitigation and obligations" sections (check them against the guidelines' text before citing them).
+``edpb`` is the EDPB's reasoning for the decision in one line, with the guidelines' section, marked
+either ``quoted:`` (the guidelines' own words, between double quotes, checked against the adopted text
+v2.0) or ``paraphrase:`` (our summary of the case's risk assessment and "Mitigation and obligations"
+sections, with no quotation marks, so nobody cites it as the EDPB's words). Only case 01 (para. 25) is
+quoted: it is the only case whose text could be retrieved and checked here. The others stay marked
+paraphrases until someone checks them against the PDF (edpb.europa.eu,
+edpb_guidelines_012021_pdbnotification_adopted_en.pdf) and quotes a sentence of each; an earlier quotation
+for case 08 could not be checked against the text and is a paraphrase again.
 Where the ENISA score's band alone would lead to a different decision than the EDPB's, ``why`` says
 which rule of the model decides as the EDPB does, and ``marker`` is words of that rule's reason, which
 the decision must carry. A case without ``why`` must be decided by the score's band alone.
@@ -77,9 +82,9 @@ CASES: list[Case] = [
         {"availability": "recoverable"},
         authority=False,
         subjects=False,
-        edpb='§2.1.2: "the breach was unlikely to result in a risk to the rights and freedoms of natural persons, '
-        "hence no communication to the data subjects is necessary, nor does the breach require a notification to "
-        'the SA"',
+        edpb='§2.1.2 para. 25, quoted: "the controller determined that the breach was unlikely to result in a risk '
+        "to the rights and freedoms of natural persons, hence no communication to the data subjects is necessary, "
+        'nor does the breach require a notification to the SA"',
     ),
     Case(
         # Ransomware on an agricultural company's computer; logs prove no exfiltration; employees' and clients'
@@ -97,9 +102,9 @@ CASES: list[Case] = [
         {"availability": "temporary", "confidentiality": "exposed"},
         authority=True,
         subjects=False,
-        edpb="§2.2.2: the lack of a backup made the data unavailable for days: the breach is notified to the SA; "
-        "with only minor delays and no special categories it is not a high risk, so the data subjects need not be "
-        "told",
+        edpb="§2.2.2, paraphrase: the lack of a backup made the data unavailable for days: the breach is notified to "
+        "the SA; with only minor delays and no special categories it is not a high risk, so the data subjects "
+        "need not be told",
         why="Simple data with no exfiltration scores low, but data that could not be recovered without difficulty "
         "is not 'unlikely to result in a risk': the availability rule notifies the authority.",
         marker="could not be recovered without difficulty",
@@ -121,8 +126,8 @@ CASES: list[Case] = [
         {"availability": "temporary", "confidentiality": "exposed", "consequences": ["physical_harm"]},
         authority=True,
         subjects=True,
-        edpb="§2.3.2: the unavailability of patients' health data delayed their treatment: a high risk to their "
-        "health, so the SA is notified and the patients are told",
+        edpb="§2.3.2, paraphrase: the unavailability of patients' health data delayed their treatment: a high risk "
+        "to their health, so the SA is notified and the patients are told",
     ),
     Case(
         # Ransomware on a public transport company's server; the attacker also exfiltrated the data: identity
@@ -144,8 +149,8 @@ CASES: list[Case] = [
         },
         authority=True,
         subjects=True,
-        edpb="§2.4.2: identity and full card data in an attacker's hands can be used for identity theft and fraud: "
-        "a high risk, so the SA is notified and the data subjects are told",
+        edpb="§2.4.2, paraphrase: identity and full card data in an attacker's hands can be used for identity theft "
+        "and fraud: a high risk, so the SA is notified and the data subjects are told",
     ),
     Case(
         # Malicious code on a recruitment website captured the job application forms sent over a month (213
@@ -162,8 +167,8 @@ CASES: list[Case] = [
         {"recipient": {"trust": "unknown", "data": "retained"}},
         authority=True,
         subjects=True,
-        edpb="§3.1.2: applicants' data was exfiltrated with malicious intent and may be misused: a high risk, so the "
-        "SA is notified and the applicants are told",
+        edpb="§3.1.2, paraphrase: applicants' data was exfiltrated with malicious intent and may be misused: a high "
+        "risk, so the SA is notified and the applicants are told",
     ),
     Case(
         # SQL injection on a cooking website: 1,200 users' passwords, hashed with a state-of-the-art algorithm
@@ -182,8 +187,8 @@ CASES: list[Case] = [
         {"ease_of_identification": "negligible", "recipient": {"trust": "unknown", "data": "retained"}},
         authority=False,
         subjects=False,
-        edpb="§3.2.2: strongly hashed, salted passwords of pseudonymous users cannot be read or linked to people: "
-        "unlikely to result in a risk, so neither the SA nor the data subjects are notified",
+        edpb="§3.2.2, paraphrase: strongly hashed, salted passwords of pseudonymous users cannot be read or linked "
+        "to people: unlikely to result in a risk, so neither the SA nor the data subjects are notified",
     ),
     Case(
         # Credential stuffing on a bank's website: name, sex, date and place of birth, fiscal code and user ids
@@ -211,8 +216,8 @@ CASES: list[Case] = [
         },
         authority=True,
         subjects=True,
-        edpb="§3.3.2: identity and banking data, with accounts taken over, can lead to identity theft and financial "
-        "loss: a high risk, so the SA is notified and the data subjects are told",
+        edpb="§3.3.2, paraphrase: identity and banking data, with accounts taken over, can lead to identity theft "
+        "and financial loss: a high risk, so the SA is notified and the data subjects are told",
     ),
     Case(
         # During his notice period an employee copied the company's customer contact data and, months later,
@@ -228,9 +233,9 @@ CASES: list[Case] = [
         {"recipient": {"trust": "untrusted", "data": "retained"}},
         authority=True,
         subjects=False,
-        edpb='§4.1: "the controller is not in a position to consider the risk for the affected data subjects to be '
-        'low, since the controller does not have any kind of reassurance on the intentions of the employee": the SA '
-        "is notified; contact data used for self-marketing is not a high risk, so the customers need not be told",
+        edpb="§4.1.1-4.1.2, paraphrase: the controller has no assurance about what the former employee, who kept the "
+        "data, intends to do with it, so the risk is not unlikely: the SA is notified; contact data used for "
+        "his own marketing is not a high risk, so the customers need not be told",
     ),
     Case(
         # An insurance agent, bound by professional secrecy and sole recipient, could see two dozen other
@@ -248,8 +253,8 @@ CASES: list[Case] = [
         {"recipient": {"trust": "trusted", "data": "returned_or_deleted"}},
         authority=False,
         subjects=False,
-        edpb="§4.2.2: the only recipient is bound by professional secrecy and confirmed the deletion: unlikely to "
-        "result in a risk, so neither the SA nor the data subjects are notified",
+        edpb="§4.2.2, paraphrase: the only recipient is bound by professional secrecy and confirmed the deletion: "
+        "unlikely to result in a risk, so neither the SA nor the data subjects are notified",
         why="Insurance data scores medium, but a trusted recipient who returned or deleted the data (confirmed, no "
         "malice) contains the breach: the model notifies nobody.",
         marker="returned or deleted it (confirmed)",
@@ -271,8 +276,8 @@ CASES: list[Case] = [
         {"recipient": {"trust": "unknown", "data": "retained"}},
         authority=False,
         subjects=False,
-        edpb="§5.1.2: the devices were encrypted with a strong password, the data is backed up and was wiped "
-        "remotely: unlikely to result in a risk, so neither the SA nor the data subjects are notified",
+        edpb="§5.1.2, paraphrase: the devices were encrypted with a strong password, the data is backed up and was "
+        "wiped remotely: unlikely to result in a risk, so neither the SA nor the data subjects are notified",
     ),
     Case(
         # An employee's notebook was stolen: names, sex, addresses and dates of birth of more than 100,000
@@ -288,8 +293,8 @@ CASES: list[Case] = [
         {"recipient": {"trust": "unknown", "data": "retained"}},
         authority=True,
         subjects=True,
-        edpb="§5.2.2: unencrypted data of more than 100,000 customers is in a thief's hands: a high risk, so the SA "
-        "is notified and the customers are told",
+        edpb="§5.2.2, paraphrase: unencrypted data of more than 100,000 customers is in a thief's hands: a high "
+        "risk, so the SA is notified and the customers are told",
     ),
     Case(
         # A rehabilitation centre's paper logbook with patients' identity and health data was stolen; it was not
@@ -306,8 +311,8 @@ CASES: list[Case] = [
         {"recipient": {"trust": "unknown", "data": "retained"}},
         authority=True,
         subjects=True,
-        edpb="§5.3.2: patients' health data (special categories) was stolen and lost for good: a high risk, so the "
-        "SA is notified and the patients are told",
+        edpb="§5.3.2, paraphrase: patients' health data (special categories) was stolen and lost for good: a high "
+        "risk, so the SA is notified and the patients are told",
     ),
     Case(
         # Two shoe orders were packed with each other's packing bills: two customers saw each other's name,
@@ -323,8 +328,8 @@ CASES: list[Case] = [
         {"recipient": {"trust": "untrusted", "data": "returned_or_deleted"}},
         authority=False,
         subjects=False,
-        edpb="§6.1.2: two customers saw each other's name, address and shoe order, which were recalled: unlikely to "
-        "result in a risk, so neither the SA nor the data subjects are notified",
+        edpb="§6.1.2, paraphrase: two customers saw each other's name, address and shoe order, which were recalled: "
+        "unlikely to result in a risk, so neither the SA nor the data subjects are notified",
     ),
     Case(
         # A public employment office e-mailed all registered jobseekers a file with every jobseeker's name,
@@ -341,8 +346,8 @@ CASES: list[Case] = [
         {"recipient": {"trust": "untrusted", "data": "unknown"}, "consequences": ["identity_theft"]},
         authority=True,
         subjects=True,
-        edpb="§6.2.2: social security numbers of more than 60,000 people went to thousands of recipients and can be "
-        "used for identity theft: a high risk, so the SA is notified and the data subjects are told",
+        edpb="§6.2.2, paraphrase: social security numbers of more than 60,000 people went to thousands of recipients "
+        "and can be used for identity theft: a high risk, so the SA is notified and the data subjects are told",
     ),
     Case(
         # A course's participant list (15 names, e-mail addresses, food preferences; two lactose intolerant)
@@ -363,8 +368,9 @@ CASES: list[Case] = [
         },
         authority=False,
         subjects=False,
-        edpb="§6.3.2: a few names, e-mail addresses and a lactose intolerance reached a small group asked to delete "
-        "them: unlikely to result in a risk, so neither the SA nor the data subjects are notified",
+        edpb="§6.3.2, paraphrase: a few names, e-mail addresses and a lactose intolerance reached a small group "
+        "asked to delete them: unlikely to result in a risk, so neither the SA nor the data subjects are "
+        "notified",
     ),
     Case(
         # An enveloping machine put two car-insurance letters into one envelope: one policyholder saw another's
@@ -382,8 +388,9 @@ CASES: list[Case] = [
         {"recipient": {"trust": "untrusted", "data": "unknown"}},
         authority=True,
         subjects=False,
-        edpb="§6.4.2: another policyholder saw one person's insurance and vehicle data: the SA is notified; with no "
-        "special categories or fraud-enabling data it is not a high risk, so the data subject need not be told",
+        edpb="§6.4.2, paraphrase: another policyholder saw one person's insurance and vehicle data: the SA is "
+        "notified; with no special categories or fraud-enabling data it is not a high risk, so the data subject "
+        "need not be told",
     ),
     Case(
         # A caller posing as a telecom customer (knowing his fiscal number and address) had the billing e-mail
@@ -404,8 +411,8 @@ CASES: list[Case] = [
         },
         authority=True,
         subjects=True,
-        edpb="§7.1.1: an impostor obtained the customer's billing data and can use it for further identity fraud: "
-        "a high risk, so the SA is notified and the customer is told",
+        edpb="§7.1.1, paraphrase: an impostor obtained the customer's billing data and can use it for further "
+        "identity fraud: a high risk, so the SA is notified and the customer is told",
     ),
     Case(
         # For three months mailbox rules forwarded a retailer's e-mails about invoices, payments and bank details
@@ -428,8 +435,8 @@ CASES: list[Case] = [
         },
         authority=True,
         subjects=True,
-        edpb="§7.2.1: bank details and invoices in an attacker's hands, already used for fake invoices, lead to "
-        "financial loss: a high risk, so the SA is notified and the data subjects are told",
+        edpb="§7.2.1, paraphrase: bank details and invoices in an attacker's hands, already used for fake invoices, "
+        "lead to financial loss: a high risk, so the SA is notified and the data subjects are told",
     ),
 ]
 
@@ -437,6 +444,21 @@ CASES: list[Case] = [
 def test_the_table_has_every_case_of_the_guidelines_once() -> None:
     assert [int(case.id.split("-")[1]) for case in CASES] == list(range(1, 19))
     assert all(case.edpb.startswith("§") for case in CASES)
+
+
+def test_each_reasoning_line_says_whether_it_is_the_edpbs_words() -> None:
+    """A quotation is marked and between double quotes; a paraphrase is marked and quotes nothing."""
+    quoted = {case.id.split("-")[1] for case in CASES if ", quoted: " in case.edpb}
+    assert quoted == {"01"}, "a newly quoted case: check the sentence against the guidelines' PDF, then list it here"
+    for case in CASES:
+        section, _, text = case.edpb.partition(", ")
+        assert section.startswith("§"), case.id
+        if case.id.split("-")[1] in quoted:
+            assert text.startswith('quoted: "'), case.id
+            assert text.count('"') == 2, case.id
+        else:
+            assert text.startswith("paraphrase: "), case.id
+            assert '"' not in text, f"{case.id}: a paraphrase must not look like a quotation"
     # No workaround categories: every category is the shipped policy's, every data type the taxonomy's.
     for case in CASES:
         assert all(key.startswith(("user.", "system.")) for key in case.facts.get("categories", []))
