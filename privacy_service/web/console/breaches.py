@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import FromPath, FromQuery, PathParameter, QueryParameter
 from litestar.response import Redirect
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -132,7 +132,7 @@ class BreachesConsole(Controller):
         self,
         request: AnyRequest,
         db_session: NamedDependency[AsyncSession],
-        status: Status | None = None,
+        status: FromQuery[Status | None] = None,
         after: Annotated[str | None, QueryParameter(max_length=100)] = None,
     ) -> Response[bytes]:
         return await self._list(request, db_session, status=status, after=after)
@@ -224,7 +224,7 @@ class BreachesConsole(Controller):
 
     @get("/{breach_id:uuid}", guards=[console_guard], opt=OPT)
     async def workspace(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[bytes]:
         return await self._workspace(request, db_session, breach_id)
 
@@ -251,7 +251,7 @@ class BreachesConsole(Controller):
 
     @post("/{breach_id:uuid}/facts", guards=[console_guard], opt=OPT)
     async def update_facts(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
         """New facts (``PATCH /v1/breaches/{id}``): a new version with what changed."""
         zone = request.app.state.policy.display_zone
@@ -263,7 +263,7 @@ class BreachesConsole(Controller):
 
     @post("/{breach_id:uuid}/confirm", guards=[console_guard], opt=OPT)
     async def confirm(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
         zone = request.app.state.policy.display_zone
 
@@ -274,7 +274,7 @@ class BreachesConsole(Controller):
 
     @post("/{breach_id:uuid}/dismiss", guards=[console_guard], opt=OPT)
     async def dismiss(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
         async def act(service: BreachService, form: forms.Form) -> None:
             await service.dismiss(breach_id, forms.dismiss_body(form))
@@ -283,7 +283,7 @@ class BreachesConsole(Controller):
 
     @post("/{breach_id:uuid}/assessment", guards=[console_guard], opt=OPT)
     async def assess(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
         """The ENISA assessment and its decisions (``POST .../assessment``), overrides with justifications."""
 
@@ -296,7 +296,7 @@ class BreachesConsole(Controller):
 
     @post("/{breach_id:uuid}/authority-notification", guards=[console_guard], opt=OPT)
     async def notify_authority(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
         """Record the notification to the supervisory authority (Art. 33); its document is then linked."""
         zone = request.app.state.policy.display_zone
@@ -311,9 +311,9 @@ class BreachesConsole(Controller):
         self,
         request: AnyRequest,
         db_session: NamedDependency[AsyncSession],
-        breach_id: uuid.UUID,
+        breach_id: FromPath[uuid.UUID],
         seq: Annotated[int, PathParameter(ge=1, le=1_000_000)],
-        lang: Literal["en", "zh"] = "en",
+        lang: FromQuery[Literal["en", "zh"]] = "en",
     ) -> Response[str]:
         """The Art. 33(3) document the API serves (``?format=html``), opened with the session instead of a
         bearer key, plus a print stylesheet. Its own inline style is allowed by its hash alone."""
@@ -337,7 +337,7 @@ class BreachesConsole(Controller):
 
     @post("/{breach_id:uuid}/subject-notifications", guards=[console_guard], opt=OPT)
     async def notify_subjects(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
         """Queue the notice to every affected person (Art. 34), sent by the worker in batches."""
 
@@ -348,7 +348,7 @@ class BreachesConsole(Controller):
 
     @post("/{breach_id:uuid}/public-communication", guards=[console_guard], opt=OPT)
     async def public_communication(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
         zone = request.app.state.policy.display_zone
 
@@ -359,7 +359,7 @@ class BreachesConsole(Controller):
 
     @post("/{breach_id:uuid}/close", guards=[console_guard], opt=OPT)
     async def close(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: uuid.UUID
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
         """Close: the service refuses (409) while a duty is open."""
 
