@@ -96,6 +96,11 @@ bench: install
 bench-console: install
 	PRIVACY_BENCH_ONLY=console $(BIN)/python -m benchmarks
 
+# docs/images/console/*.png: the console's main pages (en, a zh dashboard, a phone-width page) from a
+# service started with demo data entered through the API, in Debian's Chromium (tests/e2e/screenshots.py).
+screenshots: install chromium
+	$(BIN)/python -m tests.e2e.screenshots --out docs/images/console
+
 # The documentation site (mkdocs.yml, docs/): --strict turns a broken link or anchor into a failure.
 # The API reference is generated from the app's OpenAPI document during the build.
 docs: install
