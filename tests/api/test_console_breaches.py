@@ -23,6 +23,7 @@ from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.runtime import Runtime
 from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
 from tests.breach_support import create as create_breach
+from tests.breach_support import make_subjects
 from tests.conftest import make_operator_key
 from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
 from tests.integration.systems_support import OffsetClock
@@ -346,3 +347,32 @@ async def test_the_art_33_document_needs_a_session(app: Litestar, api: httpx.Asy
             response = await stranger.get(path, headers=headers)
             assert response.status_code == 303
             assert response.headers["location"] == "/console/sign-in"
+
+
+async def test_notifying_identified_people_shows_the_delivery_counts(
+    officer: httpx.AsyncClient, api: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    subject_ids = await make_subjects(runtime, 3)
+    breach = await create_breach(api, {}, affected={"subject_ids": [str(s) for s in subject_ids]})
+    page = f"{BASE}/{breach['id']}"
+    decided = {
+        "ease_of_identification": "maximum",
+        "override_notify_subjects": "yes",
+        "justification_notify_subjects": "Three customers: we tell each of them.",
+    }
+    assessed = await _post(officer, f"{page}/assessment", decided, page)
+    assert assessed.status_code == 303, assessed.text
+    assert (await _view(api, breach["id"]))["decisions"]["notify_subjects"]["value"] is True
+    started = await _post(officer, f"{page}/subject-notifications", {}, page)
+    assert started.status_code == 303, started.text
+    api_counts = (await api.get(f"/v1/breaches/{breach['id']}/subject-notifications")).json()["counts"]
+    assert api_counts["total"] == 3
+    workspace = (await officer.get(page)).text
+    assert re.search(r'id="count-total">3<', workspace)
+    assert re.search(rf'id="count-sent">{api_counts["sent"]}<', workspace)
+    assert "subject-notifications" not in workspace.split('id="subjects-heading"', 1)[1].split("</section>", 1)[0]
+    again = await _post(officer, f"{page}/subject-notifications", {}, page)  # no button any more; the service refuses
+    assert again.status_code == 409
+    events = await _events(runtime, "breach.subject_notifications")
+    assert len(events) == 1
+    assert events[0].actor_type == "operator"
