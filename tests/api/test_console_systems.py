@@ -130,7 +130,7 @@ async def test_systems_with_their_health_in_english_and_chinese(
         assert "pss_" not in page.text
         chinese = await client.get("/console/systems?lang=zh")
         assert '<html lang="zh">' in chinese.text
-        assert "<h1>系统</h1>" in chinese.text
+        assert "<h1>下游系统</h1>" in chinese.text
         assert "1 个已放弃" in chinese.text
         assert "需要操作员处理" in chinese.text
 
