@@ -100,6 +100,7 @@ RECORD = {
     "categories": "user.contact.email",
     "estimated_count": "40",
     "malicious": "1",
+    "tr__zh__description": "一台存有客服导出文件的笔记本电脑遗失在火车上。",
 }
 
 
@@ -145,6 +146,7 @@ async def test_a_breach_from_record_to_the_art_33_document_and_closure(
     assert view["status"] == "open"
     assert view["affected"]["count"] == 40
     assert view["malicious"] is True
+    assert view["translations"] == {"zh": {"description": RECORD["tr__zh__description"]}}
 
     edited = await _post(
         officer, f"{page}/facts", {**RECORD, "estimated_count": "55", "mitigation": "Remote wipe."}, page
@@ -184,6 +186,8 @@ async def test_a_breach_from_record_to_the_art_33_document_and_closure(
             document = await officer.get(f"{page}/authority-notifications/1?lang={language}")
             assert document.status_code == 200
             assert marker in document.text
+            chinese_text = "一台存有客服导出文件的笔记本电脑遗失在火车上。"
+            assert (chinese_text in document.text) is (language == "zh")
             assert "/static/breach-document.css" in document.text
             csp = document.headers["content-security-policy"]
             assert "'unsafe-inline'" not in csp

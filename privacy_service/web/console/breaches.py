@@ -78,6 +78,11 @@ class Posted:
         return default
 
 
+def _other_languages(request: AnyRequest) -> list[str]:
+    """The policy's languages the incident's texts may be translated into (its own texts are English)."""
+    return [code for code in request.app.state.policy.languages if code != "en"]
+
+
 def _choices(request: AnyRequest, language: str) -> dict[str, Any]:
     """What the facts forms offer: the policy's categories in its own words and breach.yaml's data types."""
     rules = breach_rules(request.app.state)
@@ -87,6 +92,8 @@ def _choices(request: AnyRequest, language: str) -> dict[str, Any]:
         "data_types": [{"key": key, "name": rules.data_type_name(key, language)} for key in rules.enisa.taxonomy],
         "flags": forms.FLAGS,
         "texts": forms.TEXTS,
+        "translated": forms.TRANSLATED,
+        "other_languages": _other_languages(request),
     }
 
 
@@ -143,7 +150,8 @@ class BreachesConsole(Controller):
         form = forms.Form(await request.form())
         zone = request.app.state.policy.display_zone
         try:
-            breach = await _service(request, db_session).create(forms.create_body(form, zone))
+            body = forms.create_body(form, zone, _other_languages(request))
+            breach = await _service(request, db_session).create(body)
         except (forms.FormProblem, InvalidInput, Conflict) as problem:
             await db_session.rollback()
             errors, status_code = _problem(problem, "record")
@@ -257,7 +265,8 @@ class BreachesConsole(Controller):
         zone = request.app.state.policy.display_zone
 
         async def act(service: BreachService, form: forms.Form) -> None:
-            await service.update(breach_id, forms.patch_body(form, zone, await service.view(breach_id)))
+            current = await service.view(breach_id)
+            await service.update(breach_id, forms.patch_body(form, zone, current, _other_languages(request)))
 
         return await self._act(request, db_session, breach_id, "facts", act)
 

@@ -46,6 +46,9 @@ OVERRIDES: tuple[str, ...] = tuple(schemas.Overrides.__struct_fields__)
 NOTICE_KINDS: tuple[str, ...] = ("initial", "follow_up")
 FLAGS = ("encrypted", "key_compromised", "backup_exists", "exfiltration_known", "malicious")
 TEXTS = ("mitigation", "consequences", "measures_proposed", "advice")
+# The incident's own texts are English; these can be given in each other language of the policy (the
+# Art. 33 document and the people's notices in that language use them).
+TRANSLATED: tuple[str, ...] = tuple(schemas.Texts.__struct_fields__)
 # msgspec names the failing field as "... - at `$.affected.estimated_count`".
 _AT = re.compile(r"`\$\.?([A-Za-z_][A-Za-z0-9_]*)?(?:\.([A-Za-z_][A-Za-z0-9_]*))?")
 # A problem in a nested body is shown at the form field that holds it.
@@ -126,7 +129,18 @@ def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in body.items() if value is not None}
 
 
-def facts(form: Form, zone: ZoneInfo) -> dict[str, Any]:
+def translations(form: Form, languages: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The texts given in other languages (fields ``tr__<language>__<text>``), empty ones left out."""
+    out: dict[str, dict[str, str]] = {}
+    for language in languages:
+        given = {name: form.text(f"tr__{language}__{name}") for name in TRANSLATED}
+        kept = {name: value for name, value in given.items() if value is not None}
+        if kept:
+            out[language] = kept
+    return out
+
+
+def facts(form: Form, zone: ZoneInfo, languages: Iterable[str] = ()) -> dict[str, Any]:
     """The facts of the record / edit form as the API's body (create, or PATCH with every field)."""
     body: dict[str, Any] = {
         "title": form.text("title") or "",
@@ -140,6 +154,7 @@ def facts(form: Form, zone: ZoneInfo) -> dict[str, Any]:
         "approx_records": form.number("approx_records"),
         **{flag: form.checked(flag) for flag in FLAGS},
         **{name: form.text(name) for name in TEXTS},
+        "translations": translations(form, languages),
     }
     aware_at = local_moment(form.text("aware_at"), zone)
     if aware_at is not None:
@@ -147,19 +162,21 @@ def facts(form: Form, zone: ZoneInfo) -> dict[str, Any]:
     return body
 
 
-def create_body(form: Form, zone: ZoneInfo) -> schemas.BreachCreate:
-    body = _drop_none(facts(form, zone))
+def create_body(form: Form, zone: ZoneInfo, languages: Iterable[str] = ()) -> schemas.BreachCreate:
+    body = _drop_none(facts(form, zone, languages))
     body["affected"] = {"estimated_count": form.number("estimated_count")}
     if body["affected"]["estimated_count"] is None:
         body["affected"] = {"estimated_count": ""}  # required: the schema says what is wrong
     return convert(schemas.BreachCreate, body)
 
 
-def patch_body(form: Form, zone: ZoneInfo, current: schemas.BreachView) -> schemas.BreachPatch:
+def patch_body(
+    form: Form, zone: ZoneInfo, current: schemas.BreachView, languages: Iterable[str] = ()
+) -> schemas.BreachPatch:
     """Only the facts the edit form changed (the form shows the stored ones): the service makes each
     change a new version, so a field sent unchanged (a time shown to the minute, a list in another order)
     must not look like one. The affected people only when the estimate was changed."""
-    body = facts(form, zone)
+    body = facts(form, zone, languages)
     body.setdefault("aware_at", None)
     stored = {
         "categories": [item.key for item in current.categories],
