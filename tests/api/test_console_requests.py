@@ -394,6 +394,7 @@ async def test_the_queue_pages_by_keyset_with_its_filters_kept(
                 pages += 1
                 assert 'value="access" selected' in response.text
                 assert 'value="gdpr" selected' in response.text
+                assert ">Clear filters</a>" in response.text
                 nxt = re.search(r'<a href="([^"]+)" rel="next">', response.text)
                 href = nxt.group(1) if nxt else None
                 if href:

@@ -16,6 +16,7 @@ from typing import Any
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.response import Redirect
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -162,12 +163,14 @@ class RequestsConsole(Controller):
 
     @get("/{ref:str}", guards=[console_guard], opt=MANAGE)
     async def request_page(
-        self, request: AnyRequest, ref: str, db_session: NamedDependency[AsyncSession]
+        self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
     ) -> Response[bytes]:
         return await _request_page(request, request_service(request, db_session), _parsed(ref))
 
     @post("/{ref:str}/approve", guards=[console_guard], opt=MANAGE)
-    async def approve(self, request: AnyRequest, ref: str, db_session: NamedDependency[AsyncSession]) -> Response[Any]:
+    async def approve(
+        self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
+    ) -> Response[Any]:
         service, request_id = request_service(request, db_session), _parsed(ref)
         try:
             await service.approve(request_id)
@@ -176,7 +179,9 @@ class RequestsConsole(Controller):
         return _decided(request, request_id, "approved")
 
     @post("/{ref:str}/deny", guards=[console_guard], opt=MANAGE)
-    async def deny(self, request: AnyRequest, ref: str, db_session: NamedDependency[AsyncSession]) -> Response[Any]:
+    async def deny(
+        self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
+    ) -> Response[Any]:
         service, request_id = request_service(request, db_session), _parsed(ref)
         c = page_context(request, console_language(request), _page_path(request_id))["c"]["requests"]
         reason = str((await request.form()).get("reason", "")).strip()
@@ -197,7 +202,9 @@ class RequestsConsole(Controller):
         return _decided(request, request_id, "denied")
 
     @post("/{ref:str}/extend", guards=[console_guard], opt=MANAGE)
-    async def extend(self, request: AnyRequest, ref: str, db_session: NamedDependency[AsyncSession]) -> Response[Any]:
+    async def extend(
+        self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
+    ) -> Response[Any]:
         service, request_id = request_service(request, db_session), _parsed(ref)
         c = page_context(request, console_language(request), _page_path(request_id))["c"]["requests"]
         form = await request.form()
@@ -225,7 +232,9 @@ class RequestsConsole(Controller):
         return await _request_page(request, service, request_id, errors=errors, values=values, status_code=422)
 
     @post("/{ref:str}/cancel", guards=[console_guard], opt=MANAGE)
-    async def cancel(self, request: AnyRequest, ref: str, db_session: NamedDependency[AsyncSession]) -> Response[Any]:
+    async def cancel(
+        self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
+    ) -> Response[Any]:
         service, request_id = request_service(request, db_session), _parsed(ref)
         try:
             await service.cancel(request_id)
