@@ -412,3 +412,22 @@ async def test_the_queue_pages_by_keyset_with_its_filters_kept(
             assert sum("dsr_requests.due_at >" in s for s in queue) == pages - 1
             empty = await operator.get("/console/requests?status=denied")
             assert 'id="queue-empty"' in empty.text
+
+
+async def test_approving_a_reviewed_correction_needs_subjects_write_as_in_the_api(
+    client: httpx.AsyncClient, app: Litestar, runtime: Runtime, mail: MailSink, auth: dict[str, str]
+) -> None:
+    await make_subject(client, auth, email=ALICE, profile={"name": "Alice Oldname"})
+    request_id = await _waiting(client, runtime, mail, ALICE, "rectify", changes={"profile": {"name": "Alice New"}})
+    page = f"/console/requests/{request_id}"
+    before = await snapshot(runtime)
+    async with _console(app, runtime, MANAGE_AND_READ) as reviewer:
+        refused = await _post(reviewer, f"{page}/approve", page)
+        assert refused.status_code == 403
+        assert "Not allowed" in refused.text
+        assert_no_leak(refused, ALICE, "Alice Oldname", "Alice New")
+    assert_unchanged(before, await snapshot(runtime))
+    async with _console(app, runtime, MANAGE_AND_READ | {"subjects:write"}) as writer:
+        approved = await _post(writer, f"{page}/approve", page)
+        assert approved.status_code == 303, approved.text
+    assert (await _api_view(client, auth, request_id))["status"] == "completed"
