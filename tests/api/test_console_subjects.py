@@ -7,6 +7,7 @@ reason."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,8 +19,10 @@ from sqlalchemy import text
 
 from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.runtime import Runtime
+from privacy_service.web.console import subjects as subjects_console
 from tests.api.dsr_support import OPEN_LIMITS, fresh_settings, make_subject
 from tests.conftest import make_operator_key
+from tests.conftest_logcheck import register
 from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
 from tests.integration.systems_support import OffsetClock
 
@@ -28,6 +31,14 @@ WRITE = frozenset({"subjects:read", "subjects:write"})
 EMAIL = "Console.Person@Example.com"
 NAME = "Quintessa Marlowe-Tabb"
 HOLD_REASON = "Matter Zoltan-Briar 2031/55: preserve for the claim"
+
+
+@pytest.fixture(autouse=True)
+def _form_markers() -> None:
+    """What these tests post as forms (the log check harvests JSON bodies only): every log line and 4xx body
+    of the run is scanned for these too (tests/conftest_logcheck.py)."""
+    for value in (EMAIL, NAME, HOLD_REASON, "nobody.here@example.org", "Wolfgang.Zed", "because I said so"):
+        register(value)
 
 
 @pytest.fixture
@@ -310,7 +321,7 @@ async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
         "reference": "CASE-2031/55",
     }
     again = await client.post(release, data={"reason": "matter_closed", "_csrf_token": token})
-    assert again.status_code == 422  # already released: nothing to do
+    assert again.status_code == 409  # already released, as the API's 409: nothing to do
 
     erased = await client.post(
         f"{base}/erase", data={"confirm": subject_id.upper(), "reason": "request_outside_portal", "_csrf_token": token}
@@ -329,3 +340,26 @@ async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
     assert api["kept"]
     assert all(item["basis"] in after.text for item in api["kept"])
     assert [e[:2] for e in await _events(runtime, "subject.erase")] == [(operator, subject_id)]
+
+
+async def test_records_come_in_keyset_pages(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subjects_console, "RECORDS_PER_PAGE", 1)
+    await _session(client, runtime, READ)
+    first = await client.get(f"/console/subjects/{subject_id}")
+    assert first.text.count("user.device-") == 1
+    found = re.search(r'href="(/console/subjects/[^"?]+\?after=[0-9a-f-]+)" rel="next"', first.text)
+    assert found
+    second = await client.get(found.group(1))
+    assert second.status_code == 200
+    assert second.text.count("user.device-") == 1
+    assert {re.search(r"user\.device-\d", page.text).group(0) for page in (first, second)} == {  # type: ignore[union-attr]
+        "user.device-0",
+        "user.device-1",
+    }
+    assert 'rel="next"' not in second.text
+    assert f'href="/console/subjects/{subject_id}">' in second.text  # back to the first page
+    bad = await client.get(f"/console/subjects/{subject_id}?after=not-a-uuid")
+    assert bad.status_code == 400
+    assert "not-a-uuid" not in bad.text

@@ -199,7 +199,10 @@ class SubjectsConsole(Controller):
             try:
                 await hold_service(request, db_session).release(subject_id, hold_id)
             except Conflict:
-                errors = {"reason": context["s"]["errors"]["already_released"]}
+                # As the API's 409: released already (by someone else meanwhile), nothing to do.
+                context.update(subject_id=subject_id, hold=hold, reasons=RELEASE_REASONS)
+                context.update(errors={"reason": context["s"]["errors"]["already_released"]})
+                return render(request, "console/subjects/release.html", context, status_code=409)
             else:
                 _reason_audit(request, db_session, subject_id, "hold.released", {"hold_id": str(hold_id), **reason})
                 return Redirect(f"{BASE}/{subject_id}?done=hold_released", status_code=303)
