@@ -41,6 +41,7 @@ from privacy_service.runtime import Runtime
 from privacy_service.web.console.access import PAGES, console_guard
 from privacy_service.web.console.rendering import console_language, page_context, render
 from privacy_service.web.console.sessions import CONSOLE_PATH
+from privacy_service.web.i18n import messages
 
 AnyRequest = Request[Any, Any, Any]
 log = structlog.get_logger("privacy_service.console")
@@ -159,39 +160,47 @@ def _local_input(moment: datetime | None, policy: PolicyDocument) -> str:
     return moment.astimezone(policy.display_zone).strftime("%Y-%m-%dT%H:%M") if moment else ""
 
 
+async def _audit_page(
+    request: AnyRequest, session: AsyncSession, found: Search, results: AuditPage | None
+) -> Response[bytes]:
+    """The page: the latest verdict, the running check, the search form (with its problems) and the results."""
+    policy: PolicyDocument = request.app.state.policy
+    language = console_language(request)
+    context = page_context(request, language, AUDIT_PATH, "audit")
+    values = dict(found.values)
+    # A time the operator typed in another form (ISO with an offset) is shown as the field takes it.
+    for name in ("since", "until"):
+        if values.get(name):
+            values[name] = _local_input(getattr(found.where, name), policy)
+    context.update(
+        title=context["c"]["audit"]["title"],
+        values=values,
+        errors=found.errors,
+        results=results,
+        searched=any(found.values.values()) or found.after is not None,
+        next_href=_next_href(found, results.next_cursor if results else None),
+        first_href=_first_href(found),
+        latest=await latest_verification(session),
+        running=running_check(request),
+        notice=request.query_params.get("verify"),
+    )
+    status = 422 if found.errors else 200
+    return render(request, "console/audit/index.html", context, status_code=status)
+
+
 class AuditConsole(Controller):
     path = f"{CONSOLE_PATH}/audit"
     include_in_schema = False
 
     @get("/", guards=[console_guard], opt=PAGES["audit"].opt)
     async def search(self, request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Response[bytes]:
-        language = console_language(request)
-        context = page_context(request, language, AUDIT_PATH, "audit")
-        words = context["c"]["audit"]
         policy: PolicyDocument = request.app.state.policy
-        found = parse_search(request.query_params, policy, words)
+        language = console_language(request)
+        found = parse_search(request.query_params, policy, messages(language)["console"]["audit"])
         results: AuditPage | None = None
         if not found.errors:
             results = await page(db_session, found.where, after=found.after, limit=PAGE_SIZE)
-        values = dict(found.values)
-        # A time the operator typed in another form (ISO with an offset) is shown as the field takes it.
-        for name in ("since", "until"):
-            if values.get(name):
-                values[name] = _local_input(getattr(found.where, name), policy)
-        context.update(
-            title=words["title"],
-            values=values,
-            errors=found.errors,
-            results=results,
-            searched=any(found.values.values()) or found.after is not None,
-            next_href=_next_href(found, results.next_cursor if results else None),
-            first_href=_first_href(found),
-            latest=await latest_verification(db_session),
-            running=running_check(request),
-            notice=request.query_params.get("verify"),
-        )
-        status = 422 if found.errors else 200
-        return render(request, "console/audit/index.html", context, status_code=status)
+        return await _audit_page(request, db_session, found, results)
 
     @post("/verify", guards=[console_guard], opt=PAGES["audit"].opt)
     async def verify(self, request: AnyRequest) -> Response[Any]:
@@ -199,22 +208,11 @@ class AuditConsole(Controller):
         form = await request.form()
         mode = str(form.get("mode") or "checkpoint")
         if mode not in MODES:
-            language = console_language(request)
-            context = page_context(request, language, AUDIT_PATH, "audit")
-            words = context["c"]["audit"]
-            context.update(
-                title=words["title"],
-                values={},
-                errors={"mode-checkpoint": words["bad_mode"]},
-                results=None,
-                searched=False,
-                next_href=None,
-                first_href=None,
-                latest=None,
-                running=running_check(request),
-                notice=None,
-            )
-            return render(request, "console/audit/index.html", context, status_code=422)
+            words = messages(console_language(request))["console"]["audit"]
+            refused = Search(values={}, where=AuditFilter(), after=None, errors={"mode-checkpoint": words["bad_mode"]})
+            # No session is held while the check runs (SQLite's writer lock); this page reads in its own.
+            async with request.app.state.db.transaction() as session:
+                return await _audit_page(request, session, refused, None)
         if running_check(request) is not None:
             return Redirect(f"{AUDIT_PATH}?verify=busy#verify-heading", status_code=303)
         runtime: Runtime = request.app.state.runtime
