@@ -9,13 +9,12 @@ The running and the refused runs are started by a second process's worth of runt
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from playwright.async_api import Browser, Request, expect
+from playwright.async_api import Browser, Request, Route, expect
 
 from privacy_service.retention.jobs import RunOptions, run_purge, start_run
 from privacy_service.runtime import Runtime, build_runtime
@@ -141,25 +140,39 @@ async def test_preview_run_follow_live_refused_and_forced_in_english_at_desktop(
         await expect(device.locator(f'td[data-label="{words["deleted"]}"]')).to_have_text("3")
         await visitor.check("console-retention-report-en-desktop")
 
-        # A purge started elsewhere, followed live: the page shows it running, then its report, unclicked.
+        # A purge started elsewhere, followed live: the page shows its progress as the script polls it (a
+        # purge midway is shown through a stand-in answer: this one's plan finds nothing left to do), then
+        # its report when it ends, with no click.
+        midway = {"status": "running", "running": True, "phase": "purging", "done": 2, "planned": 5, "percent": 40}
+        stand_in = {"on": True}
+
+        async def progress(route: Route) -> None:
+            if stand_in["on"]:
+                await route.fulfill(json={**midway, "text": "2 of 5 rows done"})
+            else:
+                await route.continue_()
+
+        await page.route("**/progress", progress)
         async with _other_process(make_settings) as runtime:
             started = await start_run(runtime, RunOptions())
             try:
                 await page.goto(f"/console/retention/runs/{started.run_id}")
                 await expect(page.locator("#run-status")).to_have_text(words["running"])
-                await expect(page.locator("#run-progress-text")).to_contain_text(words["counting"])
                 await expect(page.locator(".retention-refresh")).to_be_hidden()  # the script follows it
+                await expect(page.locator("#run-progress-text")).to_have_text("2 of 5 rows done", timeout=10_000)
+                await expect(page.locator("#run-progress")).to_have_js_property("value", 2)
+                await expect(page.locator("#run-progress")).to_have_js_property("max", 5)
+                assert page.url.endswith(f"/console/retention/runs/{started.run_id}")  # no reload
                 await visitor.check("console-retention-running-en-desktop")
-                for _ in range(100):  # the script polls every 2 s
-                    if polls:
-                        break
-                    await asyncio.sleep(0.1)
-                assert polls, "the page did not poll the run's progress"
+                stand_in["on"] = False
+                await expect(page.locator("#run-progress-text")).to_contain_text(words["counting"], timeout=10_000)
             finally:
                 await started.execute()
         await expect(page.locator("#run-status")).to_have_text(words["completed"], timeout=15_000)
         await expect(page.locator("#report")).to_be_visible()
         assert page.url.endswith(f"/console/retention/runs/{started.run_id}")
+        assert polls, "the page polled the run's progress"
+        await page.unroute("**/progress")
 
         # Refused by the safety threshold (thresholds any purge trips), then forced with a reason.
         await _seed(live_server, count=2, email="purge.forced@example.com")

@@ -69,7 +69,6 @@ async def _index(
     *,
     after: str | None = None,
     errors: dict[str, str] | None = None,
-    values: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response[bytes]:
     language = console_language(request)
@@ -90,7 +89,6 @@ async def _index(
         quiet=quiet,
         last=last,
         errors=errors or {},
-        values=values or {},
         # The override is offered open when the last word on the purge is a refusal.
         force_open=bool(errors) or (last is not None and last.status == RunStatus.REFUSED),
     )
@@ -126,7 +124,6 @@ class RetentionConsole(Controller):
                 request,
                 db_session,
                 errors={"reason": words["reason_too_long"].format(max=REASON_MAX)},
-                values={"reason": reason},
                 status_code=422,
             )
         runtime: Runtime = request.app.state.runtime
@@ -174,7 +171,6 @@ class RetentionConsole(Controller):
             r=words,
             requester=await requested_by(db_session, found),
             errors={},
-            values={},
         )
         _report_context(context, request, found)
         return render(request, "console/retention/run.html", context, csp=LIVE_CSP)
