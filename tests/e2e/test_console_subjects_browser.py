@@ -121,3 +121,56 @@ async def test_look_up_a_subject_place_a_hold_and_release_it_in_both_languages_a
                 await _day(visitor, live_server, language, width, email, subject_id)
             finally:
                 await visitor.context.close()
+
+
+async def _erasure(visitor: Visitor, server: LiveServer, language: str, width: str, subject_id: str) -> None:
+    """No subject for an unknown address; erasure refused under a hold (409 page), then done once released."""
+    page, words = visitor.page, WORDS[language]
+    name = f"{language}-{width}"
+    await page.goto(f"/console/sign-in?lang={language}")
+    await page.locator("#key").fill(_key(server))
+    await page.get_by_role("button", name=words["sign_in"]).click()
+    await page.wait_for_url("**/console")
+    await page.goto("/console/subjects")
+    await page.locator("#value").fill("nobody.at.all@example.org")
+    await _submit(visitor)
+    await expect(page.locator("#no-subject")).to_be_visible()
+    assert "nobody.at.all" not in await page.content()
+    await visitor.check(f"console-subjects-none-{name}")
+
+    hold = await server.api("POST", f"/v1/subjects/{subject_id}/holds", {"reason": "Audit 2031/9"})
+    assert hold.status_code == 201, hold.text
+    await page.goto(f"/console/subjects/{subject_id}/erase")
+    await page.locator("#confirm").fill(subject_id)
+    await page.locator("#reason-duplicate_or_test").check()
+    await _submit(visitor)
+    await expect(page.locator("#refused")).to_be_visible()
+    await visitor.check(f"console-subjects-refused-{name}")
+
+    released = await server.api("DELETE", f"/v1/subjects/{subject_id}/holds/{hold.json()['id']}")
+    assert released.status_code == 200, released.text
+    await page.goto(f"/console/subjects/{subject_id}/erase")
+    await page.locator("#confirm").fill(subject_id)
+    await page.locator("#reason-duplicate_or_test").check()
+    await _submit(visitor)
+    await page.wait_for_url("**?done=erased")
+    await expect(page.locator("#subject-status")).not_to_have_text(words["active"])
+    await expect(page.locator("#kept")).to_be_visible()  # the name stays under the AML duty, with its end date
+    await visitor.check(f"console-subjects-erased-{name}")
+    after = await server.api("GET", f"/v1/subjects/{subject_id}")
+    assert after.status_code == 410
+
+
+async def test_erasure_refused_under_a_hold_then_done_in_both_languages_at_both_widths(
+    browser: Browser, live_server: LiveServer
+) -> None:
+    n = 0
+    for language in ("en", "zh"):
+        for width, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            n += 1
+            subject_id = await live_server.make_subject(f"erased.subject{n}@example.com", {"name": f"Erased {n}"}, [])
+            visitor = await open_visitor(browser, live_server, viewport=viewport)
+            try:
+                await _erasure(visitor, live_server, language, width, subject_id)
+            finally:
+                await visitor.context.close()
