@@ -109,7 +109,7 @@ def parse_search(params: Any, policy: PolicyDocument, words: dict[str, str]) -> 
         if raw_after.isdigit() and len(raw_after) <= 19 and int(raw_after) <= CURSOR_MAX:
             after = int(raw_after)
         else:
-            errors["after"] = words["bad_cursor"]
+            errors["search-heading"] = words["bad_cursor"]  # no field: the link leads to the search
     for name in errors:
         values.pop(name, None)  # a refused value is not written back into the page
     where = AuditFilter(
