@@ -20,6 +20,7 @@ import asyncpg
 from rich.console import Console
 
 from privacy_service.config import Settings
+from privacy_service.gc_tuning import tune_after_startup
 from privacy_service.migrations.runner import upgrade
 from privacy_service.runtime import Runtime, build_runtime
 
@@ -49,6 +50,13 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or default).strip()
+    if value not in choices:
+        raise SystemExit(f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
 def _env_float(name: str, default: float, minimum: float) -> float:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
@@ -74,6 +82,9 @@ class BenchConfig:
     lookups: int = 2000
     only: tuple[str, ...] = ()  # bench names (or name prefixes) to run; empty = all
     output: Path = ROOT / "bench-results" / "latest.json"
+    # The collector as `serve` and `worker` set it after start-up (privacy_service.gc_tuning), since this
+    # process stands in for them; "default" leaves CPython's (to measure what the tuning gives).
+    gc: str = "serve"
 
     @classmethod
     def from_env(cls) -> BenchConfig:
@@ -91,6 +102,7 @@ class BenchConfig:
             lookups=_env_int("PRIVACY_BENCH_LOOKUPS", default.lookups),
             only=tuple(name.strip() for name in only.split(",") if name.strip()),
             output=Path(os.environ.get("PRIVACY_BENCH_OUTPUT") or default.output),
+            gc=_env_choice("PRIVACY_BENCH_GC", default.gc, ("serve", "default")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,7 +117,13 @@ class BenchConfig:
             "subjects": self.subjects,
             "lookups": self.lookups,
             "only": list(self.only),
+            "gc": self.gc,
         }
+
+    def after_startup(self) -> None:
+        """What ``serve`` does once its app is built: call it where a bench has built its app."""
+        if self.gc == "serve":
+            tune_after_startup()
 
 
 @dataclass(slots=True)
@@ -190,6 +208,7 @@ async def bench_context(config: BenchConfig) -> AsyncIterator[BenchContext]:
             # upgrade() calls asyncio.run, which cannot nest inside this loop.
             await asyncio.to_thread(upgrade, settings)
             runtime = build_runtime(settings)
+            config.after_startup()
             try:
                 yield BenchContext(config=config, runtime=runtime, database=name)
             finally:

@@ -130,6 +130,13 @@ def _open_runtime(ctx: BenchContext) -> Runtime:
     return found
 
 
+def _service_app(ctx: BenchContext, runtime: Runtime) -> Litestar:
+    """The whole app, the collector then set as ``serve`` sets it once its app is built."""
+    app = create_app(runtime=runtime)
+    ctx.config.after_startup()
+    return app
+
+
 def _counter(ctx: BenchContext) -> itertools.count[int]:
     found: itertools.count[int] = ctx.shared.setdefault("requests.counter", itertools.count())
     return found
@@ -258,7 +265,7 @@ async def intake_throughput(ctx: BenchContext) -> list[Figure]:
     async with runtime.db.engine.begin() as conn:
         await conn.run_sync(BARE_METADATA.create_all)
     counter = _counter(ctx)
-    app_transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+    app_transport = httpx.ASGITransport(app=_service_app(ctx, runtime))
     bare_transport = httpx.ASGITransport(app=_bare_app(runtime))
     async with (
         httpx.AsyncClient(transport=app_transport, base_url="http://bench") as app_client,
@@ -406,7 +413,7 @@ async def status_throughput(ctx: BenchContext) -> list[Figure]:
     made = await _status_requests(ctx, runtime, dsr_config.status_requests)
     progress.log(f"{len(made)} verified requests in {time.perf_counter() - started:.1f} s")
     async with (
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime=runtime)), base_url="http://b") as app,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=_service_app(ctx, runtime)), base_url="http://b") as app,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=_bare_status_app(runtime)), base_url="http://b") as bare,
     ):
         results = await _interleaved(
@@ -551,7 +558,7 @@ async def growth(ctx: BenchContext) -> list[Figure]:
     measured: dict[str, dict[int, dict[str, list[LatencyRound]]]] = {"intake": {}, "status": {}}
     filled: dict[int, tuple[int, float]] = {}
     async with (
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime=runtime)), base_url="http://b") as app,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=_service_app(ctx, runtime)), base_url="http://b") as app,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=_bare_app(runtime)), base_url="http://b") as bare,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=_bare_status_app(runtime)), base_url="http://b") as bare_s,
     ):

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,7 +14,11 @@ from rich.table import Table
 
 from privacy_service.cli_support import configure_cli_logging, fail, settings_or_exit, stderr, with_runtime
 from privacy_service.config import ConfigError
+from privacy_service.gc_tuning import tune_after_startup
 from privacy_service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 T = TypeVar("T")
 
@@ -94,10 +98,20 @@ def serve(
         "log_config": None,
     }
     if workers == 1:
+        tune_after_startup()
         uvicorn.run(application, **options)
     else:
         # Each worker process builds its own app from the same settings (the environment).
-        uvicorn.run("privacy_service.app:create_app", factory=True, workers=workers, **options)
+        uvicorn.run("privacy_service.cli:serving_app", factory=True, workers=workers, **options)
+
+
+def serving_app() -> Litestar:
+    """The app of one of ``serve --workers N``'s processes, its collector set once it is built."""
+    from privacy_service.app import create_app
+
+    application = create_app()
+    tune_after_startup()
+    return application
 
 
 @app.command()

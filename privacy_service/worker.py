@@ -32,6 +32,7 @@ from privacy_service.audit.service import seal_pending
 from privacy_service.breaches.jobs import scheduled_jobs as breach_jobs
 from privacy_service.connections.runner import run_connection_tasks
 from privacy_service.dsr.jobs import expire_unverified, send_digest, watch_acknowledgements
+from privacy_service.gc_tuning import tune_after_startup
 from privacy_service.logging import configure_logging
 from privacy_service.notify.jobs import deliver_mail, delivers_in
 from privacy_service.retention.jobs import scheduled_purge
@@ -258,6 +259,7 @@ async def run_worker(runtime: Runtime) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     scheduler.start()
+    tune_after_startup()  # what start-up built is never walked again by a full collection
     heartbeat.beat()
     log.info(
         "worker_started",
