@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from privacy_service.retention.locks import try_acquire
 from privacy_service.retention.models import RunStatus
 from privacy_service.retention.schemas import Counts, RuleReport, RunReport, RunView
 from privacy_service.runtime import Runtime
+from privacy_service.web.console import retention as console_retention
 from privacy_service.web.console.retention_views import progress_of
 from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
 from tests.conftest import make_operator_key
@@ -412,3 +414,32 @@ async def test_the_run_list_pages_newest_first(setup: Setup) -> None:
         rest = (await client.get(after.group(1).replace("&amp;", "&"))).text
         assert re.findall(r'<a class="reference-id" href="/console/retention/runs/([0-9a-f-]{36})">', rest) == ids[:1]
         assert 'rel="next"' not in rest
+
+
+async def test_a_forced_run_whose_reason_could_not_be_recorded_never_runs(
+    strict: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, app, _ = strict
+    await _seed(runtime)
+
+    def lost(*_: object, **__: object) -> None:
+        raise ConnectionError("the database went away")  # as a dropped connection surfaces
+
+    async with _client(app, runtime) as client:
+        token = await csrf_token(client, "/console/retention")
+        records = await count_rows(runtime, "records")
+        monkeypatch.setattr(console_retention, "audit", SimpleNamespace(record=lost))  # the console's write only
+        failed = await client.post(RUNS, data={"mode": "force", "reason": REASON, "_csrf_token": token})
+        monkeypatch.undo()
+        assert failed.status_code == 503
+        assert "Nothing was changed" in failed.text
+        assert REASON not in failed.text
+        assert await count_rows(runtime, "records") == records  # not carried out
+        assert await _events(runtime, "retention.run.force_reason") == []
+        lock = await try_acquire(runtime.db)  # and the run lock was given back
+        assert lock is not None
+        await lock.release()
+        # The next run marks the one that never ran as interrupted, as for a process that died.
+        after = _run_location(await _post(client, {"mode": "dry_run"}))
+        assert "tag--completed" in (await client.get(after)).text
+        assert len(await _events(runtime, "retention.run.interrupted")) == 1
