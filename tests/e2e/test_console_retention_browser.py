@@ -1,8 +1,9 @@
 """The console's retention area in Debian's Chromium (issue 17 item 6): a privacy officer previews a purge
 (dry run), runs it and reads its report, follows a running purge live (the page's script polls its progress
 and shows the report when it ends, with no click), finds a purge refused by the safety threshold, forgets the
-override's reason once, then forces it with a reason; in English and Chinese, at desktop (1280) and phone
-(390) widths, with axe-core finding nothing serious or critical on every page of the area.
+override's reason once, then forces it with a reason. In English and Chinese, at desktop (1280) and phone
+(390) widths, a preview, a purge followed to its report, the refused run and the missing reason, with
+axe-core finding nothing serious or critical on every page of the area.
 
 The running and the refused runs are started by a second process's worth of runtime on the same database
 (as the CLI or the worker would start them): the refused one with thresholds that any purge trips."""
@@ -41,6 +42,7 @@ WORDS = {
         "would_delete": "Would be: Deleted",
         "device": "Device and connection data",
         "counting": "Counting what is due",
+        "back": "Back to retention",
     },
     "zh": {
         "sign_in": "登录",
@@ -58,6 +60,7 @@ WORDS = {
         "would_delete": "将会\uff1a已删除",  # the catalog's full-width colon
         "device": "设备与连接信息",
         "counting": "正在统计到期的数据",
+        "back": "返回保存期限",
     },
 }
 
@@ -204,12 +207,15 @@ async def test_the_retention_pages_pass_axe_in_both_languages_at_desktop_and_pho
     async with _other_process(make_settings, **STRICT) as runtime:
         refused = await run_purge(runtime, RunOptions())
     assert refused.status == "refused"
+    async with _other_process(make_settings) as runtime:  # the refused run's records, purged elsewhere
+        assert (await run_purge(runtime, RunOptions(force=True))).status == "completed"
     key = _key(live_server)
     for language in ("en", "zh"):
         words = WORDS[language]
         for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-            visitor = await open_visitor(browser, live_server, viewport=viewport)
             name = f"{language}-{width_name}"
+            await _seed(live_server, count=1, email=f"purge.{name}@example.com")  # one record due for each purge
+            visitor = await open_visitor(browser, live_server, viewport=viewport)
             try:
                 page = visitor.page
                 await _sign_in(visitor, key, language)
@@ -221,6 +227,15 @@ async def test_the_retention_pages_pass_axe_in_both_languages_at_desktop_and_pho
                 await _finished(visitor, words)
                 await expect(page.locator('tr[data-rule="records:user.device"] th')).to_contain_text(words["device"])
                 await visitor.check(f"console-retention-dry-run-{name}")
+                await page.get_by_role("link", name=words["back"]).click()
+                await expect(page.locator("#preview-rules")).to_contain_text(words["device"])
+                await visitor.check(f"console-retention-preview-{name}")
+                await page.get_by_role("button", name=words["start"], exact=True).click()
+                await _finished(visitor, words)
+                await expect(
+                    page.locator(f'tr[data-rule="records:user.device"] td[data-label="{words["deleted"]}"]')
+                ).to_have_text("1")
+                await visitor.check(f"console-retention-report-{name}")
                 await page.goto(f"/console/retention/runs/{refused.run_id}")
                 await expect(page.get_by_role("heading", name=words["refused_title"])).to_be_visible()
                 await visitor.check(f"console-retention-refused-{name}")
