@@ -212,9 +212,10 @@ class Reading(Processing):
         transitions = [(row[n], row[n + 1], row[n + 2], row[n + 3]) for row in rows if row[n] is not None]
         return request, History(transitions, bool(rows[0][n + 4]))
 
-    async def case_file(self, request_id: uuid.UUID) -> CaseFile:
-        """The request's identity (to an operator with ``VALUES_SCOPE`` only, audited) and its note."""
-        request = await self._get(request_id)
+    async def case_file(self, request_id: uuid.UUID, loaded: PrivacyRequest | None = None) -> CaseFile:
+        """The request's identity (to an operator with ``VALUES_SCOPE`` only, audited) and its note
+        (``loaded``: the row as this transaction read it, not read again)."""
+        request = loaded if loaded is not None and loaded.id == request_id else await self._get(request_id)
         with_identity = VALUES_SCOPE in self.scopes and request.identity_ct is not None
         if request.reason_ct is None and not with_identity:
             return CaseFile(request.identity_kind, None, None)

@@ -87,8 +87,10 @@ async def _request_page(
     language = console_language(request)
     context = page_context(request, language, _page_path(request_id), "requests")
     c = context["c"]["requests"]
-    view = await service.view(request_id)  # 404 page for an unknown id
-    case = await service.case_file(request_id)
+    # The row and its history in one statement (404 page for an unknown id), read once for every part.
+    loaded, history = await service.read_with_history(request_id)
+    view = await service.view(request_id, loaded, history)
+    case = await service.case_file(request_id, loaded)
     done = request.query_params.get("done")
     context.update(
         r=c,
