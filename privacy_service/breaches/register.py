@@ -155,6 +155,14 @@ class Register(BreachBase):
         self, *, status: str | None, band: str | None, after: str | None, limit: int
     ) -> schemas.BreachPage:
         """The breach register (Art. 33(5)): every incident, notified or not, newest first."""
+        page, cursor = await self.register_rows(status=status, band=band, after=after, limit=limit)
+        return schemas.BreachPage(items=[await self._view(row) for row in page], next_cursor=cursor)
+
+    async def register_rows(
+        self, *, status: str | None, band: str | None, after: str | None, limit: int
+    ) -> tuple[list[Breach], str | None]:
+        """One page of the register's incidents (newest first, keyset) and the next page's cursor, in one
+        query: a list (the console's) that shows each incident's own columns and clock needs no more."""
         query = select(Breach)
         if status is not None:
             query = query.where(col(Breach.status) == status)
@@ -177,11 +185,9 @@ class Register(BreachBase):
                 query.order_by(col(Breach.detected_at).desc(), col(Breach.id).desc()).limit(limit + 1)
             )
         ).all()
-        page = rows[:limit]
-        return schemas.BreachPage(
-            items=[await self._view(row) for row in page],
-            next_cursor=f"{page[-1].detected_at.isoformat()}_{page[-1].id}" if len(rows) > limit else None,
-        )
+        page = list(rows[:limit])
+        cursor = f"{page[-1].detected_at.isoformat()}_{page[-1].id}" if len(rows) > limit else None
+        return page, cursor
 
     async def versions(self, breach_id: uuid.UUID) -> list[schemas.VersionView]:
         await self._get(breach_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -380,3 +381,23 @@ async def test_notifying_identified_people_shows_the_delivery_counts(
     events = await _events(runtime, "breach.subject_notifications")
     assert len(events) == 1
     assert events[0].actor_type == "operator"
+
+
+async def test_the_register_pages_by_keyset_newest_first_and_filters_by_status(
+    officer: httpx.AsyncClient, api: httpx.AsyncClient, setup: tuple[Runtime, Litestar, OffsetClock]
+) -> None:
+    clock = setup[2]
+    for n in range(27):
+        await create_breach(api, {}, title=f"Incident number {n:02d}")
+        clock.travel(timedelta(seconds=1))
+    first = (await officer.get(BASE)).text
+    shown = re.findall(r"Incident number (\d\d)", first)
+    assert shown == [f"{n:02d}" for n in range(26, 1, -1)]  # 25, newest first
+    found = re.search(r'<a href="(/console/breaches\?after=[^"]+)" rel="next">', first)
+    assert found
+    second = (await officer.get(found.group(1).replace("&amp;", "&"))).text
+    assert re.findall(r"Incident number (\d\d)", second) == ["01", "00"]
+    assert 'rel="next"' not in second
+    assert "Incident number" not in (await officer.get(f"{BASE}?status=closed")).text
+    assert len(re.findall(r"Incident number", (await officer.get(f"{BASE}?status=open")).text)) == 25
+    assert (await officer.get(f"{BASE}?after=not-a-cursor")).status_code == 422

@@ -18,6 +18,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
@@ -25,6 +26,7 @@ from litestar.params import FromPath, FromQuery, PathParameter, QueryParameter
 from litestar.response import Redirect
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from privacy_service.breaches.clocks import authority_clock
 from privacy_service.breaches.flows import ACTIONS, Status
 from privacy_service.breaches.messaging import category_names, render_authority_notice
 from privacy_service.breaches.routes import breach_rules
@@ -115,7 +117,9 @@ class BreachesConsole(Controller):
         errors: dict[str, str] | None = None,
     ) -> Response[bytes]:
         service = _service(request, db_session)
-        page = await service.register(status=status, band=None, after=after, limit=LIST_LIMIT)
+        rows, cursor = await service.register_rows(status=status, band=None, after=after, limit=LIST_LIMIT)
+        now = request.app.state.clock.now()
+        clocks = [authority_clock(row, now) for row in rows]
         language = console_language(request)
         context = page_context(request, language, BASE, "breaches")
         b = context["c"]["breaches"]
@@ -123,10 +127,10 @@ class BreachesConsole(Controller):
         context.update(
             title=b["title"],
             b=b,
-            items=[(item, _hours(item.clock.seconds_left)) for item in page.items],
+            items=[(row, clock, _hours(clock.seconds_left)) for row, clock in zip(rows, clocks, strict=True)],
             statuses=[s.value for s in Status],
             status=status,
-            next_href=f"{BASE}{query}after={page.next_cursor}" if page.next_cursor else None,
+            next_href=f"{BASE}{query}after={quote(cursor)}" if cursor else None,
             first_href=f"{BASE}{query.rstrip('&?')}" if after else None,
             posted=posted or Posted(),
             errors=errors or {},
