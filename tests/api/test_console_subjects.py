@@ -232,26 +232,40 @@ async def test_a_read_only_session_sees_no_actions_and_is_refused_them(
 
 
 async def test_without_csrf_or_a_session_nothing_changes(
-    setup: tuple[Runtime, Litestar, OffsetClock], client: httpx.AsyncClient, runtime: Runtime, subject_id: str
+    setup: tuple[Runtime, Litestar, OffsetClock],
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    subject_id: str,
+    auth: dict[str, str],
 ) -> None:
+    placed = await client.post(f"/v1/subjects/{subject_id}/holds", json={"reason": HOLD_REASON}, headers=auth)
+    hold_id = placed.json()["id"]
     await _session(client, runtime, WRITE)
     base = f"/console/subjects/{subject_id}"
-    for path, form in ((f"{base}/holds", {"reason": "x"}), (f"{base}/erase", {"confirm": subject_id})):
+    forms = (  # every form of the area
+        ("/console/subjects/lookup", {"kind": "email", "value": EMAIL}),
+        (f"{base}/holds", {"reason": "x"}),
+        (f"{base}/holds/{hold_id}/release", {"reason": "matter_closed"}),
+        (f"{base}/erase", {"confirm": subject_id, "reason": "duplicate_or_test"}),
+    )
+    for path, form in forms:
         for token in (None, "forged"):
             data = {**form, **({"_csrf_token": token} if token else {})}
-            assert (await client.post(path, data=data)).status_code == 403
+            refused = await client.post(path, data=data)
+            assert refused.status_code == 403, path
+            assert "The form expired" in refused.text
+    assert await _active_holds(runtime, subject_id) == 1
+    assert await _scalar(runtime, "SELECT count(*) FROM audit_events WHERE action = 'subject.lookup'") == 0
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()["status"] == "active"
     async with browser(setup[1]) as stranger:
         assert (await stranger.get(base)).headers["location"] == "/console/sign-in"
         assert (await stranger.get("/console/subjects")).status_code == 303
         token = await csrf_token(stranger, "/console/sign-in")
-        posted = await stranger.post(f"{base}/holds", data={"reason": "x", "_csrf_token": token})
-        assert posted.status_code == 401
-        lookup = await stranger.post(
-            "/console/subjects/lookup", data={"kind": "email", "value": EMAIL, "_csrf_token": token}
-        )
-        assert lookup.status_code == 401
-    assert await _active_holds(runtime, subject_id) == 0
+        for path, form in forms:
+            assert (await stranger.post(path, data={**form, "_csrf_token": token})).status_code == 401, path
+    assert await _active_holds(runtime, subject_id) == 1
     assert await _scalar(runtime, "SELECT count(*) FROM audit_events WHERE action = 'subject.lookup'") == 0
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()["status"] == "active"
 
 
 async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
