@@ -33,6 +33,7 @@ Runs in ``make bench``, or alone: ``make bench-console`` (``PRIVACY_BENCH_ONLY=c
 from __future__ import annotations
 
 import dataclasses
+import html
 import itertools
 import random
 import re
@@ -79,6 +80,13 @@ OPEN_LIMITS = {
 }
 _PARAM = re.compile(r"\{([A-Za-z_]+)(?::[a-z]+)?\}")
 _CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]*)"')
+_NEXT_PAGE = re.compile(r'href="(/console/[^"?]*\?[^"]*after=[^"]+)"')
+# Filters an operator uses daily on the list pages (each measured as a page of its own when it answers 200).
+_FILTERS = {
+    "/console/requests": ("?overdue=yes", "?status=processing&type=erase", "?regime=ccpa"),
+    "/console/audit": ("?action=subject.read",),
+    "/console/breaches": ("?status=open",),
+}
 # Open statuses the bulk spreads over, with their path from intake (RECEIVED first, always).
 _PATHS: dict[Status, tuple[Status, ...]] = {
     Status.AWAITING_VERIFICATION: (Status.RECEIVED, Status.AWAITING_VERIFICATION),
@@ -464,22 +472,17 @@ async def console_pages_latency(ctx: BenchContext) -> list[Figure]:
             if response.status_code != 200:
                 raise RuntimeError(f"bare endpoint answered {response.status_code}")
 
-        for template in pages:
-            paths, reason = await _paths(runtime, template)
-            if reason is None:
-                first = await client.get(paths[0])
-                kind = first.headers.get("content-type", "")
-                if first.status_code != 200:
-                    reason = f"answered {first.status_code} on {paths[0]}"
-                elif not kind.startswith("text/html"):
-                    reason = f"not a page ({kind.split(';')[0]})"
-            if reason is not None:
-                skipped[template] = reason
-                progress.log(f"[yellow]skipped {template}: {reason}[/]")
-                continue
+        async def measure(label: str, paths: list[str], *, follow: bool = True) -> str | None:
+            """One figure for ``label`` read over ``paths``; or why it was not measured."""
+            first = await client.get(paths[0])
+            kind = first.headers.get("content-type", "")
+            if first.status_code != 200:
+                return f"answered {first.status_code} on {paths[0]}"
+            if not kind.startswith("text/html"):
+                return f"not a page ({kind.split(';')[0]})"
             rotation = itertools.cycle(paths)
 
-            async def page(rotation: itertools.cycle[str] = rotation) -> None:
+            async def page() -> None:
                 path = next(rotation)
                 response = await client.get(path)
                 if response.status_code != 200:
@@ -497,12 +500,12 @@ async def console_pages_latency(ctx: BenchContext) -> list[Figure]:
             measured = {point: seconds * 1000 for point, seconds in percentiles(timings["page"]).items()}
             base = {point: seconds * 1000 for point, seconds in percentiles(timings["bare"]).items()}
             progress.log(
-                f"{template}: p50 {measured[50]:.1f} ms, p95 {measured[95]:.1f} ms, p99 {measured[99]:.1f} ms "
+                f"{label}: p50 {measured[50]:.1f} ms, p95 {measured[95]:.1f} ms, p99 {measured[99]:.1f} ms "
                 f"(bare p95 {base[95]:.2f} ms; {len(paths)} path(s), {len(first.content):,} bytes)"
             )
             figures.append(
                 Figure(
-                    f"console GET {_PARAM.sub(lambda match: '{' + match.group(1) + '}', template)} p95",
+                    f"console GET {label} p95",
                     "ms",
                     measured[95],
                     base[95],
@@ -523,6 +526,27 @@ async def console_pages_latency(ctx: BenchContext) -> list[Figure]:
                     },
                 )
             )
+            # A list's second page, by the keyset link the page itself offers.
+            following = _NEXT_PAGE.search(first.text)
+            if following and follow:
+                reason = await measure(f"{label} (next page)", [html.unescape(following.group(1))], follow=False)
+                if reason:
+                    skipped[f"{label} (next page)"] = reason
+            return None
+
+        for template in pages:
+            paths, reason = await _paths(runtime, template)
+            label = _PARAM.sub(lambda match: "{" + match.group(1) + "}", template)
+            if reason is None:
+                reason = await measure(label, paths)
+            if reason is not None:
+                skipped[template] = reason
+                progress.log(f"[yellow]skipped {template}: {reason}[/]")
+                continue
+            for query in _FILTERS.get(template, ()):
+                reason = await measure(f"{label}{query}", [f"{path}{query}" for path in paths], follow=False)
+                if reason is not None:
+                    skipped[f"{template}{query}"] = reason
     out = console()
     out.print(
         f"[bold]console bench data[/]: {seeded['open_requests']:,} open requests ({seeded['requests']:,} in all), "
