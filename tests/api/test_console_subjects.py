@@ -21,7 +21,7 @@ from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.runtime import Runtime
 from privacy_service.web.console import subjects as subjects_console
 from tests.api.dsr_support import OPEN_LIMITS, fresh_settings, make_subject
-from tests.conftest import make_operator_key
+from tests.conftest import make_operator_key, sql_statements
 from tests.conftest_logcheck import register
 from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
 from tests.integration.systems_support import OffsetClock
@@ -377,3 +377,32 @@ async def test_records_come_in_keyset_pages(
     bad = await client.get(f"/console/subjects/{subject_id}?after=not-a-uuid")
     assert bad.status_code == 400
     assert "not-a-uuid" not in bad.text
+
+
+async def test_the_subject_page_sends_the_same_statements_however_many_records_and_holds(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str, auth: dict[str, str]
+) -> None:
+    """Bounded queries (no statement per record or per hold): the page is one keyset page of records and
+    the holds in one query, whatever the subject holds."""
+    await _session(client, runtime, READ)
+    page = f"/console/subjects/{subject_id}"
+    # One hold to start with: the first hold's reason loads the subject's key once (then never again).
+    assert (
+        await client.post(f"/v1/subjects/{subject_id}/holds", json={"reason": HOLD_REASON}, headers=auth)
+    ).is_success
+    await client.get(page)  # warm: the session's first resume may differ from later ones
+    with sql_statements(runtime) as few:
+        assert (await client.get(page)).status_code == 200
+    for n in range(6):
+        added = await client.post(
+            f"/v1/subjects/{subject_id}/records",
+            json={"kind": "note", "category": "user.device", "occurred_at": "2026-01-05T09:00:00Z", "data": {"n": n}},
+            headers=auth,
+        )
+        assert added.status_code == 201
+    for _ in range(3):
+        placed = await client.post(f"/v1/subjects/{subject_id}/holds", json={"reason": HOLD_REASON}, headers=auth)
+        assert placed.status_code == 201
+    with sql_statements(runtime) as many:
+        assert (await client.get(page)).status_code == 200
+    assert len(many) == len(few), (few, many)
