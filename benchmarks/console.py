@@ -47,7 +47,7 @@ import httpx
 import msgspec
 from litestar import Litestar
 from litestar.routes import HTTPRoute
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import event, func, insert, select, text
 from sqlmodel import col
 
 from benchmarks.common import BenchContext, Figure, _env_int, console, percentiles, progress, verdict
@@ -457,6 +457,12 @@ async def console_pages_latency(ctx: BenchContext) -> list[Figure]:
     async with runtime.db.engine.connect() as conn:
         bare_ids = (await conn.execute(text("SELECT id FROM dsr_requests LIMIT 200"))).scalars().all()
     pages = console_pages(app)
+    statements = [0]
+
+    def count(*_: Any) -> None:
+        statements[0] += 1
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", count)
     progress.log(f"{len(pages)} console GET pages found: {', '.join(pages)}")
     chooser = random.Random(23)
     figures: list[Figure] = []
@@ -474,7 +480,9 @@ async def console_pages_latency(ctx: BenchContext) -> list[Figure]:
 
         async def measure(label: str, paths: list[str], *, follow: bool = True) -> str | None:
             """One figure for ``label`` read over ``paths``; or why it was not measured."""
+            before = statements[0]
             first = await client.get(paths[0])
+            queries = statements[0] - before  # SQL statements one read of the page runs (an N+1 shows here)
             kind = first.headers.get("content-type", "")
             if first.status_code != 200:
                 return f"answered {first.status_code} on {paths[0]}"
@@ -501,7 +509,8 @@ async def console_pages_latency(ctx: BenchContext) -> list[Figure]:
             base = {point: seconds * 1000 for point, seconds in percentiles(timings["bare"]).items()}
             progress.log(
                 f"{label}: p50 {measured[50]:.1f} ms, p95 {measured[95]:.1f} ms, p99 {measured[99]:.1f} ms "
-                f"(bare p95 {base[95]:.2f} ms; {len(paths)} path(s), {len(first.content):,} bytes)"
+                f"(bare p95 {base[95]:.2f} ms; {len(paths)} path(s), {len(first.content):,} bytes, "
+                f"{queries} SQL statements)"
             )
             figures.append(
                 Figure(
@@ -519,6 +528,7 @@ async def console_pages_latency(ctx: BenchContext) -> list[Figure]:
                         "samples": config.samples,
                         "paths_rotated": len(paths),
                         "bytes": len(first.content),
+                        "sql_statements": queries,
                         "seeded": {k: v for k, v in seeded.items() if k != "key"},
                         "path": "whole app in process (httpx.ASGITransport), one client, signed in with every scope",
                         "baseline": "bare Litestar app, same transport and database: one SELECT of a request row by "
@@ -547,6 +557,7 @@ async def console_pages_latency(ctx: BenchContext) -> list[Figure]:
                 reason = await measure(f"{label}{query}", [f"{path}{query}" for path in paths], follow=False)
                 if reason is not None:
                     skipped[f"{template}{query}"] = reason
+    event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", count)
     out = console()
     out.print(
         f"[bold]console bench data[/]: {seeded['open_requests']:,} open requests ({seeded['requests']:,} in all), "
