@@ -117,6 +117,7 @@ async def test_systems_with_their_health_in_english_and_chinese(
         assert "<h1>Systems</h1>" in page.text
         billing = page.text.split(">billing</a>", 1)[1].split("</li>", 1)[0]
         assert "1 dead" in billing
+        assert f'href="/console/systems/{system["system"]["id"]}?status=dead"' in billing
         assert re.search(r'data-figure="dead">1<', billing)
         assert re.search(r'data-figure="queued">0<', billing)
         assert re.search(r'data-figure="delivered">0<', billing)
