@@ -189,7 +189,7 @@ class ConsoleController(Controller):
         return render(request, "console/api.html", context, csp=API_REFERENCE_CSP)
 
 
-_ERROR_PAGES = {401: "sign_in_required", 403: "forbidden", 404: "not_found", 429: "rate_limited"}
+_ERROR_PAGES = {401: "sign_in_required", 403: "forbidden", 404: "not_found", 409: "conflict", 429: "rate_limited"}
 
 
 def console_error_page(request: AnyRequest, exc: Exception) -> Response[Any]:
