@@ -116,7 +116,8 @@ async def test_the_dashboard_shows_requests_breach_clocks_purges_audit_and_deliv
     assert re.search(r'id="overdue-count">0<', page)
     assert re.search(r'id="due-week-count">0<', page)
     assert page.count('class="reference-id">') >= 3
-    assert len(re.findall(r'<a href="/console/requests/[0-9a-f-]{36}" class="reference-id">', page)) == 3  # each opens its page
+    # each open request links to its page
+    assert len(re.findall(r'<a href="/console/requests/[0-9a-f-]{36}" class="reference-id">', page)) == 3
     assert "Console dashboard test incident" in page
     assert str(breach["id"])[:8] in page
     assert re.search(r"<td data-label=\"Hours left\">7[12]\.\d h</td>", page), "72 h clock shown"
