@@ -10,6 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -286,11 +287,17 @@ async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
     assert "Zoltan" not in past.text
     assert await _active_holds(runtime, subject_id) == 0
 
-    placed = await client.post(f"{base}/holds", data={"reason": HOLD_REASON, "_csrf_token": token})
+    placed = await client.post(
+        f"{base}/holds", data={"reason": HOLD_REASON, "until": "2040-06-30", "_csrf_token": token}
+    )
     assert placed.status_code == 303
     assert placed.headers["location"] == f"{base}?done=hold_placed"
     listed = (await client.get(f"/v1/subjects/{subject_id}/holds", headers=auth)).json()["items"]
     assert [(h["reason"], h["active"], h["placed_by"]) for h in listed] == [(HOLD_REASON, True, operator)]
+    # Through the last day given, in the policy's display zone.
+    zone = runtime.policy.display_zone
+    until = datetime.fromisoformat(listed[0]["until"]).astimezone(zone)
+    assert (until.date().isoformat(), until.hour, until.minute) == ("2040-06-30", 23, 59)
     held_page = await client.get(f"{base}?done=hold_placed")
     assert HOLD_REASON in held_page.text
     assert 'id="held-tag"' in held_page.text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,8 +46,8 @@ def lookup_form(form: Form, s: Mapping[str, Any]) -> tuple[str, str, Errors]:
 
 
 def _end_of_day(day: date, zone: ZoneInfo) -> datetime:
-    """A hold "until 31 March" lasts through that day in the operator's zone."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    """A hold "until 31 March" lasts through that day in the operator's zone (shown as 31 March, 23:59)."""
+    return datetime.combine(day, time.max, tzinfo=zone)
 
 
 def hold_form(form: Form, s: Mapping[str, Any], zone: ZoneInfo) -> tuple[HoldCreate | None, Errors]:
