@@ -279,6 +279,11 @@ async def test_bad_input_is_a_422_page_with_nothing_changed_and_nothing_echoed(
         assert 'class="error-summary"' in response.text
         assert "Traceback" not in response.text
     assert await _view(api, breach["id"]) == before
+    await officer.get(f"{page}?lang=zh")  # the field is named in the page's language
+    chinese = await _post(officer, f"{page}/assessment", {"ease_of_identification": "extreme"}, page)
+    assert chinese.status_code == 422
+    assert "识别难易度：此值不被接受" in chinese.text  # noqa: RUF001 - the Chinese colon
+    await officer.get(f"{page}?lang=en")
     secret = "person.secret@example.com"
     refused = await _post(officer, BASE, {**RECORD, "title": "", "description": secret, "estimated_count": "lots"})
     assert refused.status_code == 422

@@ -133,7 +133,7 @@ class BreachesConsole(Controller):
             next_href=f"{BASE}{query}after={quote(cursor)}" if cursor else None,
             first_href=f"{BASE}{query.rstrip('&?')}" if after else None,
             posted=posted or Posted(),
-            errors=errors or {},
+            errors=_labelled(errors or {}, b),
             **_choices(request, language),
         )
         return render(request, "console/breaches/list.html", context, status_code=status_code)
@@ -211,7 +211,7 @@ class BreachesConsole(Controller):
             versions=list(reversed(versions)),
             can={action: Status(view.status) in allowed for action, allowed in ACTIONS.items()},
             posted=posted or Posted(),
-            errors=errors or {},
+            errors=_labelled(errors or {}, b),
             local=lambda moment: forms.local_input(moment, zone),
             inputs=inputs,
             factor_targets=forms.factor_targets(rules, targets),
@@ -380,6 +380,17 @@ class BreachesConsole(Controller):
             await service.close(breach_id, forms.close_body(form))
 
         return await self._act(request, db_session, breach_id, "close", act)
+
+
+def _labelled(errors: dict[str, str], b: dict[str, Any]) -> dict[str, str]:
+    """Each field's error headed by the field's name in the page's language (the schema's and the
+    service's own words follow; they never repeat the value sent)."""
+    out = {}
+    for key, text in errors.items():
+        field = key.split("-", 1)[1] if "-" in key else key
+        label = b["level"].get(field) or b["field"].get(field) or b["decision"].get(field.removeprefix("override_"))
+        out[key] = b["invalid"].format(label=label, detail=text) if label else b["refused"].format(detail=text)
+    return out
 
 
 def _problem(problem: Exception, form_name: str) -> tuple[dict[str, str], int]:
