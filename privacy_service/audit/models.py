@@ -25,6 +25,7 @@ class AuditEvent(SQLModel, table=True):
     __table_args__ = (
         Index("ix_audit_subject_at", "subject_id", "at"),
         Index("ix_audit_seq", "seq", unique=True),
+        Index("ix_audit_action_seq", "action", "seq"),  # the console's search by action
         Index(
             "ix_audit_pending",
             "id",

@@ -59,6 +59,7 @@ class Delivery(SQLModel, table=True):
         Index("ix_system_deliveries_status_next", "status", "next_attempt_at"),
         Index("ix_system_deliveries_request", "request_id"),
         Index("ix_system_deliveries_system", "system_id", "created_at"),
+        Index("ix_system_deliveries_system_status", "system_id", "status"),  # health per system
     )
 
     id: uuid.UUID = Field(primary_key=True)
