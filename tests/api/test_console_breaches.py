@@ -332,10 +332,12 @@ async def test_every_breach_form_is_refused_without_its_csrf_token(
     for action in (
         "",
         "/facts",
+        "/confirm",
         "/dismiss",
         "/assessment",
         "/authority-notification",
         "/subject-notifications",
+        "/public-communication",
         "/close",
     ):
         path = f"{page}{action}" if action else BASE
