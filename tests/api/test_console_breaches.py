@@ -408,3 +408,34 @@ async def test_the_register_pages_by_keyset_newest_first_and_filters_by_status(
     assert "Incident number" not in (await officer.get(f"{BASE}?status=closed")).text
     assert len(re.findall(r"Incident number", (await officer.get(f"{BASE}?status=open")).text)) == 25
     assert (await officer.get(f"{BASE}?after=not-a-cursor")).status_code == 422
+
+
+async def test_close_once_the_duties_are_done(officer: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    breach = await create_breach(api, {})
+    page = f"{BASE}/{breach['id']}"
+    reason = "Reviewed with the DPO: the mailbox held no customer data in the end."
+    decided = {"ease_of_identification": "negligible"}
+    for name in ("notify_authority", "notify_subjects", "public_communication"):
+        decided |= {f"override_{name}": "no", f"justification_{name}": reason}
+    assert (await _post(officer, f"{page}/assessment", decided, page)).status_code == 303
+    view = await _view(api, breach["id"])
+    # the test policy has a California clock: that notice is owed unless the closing says why not
+    assert view["open_duties"] == ["california_notice"], view["open_duties"]
+    assert 'name="california_not_required"' in (await officer.get(page)).text
+    refused = await _post(officer, f"{page}/close", {"note": "No notification owed."}, page)
+    assert refused.status_code == 409
+    assert (await _view(api, breach["id"]))["status"] == "assessed"
+    california = "No California resident is a customer of this service."
+    data = {"note": "No notification owed; see the assessment.", "california_not_required": california}
+    closed = await _post(officer, f"{page}/close", data, page)
+    assert closed.status_code == 303, closed.text
+    view = await _view(api, breach["id"])
+    assert view["status"] == "closed"
+    assert view["closing_note"].startswith("No notification owed; see the assessment.")
+    assert california in view["closing_note"]
+    workspace = (await officer.get(page)).text
+    assert 'action="' + page + '/close"' not in workspace
+    assert 'action="' + page + '/assessment"' not in workspace  # nothing more to do on a closed incident
+    again = await _post(officer, f"{page}/close", {"note": "again"}, page)
+    assert again.status_code == 409
+    assert (await _view(api, breach["id"]))["closing_note"] == view["closing_note"]
