@@ -107,3 +107,25 @@ async def test_the_document_is_not_reachable_without_a_session(browser: Browser,
         await page.wait_for_url("**/console/sign-in")
     finally:
         await visitor.context.close()
+
+
+async def test_the_forms_work_with_javascript_off(browser: Browser, live_server: LiveServer) -> None:
+    visitor = await open_visitor(browser, live_server, viewport=PHONE, java_script_enabled=False)
+    try:
+        page = visitor.page
+        await _sign_in(visitor, _key(live_server), "en")
+        await page.goto("/console/breaches")
+        await page.locator("#record-title").fill("Printer queue exposed")
+        await page.locator("#record-description").fill("Scanned forms were readable on an open share.")
+        await page.locator("#record-nature input[value=confidentiality]").check()
+        await page.locator("#record-categories input[value='user.name']").check()
+        await page.locator("#record-estimated_count").fill("12")
+        await page.locator("form.breach-form[action='/console/breaches'] button[type=submit]").click()
+        await page.wait_for_url(re.compile(r".*/console/breaches/[0-9a-f-]{36}$"))
+        await page.locator("#assessment-ease_of_identification").select_option("significant")
+        await page.locator("form[action$='/assessment'] button[type=submit]").click()
+        await expect(page.locator("#breach-status")).to_have_class(re.compile("tag--assessed"))
+        await expect(page.locator("#decisions")).to_be_visible()
+        assert not visitor.problems, visitor.problems
+    finally:
+        await visitor.context.close()
