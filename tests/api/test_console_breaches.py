@@ -421,7 +421,13 @@ async def test_close_once_the_duties_are_done(officer: httpx.AsyncClient, api: h
     view = await _view(api, breach["id"])
     # the test policy has a California clock: that notice is owed unless the closing says why not
     assert view["open_duties"] == ["california_notice"], view["open_duties"]
-    assert 'name="california_not_required"' in (await officer.get(page)).text
+    workspace = (await officer.get(page)).text
+    assert 'name="california_not_required"' in workspace
+    # the decisions say no notification: no form to notify, a word on how to decide otherwise
+    assert 'id="authority-not-required"' in workspace
+    assert 'id="subjects-not-required"' in workspace
+    assert f'action="{page}/authority-notification"' not in workspace
+    assert f'action="{page}/subject-notifications"' not in workspace
     refused = await _post(officer, f"{page}/close", {"note": "No notification owed."}, page)
     assert refused.status_code == 409
     assert (await _view(api, breach["id"]))["status"] == "assessed"
