@@ -302,7 +302,7 @@ async def test_without_breaches_manage_no_link_no_action_and_403_with_nothing_ch
         dashboard = (await narrow.get("/console")).text
         assert f'href="{BASE}"' not in dashboard
         token = await csrf_token(narrow, "/console")
-        for path in (BASE, page, f"{page}/authority-notifications/1", f"{BASE}/register.csv"):
+        for path in (BASE, page, f"{page}/authority-notifications/1", f"{page}/recipients", f"{BASE}/register.csv"):
             assert (await narrow.get(path)).status_code == 403, path
         for action in (
             "",
@@ -383,6 +383,11 @@ async def test_notifying_identified_people_shows_the_delivery_counts(
     assert re.search(r'id="count-total">3<', workspace)
     assert re.search(rf'id="count-sent">{api_counts["sent"]}<', workspace)
     assert "subject-notifications" not in workspace.split('id="subjects-heading"', 1)[1].split("</section>", 1)[0]
+    assert f'href="{page}/recipients"' in workspace
+    listed = await officer.get(f"{page}/recipients")
+    assert listed.status_code == 200
+    assert all(str(subject_id) in listed.text for subject_id in subject_ids)
+    assert "@example.com" not in listed.text  # subject ids, never addresses
     again = await _post(officer, f"{page}/subject-notifications", {}, page)  # no button any more; the service refuses
     assert again.status_code == 409
     events = await _events(runtime, "breach.subject_notifications")

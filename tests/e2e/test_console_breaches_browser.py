@@ -10,6 +10,7 @@ import re
 
 from playwright.async_api import Browser, expect
 
+from tests.breach_support import incident
 from tests.e2e.conftest import LiveServer, Visitor, open_visitor
 
 PHONE = {"width": 390, "height": 844}
@@ -129,3 +130,37 @@ async def test_the_forms_work_with_javascript_off(browser: Browser, live_server:
         assert not visitor.problems, visitor.problems
     finally:
         await visitor.context.close()
+
+
+async def test_each_persons_notice_passes_axe_in_both_languages_and_widths(
+    browser: Browser, live_server: LiveServer
+) -> None:
+    ids = [await live_server.make_subject(f"reader{n}@example.com", {"name": f"Reader {n}"}, []) for n in range(2)]
+    created = await live_server.api("POST", "/v1/breaches", incident(affected={"subject_ids": ids}))
+    assert created.status_code == 201, created.text
+    breach_id = created.json()["id"]
+    justification = {"value": True, "justification": "Two customers: we tell both of them."}
+    assessed = await live_server.api(
+        "POST",
+        f"/v1/breaches/{breach_id}/assessment",
+        {"ease_of_identification": "maximum", "overrides": {"notify_subjects": justification}},
+    )
+    assert assessed.status_code == 200, assessed.text
+    started = await live_server.api("POST", f"/v1/breaches/{breach_id}/subject-notifications", {})
+    assert started.status_code == 202, started.text
+    for language in ("en", "zh"):
+        for width, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            visitor = await open_visitor(browser, live_server, viewport=viewport)
+            try:
+                await _sign_in(visitor, _key(live_server), language)
+                page = visitor.page
+                await page.goto(f"/console/breaches/{breach_id}")
+                await expect(page.locator("#count-total")).to_have_text("2")
+                await visitor.check(f"console-breaches-notifying-{language}-{width}")
+                await page.locator(f"a[href='/console/breaches/{breach_id}/recipients']").click()
+                await page.wait_for_url("**/recipients")
+                await expect(page.locator("#recipients tbody tr")).to_have_count(2)
+                assert "reader0@example.com" not in await page.content()
+                await visitor.check(f"console-breaches-recipients-{language}-{width}")
+            finally:
+                await visitor.context.close()

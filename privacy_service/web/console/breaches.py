@@ -40,6 +40,7 @@ from privacy_service.web.console.sessions import CONSOLE_PATH
 BASE = f"{CONSOLE_PATH}/breaches"
 OPT = PAGES["breaches"].opt  # breaches:manage, as every /v1/breaches route
 LIST_LIMIT = 25
+RECIPIENTS_LIMIT = 100
 DOCUMENT_STYLESHEET = "/static/breach-document.css"
 _STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
 
@@ -358,6 +359,32 @@ class BreachesConsole(Controller):
             await service.request_subject_notifications(breach_id)
 
         return await self._act(request, db_session, breach_id, "subjects", act)
+
+    @get("/{breach_id:uuid}/recipients", guards=[console_guard], opt=OPT)
+    async def recipients(
+        self,
+        request: AnyRequest,
+        db_session: NamedDependency[AsyncSession],
+        breach_id: FromPath[uuid.UUID],
+        after: FromQuery[uuid.UUID | None] = None,
+    ) -> Response[bytes]:
+        """Each person's notice, by subject id only (``GET .../subject-notifications/recipients``), in pages."""
+        service = _service(request, db_session)
+        view = await service.view(breach_id)
+        page = await service.recipients(breach_id, status=None, after=after, limit=RECIPIENTS_LIMIT)
+        language = console_language(request)
+        path = f"{BASE}/{breach_id}/recipients"
+        context = page_context(request, language, path, "breaches")
+        b = context["c"]["breaches"]
+        context.update(
+            title=b["recipients_title"],
+            b=b,
+            view=view,
+            items=page.items,
+            next_href=f"{path}?after={page.next_cursor}" if page.next_cursor else None,
+            first_href=path if after else None,
+        )
+        return render(request, "console/breaches/recipients.html", context)
 
     @post("/{breach_id:uuid}/public-communication", guards=[console_guard], opt=OPT)
     async def public_communication(
