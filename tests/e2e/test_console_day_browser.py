@@ -1,0 +1,311 @@
+"""A privacy officer's whole day in the console, in Debian's Chromium (issue 17, "Must show"): sign in; approve
+an access request; deny one with a reason; extend one; look up a subject and place a legal hold; run a breach
+from detection (recorded in the console) to the Art. 33 document (assessed, a decision taken with its reason,
+the notification to the authority recorded, its document opened); preview and run a purge and follow it to its
+report; verify the audit chain; sign out, after which the old session cookie opens no page.
+
+Only the UI is used: links, buttons and forms. Before the day starts the world holds only what customers and
+the backend create: requests filed on the public intake and confirmed with their mailed code, and subjects
+written by the wallet backend through the API. In English and Chinese, at desktop (1280) and phone (390)
+widths; axe-core (no serious or critical violation), no sideways scrolling and no script/CSP error on every
+console page visited; every request leaving 127.0.0.1 is aborted, and none may have been attempted."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.e2e.conftest import LiveServer, Visitor, open_visitor
+from tests.e2e.console_support import (
+    DESKTOP,
+    PHONE,
+    confirmed_request,
+    keep_on_this_machine,
+    operator_key,
+    sign_in,
+)
+from tests.e2e.test_console_audit_browser import WORDS as AUDIT
+from tests.e2e.test_console_breaches_browser import HEADINGS as BREACHES
+from tests.e2e.test_console_requests_browser import WORDS as REQUESTS
+from tests.e2e.test_console_retention_browser import WORDS as RETENTION
+from tests.e2e.test_console_subjects_browser import WORDS as SUBJECTS
+
+DASHBOARD = {"en": "Dashboard", "zh": "概览"}
+HOLD_REASON = "Matter 2031/77: tax audit, preserve everything"
+DENY_REASON = {"en": "No account is held under this address.", "zh": "此地址下没有账户。"}
+EXTEND_REASON = {"en": "Several systems hold this customer's data.", "zh": "多个系统保存了该客户的数据。"}
+RECIPIENT = "breach-notification@authority.example"
+
+
+@pytest.fixture
+def make_settings(make_settings: Any) -> Any:
+    """The shared settings, with no request type answered without an operator's decision."""
+
+    def factory(**overrides: Any) -> Any:
+        return make_settings(**{"dsr_auto_approve": [], **overrides})
+
+    return factory
+
+
+async def _morning(server: LiveServer) -> dict[str, str]:
+    """What customers and the backend did before the officer signs in."""
+    long_ago = (datetime.now(UTC) - timedelta(days=730)).isoformat()
+    today = datetime.now(UTC).isoformat()
+    # The wallet backend writes two customers: one with device data long past its 13 months, one current.
+    await server.make_subject(
+        "old.device@example.com",
+        {"name": "Old Device"},
+        [{"kind": "sign_in", "category": "user.device", "occurred_at": long_ago, "data": {"app": "4.2"}}] * 2,
+    )
+    held = await server.make_subject(
+        "held.customer@example.com",
+        {"name": "Held Customer"},
+        [{"kind": "sign_in", "category": "user.device", "occurred_at": today, "data": {"app": "5.0"}}],
+    )
+    return {
+        "held": held,
+        "approve": await confirmed_request(server, "access", "held.customer@example.com"),
+        "deny": await confirmed_request(server, "access", "no.account@example.com"),
+        "extend": await confirmed_request(server, "access", "slow.case@example.com"),
+    }
+
+
+async def _nav(page: Page, area: str) -> None:
+    """Follow the console's main navigation to ``area``."""
+    await page.locator(f".console-nav a[href='/console/{area}']").click()
+    await page.wait_for_url(f"**/console/{area}")
+
+
+async def _requests(visitor: Visitor, language: str, tag: str, ids: dict[str, str]) -> None:
+    page, words = visitor.page, REQUESTS[language]
+    await _nav(page, "requests")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(words["queue"])
+    await page.locator("#filter-type").select_option("access")
+    await page.locator("#filter-status").select_option("awaiting_review")
+    await page.get_by_role("button", name=words["show"]).click()
+    await page.wait_for_url("**/console/requests?*status=awaiting_review*")
+    for request_id in ids.values():
+        if request_id != ids["held"]:
+            await expect(page.locator(f'#request-queue a[href="/console/requests/{request_id}"]')).to_have_count(1)
+    await visitor.check(f"day-requests-queue-{tag}")
+
+    await page.locator(f'a[href="/console/requests/{ids["approve"]}"]').click()
+    await page.wait_for_url(f"**/console/requests/{ids['approve']}")
+    await visitor.check(f"day-request-{tag}")
+    await page.locator("#approve-form").get_by_role("button", name=words["approve"]).click()
+    await page.wait_for_url(f"**/console/requests/{ids['approve']}?done=approved")
+    await expect(page.locator("#request-status")).to_have_text(words["completed"])
+    await visitor.check(f"day-request-approved-{tag}")
+
+    # Back to the queue through its link, then the next request: denied, with the reason the customer reads.
+    await _nav(page, "requests")
+    await page.locator(f'a[href="/console/requests/{ids["deny"]}"]').click()
+    await page.wait_for_url(f"**/console/requests/{ids['deny']}")
+    await page.locator("#deny-reason").fill(DENY_REASON[language])
+    await page.locator("#deny-form").get_by_role("button", name=words["deny"]).click()
+    await page.wait_for_url(f"**/console/requests/{ids['deny']}?done=denied")
+    await expect(page.locator("#request-status")).to_have_text(words["denied"])
+    await expect(page.locator("#answer-decision")).to_have_text(DENY_REASON[language])
+    await visitor.check(f"day-request-denied-{tag}")
+
+    await _nav(page, "requests")
+    await page.locator(f'a[href="/console/requests/{ids["extend"]}"]').click()
+    await page.wait_for_url(f"**/console/requests/{ids['extend']}")
+    await page.locator("#extend-reason").fill(EXTEND_REASON[language])
+    await page.locator("#extend-form").get_by_role("button", name=words["extend"]).click()
+    await page.wait_for_url(f"**/console/requests/{ids['extend']}?done=extended")
+    await expect(page.locator("#extended")).to_contain_text(words["extended"])
+    await expect(page.locator("#extend-form")).to_have_count(0)
+    await visitor.check(f"day-request-extended-{tag}")
+
+
+async def _subject(visitor: Visitor, language: str, tag: str, subject_id: str) -> None:
+    page, words = visitor.page, SUBJECTS[language]
+    await _nav(page, "subjects")
+    await visitor.check(f"day-subjects-lookup-{tag}")
+    await page.locator("#kind").select_option("email")
+    await page.locator("#value").fill("held.customer@example.com")
+    await page.locator("form.portal-form button[type=submit]").click()
+    await page.wait_for_url(f"**/console/subjects/{subject_id}")
+    await expect(page.locator("#identifiers")).to_contain_text("held.customer@example.com")
+    await expect(page.locator("#no-holds")).to_be_visible()
+    await visitor.check(f"day-subject-{tag}")
+
+    await page.locator("#place-hold").click()
+    await page.wait_for_url(f"**/console/subjects/{subject_id}/holds/new")
+    await visitor.check(f"day-subject-hold-form-{tag}")
+    await page.locator("#reason").fill(HOLD_REASON)
+    await page.locator("#until").fill("2031-12-31")
+    await page.locator("form.portal-form button[type=submit]").click()
+    await page.wait_for_url(f"**/console/subjects/{subject_id}?done=hold_placed")
+    await expect(page.locator("#done")).to_have_text(words["placed"])
+    await expect(page.locator("#holds")).to_contain_text(HOLD_REASON)
+    await expect(page.locator("#holds")).to_contain_text(words["active"])
+    await expect(page.locator("#held-tag")).to_be_visible()
+    await visitor.check(f"day-subject-held-{tag}")
+
+
+async def _breach(visitor: Visitor, language: str, tag: str) -> None:
+    page = visitor.page
+    title = f"Lost laptop with support exports ({tag})"
+    await _nav(page, "breaches")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(BREACHES[language][0])
+    await visitor.check(f"day-breaches-{tag}")
+
+    # Detection: what is known is recorded; the 72 h clock starts.
+    await page.locator("#record-title").fill(title)
+    await page.locator("#record-description").fill("A laptop holding support exports was left on a train.")
+    await page.locator("#record-nature input[value=confidentiality]").check()
+    await page.locator("#record-categories input[value='user.contact.email']").check()
+    await page.locator("#record-estimated_count").fill("40")
+    await page.locator("input[name=malicious]").check()
+    await page.locator("input[name=exfiltration_known]").check()
+    await page.locator("form.breach-form[action='/console/breaches'] button[type=submit]").click()
+    await page.wait_for_url(re.compile(r".*/console/breaches/[0-9a-f-]{36}$"))
+    await expect(page.get_by_role("heading", level=1)).to_have_text(title)
+    await expect(page.locator("#breach-status")).to_have_class(re.compile("tag--open"))
+    await expect(page.locator("#clock-left")).to_contain_text("7")  # 72 h (71 once a minute has gone)
+    await visitor.check(f"day-breach-recorded-{tag}")
+
+    # Assessment (ENISA) and a decision of the officer's own, with its reason.
+    await page.locator("#assessment-ease_of_identification").select_option("maximum")
+    await page.locator("#override-notify_subjects").select_option("no")
+    await page.locator("#justification-notify_subjects").fill("The exports were encrypted at rest.")
+    await page.locator("form[action$='/assessment'] button[type=submit]").click()
+    await page.wait_for_url(re.compile(r".*/console/breaches/[0-9a-f-]{36}#assessment$"))
+    await expect(page.locator("#breach-status")).to_have_class(re.compile("tag--assessed"))
+    await expect(page.locator("#decisions")).to_contain_text("The exports were encrypted at rest.")
+    await visitor.check(f"day-breach-assessed-{tag}")
+
+    # Art. 33: the notification to the authority is recorded, then its document opened in the officer's language.
+    await page.locator("#authority-recipient").fill(RECIPIENT)
+    await page.locator("form[action$='/authority-notification'] button[type=submit]").click()
+    await page.wait_for_url(re.compile(r".*#authority$"))
+    await expect(page.locator("#breach-status")).to_have_class(re.compile("tag--notifying"))
+    await visitor.check(f"day-breach-notified-{tag}")
+    await page.locator(f"#authority-notices a[hreflang={language}]").click()
+    await page.wait_for_url(f"**/authority-notifications/1?lang={language}")
+    await expect(page.locator("html")).to_have_attribute("lang", language)
+    await expect(page.get_by_role("heading", level=1)).to_be_visible()
+    await expect(page.locator("body")).to_contain_text(RECIPIENT)
+    await expect(page.locator("body")).to_contain_text(title)
+    await visitor.check(f"day-breach-art33-{tag}")
+    # The document is the authority's page, without the console's navigation: the browser's Back returns.
+    await page.go_back()
+    await page.wait_for_url(re.compile(r".*/console/breaches/[0-9a-f-]{36}#authority$"))
+
+
+async def _purge(visitor: Visitor, language: str, tag: str) -> None:
+    page, words = visitor.page, RETENTION[language]
+    await _nav(page, "retention")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(words["title"])
+    await visitor.check(f"day-retention-{tag}")
+    device = page.locator('tr[data-rule="records:user.device"]')
+
+    await page.get_by_role("button", name=words["preview"]).click()
+    await page.wait_for_url("**/console/retention/runs/*")
+    await expect(page.locator("#run-status")).to_have_text(words["completed"], timeout=20_000)
+    await expect(device.locator("th")).to_contain_text(words["device"])
+    await expect(device.locator(f'td[data-label="{words["would_delete"]}"]')).to_have_text("2")
+    await visitor.check(f"day-retention-dry-run-{tag}")
+    await page.get_by_role("link", name=words["back"]).click()
+    await page.wait_for_url("**/console/retention")
+    await expect(page.locator("#preview-rules")).to_contain_text(words["device"])
+    await visitor.check(f"day-retention-preview-{tag}")
+
+    await page.get_by_role("button", name=words["start"], exact=True).click()
+    await page.wait_for_url("**/console/retention/runs/*")
+    await expect(page.locator("#run-status")).to_have_text(words["completed"], timeout=20_000)
+    await expect(page.locator("#report")).to_be_visible()
+    await expect(device.locator(f'td[data-label="{words["deleted"]}"]')).to_have_text("2")
+    await visitor.check(f"day-retention-report-{tag}")
+
+
+async def _audit(visitor: Visitor, language: str, tag: str, subject_id: str) -> None:
+    page, words = visitor.page, AUDIT[language]
+    await _nav(page, "audit")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(words["audit"])
+    await visitor.check(f"day-audit-{tag}")
+    await page.get_by_role("button", name=words["verify"]).click()
+    await page.wait_for_url("**/console/audit?verify=done*")
+    await expect(page.locator("#verify-outcome")).to_contain_text(words["intact"])
+    await visitor.check(f"day-audit-verified-{tag}")
+    # The day's hold is in the log under its subject.
+    await page.locator("#subject").fill(subject_id)
+    await page.get_by_role("button", name=words["search"], exact=True).click()
+    await page.wait_for_url(f"**/console/audit?*subject={subject_id}*")
+    await expect(page.locator("#audit-events code", has_text="hold.placed")).not_to_have_count(0)
+    await visitor.check(f"day-audit-subject-{tag}")
+
+
+async def _sign_out(browser: Browser, visitor: Visitor, server: LiveServer, tag: str) -> None:
+    page = visitor.page
+    stolen = [c for c in await visitor.context.cookies() if c["name"] == "privacy_console"]
+    assert len(stolen) == 1
+    await page.locator("form.sign-out button[type=submit]").click()
+    await page.wait_for_url("**/console/sign-in?signed_out=1")
+    await visitor.check(f"day-signed-out-{tag}")
+    await page.goto("/console/requests")
+    await page.wait_for_url("**/console/sign-in")
+
+    # The cookie as it was before signing out, in a browser of its own: it opens nothing any more.
+    thief = await open_visitor(browser, server, viewport=DESKTOP)
+    try:
+        await thief.context.add_cookies(stolen)  # type: ignore[arg-type]
+        left = await keep_on_this_machine(thief.context)
+        for path in ("/console", "/console/requests", "/console/subjects", "/console/breaches"):
+            await thief.page.goto(path)
+            await thief.page.wait_for_url("**/console/sign-in")
+        assert left == []
+    finally:
+        await thief.context.close()
+
+
+DAYS = [
+    pytest.param("en", DESKTOP, id="en-desktop"),
+    pytest.param("en", PHONE, id="en-phone"),
+    pytest.param("zh", DESKTOP, id="zh-desktop"),
+    pytest.param("zh", PHONE, id="zh-phone"),
+]
+
+
+@pytest.mark.parametrize(("language", "viewport"), DAYS)
+async def test_a_privacy_officers_day(
+    browser: Browser, live_server: LiveServer, language: str, viewport: dict[str, int]
+) -> None:
+    ids = await _morning(live_server)
+    tag = f"{language}-{'phone' if viewport == PHONE else 'desktop'}"
+    visitor = await open_visitor(browser, live_server, viewport=viewport)
+    left = await keep_on_this_machine(visitor.context)
+    try:
+        page = visitor.page
+        await page.goto("/console")
+        await page.wait_for_url("**/console/sign-in")  # no session yet
+        await sign_in(visitor, operator_key(live_server), language)
+        await expect(page.locator("html")).to_have_attribute("lang", language)
+        await expect(page.get_by_role("heading", level=1)).to_have_text(DASHBOARD[language])
+        await visitor.check(f"day-dashboard-{tag}")
+
+        await _requests(visitor, language, tag, ids)
+        await _subject(visitor, language, tag, ids["held"])
+        await _breach(visitor, language, tag)
+        await _purge(visitor, language, tag)
+        await _audit(visitor, language, tag, ids["held"])
+        await _sign_out(browser, visitor, live_server, tag)
+        assert left == [], f"requests left 127.0.0.1: {left}"
+    finally:
+        await visitor.context.close()
+
+    # What the console did is what the API sees.
+    approved = (await live_server.api("GET", f"/v1/requests/{ids['approve']}")).json()
+    denied = (await live_server.api("GET", f"/v1/requests/{ids['deny']}")).json()
+    extended = (await live_server.api("GET", f"/v1/requests/{ids['extend']}")).json()
+    assert (approved["status"], denied["status"], extended["extended"]) == ("completed", "denied", True)
+    holds = (await live_server.api("GET", f"/v1/subjects/{ids['held']}/holds")).json()["items"]
+    assert [(hold["active"], hold["reason"]) for hold in holds] == [(True, HOLD_REASON)]
+    breaches = (await live_server.api("GET", "/v1/breaches")).json()["items"]
+    assert [breach["status"] for breach in breaches] == ["notifying"]
