@@ -16,9 +16,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from privacy_service.breaches.jobs import MonitorResult, scheduled_jobs
+from privacy_service.runtime import build_runtime
 from tests.e2e.conftest import LiveServer, Visitor, open_visitor
 from tests.e2e.console_support import (
     DESKTOP,
@@ -39,6 +42,8 @@ HOLD_REASON = "Matter 2031/77: tax audit, preserve everything"
 DENY_REASON = {"en": "No account is held under this address.", "zh": "此地址下没有账户。"}
 EXTEND_REASON = {"en": "Several systems hold this customer's data.", "zh": "多个系统保存了该客户的数据。"}
 RECIPIENT = "breach-notification@authority.example"
+TITLE = "Operator key guessed: support e-mail addresses read"
+WRONG_KEY = "psk_000000000000_" + "x" * 43
 
 
 @pytest.fixture
@@ -51,8 +56,25 @@ def make_settings(make_settings: Any) -> Any:
     return factory
 
 
-async def _morning(server: LiveServer) -> dict[str, str]:
+async def _monitoring_finds_a_key_guesser(server: LiveServer, make_settings: Any) -> None:
+    """Someone presents a wrong operator key; the worker's breach monitor (here with a threshold of one
+    rejected key, on the live server's database) opens a draft incident for the team to review."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as stranger:
+        refused = await stranger.get("/v1/requests", headers={"Authorization": f"Bearer {WRONG_KEY}"})
+        assert refused.status_code == 401
+    runtime = build_runtime(make_settings(log_level="ERROR", breach_monitor_auth_failures=1))
+    try:
+        jobs = {name: job for name, job, _ in scheduled_jobs(runtime)}
+        found = await jobs["breach-monitor"]()
+    finally:
+        await runtime.close()
+    assert isinstance(found, MonitorResult)
+    assert len(found.opened) == 1, found
+
+
+async def _morning(server: LiveServer, make_settings: Any) -> dict[str, str]:
     """What customers and the backend did before the officer signs in."""
+    await _monitoring_finds_a_key_guesser(server, make_settings)
     long_ago = (datetime.now(UTC) - timedelta(days=730)).isoformat()
     today = datetime.now(UTC).isoformat()
     # The wallet backend writes two customers: one with device data long past its 13 months, one current.
@@ -151,24 +173,33 @@ async def _subject(visitor: Visitor, language: str, tag: str, subject_id: str) -
 
 async def _breach(visitor: Visitor, language: str, tag: str) -> None:
     page = visitor.page
-    title = f"Lost laptop with support exports ({tag})"
     await _nav(page, "breaches")
     await expect(page.get_by_role("heading", level=1)).to_have_text(BREACHES[language][0])
     await visitor.check(f"day-breaches-{tag}")
 
-    # Detection: what is known is recorded; the 72 h clock starts.
-    await page.locator("#record-title").fill(title)
-    await page.locator("#record-description").fill("A laptop holding support exports was left on a train.")
-    await page.locator("#record-nature input[value=confidentiality]").check()
-    await page.locator("#record-categories input[value='user.contact.email']").check()
-    await page.locator("#record-estimated_count").fill("40")
-    await page.locator("input[name=malicious]").check()
-    await page.locator("input[name=exfiltration_known]").check()
-    await page.locator("form.breach-form[action='/console/breaches'] button[type=submit]").click()
+    # Detection: monitoring's draft (someone guessing operator keys) is reviewed and confirmed; the clock starts.
+    await page.get_by_role("link", name=re.compile("rejected operator keys")).click()
     await page.wait_for_url(re.compile(r".*/console/breaches/[0-9a-f-]{36}$"))
-    await expect(page.get_by_role("heading", level=1)).to_have_text(title)
+    await expect(page.locator("#breach-status")).to_have_class(re.compile("tag--draft"))
+    await visitor.check(f"day-breach-draft-{tag}")
+    await page.locator("#confirm-note").fill("A guessed key read support e-mail addresses.")
+    await page.locator("form#confirm button[type=submit]").click()
+    await page.wait_for_url(re.compile(r".*/console/breaches/[0-9a-f-]{36}#confirm$"))
     await expect(page.locator("#breach-status")).to_have_class(re.compile("tag--open"))
     await expect(page.locator("#clock-left")).to_contain_text("7")  # 72 h (71 once a minute has gone)
+    await visitor.check(f"day-breach-confirmed-{tag}")
+
+    # What is known is recorded in the incident's facts.
+    await page.locator("details.breach-edit summary").first.click()
+    facts = page.locator("form[action$='/facts']")
+    await facts.locator("#facts-title").fill(TITLE)
+    await facts.locator("#facts-categories input[value='user.contact.email']").check()
+    await facts.locator("#facts-estimated_count").fill("40")
+    await facts.locator("input[name=exfiltration_known]").check()
+    await facts.locator("button[type=submit]").click()
+    await page.wait_for_url(re.compile(r".*/console/breaches/[0-9a-f-]{36}#facts$"))
+    await expect(page.get_by_role("heading", level=1)).to_have_text(TITLE)
+    await expect(page.locator("#affected-count")).to_contain_text("40")
     await visitor.check(f"day-breach-recorded-{tag}")
 
     # Assessment (ENISA) and a decision of the officer's own, with its reason.
@@ -192,7 +223,7 @@ async def _breach(visitor: Visitor, language: str, tag: str) -> None:
     await expect(page.locator("html")).to_have_attribute("lang", language)
     await expect(page.get_by_role("heading", level=1)).to_be_visible()
     await expect(page.locator("body")).to_contain_text(RECIPIENT)
-    await expect(page.locator("body")).to_contain_text(title)
+    await expect(page.locator("body")).to_contain_text(TITLE)
     await visitor.check(f"day-breach-art33-{tag}")
     # The document is the authority's page, without the console's navigation: the browser's Back returns.
     await page.go_back()
@@ -275,9 +306,9 @@ DAYS = [
 
 @pytest.mark.parametrize(("language", "viewport"), DAYS)
 async def test_a_privacy_officers_day(
-    browser: Browser, live_server: LiveServer, language: str, viewport: dict[str, int]
+    browser: Browser, live_server: LiveServer, make_settings: Any, language: str, viewport: dict[str, int]
 ) -> None:
-    ids = await _morning(live_server)
+    ids = await _morning(live_server, make_settings)
     tag = f"{language}-{'phone' if viewport == PHONE else 'desktop'}"
     visitor = await open_visitor(browser, live_server, viewport=viewport)
     left = await keep_on_this_machine(visitor.context)
