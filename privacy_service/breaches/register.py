@@ -21,6 +21,7 @@ from privacy_service.breaches.messaging import (
 )
 from privacy_service.breaches.models import AuthorityNotice, Breach, BreachTransition, BreachVersion
 from privacy_service.breaches.notifications import notice_summary, subject_view
+from privacy_service.clock import as_utc
 from privacy_service.errors import InvalidInput
 from privacy_service.spreadsheet import csv_cell
 
@@ -174,6 +175,9 @@ class Register(BreachBase):
                 cursor_at, cursor_id = datetime.fromisoformat(at_text), uuid.UUID(id_text)
             except ValueError:
                 raise InvalidInput("after: not a cursor returned by this endpoint") from None
+            if cursor_at.tzinfo is None:
+                raise InvalidInput("after: not a cursor returned by this endpoint")
+            cursor_at = as_utc(cursor_at, "after")  # an offset with no UTC equivalent is a 422, not an OverflowError
             query = query.where(
                 or_(
                     col(Breach.detected_at) < cursor_at,

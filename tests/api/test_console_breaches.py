@@ -450,3 +450,22 @@ async def test_close_once_the_duties_are_done(officer: httpx.AsyncClient, api: h
     again = await _post(officer, f"{page}/close", {"note": "again"}, page)
     assert again.status_code == 409
     assert (await _view(api, breach["id"]))["closing_note"] == view["closing_note"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "9999-12-31T23:59:59_00000000-0000-0000-0000-000000000000",  # no zone: not compared with aware times
+        "9999-12-31T23:59:59-12:00_00000000-0000-0000-0000-000000000000",  # no UTC equivalent (overflow)
+    ],
+)
+async def test_a_bad_register_cursor_is_a_422_on_the_console_and_the_api(
+    officer: httpx.AsyncClient, api: httpx.AsyncClient, cursor: str
+) -> None:
+    await create_breach(api, {}, title="Incident on the register")
+    page = await officer.get(BASE, params={"after": cursor})
+    assert page.status_code == 422
+    assert page.headers["content-type"].startswith("text/html")
+    problem = await api.get("/v1/breaches", params={"after": cursor})
+    assert problem.status_code == 422
+    assert problem.headers["content-type"].startswith("application/problem+json")
