@@ -20,10 +20,13 @@ def operator_key(server: LiveServer) -> str:
     return server.operator["Authorization"].split(" ", 1)[1]
 
 
-async def sign_in(visitor: Visitor, key: str, language: str) -> None:
-    """The sign-in form in ``language`` (the button is found by the form, not by its words)."""
+async def sign_in(visitor: Visitor, key: str, language: str, check_as: str | None = None) -> None:
+    """The sign-in form in ``language`` (the button is found by the form, not by its words); with ``check_as``
+    the form first gets the visitor's page checks (axe-core, width, errors) under that name."""
     page = visitor.page
     await page.goto(f"/console/sign-in?lang={language}")
+    if check_as:
+        await visitor.check(check_as)
     await page.locator("#key").fill(key)
     await page.locator("form[action='/console/sign-in'] button[type=submit]").click()
     await page.wait_for_url("**/console")

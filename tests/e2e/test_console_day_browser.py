@@ -106,6 +106,7 @@ async def _requests(visitor: Visitor, language: str, tag: str, ids: dict[str, st
     page, words = visitor.page, REQUESTS[language]
     await _nav(page, "requests")
     await expect(page.get_by_role("heading", level=1)).to_have_text(words["queue"])
+    await visitor.check(f"day-requests-{tag}")
     await page.locator("#filter-type").select_option("access")
     await page.locator("#filter-status").select_option("awaiting_review")
     await page.get_by_role("button", name=words["show"]).click()
@@ -316,7 +317,7 @@ async def test_a_privacy_officers_day(
         page = visitor.page
         await page.goto("/console")
         await page.wait_for_url("**/console/sign-in")  # no session yet
-        await sign_in(visitor, operator_key(live_server), language)
+        await sign_in(visitor, operator_key(live_server), language, check_as=f"day-sign-in-{tag}")
         await expect(page.locator("html")).to_have_attribute("lang", language)
         await expect(page.get_by_role("heading", level=1)).to_have_text(DASHBOARD[language])
         await visitor.check(f"day-dashboard-{tag}")
