@@ -137,12 +137,15 @@ class CaseFile:
     ``identity`` (the e-mail address or phone number the request was confirmed with) is personal data
     the status view never carries: only an operator who may read subjects (``VALUES_SCOPE``, as for a
     correction's values) gets it, audited as a read of the subject. ``note`` is the free text the
-    customer sent with the request (intake seals it as ``reason``): the reviewer needs it to decide.
+    customer sent with the request (intake seals it as ``reason``): free text about themselves, so
+    personal data too, under the same rule (``VALUES_SCOPE``, audited as a read); ``note_held``
+    says a note exists that this caller may not read.
     """
 
     identity_kind: str
     identity: str | None
     note: str | None
+    note_held: bool = False
 
 
 def shape_view(
@@ -213,26 +216,34 @@ class Reading(Processing):
         return request, History(transitions, bool(rows[0][n + 4]))
 
     async def case_file(self, request_id: uuid.UUID, loaded: PrivacyRequest | None = None) -> CaseFile:
-        """The request's identity (to an operator with ``VALUES_SCOPE`` only, audited) and its note
-        (``loaded``: the row as this transaction read it, not read again)."""
+        """The request's identity and its note, both to an operator with ``VALUES_SCOPE`` only, the read
+        audited as a read of the subject naming what was read (``loaded``: the row as this transaction
+        read it, not read again). Without the scope nothing is decrypted."""
         request = loaded if loaded is not None and loaded.id == request_id else await self._get(request_id)
-        with_identity = VALUES_SCOPE in self.scopes and request.identity_ct is not None
-        if request.reason_ct is None and not with_identity:
-            return CaseFile(request.identity_kind, None, None)
+        reader = VALUES_SCOPE in self.scopes
+        with_identity = reader and request.identity_ct is not None
+        with_note = reader and request.reason_ct is not None
+        if not (with_identity or with_note):
+            return CaseFile(request.identity_kind, None, None, note_held=request.reason_ct is not None)
         key = await self._request_key(request)
-        identity = None
+        identity = note = None
+        fields: list[str] = []
         if with_identity:
             identity = self._open_text(key, request, "identity", request.identity_ct)
-            audit.record(
-                self.session,
-                at=self.clock.now(),
-                actor=self.actor,
-                action="subject.read",
-                subject_id=request.subject_id,
-                request_id=self.request_id,
-                detail={"dsr_id": str(request.id), "fields": [f"identity.{request.identity_kind}"]},
-            )
-        return CaseFile(request.identity_kind, identity, self._open_text(key, request, "reason", request.reason_ct))
+            fields.append(f"identity.{request.identity_kind}")
+        if with_note:
+            note = self._open_text(key, request, "reason", request.reason_ct)
+            fields.append("note")
+        audit.record(
+            self.session,
+            at=self.clock.now(),
+            actor=self.actor,
+            action="subject.read",
+            subject_id=request.subject_id,
+            request_id=self.request_id,
+            detail={"dsr_id": str(request.id), "fields": fields},
+        )
+        return CaseFile(request.identity_kind, identity, note)
 
     async def _history(self, request_id: uuid.UUID) -> History:
         rows = (await self.session.exec(_HISTORY, params={"history_id": request_id})).all()

@@ -256,21 +256,22 @@ async def test_the_request_page_in_english_and_chinese_with_note_identity_histor
         assert english.status_code == 200
         assert '<html lang="en">' in english.text
         assert "Access request" in english.text
-        assert NOTE in english.text  # the customer's note, stored sealed and shown now
+        assert 'id="note-hidden"' in english.text  # a note exists; requests:manage alone does not open it
         assert "Awaiting review" in english.text
         assert 'id="approve-form"' in english.text
         assert 'id="deny-form"' in english.text
         assert 'id="extend-form"' in english.text
         assert 'id="cancel-form"' in english.text
         assert "E-mail address" in english.text
-        assert_no_leak(english, ALICE, BOB, "Bob's own note")  # requests:manage alone: no identity value
+        assert_no_leak(english, ALICE, BOB, NOTE, "Bob's own note")  # requests:manage alone: no identity, no note
         assert "subjects:read" in english.text
         assert "A member of our privacy team checks your request" in english.text  # the portal's words
         chinese = await operator.get(f"{page}?lang=zh")
         assert '<html lang="zh">' in chinese.text
         assert "查阅请求" in chinese.text
         assert "客户留言" in chinese.text
-        assert NOTE in chinese.text
+        assert "subjects:read" in chinese.text
+        assert_no_leak(chinese, NOTE)
         queue = await operator.get("/console/requests?lang=zh")
         assert queue.status_code == 200
         assert "待审核" in queue.text
@@ -281,10 +282,13 @@ async def test_the_request_page_in_english_and_chinese_with_note_identity_histor
     async with _console(app, runtime, MANAGE_AND_READ) as reader:
         shown = await reader.get(page)
         assert 'id="identity-value">' + ALICE in shown.text
+        assert NOTE in shown.text  # the customer's note, stored sealed, opened for subjects:read
+        assert 'id="note-hidden"' not in shown.text
         assert_no_leak(shown, BOB, "Bob's own note")  # never another subject's
     reads = await _audit(runtime, "subject.read")
-    assert len(reads) == reads_before + 1  # the identity's read is audited as a read of the subject
+    assert len(reads) == reads_before + 1  # identity and note: one read of the subject, naming both
     assert _detail(reads[-1])["dsr_id"] == request_id
+    assert _detail(reads[-1])["fields"] == ["identity.email", "note"]
     assert reads[-1]["actor_type"] == "operator"
 
 
