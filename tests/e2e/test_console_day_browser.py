@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -274,27 +275,38 @@ async def _audit(visitor: Visitor, language: str, tag: str, subject_id: str) -> 
     await visitor.check(f"day-audit-subject-{tag}")
 
 
+async def _opens_with(browser: Browser, server: LiveServer, cookies: list[Any], paths: tuple[str, ...]) -> list[str]:
+    """Where each path ends in a browser of its own holding only ``cookies`` (a copied session cookie)."""
+    thief = await open_visitor(browser, server, viewport=DESKTOP)
+    try:
+        await thief.context.add_cookies(cookies)
+        left = await keep_on_this_machine(thief.context)
+        ended = []
+        for path in paths:
+            await thief.page.goto(path)
+            await thief.page.wait_for_load_state("load")
+            ended.append(urlsplit(thief.page.url).path)
+        assert left == []
+        return ended
+    finally:
+        await thief.context.close()
+
+
 async def _sign_out(browser: Browser, visitor: Visitor, server: LiveServer, tag: str) -> None:
     page = visitor.page
     stolen = [c for c in await visitor.context.cookies() if c["name"] == "privacy_console"]
     assert len(stolen) == 1
+    pages = ("/console", "/console/requests", "/console/subjects", "/console/breaches")
+    # Copied before signing out, the cookie opens the console in another browser (so the check below can fail).
+    assert await _opens_with(browser, server, stolen, pages) == list(pages)
+
     await page.locator("form.sign-out button[type=submit]").click()
     await page.wait_for_url("**/console/sign-in?signed_out=1")
     await visitor.check(f"day-signed-out-{tag}")
     await page.goto("/console/requests")
     await page.wait_for_url("**/console/sign-in")
-
-    # The cookie as it was before signing out, in a browser of its own: it opens nothing any more.
-    thief = await open_visitor(browser, server, viewport=DESKTOP)
-    try:
-        await thief.context.add_cookies(stolen)  # type: ignore[arg-type]
-        left = await keep_on_this_machine(thief.context)
-        for path in ("/console", "/console/requests", "/console/subjects", "/console/breaches"):
-            await thief.page.goto(path)
-            await thief.page.wait_for_url("**/console/sign-in")
-        assert left == []
-    finally:
-        await thief.context.close()
+    # After signing out, the same cookie opens nothing: every page sends its holder to sign in.
+    assert await _opens_with(browser, server, stolen, pages) == ["/console/sign-in"] * len(pages)
 
 
 DAYS = [
