@@ -36,7 +36,8 @@ from tests.integration.systems_support import OffsetClock
 from tests.retention_support import NOW, add_record, add_subject, count_rows, hold, years
 
 RUNS = "/console/retention/runs"
-REASON = "Policy change DPO-2026-114 approved: device data now kept 12 months"
+REFERENCE = "DPO-2026-114"
+FORCE = {"mode": "force", "reason": "policy_change_approved", "reference": REFERENCE}
 LIMITS = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
 # Any share of any table trips the threshold: a purge of the seeded data is refused unless forced.
 STRICT = {"retention_alert_min_rows": 0, "retention_alert_percent": 10}
@@ -201,29 +202,39 @@ async def test_a_refused_run_is_shown_and_a_forced_run_needs_a_reason(strict: Se
         assert 'id="force" open' in index
 
         runs = await count_rows(runtime, "retention_runs")
-        for data in ({"mode": "force"}, {"mode": "force", "reason": "   \n "}):
+        # The reason is chosen, never typed: the audit log is permanent and free text could name a person.
+        assert 'type="radio" id="reason-policy_change_approved" name="reason"' in page
+        assert "<textarea" not in page
+        for data in (
+            {"mode": "force"},
+            {"mode": "force", "reason": "   \n "},
+            {"mode": "force", "reason": "Customer Quentin Zebulon asked to be kept"},  # free text: not a code
+        ):
             missing = await _post(client, data)
             assert missing.status_code == 422, missing.text
-            assert "Enter why the safety threshold may be exceeded" in missing.text
+            assert "Choose why the safety threshold may be exceeded" in missing.text
             assert 'href="#reason"' in missing.text
-            assert 'aria-invalid="true"' in missing.text
-        secret = "Customer Quentin Zebulon asked " + "x" * 500
-        too_long = await _post(client, {"mode": "force", "reason": secret})
-        assert too_long.status_code == 422
-        assert "at most 500 characters" in too_long.text
-        assert "Zebulon" not in too_long.text
+            assert "Zebulon" not in missing.text
+        for reference in ("Quentin Zebulon", "x" * 65, "ab", "<b>Zebulon</b>"):
+            bad = await _post(client, {**FORCE, "reference": reference})
+            assert bad.status_code == 422, reference
+            assert "A case reference is 3 to 64 letters" in bad.text
+            assert 'aria-invalid="true"' in bad.text
+            assert "Zebulon" not in bad.text
+            assert "x" * 65 not in bad.text
         chinese = await client.post(
             f"{RUNS}?lang=zh",
             data={"mode": "force", "_csrf_token": await csrf_token(client, "/console/retention")},
         )
         assert chinese.status_code == 422
-        assert "请填写允许超出安全阈值的理由" in chinese.text
+        assert "请选择允许超出安全阈值的理由" in chinese.text
+        assert "已批准的政策变更使大量数据同时到期" in chinese.text
         await client.get("/console/retention?lang=en")  # back to English (the choice is remembered)
         assert await count_rows(runtime, "retention_runs") == runs
         assert await count_rows(runtime, "records") == records
-        assert await _events(runtime, "retention.run.force_reason") == []
+        assert await _events(runtime, "console.reason") == []
 
-        forced = _run_location(await _post(client, {"mode": "force", "reason": f"  {REASON} "}))
+        forced = _run_location(await _post(client, {**FORCE, "reference": f"  {REFERENCE} "}))
         assert await count_rows(runtime, "records") == records - 2
         page = (await client.get(forced)).text
         assert "Forced purge" in page
@@ -231,11 +242,23 @@ async def test_a_refused_run_is_shown_and_a_forced_run_needs_a_reason(strict: Se
         assert "forced past the safety thresholds" in page
         assert 'id="alerts"' in page  # the thresholds it went past are still shown
         run_id = forced.rsplit("/", 1)[1]
-        reasons = await _events(runtime, "retention.run.force_reason")
+        reasons = await _events(runtime, "console.reason")
         assert len(reasons) == 1
         actor_type, actor_id, detail = reasons[0]
         detail = detail if isinstance(detail, dict) else json.loads(detail)
-        assert detail == {"run_id": run_id, "reason": REASON, "via": "console"}
+        assert detail == {
+            "for": "retention.run.started",
+            "run_id": run_id,
+            "reason": "policy_change_approved",
+            "reference": REFERENCE,
+        }
+        assert await _events(runtime, "retention.run.force_reason") == []  # no free-text event any more
+        # Without a case reference: the code alone.
+        again = _run_location(await _post(client, {"mode": "force", "reason": "regulator_or_court"}))
+        later = await _events(runtime, "console.reason")
+        detail = later[-1][2] if isinstance(later[-1][2], dict) else json.loads(later[-1][2])
+        again_id = again.rsplit("/", 1)[1]
+        assert detail == {"for": "retention.run.started", "run_id": again_id, "reason": "regulator_or_court"}
         started = [e for e in await _events(runtime, "retention.run.started") if run_id in str(e[2])]
         assert started
         assert started[0][:2] == (actor_type, actor_id)
@@ -250,7 +273,7 @@ async def test_without_the_scope_no_link_and_no_run(setup: Setup) -> None:
         assert "/console/retention" not in dashboard
         assert (await client.get("/console/retention")).status_code == 403
         token = await csrf_token(client, "/console")
-        for data in ({"mode": "dry_run"}, {"mode": "run"}, {"mode": "force", "reason": REASON}):
+        for data in ({"mode": "dry_run"}, {"mode": "run"}, FORCE):
             refused = await client.post(RUNS, data={**data, "_csrf_token": token})
             assert refused.status_code == 403, data
             assert "Not allowed" in refused.text
@@ -271,7 +294,7 @@ async def test_csrf_and_bad_input_start_nothing(setup: Setup) -> None:
     await _seed(runtime)
     async with _client(app, runtime) as client:
         await csrf_token(client, "/console/retention")
-        for data in ({"mode": "run"}, {"mode": "run", "_csrf_token": "forged"}, {"mode": "force", "reason": REASON}):
+        for data in ({"mode": "run"}, {"mode": "run", "_csrf_token": "forged"}, FORCE):
             refused = await client.post(RUNS, data=data)
             assert refused.status_code == 403, data
             assert "The form expired" in refused.text
@@ -315,13 +338,13 @@ async def test_a_second_run_while_one_is_active_is_a_409_page_and_a_running_run_
                 assert f'href="{RUNS}/{started.run_id}"' in again.text  # follow the running one
             chinese = await client.post(
                 f"{RUNS}?lang=zh",
-                data={"mode": "force", "reason": REASON, "_csrf_token": await csrf_token(client, "/console/retention")},
+                data={**FORCE, "_csrf_token": await csrf_token(client, "/console/retention")},
             )
             assert chinese.status_code == 409
             assert "另一次清理正在运行" in chinese.text
             await client.get("/console/retention?lang=en")
             assert await count_rows(runtime, "retention_runs") == 1
-            assert await _events(runtime, "retention.run.force_reason") == []
+            assert await _events(runtime, "console.reason") == []
 
             page = await client.get(f"{RUNS}/{started.run_id}")
             assert "tag--running" in page.text
@@ -429,13 +452,13 @@ async def test_a_forced_run_whose_reason_could_not_be_recorded_never_runs(
         token = await csrf_token(client, "/console/retention")
         records = await count_rows(runtime, "records")
         monkeypatch.setattr(console_retention, "audit", SimpleNamespace(record=lost))  # the console's write only
-        failed = await client.post(RUNS, data={"mode": "force", "reason": REASON, "_csrf_token": token})
+        failed = await client.post(RUNS, data={**FORCE, "_csrf_token": token})
         monkeypatch.undo()
         assert failed.status_code == 503
         assert "Nothing was changed" in failed.text
-        assert REASON not in failed.text
+        assert REFERENCE not in failed.text
         assert await count_rows(runtime, "records") == records  # not carried out
-        assert await _events(runtime, "retention.run.force_reason") == []
+        assert await _events(runtime, "console.reason") == []
         lock = await try_acquire(runtime.db)  # and the run lock was given back
         assert lock is not None
         await lock.release()

@@ -1,8 +1,8 @@
 """The console's retention area in Debian's Chromium (issue 17 item 6): a privacy officer previews a purge
 (dry run), runs it and reads its report, follows a running purge live (the page's script polls its progress
 and shows the report when it ends, with no click), finds a purge refused by the safety threshold, forgets the
-override's reason once, then forces it with a reason. In English and Chinese, at desktop (1280) and phone
-(390) widths, a preview, a purge followed to its report, the refused run and the missing reason, with
+override's reason once, then forces it with a reason chosen from the list and a case reference. In
+English and Chinese, at desktop (1280) and phone (390) widths, a preview, a purge followed to its report, the refused run and the missing reason, with
 axe-core finding nothing serious or critical on every page of the area.
 
 The running and the refused runs are started by a second process's worth of runtime on the same database
@@ -24,7 +24,7 @@ from tests.e2e.conftest import LiveServer, Visitor, open_visitor
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 STRICT = {"retention_alert_min_rows": 0, "retention_alert_percent": 10}
-REASON = "Policy change DPO-2026-114 approved: device data kept 13 months"
+REFERENCE = "DPO-2026-114"
 WORDS = {
     "en": {
         "sign_in": "Sign in",
@@ -37,7 +37,8 @@ WORDS = {
         "refused": "refused",
         "running": "running",
         "refused_title": "Refused by the safety threshold",
-        "reason_required": "Enter why the safety threshold may be exceeded",
+        "reason_required": "Choose why the safety threshold may be exceeded",
+        "reason": "An approved policy change makes much data due at once",
         "deleted": "Deleted",
         "would_delete": "Would be: Deleted",
         "device": "Device and connection data",
@@ -55,7 +56,8 @@ WORDS = {
         "refused": "已拒绝",
         "running": "运行中",
         "refused_title": "被安全阈值拒绝",
-        "reason_required": "请填写允许超出安全阈值的理由",
+        "reason_required": "请选择允许超出安全阈值的理由",
+        "reason": "已批准的政策变更使大量数据同时到期",
         "deleted": "已删除",
         "would_delete": "将会\uff1a已删除",  # the catalog's full-width colon
         "device": "设备与连接信息",
@@ -190,7 +192,8 @@ async def test_preview_run_follow_live_refused_and_forced_in_english_at_desktop(
         await page.get_by_role("button", name=words["force"]).click()  # no reason given
         await expect(page.locator(".error-summary")).to_contain_text(words["reason_required"])
         await visitor.check("console-retention-reason-missing-en-desktop")
-        await page.locator("#reason").fill(REASON)
+        await page.get_by_label(words["reason"]).check()
+        await page.locator("#reference").fill(REFERENCE)
         await page.get_by_role("button", name=words["force"]).click()
         await _finished(visitor, words)
         await expect(page.locator("#forced-note")).to_be_visible()

@@ -6,8 +6,10 @@ run lock and records the run (another run active: :class:`RunActive`, a 409 page
 the run is carried out by ``StartedRun.execute`` after the response, as the API runs it. The preview is the
 newest dry run's report (the API's and the CLI's dry run, the same computation), refreshed by starting a dry
 run: a GET never plans a purge, which reads every table and takes the run lock. A forced run (the API's
-``force``, the CLI's ``--force``) needs a reason here; it is written to the audit trail with the run's id
-(``retention.run.force_reason``), beside the run's own ``retention.run.started`` (``forced: true``).
+``force``, the CLI's ``--force``) needs a reason here, chosen from a fixed list with an optional case
+reference (:mod:`.reasons`: the audit log is permanent, so no free text that could name a person goes
+into it); it is recorded as ``console.reason`` with the run's id, beside the run's own
+``retention.run.started`` (``forced: true``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from privacy_service.retention.runs import get_run, list_runs
 from privacy_service.retention.schemas import RunView
 from privacy_service.runtime import Runtime
 from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
+from privacy_service.web.console.reasons import ACTION as REASON_ACTION
+from privacy_service.web.console.reasons import chosen_reason
 from privacy_service.web.console.rendering import CONSOLE_CSP, AnyRequest, console_language, page_context, render
 from privacy_service.web.console.retention_views import (
     RUNS_SHOWN,
@@ -46,7 +50,8 @@ from privacy_service.web.i18n import messages
 BASE = f"{CONSOLE_PATH}/retention"
 PAGE = PAGES["retention"]
 MODES = ("dry_run", "run", "force")
-REASON_MAX = 500  # as the API's reasons (retention.schemas.Reason)
+# Why a purge may go past the safety thresholds: codes, recorded in the audit log as they are.
+FORCE_REASONS = ("policy_change_approved", "backlog_after_pause", "thresholds_below_normal", "regulator_or_court")
 # The run page's script polls the progress route (fetch is a connection: the console's CSP has none).
 LIVE_CSP = CONSOLE_CSP + "; connect-src 'self'"
 
@@ -91,6 +96,7 @@ async def _index(
         errors=errors or {},
         # The override is offered open when the last word on the purge is a refusal.
         force_open=bool(errors) or (last is not None and last.status == RunStatus.REFUSED),
+        force_reasons=FORCE_REASONS,
     )
     return render(request, "console/retention/index.html", context, status_code=status_code)
 
@@ -113,19 +119,14 @@ class RetentionConsole(Controller):
         """Start a dry run, a run, or a forced run with its reason; then follow it on its page (PRG)."""
         form = await request.form()
         mode = str(form.get("mode", ""))
-        reason = str(form.get("reason", "")).strip()
         words = messages(console_language(request))["console"]["retention"]
         if mode not in MODES:
             return await _index(request, db_session, errors={"start": words["mode_unknown"]}, status_code=422)
-        if mode == "force" and not reason:
-            return await _index(request, db_session, errors={"reason": words["reason_required"]}, status_code=422)
-        if mode == "force" and len(reason) > REASON_MAX:
-            return await _index(
-                request,
-                db_session,
-                errors={"reason": words["reason_too_long"].format(max=REASON_MAX)},
-                status_code=422,
-            )
+        reason: dict[str, str] | None = None
+        if mode == "force":
+            reason, errors = chosen_reason(form, FORCE_REASONS, words)
+            if errors:
+                return await _index(request, db_session, errors=errors, status_code=422)
         runtime: Runtime = request.app.state.runtime
         actor = signed_in_operator(request).operator.actor
         options = RunOptions(dry_run=mode == "dry_run", force=mode == "force", actor=actor)
@@ -133,15 +134,15 @@ class RetentionConsole(Controller):
             started = await start_run(runtime, options)
         except RunActive as exc:
             return await self._busy(request, exc)
-        if mode == "force":
+        if reason is not None:
             try:
                 async with runtime.db.transaction() as session:
                     audit.record(
                         session,
                         at=runtime.clock.now(),
                         actor=actor,
-                        action="retention.run.force_reason",
-                        detail={"run_id": str(started.run_id), "reason": reason, "via": "console"},
+                        action=REASON_ACTION,
+                        detail={"for": "retention.run.started", "run_id": str(started.run_id), **reason},
                     )
             except BaseException:
                 # No forced run without its reason on record: it never starts (a later run marks its row
@@ -171,6 +172,7 @@ class RetentionConsole(Controller):
             r=words,
             requester=await requested_by(db_session, found),
             errors={},
+            force_reasons=FORCE_REASONS,
         )
         _report_context(context, request, found)
         return render(request, "console/retention/run.html", context, csp=LIVE_CSP)
