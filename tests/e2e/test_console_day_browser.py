@@ -1,12 +1,14 @@
 """A privacy officer's whole day in the console, in Debian's Chromium (issue 17, "Must show"): sign in; approve
 an access request; deny one with a reason; extend one; look up a subject and place a legal hold; run a breach
-from detection (recorded in the console) to the Art. 33 document (assessed, a decision taken with its reason,
-the notification to the authority recorded, its document opened); preview and run a purge and follow it to its
-report; verify the audit chain; sign out, after which the old session cookie opens no page.
+from detection to the Art. 33 document (monitoring's draft opened from the register and confirmed, its facts
+recorded, assessed with a decision and its reason, the notification to the authority recorded, its document
+opened); preview and run a purge and follow it to its report; verify the audit chain (and find the day's hold
+in the log); sign out, after which the old session cookie opens no page.
 
 Only the UI is used: links, buttons and forms. Before the day starts the world holds only what customers and
-the backend create: requests filed on the public intake and confirmed with their mailed code, and subjects
-written by the wallet backend through the API. In English and Chinese, at desktop (1280) and phone (390)
+the backend create: requests filed on the public intake and confirmed with their mailed code, subjects written
+by the wallet backend through the API, and the draft incident the worker's breach monitor opens after a wrong
+operator key. In English and Chinese, at desktop (1280) and phone (390)
 widths; axe-core (no serious or critical violation), no sideways scrolling and no script/CSP error on every
 console page visited; every request leaving 127.0.0.1 is aborted, and none may have been attempted."""
 
@@ -42,6 +44,7 @@ DASHBOARD = {"en": "Dashboard", "zh": "概览"}
 HOLD_REASON = "Matter 2031/77: tax audit, preserve everything"
 DENY_REASON = {"en": "No account is held under this address.", "zh": "此地址下没有账户。"}
 EXTEND_REASON = {"en": "Several systems hold this customer's data.", "zh": "多个系统保存了该客户的数据。"}
+JUSTIFICATION = "Only e-mail addresses were read: no password, no message content."
 RECIPIENT = "breach-notification@authority.example"
 TITLE = "Operator key guessed: support e-mail addresses read"
 WRONG_KEY = "psk_000000000000_" + "x" * 43
@@ -112,9 +115,8 @@ async def _requests(visitor: Visitor, language: str, tag: str, ids: dict[str, st
     await page.locator("#filter-status").select_option("awaiting_review")
     await page.get_by_role("button", name=words["show"]).click()
     await page.wait_for_url("**/console/requests?*status=awaiting_review*")
-    for request_id in ids.values():
-        if request_id != ids["held"]:
-            await expect(page.locator(f'#request-queue a[href="/console/requests/{request_id}"]')).to_have_count(1)
+    for waiting in ("approve", "deny", "extend"):
+        await expect(page.locator(f'#request-queue a[href="/console/requests/{ids[waiting]}"]')).to_have_count(1)
     await visitor.check(f"day-requests-queue-{tag}")
 
     await page.locator(f'a[href="/console/requests/{ids["approve"]}"]').click()
@@ -207,11 +209,11 @@ async def _breach(visitor: Visitor, language: str, tag: str) -> None:
     # Assessment (ENISA) and a decision of the officer's own, with its reason.
     await page.locator("#assessment-ease_of_identification").select_option("maximum")
     await page.locator("#override-notify_subjects").select_option("no")
-    await page.locator("#justification-notify_subjects").fill("The exports were encrypted at rest.")
+    await page.locator("#justification-notify_subjects").fill(JUSTIFICATION)
     await page.locator("form[action$='/assessment'] button[type=submit]").click()
     await page.wait_for_url(re.compile(r".*/console/breaches/[0-9a-f-]{36}#assessment$"))
     await expect(page.locator("#breach-status")).to_have_class(re.compile("tag--assessed"))
-    await expect(page.locator("#decisions")).to_contain_text("The exports were encrypted at rest.")
+    await expect(page.locator("#decisions")).to_contain_text(JUSTIFICATION)
     await visitor.check(f"day-breach-assessed-{tag}")
 
     # Art. 33: the notification to the authority is recorded, then its document opened in the officer's language.
