@@ -87,8 +87,8 @@ class AuditVerification(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     at: datetime = Field(sa_type=UTCDateTime)
-    # "cli" or "worker".
-    actor: str = Field(max_length=16)
+    # "cli", "worker", or "operator:<operator id>" for a check an operator ran from the console.
+    actor: str = Field(max_length=80)
     ok: bool
     from_checkpoint: bool = False
     checked: int = Field(sa_column=Column(BigInteger, nullable=False))

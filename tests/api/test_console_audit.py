@@ -136,22 +136,31 @@ async def test_the_page_in_english_and_chinese(app: Litestar, runtime: Runtime) 
         assert "retention.purged" in chinese.text
 
 
+async def _operator_id(runtime: Runtime, name: str) -> str:
+    async with runtime.db.engine.connect() as conn:
+        found = (await conn.execute(text("SELECT id FROM operators WHERE name = :n"), {"n": name})).scalar_one()
+    return str(uuid.UUID(str(found)))
+
+
 async def test_verify_from_the_console_is_recorded_like_the_cli_check(app: Litestar, runtime: Runtime) -> None:
     await _events(runtime, uuid.uuid4(), 5)
     async with runtime.db.transaction() as session:  # a pending entry: the check seals it first, as the CLI does
         audit.record(session, at=runtime.clock.now(), actor=Actor("system", "test"), action="test.pending")
     async with browser(app) as client:
-        await signed_in(client, await make_operator_key(runtime, AUDIT))
+        await signed_in(client, await make_operator_key(runtime, AUDIT, name="Verifying Operator"))
+        operator = await _operator_id(runtime, "Verifying Operator")
         token = await csrf_token(client, "/console/audit")
         for mode, from_checkpoint in (("full", False), ("checkpoint", True)):
             done = await client.post("/console/audit/verify", data={"_csrf_token": token, "mode": mode})
             assert done.status_code == 303
             assert done.headers["location"] == "/console/audit?verify=done#verify-heading"
             [*_, latest] = await _verifications(runtime)
-            assert (latest.ok, latest.actor, latest.from_checkpoint) == (True, "console", from_checkpoint)
+            # The record names the operator who ran the check, as an id (not "console", not the name).
+            by = f"operator:{operator}"
+            assert (latest.ok, latest.actor, latest.from_checkpoint) == (True, by, from_checkpoint)
         page = await client.get("/console/audit?verify=done")
         assert "The chain is intact" in page.text
-        assert "The console" in page.text
+        assert f'In the console, by the operator <span class="reference-id">{operator}</span>' in page.text
         assert re.search(r"Entries checked</dt><dd>\d+</dd>", page.text)
         full = (await _verifications(runtime))[0]
         # Five pairs, the pending entry and the sign-in's own events: all sealed, then checked.
@@ -174,7 +183,8 @@ async def test_a_tampered_chain_shows_broken_from_the_console(app: Litestar, run
         assert "The first bad entry is at sequence number 3." in page.text
         assert "content does not match its hash: edited" in page.text
         [verdict] = await _verifications(runtime)
-        assert (verdict.ok, verdict.broken_seq, verdict.actor) == (False, 3, "console")
+        assert (verdict.ok, verdict.broken_seq) == (False, 3)
+        assert verdict.actor.startswith("operator:")
         assert "审计链已损坏" in (await client.get("/console/audit?lang=zh")).text
 
 

@@ -4,13 +4,13 @@ The search is the API's ``GET /v1/audit`` (``audit.queries.page`` with an ``Audi
 events in chain order, keyset on ``seq``) behind a GET form; events are shown as the API shows them
 (opaque ids and PII-free detail, nothing decrypted).
 
-Verifying is what ``privacy-service audit verify`` runs (``audit.jobs.verify_and_record``: seal the
-pending entries, recompute the chain, store the verdict in ``audit_verifications`` with the actor
-``console``), so ``/metrics`` and the dashboard see a console check like the CLI's. A check from the
-newest signed checkpoint (what the worker runs daily) covers at most the entries sealed since; a full
-check reads the whole chain, which can take minutes on a long log. The request therefore waits at
-most :data:`VERIFY_WAIT` seconds: a check still running then carries on in this process (one at a
-time), records its verdict when done, and the page says it is running until then.
+Verifying is what ``privacy-service audit verify`` runs (``audit.jobs.verify_and_record``: seal the pending
+entries, recompute the chain, store the verdict in ``audit_verifications`` with the operator who ran it as the
+actor, ``operator:<id>``), so ``/metrics`` and the dashboard see a console check like the CLI's. A check from
+the newest signed checkpoint (what the worker runs daily) covers at most the entries sealed since; a full
+check reads the whole chain, which can take minutes on a long log. The request therefore waits at most
+:data:`VERIFY_WAIT` seconds: a check still running then carries on in this process (one at a time), records
+its verdict when done, and the page says it is running until then.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from privacy_service.clock import as_utc
 from privacy_service.errors import InvalidInput
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.runtime import Runtime
-from privacy_service.web.console.access import PAGES, console_guard
+from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
 from privacy_service.web.console.rendering import console_language, page_context, render
 from privacy_service.web.console.sessions import CONSOLE_PATH
 from privacy_service.web.i18n import messages
@@ -217,7 +217,10 @@ class AuditConsole(Controller):
             return Redirect(f"{AUDIT_PATH}?verify=busy#verify-heading", status_code=303)
         runtime: Runtime = request.app.state.runtime
         full = mode == "full"
-        task = asyncio.create_task(verify_and_record(runtime, actor="console", from_checkpoint=not full))
+        # The check's record names the operator who ran it (the CLI's says "cli", the worker's "worker").
+        operator = signed_in_operator(request).operator.actor
+        by = f"{operator.type}:{operator.id}"
+        task = asyncio.create_task(verify_and_record(runtime, actor=by, from_checkpoint=not full))
         task.add_done_callback(_retrieved)
         request.app.state[RUNNING_KEY] = RunningCheck(task, request.app.state.clock.now(), full)
         done, _ = await asyncio.wait({task}, timeout=VERIFY_WAIT)
