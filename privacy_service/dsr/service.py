@@ -12,23 +12,31 @@ use case returns an outcome instead of raising, so the request's transaction com
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 from privacy_service.dsr.answer_access import Opening
 from privacy_service.dsr.context import TOKEN_PREFIX, TooManyCodes, hash_token
 from privacy_service.dsr.decisions import Decisions
+from privacy_service.dsr.flows import Status
 from privacy_service.dsr.intake import Intake
 from privacy_service.dsr.processing import RECTIFY_REFUSED
 from privacy_service.dsr.reading import Reading
 from privacy_service.dsr.verification import CodeRejected, Verification, VerifyOutcome
+from privacy_service.errors import Conflict
 
 if TYPE_CHECKING:  # runtime imports the dsr package (deadline rules)
     from sqlmodel.ext.asyncio.session import AsyncSession
 
     from privacy_service.audit.service import Actor
+    from privacy_service.dsr.models import PrivacyRequest
     from privacy_service.runtime import Runtime
 
+# The note on an erasure an operator files for a subject (the console), in the request's history.
+OPERATOR_ERASURE_NOTE = "erasure filed by an operator for this subject and approved by them at once"
+
 __all__ = [
+    "OPERATOR_ERASURE_NOTE",
     "RECTIFY_REFUSED",
     "TOKEN_PREFIX",
     "CodeRejected",
@@ -57,3 +65,29 @@ class DsrService(Intake, Verification, Opening, Decisions, Reading):
             settings=runtime.settings,
             actor=actor,
         )
+
+    async def file_erasure(self, subject_id: uuid.UUID) -> PrivacyRequest:
+        """An operator's erasure of a subject they found (the console): filed as an erasure request for the
+        subject's own identifier, verified on the operator's word and approved at once by the same operator.
+
+        So it runs exactly what a data subject's erasure runs (``Processing._process``): the vault's erasure
+        (a hold or a legal duty keeps), the downstream systems and connection tasks queued, the recipients to
+        tell (Art. 19) in the request's result, the subject's mail and the request's history and audit.
+        An open erasure request for the same identifier is a 409, as on the OpenDSR intake.
+        """
+        subject = await self.subjects.read(subject_id)  # 404 / 410 as the API's GET; audited as a read
+        found = [(kind, getattr(subject, kind)) for kind in ("email", "phone", "external_id")]
+        kind, value = next(((kind, value) for kind, value in found if value is not None), ("", None))
+        if value is None:
+            raise Conflict("this subject has no identifier an erasure request can name")
+        request = await self.submit_verified(
+            request_id=uuid.uuid4(),
+            type_="erase",
+            kind=kind,
+            value=value,
+            regime=self.settings.dsr_default_regime,
+            note=OPERATOR_ERASURE_NOTE,
+        )
+        if request.status == Status.AWAITING_REVIEW:  # not auto-approved: this operator approves it now
+            await self.approve(request.id)
+        return request

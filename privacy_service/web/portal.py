@@ -330,7 +330,8 @@ def status_view(
         {
             "category": _named(notice.data_categories, item["category"]),
             "basis": item["basis"],
-            "until": long_date(datetime.fromisoformat(item["until"]), language),
+            # A legal hold keeps with no end date (its basis says so): no date, not a 500.
+            "until": long_date(datetime.fromisoformat(item["until"]), language) if item["until"] else "—",
         }
         for item in result.get("kept", [])
     ]

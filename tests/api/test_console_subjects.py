@@ -26,9 +26,11 @@ from tests.conftest import make_operator_key, sql_statements
 from tests.conftest_logcheck import register
 from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
 from tests.integration.systems_support import OffsetClock
+from tests.integration.systems_support import register as register_system
 
 READ = frozenset({"subjects:read"})
 WRITE = frozenset({"subjects:read", "subjects:write"})
+ERASER = WRITE | {"requests:manage"}  # erasure files a request and approves it
 EMAIL = "Console.Person@Example.com"
 NAME = "Quintessa Marlowe-Tabb"
 HOLD_REASON = "Matter Zoltan-Briar 2031/55: preserve for the claim"
@@ -45,7 +47,8 @@ def _form_markers() -> None:
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
     limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
-    return await fresh_settings(make_settings, backend, rate_limits=limits)
+    # Private networks allowed so a downstream system can be registered without resolving a name.
+    return await fresh_settings(make_settings, backend, rate_limits=limits, systems_allow_private_networks=True)
 
 
 @pytest.fixture
@@ -269,10 +272,10 @@ async def test_without_csrf_or_a_session_nothing_changes(
     assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()["status"] == "active"
 
 
-async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
+async def test_place_a_hold_erasure_kept_by_it_release_with_a_reason_then_erase(
     client: httpx.AsyncClient, runtime: Runtime, subject_id: str, auth: dict[str, str]
 ) -> None:
-    key = await _session(client, runtime, WRITE)
+    key = await _session(client, runtime, ERASER)
     operator = await _operator_id(runtime, key)
     base = f"/console/subjects/{subject_id}"
     page = await client.get(base)
@@ -302,7 +305,8 @@ async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
     assert HOLD_REASON in held_page.text
     assert 'id="held-tag"' in held_page.text
 
-    # Erasure: the confirmation must match, a reason is chosen; a hold refuses it as the API does (409).
+    # Erasure: the confirmation must match, a reason is chosen; under a hold the erasure request runs as a data
+    # subject's does: nothing is erased, everything is kept (the hold), the request is partially completed.
     mismatch = await client.post(
         f"{base}/erase", data={"confirm": str(uuid.uuid4()), "reason": "duplicate_or_test", "_csrf_token": token}
     )
@@ -310,12 +314,14 @@ async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
     no_reason = await client.post(f"{base}/erase", data={"confirm": subject_id, "_csrf_token": token})
     assert no_reason.status_code == 422
     assert await _events(runtime, "subject.erase.held") == []
-    refused = await client.post(
+    assert await _scalar(runtime, "SELECT count(*) FROM dsr_requests") == 0
+    held = await client.post(
         f"{base}/erase", data={"confirm": subject_id, "reason": "request_outside_portal", "_csrf_token": token}
     )
-    assert refused.status_code == 409
-    assert 'id="refused"' in refused.text
-    assert 'id="kept"' in refused.text
+    assert held.status_code == 303
+    held_request = (await client.get(_api_request(held), headers=auth)).json()
+    assert held_request["status"] == "partially_completed"
+    assert held_request["result"]["erased"] == []
     assert [e[:2] for e in await _events(runtime, "subject.erase.held")] == [(operator, subject_id)]
     assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()["email"] == EMAIL.lower()
 
@@ -348,19 +354,83 @@ async def test_place_a_hold_erasure_refused_release_with_a_reason_then_erase(
         f"{base}/erase", data={"confirm": subject_id.upper(), "reason": "request_outside_portal", "_csrf_token": token}
     )
     assert erased.status_code == 303
-    assert erased.headers["location"] == f"{base}?done=erased"
-    after = await client.get(erased.headers["location"])
+    location = erased.headers["location"]
+    assert re.fullmatch(r"/console/requests/[0-9a-f-]{36}\?done=erased", location)
+    after = await client.get(location)
     assert after.status_code == 200
     assert 'id="done"' in after.text
-    assert NAME not in after.text
-    assert EMAIL.lower() not in after.text
+    assert NAME not in after.text  # (the request names its identity, as every erasure request does)
+    # The request a data subject's erasure makes, approved by this operator: its result names the recipients
+    # to tell (Art. 19), shown on its page.
+    filed = (await client.get(_api_request(erased), headers=auth)).json()
+    assert filed["type"] == "erase"
+    assert filed["status"] == "partially_completed"  # the AML duty keeps the name
+    assert filed["result"]["kept"]
+    assert filed["result"]["recipients_to_notify"]
+    assert all(name in after.text for name in filed["result"]["recipients_to_notify"])
     # The API's answer for the same subject now: the first erasure's report, the same kept categories.
     api = (await client.delete(f"/v1/subjects/{subject_id}", headers=auth)).json()
     assert api["status"] == "restricted"
     assert api["already_erased"] is True
     assert api["kept"]
-    assert all(item["basis"] in after.text for item in api["kept"])
     assert [e[:2] for e in await _events(runtime, "subject.erase")] == [(operator, subject_id)]
+    assert [e[2]["request"] for e in await _events(runtime, "console.reason") if e[2]["for"] == "subject.erase"] == [
+        held_request["id"],
+        filed["id"],
+    ]
+
+    # Erased: the form and a post are a 410, and a post records nothing.
+    reasons_before = len(await _events(runtime, "console.reason"))
+    assert (await client.get(f"{base}/erase")).status_code == 410
+    gone = await client.post(
+        f"{base}/erase", data={"confirm": subject_id, "reason": "request_outside_portal", "_csrf_token": token}
+    )
+    assert gone.status_code == 410
+    assert len(await _events(runtime, "console.reason")) == reasons_before
+    assert await _scalar(runtime, "SELECT count(*) FROM dsr_requests") == 2
+
+
+def _api_request(redirect: httpx.Response) -> str:
+    """The API's URL of the request a console erasure filed (from the redirect to its console page)."""
+    found = re.fullmatch(r"/console/requests/([0-9a-f-]{36})\?done=erased", redirect.headers["location"])
+    assert found, redirect.headers["location"]
+    return f"/v1/requests/{found.group(1)}"
+
+
+async def test_console_erasure_queues_the_downstream_systems_as_a_data_subjects_does(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str, auth: dict[str, str]
+) -> None:
+    await register_system(client, auth, "https://crm.example/privacy", name="crm")
+    await _session(client, runtime, ERASER)
+    token = await csrf_token(client, f"/console/subjects/{subject_id}/erase")
+    erased = await client.post(
+        f"/console/subjects/{subject_id}/erase",
+        data={"confirm": subject_id, "reason": "request_outside_portal", "_csrf_token": token},
+    )
+    assert erased.status_code == 303
+    filed = (await client.get(_api_request(erased), headers=auth)).json()
+    # Waits for the system's answer as a data subject's erasure does (finish_after_systems completes it).
+    assert filed["status"] == "processing", filed
+    assert await _scalar(runtime, "SELECT count(*) FROM system_deliveries") == 1
+
+
+async def test_erasure_needs_requests_manage_too(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str, auth: dict[str, str]
+) -> None:
+    """Erasure files and approves a request: a session with subjects:write alone sees no button, gets a 403."""
+    await _session(client, runtime, WRITE)
+    base = f"/console/subjects/{subject_id}"
+    page = await client.get(base)
+    assert 'id="place-hold"' in page.text
+    assert "/erase" not in page.text
+    assert (await client.get(f"{base}/erase")).status_code == 403
+    token = await csrf_token(client, base)
+    refused = await client.post(
+        f"{base}/erase", data={"confirm": subject_id, "reason": "request_outside_portal", "_csrf_token": token}
+    )
+    assert refused.status_code == 403
+    assert await _scalar(runtime, "SELECT count(*) FROM dsr_requests") == 0
+    assert (await client.get(f"/v1/subjects/{subject_id}", headers=auth)).json()["status"] == "active"
 
 
 async def test_records_come_in_keyset_pages(
@@ -413,3 +483,23 @@ async def test_the_subject_page_sends_the_same_statements_however_many_records_a
     with sql_statements(runtime) as many:
         assert (await client.get(page)).status_code == 200
     assert len(many) == len(few), (few, many)
+
+
+async def test_an_erasure_kept_by_a_hold_without_an_end_date_shows_its_request(
+    client: httpx.AsyncClient, runtime: Runtime, subject_id: str, auth: dict[str, str]
+) -> None:
+    """A hold with no end date keeps everything with no date: the request's page (the portal's status words)
+    shows its basis, not a 500."""
+    placed = await client.post(f"/v1/subjects/{subject_id}/holds", json={"reason": HOLD_REASON}, headers=auth)
+    assert placed.status_code == 201, placed.text
+    await _session(client, runtime, ERASER)
+    token = await csrf_token(client, f"/console/subjects/{subject_id}/erase")
+    held = await client.post(
+        f"/console/subjects/{subject_id}/erase",
+        data={"confirm": subject_id, "reason": "request_outside_portal", "_csrf_token": token},
+    )
+    assert held.status_code == 303
+    page = await client.get(held.headers["location"])
+    assert page.status_code == 200, page.text[-500:]
+    assert "legal hold" in page.text
+    assert HOLD_REASON not in page.text

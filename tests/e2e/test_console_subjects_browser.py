@@ -144,8 +144,12 @@ async def _erasure(visitor: Visitor, server: LiveServer, language: str, width: s
     await page.locator("#confirm").fill(subject_id)
     await page.locator("#reason-duplicate_or_test").check()
     await _submit(visitor)
-    await expect(page.locator("#refused")).to_be_visible()
-    await visitor.check(f"console-subjects-refused-{name}")
+    # Filed as an erasure request and approved at once: the hold keeps everything (partially completed).
+    await page.wait_for_url("**/console/requests/*?done=erased")
+    await expect(page.locator("#done")).to_be_visible()
+    await visitor.check(f"console-subjects-held-request-{name}")
+    still = await server.api("GET", f"/v1/subjects/{subject_id}")
+    assert still.status_code == 200, still.text
 
     released = await server.api("DELETE", f"/v1/subjects/{subject_id}/holds/{hold.json()['id']}")
     assert released.status_code == 200, released.text
@@ -153,7 +157,10 @@ async def _erasure(visitor: Visitor, server: LiveServer, language: str, width: s
     await page.locator("#confirm").fill(subject_id)
     await page.locator("#reason-duplicate_or_test").check()
     await _submit(visitor)
-    await page.wait_for_url("**?done=erased")
+    await page.wait_for_url("**/console/requests/*?done=erased")
+    await expect(page.locator("#done")).to_be_visible()
+    await visitor.check(f"console-subjects-erased-request-{name}")
+    await page.goto(f"/console/subjects/{subject_id}")
     await expect(page.locator("#subject-status")).not_to_have_text(words["active"])
     await expect(page.locator("#kept")).to_be_visible()  # the name stays under the AML duty, with its end date
     await visitor.check(f"console-subjects-erased-{name}")
@@ -161,7 +168,7 @@ async def _erasure(visitor: Visitor, server: LiveServer, language: str, width: s
     assert after.status_code == 410
 
 
-async def test_erasure_refused_under_a_hold_then_done_in_both_languages_at_both_widths(
+async def test_erasure_kept_under_a_hold_then_done_in_both_languages_at_both_widths(
     browser: Browser, live_server: LiveServer
 ) -> None:
     n = 0

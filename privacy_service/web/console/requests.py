@@ -41,7 +41,7 @@ from privacy_service.web.console.sessions import CONSOLE_PATH
 QUEUE_PATH = f"{CONSOLE_PATH}/requests"
 PAGE_SIZE = 50  # requests per page of the queue
 MANAGE = PAGES["requests"].opt  # the API's operator routes need requests:manage; so do these
-DONE = ("approved", "denied", "extended", "cancelled")
+DONE = ("approved", "denied", "extended", "cancelled", "erased")  # erased: filed from a subject's page
 
 
 def request_service(request: AnyRequest, db_session: AsyncSession) -> DsrService:

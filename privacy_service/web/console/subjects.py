@@ -4,9 +4,11 @@ records, kept data, legal holds and erasure.
 Thin controllers over the services the API calls, with the signed-in operator as the actor, so the audit log
 records a console action as it records the API's: the lookup is ``SubjectService.lookup`` (POST, so the identifier
 never reaches a URL, a log or the browser's history), the page is ``SubjectService.read`` / ``list_records`` /
-``HoldService.list`` (each audited as the API's GETs are), holds are ``HoldService.place`` / ``release`` and
-erasure is ``subjects.erasure.erase_subject`` (what ``DELETE /v1/subjects/{id}`` and a data-subject request run:
-a legal hold refuses it, a legal duty keeps its categories). Each action needs the scopes of its API route.
+``HoldService.list`` (each audited as the API's GETs are), holds are ``HoldService.place`` / ``release``.
+Erasure is a data subject's erasure: ``DsrService.file_erasure`` files an erasure request for the subject,
+approved at once by the operator, so the same processing runs (a legal hold or duty keeps, downstream systems
+and connection tasks are queued, the recipients to tell are in the request's result, shown on its page).
+Each action needs the scopes of its API routes (erasure: ``subjects:write`` and ``requests:manage``).
 
 Reasons for a release or an erasure are picked from a fixed list (with an optional case reference), never free
 text, because they go into the permanent audit log (``console.reason``) beside the service's own event.
@@ -25,13 +27,15 @@ from litestar.response import Redirect
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
+from privacy_service.dsr.routes import kick_outbox
 from privacy_service.errors import Conflict, Gone, InvalidInput, NotFound
 from privacy_service.retention.models import LegalHold
-from privacy_service.subjects.erasure import erase_subject
 from privacy_service.subjects.models import Subject
 from privacy_service.subjects.service import IDENTIFIERS
 from privacy_service.web.console.access import PAGES, console_guard, console_opt, signed_in_operator
 from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, render
+from privacy_service.web.console.requests import QUEUE_PATH as REQUESTS_PATH
+from privacy_service.web.console.requests import request_service
 from privacy_service.web.console.sessions import CONSOLE_PATH
 from privacy_service.web.console.subjects_forms import (
     ERASE_REASONS,
@@ -41,7 +45,6 @@ from privacy_service.web.console.subjects_forms import (
     reason_form,
 )
 from privacy_service.web.console.subjects_view import (
-    erasure_outcome,
     hold_service,
     subject_page,
     subject_service,
@@ -50,13 +53,17 @@ from privacy_service.web.console.subjects_view import (
 BASE = f"{CONSOLE_PATH}/subjects"
 READ = PAGES["subjects"].opt  # subjects:read, as POST /v1/subjects/lookup and GET /v1/subjects/{id}
 WRITE = console_opt("subjects:write")  # as POST/DELETE /v1/subjects/{id}/holds and DELETE /v1/subjects/{id}
+# Erasure files a request and approves it: DELETE /v1/subjects/{id}'s scope and the request decisions' scope.
+ERASE = console_opt("subjects:write", "requests:manage")
 RECORDS_PER_PAGE = 50
 
 
 def _context(request: AnyRequest, title_key: str, path: str) -> dict[str, Any]:
     context = page_context(request, console_language(request), path, "subjects")
     s = context["c"]["subjects"]
-    context.update(s=s, title=s[title_key], write="subjects:write" in context["scopes"])
+    scopes = context["scopes"]
+    context.update(s=s, title=s[title_key], write="subjects:write" in scopes)
+    context.update(erase=ERASE["console_scopes"] <= scopes)
     return context
 
 
@@ -211,7 +218,7 @@ class SubjectsConsole(Controller):
 
     # -- erasure ---------------------------------------------------------------------------------
 
-    @get("/{subject_id:uuid}/erase", guards=[console_guard], opt=WRITE)
+    @get("/{subject_id:uuid}/erase", guards=[console_guard], opt=ERASE)
     async def erase_form(
         self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
     ) -> Response[bytes]:
@@ -222,26 +229,23 @@ class SubjectsConsole(Controller):
         context.update(subject_id=subject_id, reasons=ERASE_REASONS)
         return render(request, "console/subjects/erase.html", context)
 
-    @post("/{subject_id:uuid}/erase", guards=[console_guard], opt=WRITE)
+    @post("/{subject_id:uuid}/erase", guards=[console_guard], opt=ERASE)
     async def erase(
         self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
     ) -> Response[Any]:
+        subject = await _subject_row(db_session, subject_id)
+        if subject.erased_at is not None:
+            # As the GET form: gone, and nothing recorded (no reason row for an erasure that cannot happen).
+            raise Gone("this subject has been erased")
         context = _context(request, "erase_title", f"{BASE}/{subject_id}/erase")
         reason, errors = reason_form(await request.form(), context["s"], ERASE_REASONS, confirm=str(subject_id))
         if reason is None:
-            await _subject_row(db_session, subject_id)
             context.update(subject_id=subject_id, reasons=ERASE_REASONS, errors=errors)
             return render(request, "console/subjects/erase.html", context, status_code=422)
-        subjects = subject_service(request, db_session)
-        state = request.app.state
-        erasure = await erase_subject(db_session, subjects, state.runtime.deadlines, state.clock, subject_id)
-        _reason_audit(request, db_session, subject_id, "subject.erase", reason)
-        if erasure.held:
-            # As the API's 409: nothing erased, the refusal stays in the audit log (returned, not raised).
-            context.update(
-                title=context["s"]["refused_title"],
-                subject_id=subject_id,
-                kept=erasure_outcome(request, erasure.result["kept"], context["language"]),
-            )
-            return render(request, "console/subjects/refused.html", context, status_code=409)
-        return Redirect(f"{BASE}/{subject_id}?done=erased", status_code=303)
+        # A data subject's erasure, filed for the subject and approved by this operator at once: the same
+        # processing (vault, downstream systems, connection tasks, recipients to tell, mail, history).
+        filed = await request_service(request, db_session).file_erasure(subject_id)
+        _reason_audit(request, db_session, subject_id, "subject.erase", {"request": str(filed.id), **reason})
+        # The request's page shows the outcome: what was erased and kept, the systems still to answer and the
+        # recipients to tell (Art. 19); the mail goes once the transaction has committed.
+        return Redirect(f"{REQUESTS_PATH}/{filed.id}?done=erased", status_code=303, background=kick_outbox(request))
