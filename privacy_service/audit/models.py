@@ -26,6 +26,7 @@ class AuditEvent(SQLModel, table=True):
         Index("ix_audit_subject_at", "subject_id", "at"),
         Index("ix_audit_seq", "seq", unique=True),
         Index("ix_audit_action_seq", "action", "seq"),  # the console's search by action
+        Index("ix_audit_actor_seq", "actor_id", "seq"),  # the console's search by actor
         Index(
             "ix_audit_pending",
             "id",

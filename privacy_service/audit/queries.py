@@ -1,17 +1,24 @@
-"""Reading the audit log (filters, keyset pagination, export)."""
+"""Reading the audit log (filters, keyset pagination, export).
+
+Every search walks the chain in ``seq`` order. Each filter has an index that keeps that order
+(``ix_audit_subject_at``, ``ix_audit_action_seq``, ``ix_audit_actor_seq``, ``ix_audit_seq``), and a time
+range is turned into ``seq`` bounds (:func:`seq_bounds`) rather than given an index on ``at`` of its own:
+every intake writes audit events, so each index on the table is paid on every request, while the signed
+checkpoints (one per 1,000 events) already say up to which ``seq`` the chain had been sealed and when.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from privacy_service.audit.models import AuditEvent
+from privacy_service.audit.models import AuditCheckpoint, AuditEvent
 from privacy_service.audit.schemas import AuditEventOut, AuditPage
 from privacy_service.db import Database
 
@@ -38,6 +45,45 @@ class AuditFilter:
         return query
 
 
+# Allowed for between an event's time (taken when it is recorded, before its transaction commits) and its
+# checkpoint's (taken by the sealer, possibly another process or host, after the commit): clock difference
+# between processes plus the longest a transaction holding an audit event stays open.
+SEAL_MARGIN = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class SeqBounds:
+    above: int | None = None  # every match has seq > above
+    through: int | None = None  # every match has seq <= through
+
+
+async def seq_bounds(session: AsyncSession, where: AuditFilter) -> SeqBounds:
+    """``since``/``until`` as a range of ``seq`` that holds every match, from the checkpoints' times.
+
+    An event is recorded at ``at`` and sealed after its transaction commits, so a checkpoint signed at
+    ``created_at`` covers only events recorded before it (within :data:`SEAL_MARGIN`): events at or after
+    ``since`` lie above the last checkpoint signed before ``since - margin``, and events before ``until``
+    lie at or below the first checkpoint signed at or after ``until + margin``. The bounds only narrow the
+    walk: the exact ``at`` conditions are still applied. No checkpoint on that side: no bound.
+    """
+    above = through = None
+    if where.since is not None:
+        above = (
+            await session.exec(
+                select(func.max(AuditCheckpoint.seq)).where(col(AuditCheckpoint.created_at) < where.since - SEAL_MARGIN)
+            )
+        ).one()
+    if where.until is not None:
+        through = (
+            await session.exec(
+                select(func.min(AuditCheckpoint.seq)).where(
+                    col(AuditCheckpoint.created_at) >= where.until + SEAL_MARGIN
+                )
+            )
+        ).one()
+    return SeqBounds(above, through)
+
+
 def to_out(event: AuditEvent) -> AuditEventOut:
     return AuditEventOut(
         seq=event.seq,
@@ -53,12 +99,21 @@ def to_out(event: AuditEvent) -> AuditEventOut:
     )
 
 
+def page_query(where: AuditFilter, bounds: SeqBounds, *, after: int | None, limit: int) -> SelectOfScalar[AuditEvent]:
+    """One page's statement: the filters, the keyset and the time range's ``seq`` bounds, in chain order."""
+    query = where.apply(select(AuditEvent).where(col(AuditEvent.seq).is_not(None)))
+    lowest = max((x for x in (after, bounds.above) if x is not None), default=None)
+    if lowest is not None:
+        query = query.where(col(AuditEvent.seq) > lowest)
+    if bounds.through is not None:
+        query = query.where(col(AuditEvent.seq) <= bounds.through)
+    return query.order_by(col(AuditEvent.seq)).limit(limit + 1)
+
+
 async def page(session: AsyncSession, where: AuditFilter, *, after: int | None, limit: int) -> AuditPage:
     """Sealed events in chain order (pending ones appear once the chainer has sealed them)."""
-    query = where.apply(select(AuditEvent).where(col(AuditEvent.seq).is_not(None)))
-    if after is not None:
-        query = query.where(col(AuditEvent.seq) > after)
-    rows = (await session.exec(query.order_by(col(AuditEvent.seq)).limit(limit + 1))).all()
+    query = page_query(where, await seq_bounds(session, where), after=after, limit=limit)
+    rows = (await session.exec(query)).all()
     items = rows[:limit]
     return AuditPage(
         items=[to_out(row) for row in items],
