@@ -91,6 +91,11 @@ _SUBJECT_READ: Select[*tuple[Any, ...]] = cast(
 )
 
 
+# The queue's choices beside the statuses themselves (no status is named so).
+OPEN_STATUSES = "open"
+ANY_STATUS = "all"
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """A request's transitions as a status read shows them, and whether any downstream system was sent it."""
@@ -345,10 +350,16 @@ class Reading(Processing):
         regime: str | None = None,
     ) -> schemas.RequestPage:
         """The operator's queue, by due date then id, a keyset page at a time (``after``: the previous
-        page's ``next_cursor``; no OFFSET). The API's list and the console's queue both read it."""
+        page's ``next_cursor``; no OFFSET). The API's list and the console's queue both read it.
+
+        ``status`` is one status, or :data:`OPEN_STATUSES` for every open one (the console queue's
+        default: through ``ix_dsr_status_due``, the open requests only, however long the closed history),
+        or :data:`ANY_STATUS` / None for all, closed too (sorted whole: a deliberate, slower choice)."""
         now = self.clock.now()
         query = select(PrivacyRequest)
-        if status is not None:
+        if status == OPEN_STATUSES:
+            query = query.where(col(PrivacyRequest.status).in_([s.value for s in OPEN]))
+        elif status is not None and status != ANY_STATUS:
             query = query.where(col(PrivacyRequest.status) == status)
         if type_ is not None:
             query = query.where(col(PrivacyRequest.type) == type_)

@@ -435,3 +435,35 @@ async def test_approving_a_reviewed_correction_needs_subjects_write_as_in_the_ap
         approved = await _post(writer, f"{page}/approve", page)
         assert approved.status_code == 303, approved.text
     assert (await _api_view(client, auth, request_id))["status"] == "completed"
+
+
+async def test_the_queue_shows_open_requests_by_default_and_all_on_request(
+    client: httpx.AsyncClient, app: Litestar, runtime: Runtime, mail: MailSink
+) -> None:
+    open_id = await _waiting(client, runtime, mail, ALICE)
+    closed_id = await _waiting(client, runtime, mail, BOB)
+    async with _console(app, runtime, MANAGE) as operator:
+        page = f"/console/requests/{closed_id}"
+        token = await csrf_token(operator, page)
+        denied = await operator.post(f"{page}/deny", data={"_csrf_token": token, "reason": "Not our customer"})
+        assert denied.status_code == 303
+        with sql_statements(runtime) as sent:
+            default = await operator.get("/console/requests")
+        assert default.status_code == 200
+        assert open_id in default.text
+        assert closed_id not in default.text  # closed requests are not sorted into the working queue
+        assert '<option value="open" selected>Open (not yet closed)</option>' in default.text
+        queue = [s for s in sent if "FROM dsr_requests" in s and "ORDER BY" in s]
+        assert queue
+        assert all("dsr_requests.status IN" in s for s in queue)  # the open ones, by their index
+        everything = await operator.get("/console/requests?status=all")
+        assert everything.status_code == 200
+        assert open_id in everything.text
+        assert closed_id in everything.text
+        assert '<option value="all" selected>' in everything.text
+        denied_only = await operator.get("/console/requests?status=denied")
+        assert closed_id in denied_only.text
+        assert open_id not in denied_only.text
+        assert (await operator.get("/console/requests?status=closed-ish")).status_code == 422
+        chinese = await operator.get("/console/requests?lang=zh")
+        assert "未结案" in chinese.text

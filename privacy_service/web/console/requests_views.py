@@ -18,7 +18,7 @@ import msgspec
 
 from privacy_service.dsr import schemas
 from privacy_service.dsr.flows import EXTENDABLE, TRANSITIONS, Status
-from privacy_service.dsr.reading import CaseFile
+from privacy_service.dsr.reading import ANY_STATUS, OPEN_STATUSES, CaseFile
 from privacy_service.errors import InvalidInput
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.web.i18n import messages
@@ -34,7 +34,7 @@ DAYS_MAX = 92
 
 @dataclass(frozen=True, slots=True)
 class QueueFilters:
-    status: str | None = None
+    status: str = OPEN_STATUSES  # the open requests unless the operator asks for all or one status
     type: str | None = None
     regime: str | None = None
     overdue: str | None = None  # "yes" / "no"
@@ -67,7 +67,7 @@ def parse_filters(params: Mapping[str, str], regimes: list[str]) -> QueueFilters
     if after is not None and len(after) > CURSOR_MAX:
         raise InvalidInput("after: not a cursor returned by this page")
     return QueueFilters(
-        status=pick("status", [s.value for s in Status]),
+        status=pick("status", [OPEN_STATUSES, ANY_STATUS, *(s.value for s in Status)]) or OPEN_STATUSES,
         type=pick("type", REQUEST_TYPES),
         regime=pick("regime", regimes),
         overdue=pick("overdue", tuple(OVERDUE)),
