@@ -101,9 +101,10 @@ async def _morning(server: LiveServer, make_settings: Any) -> dict[str, str]:
 
 
 async def _nav(page: Page, area: str) -> None:
-    """Follow the console's main navigation to ``area``."""
-    await page.locator(f".console-nav a[href='/console/{area}']").click()
-    await page.wait_for_url(f"**/console/{area}")
+    """Follow the console's main navigation to ``area`` (the dashboard for "")."""
+    path = f"/console/{area}" if area else "/console"
+    await page.locator(f".console-nav a[href='{path}']").click()
+    await page.wait_for_url(f"**{path}")
 
 
 async def _requests(visitor: Visitor, language: str, tag: str, ids: dict[str, str]) -> None:
@@ -197,6 +198,9 @@ async def _breach(visitor: Visitor, language: str, tag: str) -> None:
     await page.locator("details.breach-edit summary").first.click()
     facts = page.locator("form[action$='/facts']")
     await facts.locator("#facts-title").fill(TITLE)
+    await facts.locator("#facts-description").fill(
+        "A guessed operator key listed support tickets and read the customers' e-mail addresses."
+    )
     await facts.locator("#facts-categories input[value='user.contact.email']").check()
     await facts.locator("#facts-estimated_count").fill("40")
     await facts.locator("input[name=exfiltration_known]").check()
@@ -277,6 +281,19 @@ async def _audit(visitor: Visitor, language: str, tag: str, subject_id: str) -> 
     await visitor.check(f"day-audit-subject-{tag}")
 
 
+async def _evening(visitor: Visitor, tag: str) -> None:
+    """The dashboard at the end of the day shows what the day left: the extended request still open, no
+    breach clock running (the authority was notified), the purge just run, the chain just checked."""
+    page = visitor.page
+    await _nav(page, "")
+    await expect(page.locator("#open-total")).to_have_text("1")
+    await expect(page.locator("#breaches-heading")).to_be_visible()
+    await expect(page.locator("#breach-clocks")).to_have_count(0)
+    await expect(page.locator("#last-purge a[href^='/console/retention/runs/']")).to_have_count(1)
+    await expect(page.locator("#audit-status")).to_have_class(re.compile(r"^notice$"))
+    await visitor.check(f"day-dashboard-evening-{tag}")
+
+
 async def _opens_with(browser: Browser, server: LiveServer, cookies: list[Any], paths: tuple[str, ...]) -> list[str]:
     """Where each path ends in a browser of its own holding only ``cookies`` (a copied session cookie)."""
     thief = await open_visitor(browser, server, viewport=DESKTOP)
@@ -341,6 +358,7 @@ async def test_a_privacy_officers_day(
         await _breach(visitor, language, tag)
         await _purge(visitor, language, tag)
         await _audit(visitor, language, tag, ids["held"])
+        await _evening(visitor, tag)
         await _sign_out(browser, visitor, live_server, tag)
         assert left == [], f"requests left 127.0.0.1: {left}"
     finally:
