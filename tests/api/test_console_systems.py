@@ -174,8 +174,13 @@ async def test_retry_a_dead_delivery_from_its_log_as_the_api_does(
         assert "无法重试此投递" in again.text  # the language chosen above is remembered
         assert len(await _retries_audited(runtime)) == 1
         assert (await _deliveries(runtime))[0]["status"] == "pending"
+        # An error page for a post: its language links open the area's page, never a GET on the POST-only URL.
+        assert "/retry?lang=" not in again.text
+        assert 'href="/console/systems?lang=en"' in again.text
         unknown = await client.post(f"/console/systems/deliveries/{uuid.uuid4()}/retry", data={"_csrf_token": token})
         assert unknown.status_code == 404
+        assert "/retry?lang=" not in unknown.text
+        assert 'href="/console/systems?lang=en"' in unknown.text
 
 
 async def test_the_delivery_log_pages_by_keyset_and_filters_by_status(
@@ -280,3 +285,40 @@ async def test_health_counts_retrying_and_oldest_queued(
         assert re.search(r'data-figure="retrying">1<', health)
         assert re.search(r'data-figure="dead">1<', health)
         assert "Nothing queued" not in page.text
+
+
+ALL_AREAS = frozenset({"requests:manage", "subjects:read", "subjects:write", "breaches:manage", "systems:manage"})
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/console/requests/nope"),
+        ("POST", "/console/requests/nope/approve"),
+        ("GET", "/console/subjects/nope"),
+        ("GET", "/console/subjects/nope/holds/new"),
+        ("GET", f"/console/subjects/{uuid.UUID(int=1)}/holds/nope/release"),
+        ("POST", "/console/subjects/nope/erase"),
+        ("GET", "/console/breaches/nope"),
+        ("POST", "/console/breaches/nope/confirm"),
+        ("GET", "/console/systems/nope"),
+        ("POST", "/console/systems/deliveries/nope/retry"),
+    ],
+)
+async def test_a_malformed_id_is_the_consoles_404_page_in_every_area(
+    app: Litestar, runtime: Runtime, method: str, path: str
+) -> None:
+    """Every area parses its path's ids in one place (rendering.path_id): not a JSON problem from a path
+    that never matched, but the console's own 404 page, with language links to a page that exists."""
+    async with browser(app) as client:
+        await signed_in(client, await make_operator_key(runtime, ALL_AREAS))
+        token = await csrf_token(client, "/console")
+        data = {"_csrf_token": token} if method == "POST" else None
+        answer = await client.request(method, path, data=data)
+        assert answer.status_code == 404, answer.text[:300]
+        assert answer.headers["content-type"].startswith("text/html")
+        assert '<html lang="en">' in answer.text
+        assert "Page not found" in answer.text
+        assert "nope" not in answer.text.split("<main", 1)[1]  # the id is not echoed (a GET's links keep its URL)
+        if method == "POST":
+            assert f"{path}?lang=" not in answer.text

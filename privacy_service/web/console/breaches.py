@@ -34,7 +34,7 @@ from privacy_service.breaches.service import BreachService
 from privacy_service.errors import Conflict, InvalidInput
 from privacy_service.web.console import breaches_forms as forms
 from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
-from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, render
+from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, path_id, render
 from privacy_service.web.console.sessions import CONSOLE_PATH
 
 BASE = f"{CONSOLE_PATH}/breaches"
@@ -235,10 +235,11 @@ class BreachesConsole(Controller):
         )
         return render(request, "console/breaches/workspace.html", context, status_code=status_code)
 
-    @get("/{breach_id:uuid}", guards=[console_guard], opt=OPT)
+    @get("/{breach_ref:str}", guards=[console_guard], opt=OPT)
     async def workspace(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[bytes]:
+        breach_id = path_id(breach_ref)
         return await self._workspace(request, db_session, breach_id)
 
     async def _act(
@@ -262,11 +263,12 @@ class BreachesConsole(Controller):
             )
         return Redirect(f"{BASE}/{breach_id}#{form_name}", status_code=303)
 
-    @post("/{breach_id:uuid}/facts", guards=[console_guard], opt=OPT)
+    @post("/{breach_ref:str}/facts", guards=[console_guard], opt=OPT)
     async def update_facts(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[Any]:
         """New facts (``PATCH /v1/breaches/{id}``): a new version with what changed."""
+        breach_id = path_id(breach_ref)
         zone = request.app.state.policy.display_zone
 
         async def act(service: BreachService, form: forms.Form) -> None:
@@ -275,10 +277,11 @@ class BreachesConsole(Controller):
 
         return await self._act(request, db_session, breach_id, "facts", act)
 
-    @post("/{breach_id:uuid}/confirm", guards=[console_guard], opt=OPT)
+    @post("/{breach_ref:str}/confirm", guards=[console_guard], opt=OPT)
     async def confirm(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[Any]:
+        breach_id = path_id(breach_ref)
         zone = request.app.state.policy.display_zone
 
         async def act(service: BreachService, form: forms.Form) -> None:
@@ -286,20 +289,24 @@ class BreachesConsole(Controller):
 
         return await self._act(request, db_session, breach_id, "confirm", act)
 
-    @post("/{breach_id:uuid}/dismiss", guards=[console_guard], opt=OPT)
+    @post("/{breach_ref:str}/dismiss", guards=[console_guard], opt=OPT)
     async def dismiss(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[Any]:
+        breach_id = path_id(breach_ref)
+
         async def act(service: BreachService, form: forms.Form) -> None:
             await service.dismiss(breach_id, forms.dismiss_body(form))
 
         return await self._act(request, db_session, breach_id, "dismiss", act)
 
-    @post("/{breach_id:uuid}/assessment", guards=[console_guard], opt=OPT)
+    @post("/{breach_ref:str}/assessment", guards=[console_guard], opt=OPT)
     async def assess(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[Any]:
         """The ENISA assessment and its decisions (``POST .../assessment``), overrides with justifications."""
+
+        breach_id = path_id(breach_ref)
 
         async def act(service: BreachService, form: forms.Form) -> None:
             view = await service.view(breach_id)
@@ -308,11 +315,12 @@ class BreachesConsole(Controller):
 
         return await self._act(request, db_session, breach_id, "assessment", act)
 
-    @post("/{breach_id:uuid}/authority-notification", guards=[console_guard], opt=OPT)
+    @post("/{breach_ref:str}/authority-notification", guards=[console_guard], opt=OPT)
     async def notify_authority(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[Any]:
         """Record the notification to the supervisory authority (Art. 33); its document is then linked."""
+        breach_id = path_id(breach_ref)
         zone = request.app.state.policy.display_zone
 
         async def act(service: BreachService, form: forms.Form) -> None:
@@ -320,17 +328,18 @@ class BreachesConsole(Controller):
 
         return await self._act(request, db_session, breach_id, "authority", act)
 
-    @get("/{breach_id:uuid}/authority-notifications/{seq:int}", guards=[console_guard], opt=OPT)
+    @get("/{breach_ref:str}/authority-notifications/{seq:int}", guards=[console_guard], opt=OPT)
     async def authority_document(
         self,
         request: AnyRequest,
         db_session: NamedDependency[AsyncSession],
-        breach_id: FromPath[uuid.UUID],
+        breach_ref: FromPath[str],
         seq: Annotated[int, PathParameter(ge=1, le=1_000_000)],
         lang: FromQuery[Literal["en", "zh"]] = "en",
     ) -> Response[str]:
         """The Art. 33(3) document the API serves (``?format=html``), opened with the session instead of a
         bearer key, plus a print stylesheet. Its own inline style is allowed by its hash alone."""
+        breach_id = path_id(breach_ref)
         notice = await _service(request, db_session).authority_notice(breach_id, seq)
         text = render_authority_notice(notice.content, request.app.state.policy, lang, "html")
         hashes = " ".join(
@@ -349,26 +358,29 @@ class BreachesConsole(Controller):
             headers={"Content-Language": lang, "Content-Security-Policy": csp, "Cache-Control": "no-store"},
         )
 
-    @post("/{breach_id:uuid}/subject-notifications", guards=[console_guard], opt=OPT)
+    @post("/{breach_ref:str}/subject-notifications", guards=[console_guard], opt=OPT)
     async def notify_subjects(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[Any]:
         """Queue the notice to every affected person (Art. 34), sent by the worker in batches."""
+
+        breach_id = path_id(breach_ref)
 
         async def act(service: BreachService, form: forms.Form) -> None:
             await service.request_subject_notifications(breach_id)
 
         return await self._act(request, db_session, breach_id, "subjects", act)
 
-    @get("/{breach_id:uuid}/recipients", guards=[console_guard], opt=OPT)
+    @get("/{breach_ref:str}/recipients", guards=[console_guard], opt=OPT)
     async def recipients(
         self,
         request: AnyRequest,
         db_session: NamedDependency[AsyncSession],
-        breach_id: FromPath[uuid.UUID],
+        breach_ref: FromPath[str],
         after: FromQuery[uuid.UUID | None] = None,
     ) -> Response[bytes]:
         """Each person's notice, by subject id only (``GET .../subject-notifications/recipients``), in pages."""
+        breach_id = path_id(breach_ref)
         service = _service(request, db_session)
         view = await service.view(breach_id)
         page = await service.recipients(breach_id, status=None, after=after, limit=RECIPIENTS_LIMIT)
@@ -386,10 +398,11 @@ class BreachesConsole(Controller):
         )
         return render(request, "console/breaches/recipients.html", context)
 
-    @post("/{breach_id:uuid}/public-communication", guards=[console_guard], opt=OPT)
+    @post("/{breach_ref:str}/public-communication", guards=[console_guard], opt=OPT)
     async def public_communication(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[Any]:
+        breach_id = path_id(breach_ref)
         zone = request.app.state.policy.display_zone
 
         async def act(service: BreachService, form: forms.Form) -> None:
@@ -397,11 +410,13 @@ class BreachesConsole(Controller):
 
         return await self._act(request, db_session, breach_id, "public", act)
 
-    @post("/{breach_id:uuid}/close", guards=[console_guard], opt=OPT)
+    @post("/{breach_ref:str}/close", guards=[console_guard], opt=OPT)
     async def close(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], breach_ref: FromPath[str]
     ) -> Response[Any]:
         """Close: the service refuses (409) while a duty is open."""
+
+        breach_id = path_id(breach_ref)
 
         async def act(service: BreachService, form: forms.Form) -> None:
             await service.close(breach_id, forms.close_body(form))

@@ -8,6 +8,7 @@ headers or navigation.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,8 +18,9 @@ from litestar.datastructures import Cookie
 from litestar.utils.scope.state import ScopeState
 
 from privacy_service.config import Settings
+from privacy_service.errors import NotFound
 from privacy_service.policy.document import PolicyDocument
-from privacy_service.web.console.access import navigation
+from privacy_service.web.console.access import PAGES, navigation
 from privacy_service.web.console.sessions import CONSOLE_PATH
 from privacy_service.web.i18n import (
     LANGUAGE_COOKIE,
@@ -40,6 +42,25 @@ CONSOLE_CSP = HTML_CSP + "; script-src 'self'"
 def settings_of(request: AnyRequest) -> Settings:
     settings: Settings = request.app.state.runtime.settings
     return settings
+
+
+def path_id(value: str) -> uuid.UUID:
+    """A console path's id (every area's paths take it as ``{...:str}`` and parse it here): anything but a
+    UUID is the console's 404 page, not a JSON 404 from a ``{...:uuid}`` path that never matched."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound("no such page") from None
+
+
+def error_page_path(request: AnyRequest) -> str:
+    """The page an error page's language links open: the URL itself for a GET; for a form's post (a POST-only
+    URL) the area's page it belongs to, else the dashboard, so switching language never posts nor 405s."""
+    path = request.url.path
+    if request.method in ("GET", "HEAD"):
+        return path
+    areas = [page.path for page in PAGES.values() if page.path != CONSOLE_PATH]
+    return next((area for area in areas if path == area or path.startswith(f"{area}/")), CONSOLE_PATH)
 
 
 def console_language(request: AnyRequest) -> str:

@@ -23,10 +23,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.dsr.flows import Status
 from privacy_service.dsr.routes import kick_outbox
 from privacy_service.dsr.service import DsrService
-from privacy_service.errors import Conflict, InvalidInput, NotFound
+from privacy_service.errors import Conflict, InvalidInput
 from privacy_service.ratelimit import code_quota
 from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
-from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, render
+from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, path_id, render
 from privacy_service.web.console.requests_views import (
     DAYS_MAX,
     OVERDUE,
@@ -60,15 +60,6 @@ def request_service(request: AnyRequest, db_session: AsyncSession) -> DsrService
         code_quota=code_quota(request),
         scopes=signed_in.scopes,
     )
-
-
-def _parsed(ref: str) -> uuid.UUID:
-    """The path's id; anything else is the console's 404 page (a ``:uuid`` path would leave it unmatched,
-    answered outside the console as JSON)."""
-    try:
-        return uuid.UUID(ref)
-    except ValueError:
-        raise NotFound("no request with this id") from None
 
 
 def _page_path(request_id: uuid.UUID) -> str:
@@ -167,13 +158,13 @@ class RequestsConsole(Controller):
     async def request_page(
         self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
     ) -> Response[bytes]:
-        return await _request_page(request, request_service(request, db_session), _parsed(ref))
+        return await _request_page(request, request_service(request, db_session), path_id(ref))
 
     @post("/{ref:str}/approve", guards=[console_guard], opt=MANAGE)
     async def approve(
         self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
     ) -> Response[Any]:
-        service, request_id = request_service(request, db_session), _parsed(ref)
+        service, request_id = request_service(request, db_session), path_id(ref)
         try:
             await service.approve(request_id)
         except Conflict:
@@ -184,7 +175,7 @@ class RequestsConsole(Controller):
     async def deny(
         self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
     ) -> Response[Any]:
-        service, request_id = request_service(request, db_session), _parsed(ref)
+        service, request_id = request_service(request, db_session), path_id(ref)
         c = page_context(request, console_language(request), _page_path(request_id))["c"]["requests"]
         reason = str((await request.form()).get("reason", "")).strip()
         problem = reason_error(reason, c)
@@ -207,7 +198,7 @@ class RequestsConsole(Controller):
     async def extend(
         self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
     ) -> Response[Any]:
-        service, request_id = request_service(request, db_session), _parsed(ref)
+        service, request_id = request_service(request, db_session), path_id(ref)
         c = page_context(request, console_language(request), _page_path(request_id))["c"]["requests"]
         form = await request.form()
         reason = str(form.get("reason", "")).strip()
@@ -237,7 +228,7 @@ class RequestsConsole(Controller):
     async def cancel(
         self, request: AnyRequest, ref: FromPath[str], db_session: NamedDependency[AsyncSession]
     ) -> Response[Any]:
-        service, request_id = request_service(request, db_session), _parsed(ref)
+        service, request_id = request_service(request, db_session), path_id(ref)
         try:
             await service.cancel(request_id)
         except Conflict:

@@ -47,6 +47,7 @@ from privacy_service.web.console.rendering import (
     CSRF_COOKIE,
     AnyRequest,
     console_language,
+    error_page_path,
     page_context,
     render,
     settings_of,
@@ -199,7 +200,7 @@ def console_error_page(request: AnyRequest, exc: Exception) -> Response[Any]:
         return Redirect(SIGN_IN_PATH, status_code=303)
     shown = error_page(exc, _ERROR_PAGES)
     language = console_language(request)
-    context = page_context(request, language, request.url.path)
+    context = page_context(request, language, error_page_path(request))
     page = context["c"]["errors"][shown.key]
     context.update(title=page["title"], body=page["body"], reference=request.scope.get("state", {}).get("request_id"))
     return render(request, "console/error.html", context, status_code=shown.status, headers=shown.headers)

@@ -33,7 +33,7 @@ from privacy_service.retention.models import LegalHold
 from privacy_service.subjects.models import Subject
 from privacy_service.subjects.service import IDENTIFIERS
 from privacy_service.web.console.access import PAGES, console_guard, console_opt, signed_in_operator
-from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, render
+from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, path_id, render
 from privacy_service.web.console.requests import QUEUE_PATH as REQUESTS_PATH
 from privacy_service.web.console.requests import request_service
 from privacy_service.web.console.sessions import CONSOLE_PATH
@@ -124,15 +124,16 @@ class SubjectsConsole(Controller):
 
     # -- a subject's page ------------------------------------------------------------------------
 
-    @get("/{subject_id:uuid}", guards=[console_guard], opt=READ)
+    @get("/{subject_ref:str}", guards=[console_guard], opt=READ)
     async def subject(
         self,
         request: AnyRequest,
         db_session: NamedDependency[AsyncSession],
-        subject_id: FromPath[uuid.UUID],
+        subject_ref: FromPath[str],
         after: FromQuery[uuid.UUID | None] = None,
         done: FromQuery[str | None] = None,
     ) -> Response[bytes]:
+        subject_id = path_id(subject_ref)
         context = _context(request, "subject_title", f"{BASE}/{subject_id}")
         language = context["language"]
         page = await subject_page(
@@ -143,19 +144,21 @@ class SubjectsConsole(Controller):
 
     # -- legal holds -----------------------------------------------------------------------------
 
-    @get("/{subject_id:uuid}/holds/new", guards=[console_guard], opt=WRITE)
+    @get("/{subject_ref:str}/holds/new", guards=[console_guard], opt=WRITE)
     async def hold_new(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_ref: FromPath[str]
     ) -> Response[bytes]:
+        subject_id = path_id(subject_ref)
         await _subject_row(db_session, subject_id)
         context = _context(request, "hold_title", f"{BASE}/{subject_id}/holds/new")
         context.update(subject_id=subject_id, form={})
         return render(request, "console/subjects/hold.html", context)
 
-    @post("/{subject_id:uuid}/holds", guards=[console_guard], opt=WRITE)
+    @post("/{subject_ref:str}/holds", guards=[console_guard], opt=WRITE)
     async def hold_place(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_ref: FromPath[str]
     ) -> Response[Any]:
+        subject_id = path_id(subject_ref)
         context = _context(request, "hold_title", f"{BASE}/{subject_id}/holds/new")
         body, errors = hold_form(await request.form(), context["s"], request.app.state.policy.display_zone)
         if body is not None:
@@ -176,28 +179,32 @@ class SubjectsConsole(Controller):
             raise NotFound("no hold with this id for this subject")
         return hold
 
-    @get("/{subject_id:uuid}/holds/{hold_id:uuid}/release", guards=[console_guard], opt=WRITE)
+    @get("/{subject_ref:str}/holds/{hold_ref:str}/release", guards=[console_guard], opt=WRITE)
     async def hold_release_form(
         self,
         request: AnyRequest,
         db_session: NamedDependency[AsyncSession],
-        subject_id: FromPath[uuid.UUID],
-        hold_id: FromPath[uuid.UUID],
+        subject_ref: FromPath[str],
+        hold_ref: FromPath[str],
     ) -> Response[bytes]:
+        subject_id = path_id(subject_ref)
+        hold_id = path_id(hold_ref)
         hold = await self._hold(db_session, subject_id, hold_id)
         path = f"{BASE}/{subject_id}/holds/{hold_id}/release"
         context = _context(request, "release_title", path)
         context.update(subject_id=subject_id, hold=hold, reasons=RELEASE_REASONS)
         return render(request, "console/subjects/release.html", context)
 
-    @post("/{subject_id:uuid}/holds/{hold_id:uuid}/release", guards=[console_guard], opt=WRITE)
+    @post("/{subject_ref:str}/holds/{hold_ref:str}/release", guards=[console_guard], opt=WRITE)
     async def hold_release(
         self,
         request: AnyRequest,
         db_session: NamedDependency[AsyncSession],
-        subject_id: FromPath[uuid.UUID],
-        hold_id: FromPath[uuid.UUID],
+        subject_ref: FromPath[str],
+        hold_ref: FromPath[str],
     ) -> Response[Any]:
+        subject_id = path_id(subject_ref)
+        hold_id = path_id(hold_ref)
         path = f"{BASE}/{subject_id}/holds/{hold_id}/release"
         context = _context(request, "release_title", path)
         reason, errors = reason_form(await request.form(), context["s"], RELEASE_REASONS, confirm=None)
@@ -218,10 +225,11 @@ class SubjectsConsole(Controller):
 
     # -- erasure ---------------------------------------------------------------------------------
 
-    @get("/{subject_id:uuid}/erase", guards=[console_guard], opt=ERASE)
+    @get("/{subject_ref:str}/erase", guards=[console_guard], opt=ERASE)
     async def erase_form(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_ref: FromPath[str]
     ) -> Response[bytes]:
+        subject_id = path_id(subject_ref)
         subject = await _subject_row(db_session, subject_id)
         if subject.erased_at is not None:
             raise Gone("this subject has been erased")
@@ -229,10 +237,11 @@ class SubjectsConsole(Controller):
         context.update(subject_id=subject_id, reasons=ERASE_REASONS)
         return render(request, "console/subjects/erase.html", context)
 
-    @post("/{subject_id:uuid}/erase", guards=[console_guard], opt=ERASE)
+    @post("/{subject_ref:str}/erase", guards=[console_guard], opt=ERASE)
     async def erase(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], subject_ref: FromPath[str]
     ) -> Response[Any]:
+        subject_id = path_id(subject_ref)
         subject = await _subject_row(db_session, subject_id)
         if subject.erased_at is not None:
             # As the GET form: gone, and nothing recorded (no reason row for an erasure that cannot happen).

@@ -9,11 +9,10 @@ service's views do not carry it), nor is a connection's URL (only names and task
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 from urllib.parse import urlencode
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect
@@ -24,11 +23,17 @@ from privacy_service.errors import Conflict
 from privacy_service.systems.flows import DeliveryStatus
 from privacy_service.systems.service import SystemService
 from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
-from privacy_service.web.console.rendering import console_language, page_context, render
+from privacy_service.web.console.rendering import (
+    AnyRequest,
+    console_language,
+    error_page_path,
+    page_context,
+    path_id,
+    render,
+)
 from privacy_service.web.console.sessions import CONSOLE_PATH
 from privacy_service.web.console.systems_health import connection_tasks, delivery_health
 
-AnyRequest = Request[Any, Any, Any]
 SYSTEMS_PATH = PAGES["systems"].path
 PAGE_SIZE = 50
 STATUSES = tuple(status.value for status in DeliveryStatus)
@@ -51,7 +56,7 @@ def system_service(request: AnyRequest, session: AsyncSession) -> SystemService:
 
 def _conflict_page(request: AnyRequest, message_key: str) -> Response[bytes]:
     language = console_language(request)
-    context = page_context(request, language, request.url.path, "systems")
+    context = page_context(request, language, error_page_path(request), "systems")
     words = context["c"]["systems"]
     context.update(title=words["retry_refused_title"], body=words[message_key], reference=None)
     return render(request, "console/error.html", context, status_code=409)
@@ -76,11 +81,12 @@ class SystemsConsole(Controller):
         )
         return render(request, "console/systems/index.html", context)
 
-    @get("/{system_id:uuid}", guards=[console_guard], opt=PAGES["systems"].opt)
+    @get("/{system_ref:str}", guards=[console_guard], opt=PAGES["systems"].opt)
     async def system(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], system_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], system_ref: FromPath[str]
     ) -> Response[bytes]:
         """One system, its health and its delivery log (the API's keyset page, optionally one status)."""
+        system_id = path_id(system_ref)
         service = system_service(request, db_session)
         found = await service.get(system_id)  # NotFound: the console's 404 page
         status = request.query_params.get("status") or None
@@ -105,11 +111,12 @@ class SystemsConsole(Controller):
         )
         return render(request, "console/systems/system.html", context)
 
-    @post("/deliveries/{delivery_id:uuid}/retry", guards=[console_guard], opt=PAGES["systems"].opt)
+    @post("/deliveries/{delivery_ref:str}/retry", guards=[console_guard], opt=PAGES["systems"].opt)
     async def retry(
-        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], delivery_id: FromPath[uuid.UUID]
+        self, request: AnyRequest, db_session: NamedDependency[AsyncSession], delivery_ref: FromPath[str]
     ) -> Response[Any]:
         """The API's retry (``SystemService.retry``: dead only, a fresh budget, audited), then the log."""
+        delivery_id = path_id(delivery_ref)
         try:
             view = await system_service(request, db_session).retry(delivery_id)
         except Conflict:
