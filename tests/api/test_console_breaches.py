@@ -89,6 +89,19 @@ async def _post(client: httpx.AsyncClient, path: str, data: dict[str, Any], page
     return await client.post(path, data={**data, "_csrf_token": token})
 
 
+_VERSION_FIELD = re.compile(r'name="version" value="(\d+)"')
+_PRESENT_FIELD = re.compile(r'name="_present" value="([a-z_]+)"')
+
+
+async def _edit(client: httpx.AsyncClient, page: str, data: dict[str, Any]) -> httpx.Response:
+    """Post the facts form as a browser sends it: with the version and groups the workspace rendered."""
+    html = (await client.get(page)).text
+    found = _VERSION_FIELD.search(html)
+    assert found, "no version on the facts form"
+    hidden = {"version": found.group(1), "_present": _PRESENT_FIELD.findall(html)}
+    return await _post(client, f"{page}/facts", {**hidden, **data}, page)
+
+
 async def _events(runtime: Runtime, action: str) -> list[AuditEvent]:
     async with runtime.db.transaction() as session:
         return list((await session.exec(select(AuditEvent).where(col(AuditEvent.action) == action))).all())
@@ -149,9 +162,7 @@ async def test_a_breach_from_record_to_the_art_33_document_and_closure(
     assert view["malicious"] is True
     assert view["translations"] == {"zh": {"description": RECORD["tr__zh__description"]}}
 
-    edited = await _post(
-        officer, f"{page}/facts", {**RECORD, "estimated_count": "55", "mitigation": "Remote wipe."}, page
-    )
+    edited = await _edit(officer, page, {**RECORD, "estimated_count": "55", "mitigation": "Remote wipe."})
     assert edited.status_code == 303, edited.text
     view = await _view(api, breach_id)
     assert view["version"] == 2
@@ -469,3 +480,40 @@ async def test_a_bad_register_cursor_is_a_422_on_the_console_and_the_api(
     problem = await api.get("/v1/breaches", params={"after": cursor})
     assert problem.status_code == 422
     assert problem.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_stale_facts_form_is_a_409_and_a_partial_one_clears_nothing(
+    officer: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    recorded = await _post(officer, BASE, RECORD)
+    breach_id = recorded.headers["location"].rsplit("/", 1)[1]
+    page = f"{BASE}/{breach_id}"
+    opened = (await officer.get(page)).text  # operator 1 opens the edit form at version 1
+    stale_version = _VERSION_FIELD.search(opened)
+    assert stale_version
+    assert stale_version.group(1) == "1"
+    # Operator 2 (the API) adds a mitigation meanwhile: version 2.
+    changed = await api.patch(f"/v1/breaches/{breach_id}", json={"mitigation": "Remote wipe."})
+    assert changed.status_code == 200, changed.text
+    before = await _view(api, breach_id)
+    stale = await _post(
+        officer,
+        f"{page}/facts",
+        {**RECORD, "version": "1", "_present": _PRESENT_FIELD.findall(opened), "title": "Renamed"},
+        page,
+    )
+    assert stale.status_code == 409
+    assert "Remote wipe." in stale.text  # the workspace shows the facts as they now are
+    assert await _view(api, breach_id) == before
+    missing = await _post(officer, f"{page}/facts", {"title": "Renamed"}, page)  # no version at all
+    assert missing.status_code == 409
+    assert await _view(api, breach_id) == before
+
+    # A partial post (only the title, with the current version): the title changes, nothing is cleared.
+    partial = await _post(officer, f"{page}/facts", {"version": str(before["version"]), "title": "Renamed"}, page)
+    assert partial.status_code == 303, partial.text
+    after = await _view(api, breach_id)
+    assert after["title"] == "Renamed"
+    assert after["version"] == before["version"] + 1
+    for name in ("description", "nature", "categories", "mitigation", "malicious", "affected", "translations"):
+        assert after[name] == before[name], name

@@ -231,6 +231,7 @@ class BreachesConsole(Controller):
             overrides=forms.OVERRIDES,
             authorities=authorities,
             notice_kinds=forms.NOTICE_KINDS,
+            fact_groups=forms.FACT_GROUPS,
             **_choices(request, language),
         )
         return render(request, "console/breaches/workspace.html", context, status_code=status_code)

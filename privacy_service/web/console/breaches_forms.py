@@ -31,6 +31,7 @@ from privacy_service.breaches.policy import (
     RecipientData,
     RecipientTrust,
 )
+from privacy_service.errors import Conflict
 
 T = TypeVar("T")
 
@@ -60,6 +61,10 @@ class Form:
 
     def __init__(self, data: Any) -> None:
         self._data = data
+
+    def has(self, name: str) -> bool:
+        """Whether the browser sent the field at all (an empty text input is sent; an unticked box is not)."""
+        return name in self._data
 
     def text(self, name: str) -> str | None:
         value = str(self._data.get(name, "") or "").strip()
@@ -170,20 +175,62 @@ def create_body(form: Form, zone: ZoneInfo, languages: Iterable[str] = ()) -> sc
     return convert(schemas.BreachCreate, body)
 
 
+# The edit form's groups of boxes: an unticked box is not sent, so the form names each group it shows
+# (``_present``) and a group it does not name is left as stored.
+FACT_GROUPS: tuple[str, ...] = ("nature", "categories", "data_types", *FLAGS)
+STALE_FACTS = "this incident has changed since the form was opened: nothing was changed; reload it to see the changes"
+
+
+def check_fresh(form: Form, current: schemas.BreachView) -> None:
+    """The edit form carries the version it was rendered from; another operator's change since (any new
+    version of the incident) makes it stale: a 409 with nothing changed, never a silent undo."""
+    if form.text("version") != str(current.version):
+        raise Conflict(STALE_FACTS)
+
+
+def _given(form: Form, name: str) -> bool:
+    """Whether the post says anything about ``name``: a field left out of a partial post changes nothing."""
+    if name in FACT_GROUPS:
+        return name in form.all("_present")
+    return form.has(name)
+
+
+def _translations(form: Form, languages: Iterable[str], stored: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The stored translations with the posted fields applied (one left out of the post stays as stored)."""
+    out = {language: dict(texts) for language, texts in stored.items()}
+    for language in languages:
+        texts = out.setdefault(language, {})
+        for name in TRANSLATED:
+            key = f"tr__{language}__{name}"
+            if form.has(key):
+                value = form.text(key)
+                if value is None:
+                    texts.pop(name, None)
+                else:
+                    texts[name] = value
+    return {language: texts for language, texts in out.items() if texts}
+
+
 def patch_body(
     form: Form, zone: ZoneInfo, current: schemas.BreachView, languages: Iterable[str] = ()
 ) -> schemas.BreachPatch:
     """Only the facts the edit form changed (the form shows the stored ones): the service makes each
     change a new version, so a field sent unchanged (a time shown to the minute, a list in another order)
-    must not look like one. The affected people only when the estimate was changed."""
+    must not look like one, and a field not sent at all is not a change either. The affected people only
+    when the estimate was changed. A form rendered from an older version is refused (:func:`check_fresh`)."""
+    check_fresh(form, current)
+    languages = list(languages)
     body = facts(form, zone, languages)
     body.setdefault("aware_at", None)
+    body["translations"] = _translations(form, languages, current.translations)
     stored = {
         "categories": [item.key for item in current.categories],
         "data_types": [item.key for item in current.data_types],
     }
     changed: dict[str, Any] = {}
     for name, value in body.items():
+        if name != "translations" and not _given(form, name):
+            continue
         before = stored.get(name, getattr(current, name, None))
         if name in ("aware_at", "occurred_from", "occurred_to"):
             if (form.text(name) or "") == local_input(getattr(current, name), zone):
