@@ -59,7 +59,8 @@ class Delivery(SQLModel, table=True):
         Index("ix_system_deliveries_status_next", "status", "next_attempt_at"),
         Index("ix_system_deliveries_request", "request_id"),
         Index("ix_system_deliveries_system", "system_id", "created_at"),
-        Index("ix_system_deliveries_system_status", "system_id", "status"),  # health per system
+        # The console's recent deliveries (systems health, dashboard): a range of the last days' rows.
+        Index("ix_system_deliveries_status_delivered", "status", "delivered_at"),
     )
 
     id: uuid.UUID = Field(primary_key=True)

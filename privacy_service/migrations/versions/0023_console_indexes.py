@@ -1,12 +1,14 @@
 """Indexes for the operator console's searches (issue 17): audit events by action and by actor in chain
-order, and a system's deliveries by status; a console chain check names its operator.
+order, and recent deliveries; a console chain check names its operator.
 
 Searching the audit log for an action that matches few or no events walked the whole chain (0.2-0.5 s
 at 1M events on PostgreSQL), and so did a search for a rare actor. A time range needs no index of its
 own (``audit.queries.seq_bounds`` turns it into ``seq`` bounds from the checkpoints): every intake
-writes audit events, so each index there is paid on every request. The systems page counts each
-system's deliveries by status. ``audit_verifications.actor`` is widened from 16 to 80 characters: a
-check run from the console records which operator ran it (``operator:<id>``), not just "console".
+writes audit events, so each index there is paid on every request. The systems page and the
+dashboard count the live deliveries (through the existing ``(status, next_attempt_at)`` index) and
+those delivered in the last days, a range of ``(status, delivered_at)``. ``audit_verifications.actor``
+is widened from 16 to 80 characters: a check run from the console records which operator ran it
+(``operator:<id>``), not just "console".
 
 Revision ID: 0023_console_indexes
 Revises: 0022_merge
@@ -27,7 +29,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_index("ix_audit_action_seq", "audit_events", ["action", "seq"])
     op.create_index("ix_audit_actor_seq", "audit_events", ["actor_id", "seq"])
-    op.create_index("ix_system_deliveries_system_status", "system_deliveries", ["system_id", "status"])
+    op.create_index("ix_system_deliveries_status_delivered", "system_deliveries", ["status", "delivered_at"])
     with op.batch_alter_table("audit_verifications") as batch:  # SQLite rebuilds the table
         batch.alter_column("actor", existing_type=sa.String(16), type_=sa.String(80), existing_nullable=False)
 
@@ -37,6 +39,6 @@ def downgrade() -> None:
     op.execute(sa.text("UPDATE audit_verifications SET actor = 'console' WHERE actor LIKE 'operator:%'"))
     with op.batch_alter_table("audit_verifications") as batch:
         batch.alter_column("actor", existing_type=sa.String(80), type_=sa.String(16), existing_nullable=False)
-    op.drop_index("ix_system_deliveries_system_status", table_name="system_deliveries")
+    op.drop_index("ix_system_deliveries_status_delivered", table_name="system_deliveries")
     op.drop_index("ix_audit_actor_seq", table_name="audit_events")
     op.drop_index("ix_audit_action_seq", table_name="audit_events")

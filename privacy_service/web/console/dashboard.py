@@ -24,6 +24,7 @@ from privacy_service.retention.runs import list_runs
 from privacy_service.retention.schemas import RunSummary
 from privacy_service.systems.flows import DeliveryStatus
 from privacy_service.systems.models import Delivery
+from privacy_service.web.console.systems_health import LIVE, RECENT
 
 # Each panel and the scope a session needs to see it (the same scope its API needs).
 PANELS: dict[str, frozenset[str]] = {
@@ -150,13 +151,30 @@ async def audit_panel(session: AsyncSession) -> AuditPanel:
     return AuditPanel(latest[0] if latest else None, latest[1] if latest else None, last_ok)
 
 
-async def delivery_panel(session: AsyncSession) -> DeliveryPanel:
+async def delivery_panel(session: AsyncSession, now: datetime) -> DeliveryPanel:
+    """The mail outbox as ``/metrics`` counts it, and the webhooks' live states (waiting, being sent, gave
+    up: what may need an operator, few, counted whole through ``(status, next_attempt_at)``) with those
+    delivered in the last :data:`~.systems_health.RECENT` (a range of ``(status, delivered_at)``): counting
+    every delivery ever made on each view grew with the history."""
     mail, _ = await outbox_counts(session)  # the figures /metrics reports
-    hook_rows = (await session.exec(select(Delivery.status, func.count()).group_by(col(Delivery.status)))).all()
-    webhooks = {status.value: 0 for status in DeliveryStatus if status is not DeliveryStatus.CANCELLED}
-    for status, count in hook_rows:
-        if status in webhooks:
-            webhooks[status] = int(count)
+    status = col(Delivery.status)
+    hook_rows = (
+        await session.exec(
+            select(Delivery.status, func.count()).where(status.in_([s.value for s in LIVE])).group_by(status)
+        )
+    ).all()
+    found = {row[0]: int(row[1]) for row in hook_rows}
+    delivered = (
+        await session.exec(
+            select(func.count()).where(status == DeliveryStatus.DELIVERED, col(Delivery.delivered_at) >= now - RECENT)
+        )
+    ).one()
+    webhooks = {
+        DeliveryStatus.PENDING.value: found.get(DeliveryStatus.PENDING, 0),
+        DeliveryStatus.SENDING.value: found.get(DeliveryStatus.SENDING, 0),
+        "delivered_recent": int(delivered),
+        DeliveryStatus.DEAD.value: found.get(DeliveryStatus.DEAD, 0),
+    }
     return DeliveryPanel(mail, webhooks)
 
 
@@ -172,5 +190,5 @@ async def dashboard(session: AsyncSession, scopes: frozenset[str], now: datetime
     if "audit" in shown:
         board.audit = await audit_panel(session)
     if "delivery" in shown:
-        board.delivery = await delivery_panel(session)
+        board.delivery = await delivery_panel(session, now)
     return board
