@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryP
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from privacy_service.audit.service import Actor
 from privacy_service.breaches import schemas
 from privacy_service.breaches.flows import Status
 from privacy_service.breaches.messaging import render_authority_notice
@@ -39,9 +40,8 @@ def breach_rules(state: Any) -> BreachPolicy:
     raise BreachPolicyUnavailable("policies/breach.yaml is missing or invalid: run `privacy-service policy check`")
 
 
-async def provide_breach_service(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
-) -> BreachService:
+def breach_service_for(request: Request[Any, Any, Any], db_session: AsyncSession, actor: Actor) -> BreachService:
+    """The breach service for one HTTP request, acting as ``actor`` (the API's key or the console's operator)."""
     state = request.app.state
     return BreachService(
         session=db_session,
@@ -49,10 +49,16 @@ async def provide_breach_service(
         policy=state.policy,
         rules=breach_rules(state),
         clock=state.clock,
-        actor=current_operator(request).actor,
-        request_id=request.scope["state"].get("request_id"),
+        actor=actor,
+        request_id=request.scope.get("state", {}).get("request_id"),
         is_sqlite=state.runtime.settings.is_sqlite,
     )
+
+
+async def provide_breach_service(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> BreachService:
+    return breach_service_for(request, db_session, current_operator(request).actor)
 
 
 class BreachController(Controller):

@@ -34,24 +34,33 @@ TOKEN_OR_MANAGE = {"subject_token": True, "scopes": {"requests:manage"}}
 TOKEN_OR_EXPORT = {"subject_token": True, "scopes": {"subjects:export"}, "pii": True}
 
 
-async def provide_dsr_service(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> DsrService:
+def dsr_service_for(
+    request: Request[Any, Any, Any], db_session: AsyncSession, actor: Actor, scopes: frozenset[str]
+) -> DsrService:
+    """The request service for one HTTP request, acting as ``actor`` with ``scopes``: the API's provider
+    (an operator key or a data subject) and the console (the signed-in operator) both build it here."""
     state = request.app.state
-    settings = state.runtime.settings
-    operator = request.scope["state"].get("operator")
     return DsrService(
         session=db_session,
         keys=state.key_service,
         policy=state.policy,
         rules=state.runtime.deadlines,
         clock=state.clock,
-        settings=settings,
+        settings=state.runtime.settings,
+        actor=actor,
+        request_id=request.scope.get("state", {}).get("request_id"),
+        code_quota=code_quota(request),
+        scopes=scopes,
+    )
+
+
+async def provide_dsr_service(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> DsrService:
+    operator = request.scope["state"].get("operator")
+    if operator is None:
         # An unauthenticated subject is not identified by address (an IP is personal data); once a
         # request exists the service attributes its steps to the request id.
-        actor=operator.actor if operator else Actor("subject", "anonymous"),
-        request_id=request.scope["state"].get("request_id"),
-        code_quota=code_quota(request),
-        scopes=frozenset(operator.scopes) if operator else frozenset(),
-    )
+        return dsr_service_for(request, db_session, Actor("subject", "anonymous"), frozenset())
+    return dsr_service_for(request, db_session, operator.actor, frozenset(operator.scopes))
 
 
 def kick_outbox(request: Request[Any, Any, Any]) -> BackgroundTask:

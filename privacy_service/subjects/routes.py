@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from privacy_service.audit.service import Actor
 from privacy_service.errors import InvalidInput, problem
 from privacy_service.operators.guards import current_operator, operator_guard
 from privacy_service.subjects import schemas
@@ -32,20 +33,25 @@ _ERASED = {
 }
 
 
-async def provide_subject_service(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
-) -> SubjectService:
+def subject_service_for(request: Request[Any, Any, Any], db_session: AsyncSession, actor: Actor) -> SubjectService:
+    """The vault service for one HTTP request, acting as ``actor`` (the API's key or the console's operator)."""
     state = request.app.state
     return SubjectService(
         session=db_session,
         keys=state.key_service,
         policy=state.policy,
         clock=state.clock,
-        actor=current_operator(request).actor,
-        request_id=request.scope["state"].get("request_id"),
+        actor=actor,
+        request_id=request.scope.get("state", {}).get("request_id"),
         audit_sink=state.runtime.audit_sink,
         future_skew=timedelta(seconds=state.runtime.settings.retention_max_future_skew_seconds),
     )
+
+
+async def provide_subject_service(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> SubjectService:
+    return subject_service_for(request, db_session, current_operator(request).actor)
 
 
 def _one_identifier(body: schemas.Lookup) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from privacy_service.audit.service import Actor
 from privacy_service.dsr.routes import kick_outbox, provide_dsr_service
 from privacy_service.dsr.service import DsrService
 from privacy_service.operators.guards import operator_guard
@@ -24,22 +25,30 @@ from privacy_service.systems.signing import KEY_ID_HEADER, SIGNATURE_HEADER, TIM
 MANAGE = {"scopes": {"systems:manage"}}
 
 
-async def provide_system_service(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], dsr: NamedDependency[DsrService]
+def system_service_for(
+    request: Request[Any, Any, Any], db_session: AsyncSession, actor: Actor, dsr: DsrService
 ) -> SystemService:
+    """The systems service for one HTTP request, acting as ``actor`` (the API's key, a system's callback or
+    the console's operator), with the request service it completes requests through."""
     state = request.app.state
-    operator = request.scope["state"].get("operator")
     return SystemService(
         session=db_session,
         keys=state.key_service,
         policy=state.policy,
         clock=state.clock,
         settings=state.runtime.settings,
-        actor=operator.actor if operator else dsr.actor,
-        request_id=request.scope["state"].get("request_id"),
+        actor=actor,
+        request_id=request.scope.get("state", {}).get("request_id"),
         dsr=dsr,
         resolver=state.runtime.resolver,
     )
+
+
+async def provide_system_service(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], dsr: NamedDependency[DsrService]
+) -> SystemService:
+    operator = request.scope["state"].get("operator")
+    return system_service_for(request, db_session, operator.actor if operator else dsr.actor, dsr)
 
 
 _CALLBACK_SCHEMA = Schema(

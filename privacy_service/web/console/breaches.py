@@ -29,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.breaches.clocks import authority_clock
 from privacy_service.breaches.flows import ACTIONS, Status
 from privacy_service.breaches.messaging import category_names, render_authority_notice
-from privacy_service.breaches.routes import breach_rules
+from privacy_service.breaches.routes import breach_rules, breach_service_for
 from privacy_service.breaches.service import BreachService
 from privacy_service.errors import Conflict, InvalidInput
 from privacy_service.web.console import breaches_forms as forms
@@ -46,18 +46,8 @@ _STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
 
 
 def _service(request: AnyRequest, session: AsyncSession) -> BreachService:
-    """The API's service (``breaches.routes.provide_breach_service``) acting as the signed-in operator."""
-    state = request.app.state
-    return BreachService(
-        session=session,
-        keys=state.key_service,
-        policy=state.policy,
-        rules=breach_rules(state),
-        clock=state.clock,
-        actor=signed_in_operator(request).operator.actor,
-        request_id=request.scope["state"].get("request_id"),
-        is_sqlite=state.runtime.settings.is_sqlite,
-    )
+    """The API's service (``breaches.routes.breach_service_for``) acting as the signed-in operator."""
+    return breach_service_for(request, session, signed_in_operator(request).operator.actor)
 
 
 def _hours(seconds: int | None) -> float | None:

@@ -21,10 +21,9 @@ from litestar.response import Redirect
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.dsr.flows import Status
-from privacy_service.dsr.routes import kick_outbox
+from privacy_service.dsr.routes import dsr_service_for, kick_outbox
 from privacy_service.dsr.service import DsrService
 from privacy_service.errors import Conflict, InvalidInput
-from privacy_service.ratelimit import code_quota
 from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
 from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, path_id, render
 from privacy_service.web.console.requests_views import (
@@ -45,21 +44,9 @@ DONE = ("approved", "denied", "extended", "cancelled", "erased")  # erased: file
 
 
 def request_service(request: AnyRequest, db_session: AsyncSession) -> DsrService:
-    """The API's service for the signed-in operator (``dsr.routes.provide_dsr_service`` for a key)."""
-    state = request.app.state
+    """The API's service (``dsr.routes.dsr_service_for``) as the signed-in operator, with the session's scopes."""
     signed_in = signed_in_operator(request)
-    return DsrService(
-        session=db_session,
-        keys=state.key_service,
-        policy=state.policy,
-        rules=state.runtime.deadlines,
-        clock=state.clock,
-        settings=state.runtime.settings,
-        actor=signed_in.operator.actor,
-        request_id=request.scope["state"].get("request_id"),
-        code_quota=code_quota(request),
-        scopes=signed_in.scopes,
-    )
+    return dsr_service_for(request, db_session, signed_in.operator.actor, signed_in.scopes)
 
 
 def _page_path(request_id: uuid.UUID) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -19,24 +19,15 @@ from privacy_service.errors import NotFound
 from privacy_service.retention.holds import HoldService
 from privacy_service.subjects.erasure import erase_subject, legal_duties
 from privacy_service.subjects.models import Subject, SubjectStatus
+from privacy_service.subjects.routes import subject_service_for
 from privacy_service.subjects.service import SubjectService
 from privacy_service.web.console.access import signed_in_operator
 from privacy_service.web.console.rendering import AnyRequest
 
 
 def subject_service(request: AnyRequest, db_session: AsyncSession) -> SubjectService:
-    """The API's vault service (subjects.routes.provide_subject_service), acting as the signed-in operator."""
-    state = request.app.state
-    return SubjectService(
-        session=db_session,
-        keys=state.key_service,
-        policy=state.policy,
-        clock=state.clock,
-        actor=signed_in_operator(request).operator.actor,
-        request_id=request.scope.get("state", {}).get("request_id"),
-        audit_sink=state.runtime.audit_sink,
-        future_skew=timedelta(seconds=state.runtime.settings.retention_max_future_skew_seconds),
-    )
+    """The API's vault service (``subjects.routes.subject_service_for``), acting as the signed-in operator."""
+    return subject_service_for(request, db_session, signed_in_operator(request).operator.actor)
 
 
 def hold_service(request: AnyRequest, db_session: AsyncSession) -> HoldService:

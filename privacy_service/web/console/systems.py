@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from privacy_service.dsr.routes import kick_outbox
 from privacy_service.errors import Conflict
 from privacy_service.systems.flows import DeliveryStatus
+from privacy_service.systems.routes import system_service_for
 from privacy_service.systems.service import SystemService
 from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
 from privacy_service.web.console.rendering import (
@@ -31,6 +32,7 @@ from privacy_service.web.console.rendering import (
     path_id,
     render,
 )
+from privacy_service.web.console.requests import request_service
 from privacy_service.web.console.sessions import CONSOLE_PATH
 from privacy_service.web.console.systems_health import connection_tasks, delivery_health
 
@@ -40,17 +42,10 @@ STATUSES = tuple(status.value for status in DeliveryStatus)
 
 
 def system_service(request: AnyRequest, session: AsyncSession) -> SystemService:
-    """The service the API's ``provide_system_service`` builds, acting as the signed-in operator."""
-    state = request.app.state
-    return SystemService(
-        session=session,
-        keys=state.key_service,
-        policy=state.policy,
-        clock=state.clock,
-        settings=state.runtime.settings,
-        actor=signed_in_operator(request).operator.actor,
-        request_id=request.scope.get("state", {}).get("request_id"),
-        resolver=state.runtime.resolver,
+    """The API's service (``systems.routes.system_service_for``, with its request service as the API passes
+    it) acting as the signed-in operator."""
+    return system_service_for(
+        request, session, signed_in_operator(request).operator.actor, request_service(request, session)
     )
 
 
