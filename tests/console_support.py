@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
+import pytest
 from litestar import Litestar
 
 from privacy_service.app import create_app
-from privacy_service.config import Settings
+from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.web.console.routes import CSRF_COOKIE
 from privacy_service.web.console.sessions import SESSION_COOKIE
+from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
 from tests.integration.systems_support import OffsetClock
 
 OPEN_CONSOLE_LIMITS = {"console_sign_in": "100000/min burst 100000"}
@@ -57,3 +60,43 @@ async def console_app(settings: Settings) -> AsyncIterator[tuple[Runtime, Litest
         yield runtime, create_app(runtime=runtime), clock
     finally:
         await runtime.close()
+
+
+# The console areas' tests share these fixtures (import them by name: ``from tests.console_support import app,
+# runtime, settings, setup``); a file that needs other settings defines its own ``settings`` with
+# :func:`console_settings` and imports the rest.
+Setup = tuple[Runtime, Litestar, OffsetClock]
+
+
+async def console_settings(make_settings: Any, backend: str, **overrides: Any) -> Settings:
+    """A fresh database on ``backend`` (sqlite or postgres) with the API's and the console's rate limits open."""
+    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
+    return await fresh_settings(make_settings, backend, rate_limits=limits, **overrides)
+
+
+@pytest.fixture
+async def settings(make_settings: Any, backend: str) -> Settings:
+    return await console_settings(make_settings, backend)
+
+
+@pytest.fixture
+async def setup(settings: Settings) -> AsyncIterator[Setup]:
+    async with console_app(settings) as found:
+        yield found
+
+
+@pytest.fixture
+def runtime(setup: Setup) -> Runtime:
+    return setup[0]
+
+
+@pytest.fixture
+def app(setup: Setup) -> Litestar:
+    return setup[1]
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser with no session yet."""
+    async with browser(app) as opened:
+        yield opened

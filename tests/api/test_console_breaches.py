@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared fixtures (tests.console_support) are imported by name and taken as parameters
 """The console's breaches area (issue 17 item 5): the register, an incident's workspace and every action,
 each the API's own service call as the signed-in operator (audited as them); and the abuse cases: a
 session without ``breaches:manage`` sees no link and is refused (403) on every action with nothing
@@ -20,41 +21,25 @@ from privacy_service.audit.models import AuditEvent
 from privacy_service.audit.service import Actor
 from privacy_service.breaches.routes import breach_rules
 from privacy_service.breaches.service import BreachService
-from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.runtime import Runtime
-from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
 from tests.breach_support import create as create_breach
 from tests.breach_support import make_subjects
 from tests.conftest import make_operator_key
-from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
+from tests.console_support import (  # noqa: F401 - fixtures, used by name
+    app,
+    browser,
+    csrf_token,
+    runtime,
+    settings,
+    setup,
+    signed_in,
+)
 from tests.integration.systems_support import OffsetClock
 
 BASE = "/console/breaches"
 ALL_SCOPES_BUT_BREACHES = frozenset(
     {"requests:manage", "subjects:read", "audit:read", "systems:manage", "retention:run"}
 )
-
-
-@pytest.fixture
-async def settings(make_settings: Any, backend: str) -> Settings:
-    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
-    return await fresh_settings(make_settings, backend, rate_limits=limits)
-
-
-@pytest.fixture
-async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
-    async with console_app(settings) as found:
-        yield found
-
-
-@pytest.fixture
-def app(setup: tuple[Runtime, Litestar, OffsetClock]) -> Litestar:
-    return setup[1]
-
-
-@pytest.fixture
-def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
-    return setup[0]
 
 
 @pytest.fixture

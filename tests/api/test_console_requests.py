@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared fixtures (tests.console_support) are imported by name and taken as parameters
 """The console's requests area (issue 17 item 3): the queue with its filters and keyset pages, a request's page
 (history, verified identity, the customer's note, a correction's diff, the deadline, the customer's answer),
 and the decisions approve / deny / extend / cancel as plain forms calling the API's own service.
@@ -19,14 +20,12 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
+from privacy_service.config import Settings
 from privacy_service.runtime import Runtime
 from privacy_service.web.console import requests as console_requests
 from tests.api.dsr_support import (
-    OPEN_LIMITS,
     assert_no_leak,
     assert_unchanged,
-    fresh_settings,
     make_subject,
     rows,
     snapshot,
@@ -34,8 +33,16 @@ from tests.api.dsr_support import (
     submit_and_verify,
 )
 from tests.conftest import MailSink, make_operator_key, sql_statements
-from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
-from tests.integration.systems_support import OffsetClock
+from tests.console_support import (  # noqa: F401 - fixtures, used by name
+    app,
+    browser,
+    client,
+    console_settings,
+    csrf_token,
+    runtime,
+    setup,
+    signed_in,
+)
 
 MANAGE = frozenset({"requests:manage"})
 MANAGE_AND_READ = frozenset({"requests:manage", "subjects:read"})
@@ -46,31 +53,8 @@ BOB = "bob.console@example.com"
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
     # No type is answered without an operator: every verified request waits in the queue for a decision.
-    return await fresh_settings(make_settings, backend, rate_limits=limits, dsr_auto_approve=[])
-
-
-@pytest.fixture
-async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
-    async with console_app(settings) as found:
-        yield found
-
-
-@pytest.fixture
-def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
-    return setup[0]
-
-
-@pytest.fixture
-def app(setup: tuple[Runtime, Litestar, OffsetClock]) -> Litestar:
-    return setup[1]
-
-
-@pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    async with browser(app) as opened:
-        yield opened
+    return await console_settings(make_settings, backend, dsr_auto_approve=[])
 
 
 @pytest.fixture

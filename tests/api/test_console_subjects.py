@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared fixtures (tests.console_support) are imported by name and taken as parameters
 """The console's subjects area (issue 17, item 4): the look-up by a posted identifier (audited as the API's
 POST /v1/subjects/lookup), a subject's page (decrypted, audited as the API's reads), legal holds placed and
 released and an erasure run through the API's own services, and the abuse cases: a read-only session, a
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -18,13 +18,22 @@ import pytest
 from litestar import Litestar
 from sqlalchemy import text
 
-from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
+from privacy_service.config import Settings
 from privacy_service.runtime import Runtime
 from privacy_service.web.console import subjects as subjects_console
-from tests.api.dsr_support import OPEN_LIMITS, fresh_settings, make_subject
+from tests.api.dsr_support import make_subject
 from tests.conftest import make_operator_key, sql_statements
 from tests.conftest_logcheck import register
-from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
+from tests.console_support import (  # noqa: F401 - fixtures, used by name
+    app,
+    browser,
+    client,
+    console_settings,
+    csrf_token,
+    runtime,
+    setup,
+    signed_in,
+)
 from tests.integration.systems_support import OffsetClock
 from tests.integration.systems_support import register as register_system
 
@@ -46,26 +55,8 @@ def _form_markers() -> None:
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
     # Private networks allowed so a downstream system can be registered without resolving a name.
-    return await fresh_settings(make_settings, backend, rate_limits=limits, systems_allow_private_networks=True)
-
-
-@pytest.fixture
-async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
-    async with console_app(settings) as found:
-        yield found
-
-
-@pytest.fixture
-def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
-    return setup[0]
-
-
-@pytest.fixture
-async def client(setup: tuple[Runtime, Litestar, OffsetClock]) -> AsyncIterator[httpx.AsyncClient]:
-    async with browser(setup[1]) as opened:
-        yield opened
+    return await console_settings(make_settings, backend, systems_allow_private_networks=True)
 
 
 @pytest.fixture

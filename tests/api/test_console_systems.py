@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared fixtures (tests.console_support) are imported by name and taken as parameters
 """The console's systems pages (issue 17, item 8): systems with their delivery health, a system's
 delivery log, retrying a dead delivery through the API's service call (audited alike), and the abuse
 cases: no scope, no CSRF, a delivery that is not dead, bad filters; never a signing key or a URL."""
@@ -6,7 +7,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,13 +15,21 @@ from litestar import Litestar
 from sqlalchemy import text
 from sqlmodel import select
 
-from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
+from privacy_service.config import Settings
 from privacy_service.connections.tasks import ConnectionTask
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.runtime import Runtime
-from tests.api.dsr_support import OPEN_LIMITS, fresh_settings, submit_and_verify
+from tests.api.dsr_support import submit_and_verify
 from tests.conftest import MailSink, make_operator_key
-from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
+from tests.console_support import (  # noqa: F401 - fixtures, used by name
+    app,
+    browser,
+    console_settings,
+    csrf_token,
+    runtime,
+    setup,
+    signed_in,
+)
 from tests.integration.systems_support import CUSTOMER_EMAIL, OffsetClock, deliver, make_customer, register
 
 SYSTEMS = frozenset({"systems:manage"})
@@ -30,25 +38,8 @@ NOWHERE = "http://127.0.0.1:9/unused"  # nothing listens: every attempt fails
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
     # The receiver is on 127.0.0.1 (a development set-up, as in tests/integration/test_systems_delivery.py).
-    return await fresh_settings(make_settings, backend, rate_limits=limits, systems_allow_private_networks=True)
-
-
-@pytest.fixture
-async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
-    async with console_app(settings) as found:
-        yield found
-
-
-@pytest.fixture
-def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
-    return setup[0]
-
-
-@pytest.fixture
-def app(setup: tuple[Runtime, Litestar, OffsetClock]) -> Litestar:
-    return setup[1]
+    return await console_settings(make_settings, backend, systems_allow_private_networks=True)
 
 
 async def _rows(runtime: Runtime, sql: str) -> list[dict[str, Any]]:
