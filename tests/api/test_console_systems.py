@@ -313,3 +313,43 @@ async def test_a_malformed_id_is_the_consoles_404_page_in_every_area(
         assert "nope" not in answer.text.split("<main", 1)[1]  # the id is not echoed (a GET's links keep its URL)
         if method == "POST":
             assert f"{path}?lang=" not in answer.text
+
+
+async def test_the_delivered_figures_are_counted_to_the_apps_clock(
+    setup: tuple[Runtime, Litestar, OffsetClock], runtime: Runtime, app: Litestar
+) -> None:
+    """The last-7-days figures end at the app's clock (as the service's), not the wall clock: a delivery a day
+    old is counted, and no longer once the clock is 30 days on."""
+    from privacy_service.systems.models import Delivery
+
+    key = await make_operator_key(runtime)
+    async with browser(app) as api:
+        auth = {"Authorization": f"Bearer {key}"}
+        system = uuid.UUID((await register(api, auth, NOWHERE, name="billing"))["system"]["id"])
+        intake = await api.post(
+            "/v1/requests", json={"type": "access", "identity": {"email": "clock@example.com"}, "regime": "gdpr"}
+        )
+        assert intake.status_code == 202, intake.text
+    now = runtime.clock.now()
+    async with runtime.db.transaction() as session:
+        request_id = (await session.exec(select(PrivacyRequest.id))).one()
+        session.add(
+            Delivery(
+                id=uuid.uuid4(),
+                request_id=request_id,
+                system_id=system,
+                required=True,
+                status="delivered",
+                next_attempt_at=now - timedelta(days=2),
+                created_at=now - timedelta(days=2),
+                answer_due_at=now + timedelta(days=28),
+                delivered_at=now - timedelta(days=1),
+            )
+        )
+    async with browser(app) as client:
+        await signed_in(client, await make_operator_key(runtime, SYSTEMS))
+        assert re.search(r'data-figure="delivered">1<', (await client.get(f"/console/systems/{system}")).text)
+        setup[2].travel(timedelta(days=30))
+        await signed_in(client, await make_operator_key(runtime, SYSTEMS))  # the first session has expired
+        later = (await client.get(f"/console/systems/{system}")).text
+        assert re.search(r'data-figure="delivered">0<', later), re.findall(r'data-figure="delivered">[^<]*<', later)

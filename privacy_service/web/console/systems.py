@@ -70,7 +70,7 @@ class SystemsConsole(Controller):
         context.update(
             title=context["c"]["systems"]["title"],
             systems=listed.items,
-            health=await delivery_health(db_session, None),
+            health=await delivery_health(db_session, None, now),
             tasks=await connection_tasks(db_session),
             now=now,
         )
@@ -95,7 +95,7 @@ class SystemsConsole(Controller):
         context.update(
             title=found.name,
             system=found,
-            health=(await delivery_health(db_session, system_id)).get(system_id),
+            health=(await delivery_health(db_session, system_id, request.app.state.clock.now())).get(system_id),
             deliveries=log.items,
             status=status,
             statuses=STATUSES,
