@@ -58,6 +58,7 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 MAX_HEIGHT = 2400
 CODE = re.compile(r"\b(\d{6})\b")
+_PARAM = re.compile(r"\{[^}]*\}")
 OPEN_LIMITS: dict[str, str] = {
     name: "100000/min burst 10000"
     for name in ("intake", "intake_identity", "verify", "resend", "download", "default", "operator", "console_sign_in")
@@ -214,9 +215,15 @@ async def _seed(api: httpx.AsyncClient, sink: Sink) -> Demo:
     )
 
 
+def _shape(template: str) -> str:
+    """A route's path with its parameters' names and types left out (``{ref:str}`` and ``{id:uuid}`` alike)."""
+    return _PARAM.sub("{}", template)
+
+
 def _has_page(app: Litestar, template: str) -> bool:
     return any(
-        isinstance(route, HTTPRoute) and route.path == template and "GET" in route.methods for route in app.routes
+        isinstance(route, HTTPRoute) and _shape(route.path) == _shape(template) and "GET" in route.methods
+        for route in app.routes
     )
 
 
