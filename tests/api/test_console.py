@@ -21,6 +21,7 @@ from privacy_service.runtime import Runtime
 from privacy_service.web.console import access
 from privacy_service.web.console.access import Page, console_guard
 from privacy_service.web.console.routes import console_error_page
+from privacy_service.web.i18n import messages
 from privacy_service.web.pages import STATIC
 from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
 from tests.breach_support import create as create_breach
@@ -125,6 +126,12 @@ async def test_the_dashboard_shows_requests_breach_clocks_purges_audit_and_deliv
     assert "The audit chain has not been checked yet" in page
     assert re.search(r"Waiting</th><td>3</td>", page), "three code mails wait in the outbox"
     assert "dash0@example.com" not in page  # counts and ids, no identities
+    chinese = (await client.get("/console?lang=zh")).text
+    words = messages("zh")["console"]["requests"]
+    assert chinese.count(f'>{words["types"]["access"]}</td>') == 3  # the request's type and status in Chinese
+    assert '>access</td>' not in chinese
+    assert not re.search(r'data-label="[^"]*">[a-z_]+</td>', chinese), "no raw status code left on the page"
+    await client.get("/console?lang=en")
 
     await verify_and_record(runtime, actor="cli")
     assert "The latest check passed." in (await client.get("/console")).text

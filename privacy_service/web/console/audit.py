@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import structlog
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.response import Redirect
 from sqlmodel import col, select
@@ -39,11 +39,10 @@ from privacy_service.errors import InvalidInput
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.runtime import Runtime
 from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
-from privacy_service.web.console.rendering import console_language, page_context, render
+from privacy_service.web.console.rendering import AnyRequest, console_language, page_context, render
 from privacy_service.web.console.sessions import CONSOLE_PATH
 from privacy_service.web.i18n import messages
 
-AnyRequest = Request[Any, Any, Any]
 log = structlog.get_logger("privacy_service.console")
 AUDIT_PATH = PAGES["audit"].path
 PAGE_SIZE = 50

@@ -14,7 +14,6 @@ into it); it is recorded as ``console.reason`` with the run's id, beside the run
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -26,7 +25,6 @@ from litestar.response import Redirect
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
-from privacy_service.errors import NotFound
 from privacy_service.retention.jobs import RunActive, RunOptions, start_run
 from privacy_service.retention.models import RunStatus
 from privacy_service.retention.runs import get_run, list_runs
@@ -35,7 +33,14 @@ from privacy_service.runtime import Runtime
 from privacy_service.web.console.access import PAGES, console_guard, signed_in_operator
 from privacy_service.web.console.reasons import ACTION as REASON_ACTION
 from privacy_service.web.console.reasons import chosen_reason
-from privacy_service.web.console.rendering import CONSOLE_CSP, AnyRequest, console_language, page_context, render
+from privacy_service.web.console.rendering import (
+    CONSOLE_CSP,
+    AnyRequest,
+    console_language,
+    page_context,
+    path_id,
+    render,
+)
 from privacy_service.web.console.retention_views import (
     RUNS_SHOWN,
     latest_run,
@@ -54,13 +59,6 @@ MODES = ("dry_run", "run", "force")
 FORCE_REASONS = ("policy_change_approved", "backlog_after_pause", "thresholds_below_normal", "regulator_or_court")
 # The run page's script polls the progress route (fetch is a connection: the console's CSP has none).
 LIVE_CSP = CONSOLE_CSP + "; connect-src 'self'"
-
-
-def _run_id(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound("no retention run with this id") from None
 
 
 def _report_context(context: dict[str, Any], request: AnyRequest, run: RunView) -> None:
@@ -163,7 +161,7 @@ class RetentionConsole(Controller):
     async def run(
         self, request: AnyRequest, db_session: NamedDependency[AsyncSession], run_id: FromPath[str]
     ) -> Response[bytes]:
-        found = await get_run(db_session, _run_id(run_id))
+        found = await get_run(db_session, path_id(run_id))
         language = console_language(request)
         context = page_context(request, language, f"{BASE}/runs/{found.id}", "retention")
         words = context["c"]["retention"]
@@ -182,6 +180,6 @@ class RetentionConsole(Controller):
         self, request: AnyRequest, db_session: NamedDependency[AsyncSession], run_id: FromPath[str]
     ) -> Response[dict[str, Any]]:
         """What the run page's script polls while the run is going (the page itself works without it)."""
-        found = await get_run(db_session, _run_id(run_id))
+        found = await get_run(db_session, path_id(run_id))
         words = messages(console_language(request))["console"]["retention"]
         return Response(progress_document(found, words), headers={"Cache-Control": "no-store"})

@@ -6,7 +6,6 @@ data, so errors are fixed sentences from the catalog and the identifier field co
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import date, datetime, time
 from typing import Any
@@ -14,11 +13,10 @@ from zoneinfo import ZoneInfo
 
 from privacy_service.retention.schemas import HoldCreate
 from privacy_service.subjects.service import IDENTIFIERS
+from privacy_service.web.console.reasons import chosen_reason
 
 IDENTIFIER_MAX = 320  # the API's longest identifier (an e-mail address)
 HOLD_REASON_MAX = 500  # retention.schemas.Reason
-# The API's case reference (subjects.schemas.CaseReference): no spaces, so no sentence, so no personal data.
-CASE_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{2,63}")
 # Why a hold is released / a subject erased from the console: codes, recorded in the audit log as they are.
 RELEASE_REASONS = ("matter_closed", "claim_time_barred", "court_order_lifted", "placed_in_error")
 ERASE_REASONS = ("request_outside_portal", "regulator_or_court", "duplicate_or_test")
@@ -71,15 +69,10 @@ def hold_form(form: Form, s: Mapping[str, Any], zone: ZoneInfo) -> tuple[HoldCre
 def reason_form(
     form: Form, s: Mapping[str, Any], reasons: tuple[str, ...], *, confirm: str | None
 ) -> tuple[dict[str, str] | None, Errors]:
-    """A reason from ``reasons`` and an optional case reference; with ``confirm``, the subject's id typed again."""
-    code, reference = _text(form, "reason"), _text(form, "reference")
-    errors: Errors = {}
+    """A reason from ``reasons`` and an optional case reference (``reasons.chosen_reason``); with ``confirm``,
+    the subject's id typed again."""
+    chosen, errors = chosen_reason(form, reasons, s["errors"])
     if confirm is not None and _text(form, "confirm").lower() != confirm.lower():
-        errors["confirm"] = s["errors"]["confirm_mismatch"]
-    if code not in reasons:
-        errors["reason"] = s["errors"]["reason_choose"]
-    if reference and not CASE_REFERENCE.fullmatch(reference):
-        errors["reference"] = s["errors"]["reference_invalid"]
-    if errors:
+        errors = {"confirm": s["errors"]["confirm_mismatch"], **errors}
         return None, errors
-    return ({"reason": code, "reference": reference} if reference else {"reason": code}), {}
+    return chosen, errors
