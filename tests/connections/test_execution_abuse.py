@@ -44,7 +44,6 @@ async def settings(make_settings: Any, backend: str, tmp_path: Path) -> Settings
     return await fresh_settings(make_settings, backend, policy_dir=policy_dir_with_dataset(tmp_path))
 
 
-
 async def test_a_customer_under_a_legal_hold_is_not_touched_in_a_connected_database(
     client: AsyncClient,
     runtime: Runtime,

@@ -31,7 +31,6 @@ async def settings(make_settings: Any, backend: str, tmp_path: Path) -> Settings
     )
 
 
-
 async def _two_access_requests(client: AsyncClient, runtime: Runtime, auth: dict[str, str], mail: MailSink) -> None:
     await make_customer_a(client, auth)
     created = await client.post("/v1/subjects", json={"email": fixture_db.B_EMAIL, "profile": {}}, headers=auth)

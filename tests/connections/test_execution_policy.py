@@ -61,7 +61,6 @@ async def settings(make_settings: Any, backend: str, tmp_path: Path, masking: bo
     return await fresh_settings(make_settings, backend, policy_dir=policies, systems_allow_private_networks=True)
 
 
-
 @pytest.mark.parametrize("masking", [True])
 async def test_the_policy_names_the_masking_of_each_category(
     masking: bool,

@@ -2,8 +2,9 @@
 (dry run), runs it and reads its report, follows a running purge live (the page's script polls its progress
 and shows the report when it ends, with no click), finds a purge refused by the safety threshold, forgets the
 override's reason once, then forces it with a reason chosen from the list and a case reference. In
-English and Chinese, at desktop (1280) and phone (390) widths, a preview, a purge followed to its report, the refused run and the missing reason, with
-axe-core finding nothing serious or critical on every page of the area.
+English and Chinese, at desktop (1280) and phone (390) widths, a preview, a purge followed to its report,
+the refused run and the missing reason, with axe-core finding nothing serious or critical on every page of
+the area.
 
 The running and the refused runs are started by a second process's worth of runtime on the same database
 (as the CLI or the worker would start them): the refused one with thresholds that any purge trips."""
