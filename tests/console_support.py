@@ -63,7 +63,7 @@ async def console_app(settings: Settings) -> AsyncIterator[tuple[Runtime, Litest
 
 
 # The console areas' tests share these fixtures (import them by name: ``from tests.console_support import app,
-# runtime, settings, setup``); a file that needs other settings defines its own ``settings`` with
+# runtime, settings, setup, clock``); a file that needs other settings defines its own ``settings`` with
 # :func:`console_settings` and imports the rest.
 Setup = tuple[Runtime, Litestar, OffsetClock]
 
@@ -100,3 +100,9 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """A browser with no session yet."""
     async with browser(app) as opened:
         yield opened
+
+
+@pytest.fixture
+def clock(setup: Setup) -> OffsetClock:
+    """The app's movable clock (``clock.travel``)."""
+    return setup[2]

@@ -1,10 +1,10 @@
+# ruff: noqa: F811 - the shared fixtures (tests.console_support) are imported by name and taken as parameters
 """The operator console's pages (issue 17): sign-in in both languages, the dashboard's figures from
 the same data the API and /metrics read, what a narrow key sees, and the API reference served offline."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 
 from privacy_service.audit.jobs import verify_and_record
-from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.errors import DomainError
 from privacy_service.runtime import Runtime
 from privacy_service.web.console import access
@@ -23,36 +22,19 @@ from privacy_service.web.console.access import Page, console_guard
 from privacy_service.web.console.routes import console_error_page
 from privacy_service.web.i18n import messages
 from privacy_service.web.pages import STATIC
-from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
 from tests.breach_support import create as create_breach
 from tests.conftest import ROOT, make_operator_key
-from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, signed_in
+from tests.console_support import (  # noqa: F401 - fixtures, used by name
+    browser,
+    client,
+    runtime,
+    settings,
+    setup,
+    signed_in,
+)
 from tests.integration.systems_support import OffsetClock
 
 VENDOR = STATIC / "vendor" / "swagger-ui"
-
-
-@pytest.fixture
-async def settings(make_settings: Any, backend: str) -> Settings:
-    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
-    return await fresh_settings(make_settings, backend, rate_limits=limits)
-
-
-@pytest.fixture
-async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
-    async with console_app(settings) as found:
-        yield found
-
-
-@pytest.fixture
-async def client(setup: tuple[Runtime, Litestar, OffsetClock]) -> AsyncIterator[httpx.AsyncClient]:
-    async with browser(setup[1]) as opened:
-        yield opened
-
-
-@pytest.fixture
-def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
-    return setup[0]
 
 
 def _links(page: str) -> set[str]:
@@ -128,8 +110,8 @@ async def test_the_dashboard_shows_requests_breach_clocks_purges_audit_and_deliv
     assert "dash0@example.com" not in page  # counts and ids, no identities
     chinese = (await client.get("/console?lang=zh")).text
     words = messages("zh")["console"]["requests"]
-    assert chinese.count(f'>{words["types"]["access"]}</td>') == 3  # the request's type and status in Chinese
-    assert '>access</td>' not in chinese
+    assert chinese.count(f">{words['types']['access']}</td>") == 3  # the request's type and status in Chinese
+    assert ">access</td>" not in chinese
     assert not re.search(r'data-label="[^"]*">[a-z_]+</td>', chinese), "no raw status code left on the page"
     await client.get("/console?lang=en")
 

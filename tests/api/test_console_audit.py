@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared fixtures (tests.console_support) are imported by name and taken as parameters
 """The console's audit page (issue 17, item 7): the API's search behind a GET form, the chain check the
 CLI runs (recorded in audit_verifications), and the abuse cases: no scope, no CSRF, bad filters, a
 tampered chain."""
@@ -6,7 +7,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,37 +18,20 @@ from sqlmodel import col, func, select
 from privacy_service.audit import service as audit
 from privacy_service.audit.models import AuditVerification
 from privacy_service.audit.service import Actor, seal_pending
-from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
 from privacy_service.runtime import Runtime
 from privacy_service.web.console import audit as audit_console
-from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
 from tests.conftest import make_operator_key
-from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, signed_in
-from tests.integration.systems_support import OffsetClock
+from tests.console_support import (  # noqa: F401 - fixtures, used by name
+    app,
+    browser,
+    csrf_token,
+    runtime,
+    settings,
+    setup,
+    signed_in,
+)
 
 AUDIT = frozenset({"audit:read"})
-
-
-@pytest.fixture
-async def settings(make_settings: Any, backend: str) -> Settings:
-    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
-    return await fresh_settings(make_settings, backend, rate_limits=limits)
-
-
-@pytest.fixture
-async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
-    async with console_app(settings) as found:
-        yield found
-
-
-@pytest.fixture
-def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
-    return setup[0]
-
-
-@pytest.fixture
-def app(setup: tuple[Runtime, Litestar, OffsetClock]) -> Litestar:
-    return setup[1]
 
 
 async def _events(runtime: Runtime, subject: uuid.UUID, n: int) -> None:

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared fixtures (tests.console_support) are imported by name and taken as parameters
 """The delivery figures of the systems pages and the dashboard at scale (issue 17 review): the live states
 (waiting, retrying, gave up) are counted whatever their age; delivered ones and their "failed" answers over
 the last 7 days only, through ``(status, delivered_at)``, so a view no longer counts every delivery ever
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,46 +17,30 @@ from litestar import Litestar
 from sqlalchemy import inspect
 from sqlmodel import select
 
-from privacy_service.config import DEFAULT_RATE_LIMITS, Settings
+from privacy_service.config import Settings
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.runtime import Runtime
 from privacy_service.systems.models import Delivery
 from privacy_service.web.console.dashboard import delivery_panel
 from privacy_service.web.console.systems_health import DeliveryHealth, delivery_health
-from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
 from tests.conftest import make_operator_key, sql_statements
-from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, signed_in
-from tests.integration.systems_support import OffsetClock, register
+from tests.console_support import (  # noqa: F401 - fixtures, used by name
+    app,
+    browser,
+    client,
+    console_settings,
+    runtime,
+    setup,
+    signed_in,
+)
+from tests.integration.systems_support import register
 
 NOWHERE = "http://127.0.0.1:9/unused"  # registered only: nothing is sent in these tests
 
 
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
-    limits = {**DEFAULT_RATE_LIMITS, **OPEN_LIMITS, **OPEN_CONSOLE_LIMITS}
-    return await fresh_settings(make_settings, backend, rate_limits=limits, systems_allow_private_networks=True)
-
-
-@pytest.fixture
-async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
-    async with console_app(settings) as found:
-        yield found
-
-
-@pytest.fixture
-def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
-    return setup[0]
-
-
-@pytest.fixture
-def app(setup: tuple[Runtime, Litestar, OffsetClock]) -> Litestar:
-    return setup[1]
-
-
-@pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    async with browser(app) as opened:
-        yield opened
+    return await console_settings(make_settings, backend, systems_allow_private_networks=True)
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared fixtures (tests.console_support) are imported by name and taken as parameters
 """Abuse tests for the operator console's sign-in and sessions (issue 17).
 
 A wrong key gets one answer whatever is wrong with it; an address is locked out after its failures;
@@ -12,7 +13,6 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +30,18 @@ from privacy_service.web.console.routes import CSRF_COOKIE
 from privacy_service.web.console.sessions import SESSION_COOKIE
 from tests.api.dsr_support import fresh_settings
 from tests.conftest import make_operator_key
-from tests.console_support import OPEN_CONSOLE_LIMITS, browser, console_app, csrf_token, sign_in, signed_in
+from tests.console_support import (  # noqa: F401 - fixtures, used by name
+    OPEN_CONSOLE_LIMITS,
+    browser,
+    client,
+    clock,
+    console_app,
+    csrf_token,
+    runtime,
+    setup,
+    sign_in,
+    signed_in,
+)
 from tests.integration.systems_support import OffsetClock
 
 FAILURES_ALLOWED = 5  # as many as the wrong keys of the first test
@@ -42,28 +53,6 @@ async def settings(make_settings: Any, backend: str) -> Settings:
     return await fresh_settings(
         make_settings, backend, rate_limits=limits, console_idle_minutes=30, console_absolute_hours=2
     )
-
-
-@pytest.fixture
-async def setup(settings: Settings) -> AsyncIterator[tuple[Runtime, Litestar, OffsetClock]]:
-    async with console_app(settings) as found:
-        yield found
-
-
-@pytest.fixture
-async def client(setup: tuple[Runtime, Litestar, OffsetClock]) -> AsyncIterator[httpx.AsyncClient]:
-    async with browser(setup[1]) as opened:
-        yield opened
-
-
-@pytest.fixture
-def runtime(setup: tuple[Runtime, Litestar, OffsetClock]) -> Runtime:
-    return setup[0]
-
-
-@pytest.fixture
-def clock(setup: tuple[Runtime, Litestar, OffsetClock]) -> OffsetClock:
-    return setup[2]
 
 
 def _page(response: httpx.Response) -> str:
