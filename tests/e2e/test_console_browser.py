@@ -4,19 +4,11 @@ Chinese at desktop and phone (390 px) widths."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from playwright.async_api import Browser, Route, expect
+from playwright.async_api import Browser, expect
 
 from tests.breach_support import incident
 from tests.e2e.conftest import LiveServer, Visitor, open_visitor
-
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
-
-
-def _key(server: LiveServer) -> str:
-    return server.operator["Authorization"].split(" ", 1)[1]
+from tests.e2e.console_support import DESKTOP, PHONE, keep_on_this_machine, operator_key
 
 
 async def _seed(server: LiveServer) -> None:
@@ -37,22 +29,13 @@ async def test_sign_in_dashboard_offline_api_reference_and_sign_out(
     browser: Browser, visitor: Visitor, live_server: LiveServer
 ) -> None:
     await _seed(live_server)
-    left: list[str] = []
-
-    async def only_this_machine(route: Route) -> None:
-        if urlsplit(route.request.url).hostname != "127.0.0.1":
-            left.append(route.request.url)
-            await route.abort()
-        else:
-            await route.continue_()
-
-    await visitor.context.route("**/*", only_this_machine)
+    left = await keep_on_this_machine(visitor.context)
     page = visitor.page
     await page.set_viewport_size(DESKTOP)
     await page.goto("/console")
     await page.wait_for_url("**/console/sign-in")  # no session: sent to sign in
     await expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to the privacy console")
-    await _sign_in(visitor, _key(live_server))
+    await _sign_in(visitor, operator_key(live_server))
     await expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
     await expect(page.locator("#open-total")).to_have_text("1")
     await expect(page.locator("#breach-clocks")).to_contain_text("Lost laptop with support exports")
@@ -88,7 +71,7 @@ async def test_sign_in_and_dashboard_pass_axe_in_both_languages_at_desktop_and_p
     browser: Browser, live_server: LiveServer
 ) -> None:
     await _seed(live_server)
-    key = _key(live_server)
+    key = operator_key(live_server)
     for language, button, heading in (("en", "Sign in", "Dashboard"), ("zh", "登录", "概览")):
         for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
             visitor = await open_visitor(browser, live_server, viewport=viewport)

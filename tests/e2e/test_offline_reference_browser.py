@@ -6,22 +6,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from playwright.async_api import Route, expect
+from playwright.async_api import expect
 
 from tests.e2e.conftest import LiveServer, Visitor
+from tests.e2e.console_support import keep_on_this_machine
 
 
 async def test_schema_reference_renders_offline_under_the_strict_csp(visitor: Visitor, live_server: LiveServer) -> None:
-    left: list[str] = []
-
-    async def only_this_machine(route: Route) -> None:
-        if urlsplit(route.request.url).hostname != "127.0.0.1":
-            left.append(route.request.url)
-            await route.abort()
-        else:
-            await route.continue_()
-
-    await visitor.context.route("**/*", only_this_machine)
+    left = await keep_on_this_machine(visitor.context)
     page = visitor.page
     for path in ("/schema", "/schema/swagger", "/schema/redoc", "/schema/elements", "/schema/rapidoc"):
         response = await page.goto(path)
