@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
+from litestar import Response
+from litestar.datastructures import Cookie
 
 from privacy_service.policy.document import PolicyDocument
 from privacy_service.policy.pages import CURRENT_CACHE_CONTROL, Page, PageCache, effective_since, make_page
@@ -31,6 +35,33 @@ environment = jinja2.Environment(
     lstrip_blocks=True,
 )
 environment.filters["paragraphs"] = _paragraphs
+
+
+def html_response(
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    csp: str,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+    cookies: list[Cookie] | None = None,
+) -> Response[bytes]:
+    """A page holding one visitor's (or operator's) data: rendered from ``template``, under ``csp``, in the
+    context's language and never cached. The portal and the console both answer through it, so neither can
+    drift from the other on these headers."""
+    body = environment.get_template(template).render(**context).encode()
+    return Response(
+        content=body,
+        status_code=status_code,
+        media_type=HTML_MEDIA_TYPE,
+        headers={
+            "Content-Security-Policy": csp,
+            "Content-Language": str(context["language"]),
+            "Cache-Control": "no-store",
+            **(headers or {}),
+        },
+        cookies=cookies or [],
+    )
 
 
 def render_privacy_notice(document: PolicyDocument, language: str) -> bytes:

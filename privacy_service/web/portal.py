@@ -35,7 +35,7 @@ from privacy_service.web.i18n import (
     long_date,
     messages,
 )
-from privacy_service.web.pages import HTML_CSP, HTML_MEDIA_TYPE, environment
+from privacy_service.web.pages import HTML_CSP, html_response
 
 # The portal's pages may load one script of ours (progressive enhancement only).
 PORTAL_CSP = HTML_CSP + "; script-src 'self'"
@@ -417,16 +417,4 @@ def render(
     headers: Mapping[str, str] | None = None,
     cookies: list[Cookie] | None = None,
 ) -> Response[bytes]:
-    body = environment.get_template(template).render(**context).encode()
-    return Response(
-        content=body,
-        status_code=status_code,
-        media_type=HTML_MEDIA_TYPE,
-        headers={
-            "Content-Security-Policy": PORTAL_CSP,
-            "Content-Language": str(context["language"]),
-            "Cache-Control": "no-store",
-            **(headers or {}),
-        },
-        cookies=cookies or [],
-    )
+    return html_response(template, context, csp=PORTAL_CSP, status_code=status_code, headers=headers, cookies=cookies)

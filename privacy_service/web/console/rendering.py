@@ -32,7 +32,7 @@ from privacy_service.web.i18n import (
     messages,
     visitor_language,
 )
-from privacy_service.web.pages import HTML_CSP, HTML_MEDIA_TYPE, environment
+from privacy_service.web.pages import HTML_CSP, html_response
 
 AnyRequest = Request[Any, Any, Any]
 CSRF_COOKIE = "privacy_console_csrf"
@@ -119,16 +119,11 @@ def render(
     headers: dict[str, str] | None = None,
     csp: str = CONSOLE_CSP,
 ) -> Response[bytes]:
-    body = environment.get_template(template).render(**context).encode()
-    return Response(
-        content=body,
+    return html_response(
+        template,
+        context,
+        csp=csp,
         status_code=status_code,
-        media_type=HTML_MEDIA_TYPE,
-        headers={
-            "Content-Security-Policy": csp,
-            "Content-Language": str(context["language"]),
-            "Cache-Control": "no-store",
-            **(headers or {}),
-        },
+        headers=headers,
         cookies=_cookies(request, str(context["language"])),
     )
