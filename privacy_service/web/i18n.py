@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from babel import Locale
 from babel.dates import format_date, format_time, get_datetime_format
 from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie
 
 from privacy_service.policy.pages import negotiate_language
 
@@ -87,6 +88,27 @@ def _supported(choice: str | None, supported: Sequence[str]) -> str | None:
 def chosen_by_query(connection: ASGIConnection[Any, Any, Any, Any], supported: Sequence[str]) -> str | None:
     """A supported ``?lang=``, which the portal then remembers in a cookie."""
     return _supported(connection.query_params.get("lang"), supported)
+
+
+def remembered_choice(
+    connection: ASGIConnection[Any, Any, Any, Any], language: str, *, path: str, samesite: Literal["lax", "strict"]
+) -> list[Cookie]:
+    """The cookie that remembers a ``?lang=`` choice for the next pages under ``path`` (none without a choice).
+    The portal and the console differ only in ``path`` and ``samesite``; HttpOnly, a year, and Secure behind
+    https are the same for both."""
+    if chosen_by_query(connection, connection.app.state.policy.languages) != language:
+        return []
+    return [
+        Cookie(
+            key=LANGUAGE_COOKIE,
+            value=language,
+            path=path,
+            max_age=LANGUAGE_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite=samesite,
+            secure=connection.app.state.runtime.settings.base_url.startswith("https://"),
+        )
+    ]
 
 
 def requested_language(connection: ASGIConnection[Any, Any, Any, Any], supported: Sequence[str]) -> str | None:

@@ -26,14 +26,12 @@ from privacy_service.policy.document import PolicyDocument
 from privacy_service.policy.render import policy_view
 from privacy_service.subjects.schemas import ShortText
 from privacy_service.web.i18n import (
-    LANGUAGE_COOKIE,
-    LANGUAGE_COOKIE_MAX_AGE,
-    chosen_by_query,
     format_locale,
     language_links,
     local_time,
     long_date,
     messages,
+    remembered_choice,
 )
 from privacy_service.web.pages import HTML_CSP, html_response
 
@@ -394,19 +392,7 @@ def base_context(request: Request[Any, Any, Any], language: str, page_path: str)
 
 def remember_language(request: Request[Any, Any, Any], language: str) -> list[Cookie]:
     """A ``?lang=`` choice is remembered for the visitor's next pages."""
-    if chosen_by_query(request, request.app.state.policy.languages) != language:
-        return []
-    return [
-        Cookie(
-            key=LANGUAGE_COOKIE,
-            value=language,
-            path="/privacy",
-            max_age=LANGUAGE_COOKIE_MAX_AGE,
-            httponly=True,
-            samesite="lax",
-            secure=request.app.state.runtime.settings.base_url.startswith("https://"),
-        )
-    ]
+    return remembered_choice(request, language, path="/privacy", samesite="lax")
 
 
 def render(

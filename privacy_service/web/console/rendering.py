@@ -23,13 +23,11 @@ from privacy_service.policy.document import PolicyDocument
 from privacy_service.web.console.access import PAGES, navigation
 from privacy_service.web.console.sessions import CONSOLE_PATH
 from privacy_service.web.i18n import (
-    LANGUAGE_COOKIE,
-    LANGUAGE_COOKIE_MAX_AGE,
     LocalTime,
-    chosen_by_query,
     language_links,
     local_time,
     messages,
+    remembered_choice,
     visitor_language,
 )
 from privacy_service.web.pages import HTML_CSP, html_response
@@ -95,19 +93,7 @@ def page_context(request: AnyRequest, language: str, page_path: str, current: st
 
 def _cookies(request: AnyRequest, language: str) -> list[Cookie]:
     """A ``?lang=`` choice is remembered for the console's next pages."""
-    if chosen_by_query(request, request.app.state.policy.languages) != language:
-        return []
-    return [
-        Cookie(
-            key=LANGUAGE_COOKIE,
-            value=language,
-            path=CONSOLE_PATH,
-            max_age=LANGUAGE_COOKIE_MAX_AGE,
-            httponly=True,
-            samesite="strict",
-            secure=settings_of(request).base_url.startswith("https://"),
-        )
-    ]
+    return remembered_choice(request, language, path=CONSOLE_PATH, samesite="strict")
 
 
 def render(
