@@ -17,6 +17,7 @@ from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.web.console.routes import CSRF_COOKIE
 from privacy_service.web.console.sessions import SESSION_COOKIE
 from tests.api.dsr_support import OPEN_LIMITS, fresh_settings
+from tests.conftest import make_operator_key
 from tests.integration.systems_support import OffsetClock
 
 OPEN_CONSOLE_LIMITS = {"console_sign_in": "100000/min burst 100000"}
@@ -106,3 +107,9 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
 def clock(setup: Setup) -> OffsetClock:
     """The app's movable clock (``clock.travel``)."""
     return setup[2]
+
+
+@pytest.fixture
+async def auth(runtime: Runtime) -> dict[str, str]:
+    """The API's headers with a key of every scope (to set up data as a client of the API would)."""
+    return {"Authorization": f"Bearer {await make_operator_key(runtime)}"}

@@ -26,6 +26,7 @@ from privacy_service.web.console.systems_health import DeliveryHealth, delivery_
 from tests.conftest import make_operator_key, sql_statements
 from tests.console_support import (  # noqa: F401 - fixtures, used by name
     app,
+    auth,
     browser,
     client,
     console_settings,
@@ -41,11 +42,6 @@ NOWHERE = "http://127.0.0.1:9/unused"  # registered only: nothing is sent in the
 @pytest.fixture
 async def settings(make_settings: Any, backend: str) -> Settings:
     return await console_settings(make_settings, backend, systems_allow_private_networks=True)
-
-
-@pytest.fixture
-async def auth(runtime: Runtime) -> dict[str, str]:
-    return {"Authorization": f"Bearer {await make_operator_key(runtime)}"}
 
 
 def _delivery(request_id: uuid.UUID, system_id: uuid.UUID, status: str, created: datetime, **extra: object) -> Delivery:

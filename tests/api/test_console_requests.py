@@ -35,6 +35,7 @@ from tests.api.dsr_support import (
 from tests.conftest import MailSink, make_operator_key, sql_statements
 from tests.console_support import (  # noqa: F401 - fixtures, used by name
     app,
+    auth,
     browser,
     client,
     console_settings,
@@ -55,11 +56,6 @@ BOB = "bob.console@example.com"
 async def settings(make_settings: Any, backend: str) -> Settings:
     # No type is answered without an operator: every verified request waits in the queue for a decision.
     return await console_settings(make_settings, backend, dsr_auto_approve=[])
-
-
-@pytest.fixture
-async def auth(runtime: Runtime) -> dict[str, str]:
-    return {"Authorization": f"Bearer {await make_operator_key(runtime)}"}
 
 
 async def _waiting(

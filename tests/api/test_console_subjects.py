@@ -26,6 +26,7 @@ from tests.conftest import make_operator_key, sql_statements
 from tests.conftest_logcheck import register
 from tests.console_support import (  # noqa: F401 - fixtures, used by name
     app,
+    auth,
     browser,
     client,
     console_settings,
@@ -57,11 +58,6 @@ def _form_markers() -> None:
 async def settings(make_settings: Any, backend: str) -> Settings:
     # Private networks allowed so a downstream system can be registered without resolving a name.
     return await console_settings(make_settings, backend, systems_allow_private_networks=True)
-
-
-@pytest.fixture
-async def auth(runtime: Runtime) -> dict[str, str]:
-    return {"Authorization": f"Bearer {await make_operator_key(runtime)}"}
 
 
 @pytest.fixture
