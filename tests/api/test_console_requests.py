@@ -243,6 +243,7 @@ async def test_the_request_page_in_english_and_chinese_with_note_identity_histor
         assert 'id="extend-form"' in english.text
         assert 'id="cancel-form"' in english.text
         assert "E-mail address" in english.text
+        assert '<dd lang="en">English</dd>' in english.text  # the customer's language by its name, not its code
         assert_no_leak(english, ALICE, BOB, NOTE, "Bob's own note")  # requests:manage alone: no identity, no note
         assert "subjects:read" in english.text
         assert "A member of our privacy team checks your request" in english.text  # the portal's words
