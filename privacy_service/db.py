@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as SqlAlchemyAsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, class_mapper
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import CTE, HasCTE
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
@@ -126,6 +127,8 @@ class Database:
         self.settings = settings
         self.engine = make_engine(settings)
         self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        # The same pool, each statement its own transaction (see _write_alone).
+        self._autocommit = None if settings.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def transaction(self, bind: AsyncConnection | None = None) -> AsyncIterator[AsyncSession]:
@@ -134,10 +137,25 @@ class Database:
         async with self.sessionmaker() if bind is None else self.sessionmaker(bind=bind) as session:
             try:
                 yield session
-                await session.commit()
+                if bind is not None or not await self._write_alone(session):
+                    await session.commit()
             except BaseException:
+                session.sync_session.info.pop(_DEFERRED, None)
                 await session.rollback()
                 raise
+
+    async def _write_alone(self, session: AsyncSession) -> bool:
+        """If the unit of work's one write is a statement deferred to its end (:func:`write_last`)
+        and it did nothing else in the database (no transaction begun: nothing read, added or queued),
+        run that statement by itself on a pooled connection in autocommit: a single statement is
+        atomic, and it saves the BEGIN and COMMIT round trips. False: commit as usual."""
+        info = session.sync_session.info
+        if self._autocommit is None or _DEFERRED not in info or _PENDING_ROWS in info or session.in_transaction():
+            return False
+        statement, params = info.pop(_DEFERRED)
+        async with self._autocommit.connect() as connection:
+            await connection.execute(statement, params)
+        return True
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
@@ -164,6 +182,7 @@ class Database:
 # and cached. A query passed through :func:`carry_appended_rows` takes them along itself, so an
 # audited read costs no extra statement at all. Statements are only ever built from bind parameters.
 
+_DEFERRED = "privacy_service.deferred_statement"
 _MAX_CARRIED_ROWS = 8  # per table; a larger batch is an executemany (insertmanyvalues batches it)
 
 # What the queued rows look like: per table, its column names and how many rows.
@@ -271,6 +290,27 @@ def carry_appended_rows(
     return cast(_Statement, carrier.statement), carried | params
 
 
+async def write_last(session: AsyncSession, statement: UpdateBase, params: dict[str, Any]) -> None:
+    """Run ``statement`` (a write that returns nothing) as the transaction's last statement.
+
+    Deferred: it runs before the next query of the transaction or at its commit, inside the
+    transaction. When it is all the unit of work does in the database (intake: one INSERT carrying
+    every queued row), :meth:`Database.transaction` runs it alone in autocommit instead. Inside a
+    savepoint, or with a statement deferred already, it runs at once.
+    """
+    sync_session = session.sync_session
+    if sync_session.in_nested_transaction() or _DEFERRED in sync_session.info:
+        await session.exec(statement, params=params)
+        return
+    sync_session.info[_DEFERRED] = (statement, params)
+
+
+def _write_deferred(session: Session) -> None:
+    deferred: tuple[Executable, dict[str, Any]] | None = session.info.pop(_DEFERRED, None)
+    if deferred is not None:
+        session.connection().execute(*deferred)
+
+
 def _shape(pending: dict[Table, list[dict[str, Any]]]) -> _Shape | None:
     shape = []
     for table, rows in pending.items():
@@ -346,12 +386,15 @@ def _write_pending(session: Session) -> None:
 @event.listens_for(Session, "do_orm_execute")
 def _write_pending_before_query(state: ORMExecuteState) -> None:
     # Not inside a savepoint: rows queued by the outer transaction must not be rolled back with it.
-    if _PENDING_ROWS in state.session.info and not state.session.in_nested_transaction():
+    info = state.session.info
+    if (_DEFERRED in info or _PENDING_ROWS in info) and not state.session.in_nested_transaction():
+        _write_deferred(state.session)
         _write_pending(state.session)
 
 
 @event.listens_for(Session, "before_commit")
 def _write_pending_before_commit(session: Session) -> None:
+    _write_deferred(session)
     _write_pending(session)
 
 
@@ -359,3 +402,4 @@ def _write_pending_before_commit(session: Session) -> None:
 def _discard_pending(session: Session, previous_transaction: SessionTransaction) -> None:
     if previous_transaction.parent is None:
         session.info.pop(_PENDING_ROWS, None)
+        session.info.pop(_DEFERRED, None)

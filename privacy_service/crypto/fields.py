@@ -21,11 +21,18 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 
+import email_validator
 import idna
 import phonenumbers
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import (
+    DNS_LABEL_LENGTH_LIMIT,
+    DOT_ATOM_TEXT,
+    DOT_ATOM_TEXT_HOSTNAME,
+    EMAIL_MAX_LENGTH,
+)
 
 CIPHERTEXT_FORMAT = 2
 _UNPADDED_FORMAT = 1
@@ -135,8 +142,15 @@ def normalise_email(value: str) -> str:
     U-label form, decoded from the A-label (so both spellings of one domain index alike); an ASCII
     domain is only lower-cased. The local part is NFC-normalised and lower-cased.
     """
+    stripped = value.strip()
+    plain = _plain_ascii_email(stripped)
+    return plain if plain is not None else _validated_email(stripped)
+
+
+def _validated_email(address: str) -> str:
+    """``normalise_email`` through ``email_validator``: any address it accepts."""
     try:
-        result = validate_email(value.strip(), check_deliverability=False)
+        result = validate_email(address, check_deliverability=False)
     except EmailNotValidError:
         raise InvalidIdentifier("not a valid e-mail address") from None
     domain = result.ascii_domain.lower()
@@ -146,6 +160,36 @@ def normalise_email(value: str) -> str:
         except idna.IDNAError:
             raise InvalidIdentifier("not a valid internationalised e-mail domain") from None
     return f"{result.local_part}@{domain}".lower()
+
+
+def _plain_ascii_email(address: str) -> str | None:
+    """``normalise_email`` of the common address, without ``email_validator`` (~40 µs per intake);
+    None for anything else, which takes the validator's path.
+
+    Only an address whose every step through the validator is known is answered here: ASCII, one
+    @-sign, a dot-atom local part and a hostname of letters, digits, hyphens and dots (the validator's
+    own patterns and limits), with a dot, a last character that is a letter, no ``--`` (Punycode and
+    the labels the validator refuses for it), no special-use name. For such an address the validator
+    checks nothing else and returns the local part as given and the domain lower-cased. Its module
+    settings are read at each call, as the validator reads them; tests/unit/test_fields.py compares
+    both paths over generated and hand-picked addresses.
+    """
+    if not address.isascii() or len(address) > EMAIL_MAX_LENGTH or address.count("@") != 1:
+        return None
+    local, domain = address.split("@")
+    if DOT_ATOM_TEXT.match(local) is None or DOT_ATOM_TEXT_HOSTNAME.match(domain) is None:
+        return None
+    domain = domain.lower()
+    if "--" in domain or "." not in domain or not domain[-1].isalpha():
+        return None
+    if email_validator.STRICT or email_validator.TEST_ENVIRONMENT or not email_validator.GLOBALLY_DELIVERABLE:
+        return None
+    labels = domain.split(".")
+    if any(len(label) > DNS_LABEL_LENGTH_LIMIT for label in labels):
+        return None
+    if any(domain == name or domain.endswith("." + name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES):
+        return None
+    return f"{local}@{domain}".lower()
 
 
 def normalise_phone(value: str) -> str:

@@ -19,7 +19,10 @@ from typing import Any, Protocol
 from privacy_service.calendars import WorkingCalendar, regime_calendar
 from privacy_service.errors import InvalidInput
 from privacy_service.policy.document import PolicyDocument, RetentionDuty
+from privacy_service.policy.duration import Duration
 from privacy_service.subjects.service import Retention
+
+_DUE_BY_DAY_SIZE = 4096  # (regime, day) entries kept; a few per day in service
 
 
 class Period(Protocol):
@@ -50,6 +53,13 @@ class RegimeRule:
         later = self.calendar.add_working_days(moment.date(), days)
         return moment + timedelta(days=(later - moment.date()).days)
 
+    @property
+    def due_by_day(self) -> bool:
+        """The deadline depends on the day of receipt only (in the calendar's zone), not its time: a
+        period of whole days, months or years, or working days. Then every request received that day
+        is due at the same moment."""
+        return self.deadline is None or (isinstance(self.deadline, Duration) and not self.deadline.has_time)
+
 
 @dataclass(frozen=True, slots=True)
 class DeadlineRules:
@@ -57,6 +67,9 @@ class DeadlineRules:
     duties: Mapping[str, RetentionDuty] = field(default_factory=dict)
     recipients_by_category: dict[str, tuple[str, ...]] = field(default_factory=dict)
     art15: Callable[[list[str], str], dict[str, Any]] = field(default=lambda categories, language: {})
+    # due_at per (regime, day of receipt) where the deadline depends on the day only (see RegimeRule.due_by_day):
+    # intake asks for every request, and the calendar's walk over holidays costs more than the rest of it.
+    _due_by_day: dict[tuple[str, date], datetime] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def _local(self, rule: RegimeRule, moment: datetime) -> datetime:
         """``moment`` in the regime calendar's time zone: days are counted and rolled there."""
@@ -87,7 +100,19 @@ class DeadlineRules:
 
     def due_at(self, regime: str, received_at: datetime) -> datetime:
         rule = self.rule(regime)
-        due = self._unrolled_due(rule, self._local(rule, received_at))
+        local = self._local(rule, received_at)
+        if not rule.due_by_day:
+            return self._due_at(rule, local)
+        key = (regime, local.date())
+        due = self._due_by_day.get(key)
+        if due is None:
+            if len(self._due_by_day) >= _DUE_BY_DAY_SIZE:
+                self._due_by_day.clear()
+            due = self._due_by_day[key] = self._due_at(rule, local)
+        return due
+
+    def _due_at(self, rule: RegimeRule, local: datetime) -> datetime:
+        due = self._unrolled_due(rule, local)
         if rule.roll_to_working_day:
             due = rule.roll(due)
         return self._end_of_day(rule, due)

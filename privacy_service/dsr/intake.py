@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from privacy_service.audit.service import Actor
 from privacy_service.crypto.fields import NORMALISERS, InvalidIdentifier
 from privacy_service.crypto.service import REQUEST
-from privacy_service.db import carry_appended_rows, column_values, new_row
+from privacy_service.db import carry_appended_rows, column_values, new_row, write_last
 from privacy_service.dsr import schemas
 from privacy_service.dsr.context import TooManyCodes
 from privacy_service.dsr.flows import VERIFIED_OPEN, Status
@@ -111,7 +111,8 @@ class Intake(Processing):
         params = {_NEW_PARAMS[name]: value for name, value in column_values(request).items() if name in _NEW_PARAMS}
         params |= {"dup_bidx": bidx, "dup_type": body.type}
         statement, params = carry_appended_rows(self.session, _NEW_REQUEST, params)
-        await self.session.exec(statement, params=params)
+        # Intake's last write: on PostgreSQL, with every row carried, its only statement (run alone, in autocommit).
+        await write_last(self.session, statement, params)
         return schemas.RequestAccepted(id=request.id, status=request.status, due_at=request.due_at)
 
     def _validate_changes(self, changes: schemas.Changes) -> None:

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func
+from sqlalchemy import Table, bindparam, event, func, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from privacy_service.audit import service as audit
 from privacy_service.audit.models import AuditEvent
 from privacy_service.audit.service import Actor
-from privacy_service.db import carry_appended_rows, column_values, new_row
+from privacy_service.db import carry_appended_rows, column_values, new_row, write_last
 from privacy_service.dsr.models import PrivacyRequest
 from privacy_service.runtime import Runtime
 from privacy_service.subjects.models import Subject
@@ -195,6 +196,61 @@ async def test_a_query_parameter_named_like_a_carried_one_is_refused(runtime: Ru
             carry_appended_rows(session, query, {"_append_0_0_action": "x"})
         # Refused, the rows stay queued and are written at commit.
     assert await _actions(runtime) == ["test.clash"]
+
+
+# -- the last write (db.write_last), as intake makes it -------------------------------------------
+
+_EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+
+
+def _event_row(runtime: Runtime, action: str) -> dict[str, object]:
+    return {"at": runtime.clock.now(), "actor_type": ACTOR.type, "actor_id": ACTOR.id, "action": action, "detail": {}}
+
+
+async def test_a_last_write_alone_runs_by_itself_in_autocommit(runtime: Runtime, backend: str) -> None:
+    isolation: list[object] = []
+
+    def seen(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        isolation.append((statement.split()[0], conn.get_execution_options().get("isolation_level")))
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with runtime.db.transaction() as session:
+            await write_last(session, insert(_EVENTS), _event_row(runtime, "test.alone"))
+            assert isolation == []  # deferred to the end of the unit of work
+    finally:
+        event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    assert await _actions(runtime) == ["test.alone"]
+    if backend == "postgres":
+        assert isolation == [("INSERT", "AUTOCOMMIT")]  # no BEGIN or COMMIT round trips
+    else:
+        assert [kind for kind, _ in isolation] == ["BEGIN", "INSERT"]
+
+
+async def _failing_last_write(runtime: Runtime, *, query_after: bool) -> None:
+    async with runtime.db.transaction() as session:
+        await write_last(session, insert(_EVENTS), _event_row(runtime, "test.lost"))
+        if query_after:
+            _record(runtime, session, "test.queued-after")
+            count = select(func.count()).where(col(AuditEvent.actor_id) == ACTOR.id)
+            assert (await session.exec(count)).one() == 2  # written before the query, in the transaction
+        raise Boom
+
+
+async def test_a_last_write_is_discarded_when_the_block_fails(runtime: Runtime) -> None:
+    with pytest.raises(Boom):
+        await _failing_last_write(runtime, query_after=False)
+    with pytest.raises(Boom):
+        await _failing_last_write(runtime, query_after=True)
+    assert await _actions(runtime) == []  # rolled back with the transaction: neither ran alone
+
+
+async def test_last_writes_and_queued_rows_are_written_in_their_order(runtime: Runtime) -> None:
+    async with runtime.db.transaction() as session:
+        await write_last(session, insert(_EVENTS), _event_row(runtime, "test.first"))
+        await write_last(session, insert(_EVENTS), _event_row(runtime, "test.second"))
+        _record(runtime, session, "test.third")
+    assert await _actions(runtime) == ["test.first", "test.second", "test.third"]
 
 
 def _new_request(**values: object) -> PrivacyRequest:

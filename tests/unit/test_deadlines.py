@@ -139,3 +139,21 @@ def test_a_ccpa_deadline_ends_at_midnight_los_angeles_time_across_the_dst_change
 def test_a_ccpa_request_received_in_the_utc_evening_of_the_previous_local_day() -> None:
     # 03:00 UTC on 2 Feb is 19:00 on 1 Feb in Los Angeles: the same local receipt day as 1 Feb 18:00 UTC.
     assert RULES.due_at("ccpa", at(2026, 2, 2, 3)) == RULES.due_at("ccpa", at(2026, 2, 1, 18))
+
+
+@pytest.mark.parametrize("regime", sorted(RULES.regimes))
+def test_due_at_remembered_per_day_equals_the_computation(regime: str) -> None:
+    """due_at keeps one answer per (regime, day of receipt) where the deadline counts days: every
+    hour of days around month ends and the DST changes gets what the full computation gives."""
+    rule = RULES.rule(regime)
+    assert rule.due_by_day  # the shipped policies count days, so the remembered path is the one tested
+    fresh = build_deadline_rules(load_policy(ROOT / "policies"))
+    days = [date(2026, 1, 30), date(2026, 2, 27), date(2026, 3, 7), date(2026, 3, 28), date(2026, 10, 24)]
+    days += [date(2026, 10, 31), date(2026, 12, 31), date(2028, 2, 28)]
+    for day in days:
+        for hour in range(24):
+            for minute in (0, 59):
+                received = datetime.combine(day, time(hour, minute), tzinfo=UTC)
+                computed = fresh._due_at(rule, received.astimezone(rule.calendar.zone))
+                assert fresh.due_at(regime, received) == computed  # the first of its day computes, the rest recall
+                assert RULES.due_at(regime, received) == computed

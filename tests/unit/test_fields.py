@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
+from privacy_service.crypto import fields
 from privacy_service.crypto.fields import (
     NORMALISERS,
     Binding,
@@ -160,6 +161,132 @@ def test_key_id_of_either_names_a_key_or_raises_decryption_failed(blob: bytes) -
 def test_normalise_email(raw: str, expected: str) -> None:
     assert normalise_email(raw) == expected
     assert normalise_email(expected) == expected  # idempotent
+
+
+# The plain-ASCII path of normalise_email must answer exactly as email_validator does: the same
+# address, or (by handing over to it) the same refusal. Hand-picked edges of each rule it checks:
+TRICKY_EMAILS = [
+    "alice@example.com",
+    "Alice.Smith+tag@Sub.Example.CO.UK",
+    "POSTMASTER@example.com",
+    "a@b.co",
+    "x@example.c0m",  # TLD ending in a digit
+    "x@example.123",
+    "x@localhost",
+    "x@example",  # no dot
+    "x@mail.test",
+    "x@test",
+    "x@a.local",
+    "x@host.invalid",
+    "x@onion",
+    "x@abc.onion",
+    "x@1.0.0.127.in-addr.arpa",
+    "x@example.com.",
+    "x@.example.com",
+    "x@example..com",
+    "x@-example.com",
+    "x@example-.com",
+    "x@ex--ample.com",
+    "x@xn--bcher-kva.example",
+    "x@XN--BCHER-KVA.example",
+    "x@xn--zz.example",
+    "x@ab--cd.example",
+    ".x@example.com",
+    "x.@example.com",
+    "x..y@example.com",
+    "x@exa_mple.com",
+    '"quoted"@example.com',
+    '"a b"@example.com',
+    "Name <x@example.com>",
+    "<x@example.com>",
+    "x@[127.0.0.1]",
+    "x@@example.com",
+    "x@example.com@example.com",
+    "!#$%&'*+-/=?^_`{|}~@example.com",
+    "x@" + "a" * 63 + ".com",
+    "x@" + "a" * 64 + ".com",
+    "x" * 64 + "@example.com",
+    "x" * 65 + "@example.com",
+    "x" * 240 + "@example.com",  # 252 characters
+    "x" * 242 + "@example.com",  # 254
+    "x" * 243 + "@example.com",  # 255
+    "x@" + ".".join(["a" * 60] * 4) + ".com",  # domain past 253
+    "x@exämple.com",
+    "ünicode@example.com",
+    "x@\uff45xample.com",  # full-width e
+    "x\uff20example.com",  # full-width @-sign
+    "x@example.com\x00",
+    "x@exa mple.com",
+    "",
+    "@",
+    "x@",
+    "@example.com",
+]
+
+
+def _both_paths(address: str) -> tuple[str | None, str | InvalidIdentifier]:
+    try:
+        validated: str | InvalidIdentifier = fields._validated_email(address)
+    except InvalidIdentifier as exc:
+        validated = exc
+    return fields._plain_ascii_email(address), validated
+
+
+@pytest.mark.parametrize("address", TRICKY_EMAILS)
+def test_plain_ascii_email_path_matches_email_validator(address: str) -> None:
+    plain, validated = _both_paths(address)
+    if plain is not None:
+        assert plain == validated
+
+
+_ATEXT = "abcxyzABCXYZ0189_!#$%&'*+-/=?^`{|}~"
+_HOST = "abcxyzABCXYZ0189-"
+
+
+@given(
+    st.text(st.sampled_from(_ATEXT + '.@" <>[]é'), min_size=0, max_size=70),
+    st.lists(st.text(st.sampled_from(_HOST + "._"), min_size=0, max_size=66), min_size=1, max_size=5),
+)
+def test_plain_ascii_email_path_matches_email_validator_on_generated_addresses(local: str, labels: list[str]) -> None:
+    address = local + "@" + ".".join(labels)
+    plain, validated = _both_paths(address)
+    if plain is not None:
+        assert plain == validated
+
+
+_ATOM = st.text(st.sampled_from(_ATEXT), min_size=1, max_size=12)
+_LABEL = st.text(st.sampled_from(_HOST), min_size=1, max_size=12)
+_TLD = st.sampled_from(["com", "CO", "de", "c0", "x", "test", "local", "arpa", "onion", "xn--p1ai", "in-addr.arpa"])
+
+
+@given(st.lists(_ATOM, min_size=1, max_size=4), st.lists(_LABEL, min_size=0, max_size=4), _TLD)
+def test_plain_ascii_email_path_matches_email_validator_on_well_formed_addresses(
+    atoms: list[str], labels: list[str], tld: str
+) -> None:
+    address = ".".join(atoms) + "@" + ".".join([*labels, tld])
+    plain, validated = _both_paths(address)
+    if plain is not None:
+        assert plain == validated
+
+
+def test_plain_ascii_email_path_serves_common_addresses() -> None:
+    # What the fast path exists for (it would pass the tests above by never answering).
+    assert fields._plain_ascii_email("Bench.Intake.7@Example.COM") == "bench.intake.7@example.com"
+    assert fields._plain_ascii_email("x@mail.test") is None  # special use: the validator refuses it
+    with pytest.raises(InvalidIdentifier):
+        normalise_email("x@mail.test")
+
+
+def test_plain_ascii_email_path_follows_the_validator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import email_validator
+
+    monkeypatch.setattr(email_validator, "TEST_ENVIRONMENT", True)
+    assert normalise_email("x@mail.test") == "x@mail.test"
+    monkeypatch.setattr(
+        email_validator, "SPECIAL_USE_DOMAIN_NAMES", [*email_validator.SPECIAL_USE_DOMAIN_NAMES, "corp"]
+    )
+    with pytest.raises(InvalidIdentifier):
+        normalise_email("x@mail.corp")
 
 
 @pytest.mark.parametrize(
