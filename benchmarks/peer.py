@@ -18,7 +18,8 @@ The mapping of the workload onto a service's endpoints (``TARGETS``; see docs/be
   (202, ``id`` in the body); status ``GET /v1/requests/{id}`` (200) with the ``--header`` given, an
   operator key with ``requests:manage`` (a subject token exists only after the mailed code is entered).
 - ``fides``: intake ``POST /api/v1/privacy-request`` ``[{"identity": {"email": E}, "policy_key": P}]``
-  (200, the id in ``succeeded[0].id``); status ``GET /api/v1/privacy-request?request_id={id}`` (200),
+  (200, the id in ``succeeded[0].id``; a 200 with the request under ``failed`` counts as an error, status
+  -1); status ``GET /api/v1/privacy-request?request_id={id}`` (200),
   both with an OAuth bearer token allowed to create and read privacy requests.
 
 Each intake uses a new e-mail address (``peer.<run>.<n>@example.com``); status reads pick at random
@@ -53,7 +54,7 @@ class Target:
     intake_path: str
     intake_body: Callable[[str, argparse.Namespace], Any]
     intake_ok: int
-    intake_id: Callable[[Any], str]
+    intake_id: Callable[[Any], str | None]  # None: answered intake_ok but filed nothing
     status_path: Callable[[str], str]
     status_ok: int = 200
 
@@ -70,10 +71,14 @@ TARGETS: dict[str, Target] = {
         intake_path="/api/v1/privacy-request",
         intake_body=lambda email, args: [{"identity": {"email": email}, "policy_key": args.fides_policy}],
         intake_ok=200,
-        intake_id=lambda body: str(body["succeeded"][0]["id"]),
+        # Fides answers 200 for a batch even when it files nothing, listing the request under "failed".
+        intake_id=lambda body: str(body["succeeded"][0]["id"]) if body.get("succeeded") else None,
         status_path=lambda request_id: f"/api/v1/privacy-request?request_id={request_id}",
     ),
 }
+
+
+NOT_FILED = -1  # the status counted for an intake answered with intake_ok that filed nothing
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -204,7 +209,10 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
             email = f"peer.{run}.{next(counter)}@example.com"
             response = await client.post(target.intake_path, json=target.intake_body(email, args))
             if response.status_code == target.intake_ok:
-                filed.append(target.intake_id(response.json()))
+                request_id = target.intake_id(response.json())
+                if request_id is None:
+                    return NOT_FILED
+                filed.append(request_id)
             return response.status_code
 
         async def status() -> int:

@@ -45,6 +45,8 @@ def test_mappings() -> None:
     fides = TARGETS["fides"]
     assert fides.intake_body("a@example.com", args) == [{"identity": {"email": "a@example.com"}, "policy_key": "p"}]
     assert fides.intake_id({"succeeded": [{"id": "pri_1"}], "failed": []}) == "pri_1"
+    # Fides answers 200 to a batch it filed nothing of (an unknown policy key): not a request to read.
+    assert fides.intake_id({"succeeded": [], "failed": [{"message": "Policy with key p does not exist"}]}) is None
     assert fides.status_path("pri_1") == "/api/v1/privacy-request?request_id=pri_1"
     ours = TARGETS["privacy-service"]
     assert ours.intake_body("a@example.com", args) == {"type": "access", "identity": {"email": "a@example.com"}}
