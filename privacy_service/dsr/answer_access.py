@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlmodel import col, delete, select
 
@@ -43,7 +43,16 @@ NOT_WAITING = "no code is waiting for this request; ask for a new one"
 CAP_WINDOW = timedelta(hours=24)
 
 
-def own_token(request: PrivacyRequest, presented: bytes, now: datetime) -> bool:
+class TokenFields(Protocol):
+    """A request's own token as its row holds it (a PrivacyRequest, or the status read's SubjectRead)."""
+
+    @property
+    def token_hash(self) -> bytes | None: ...
+    @property
+    def token_expires_at(self) -> datetime | None: ...
+
+
+def own_token(request: TokenFields, presented: bytes, now: datetime) -> bool:
     """Whether ``presented`` (a token's hash) is the request's own token, the one its code gave: 410
     once that has expired. False: another token, which may be one a browser got with a code
     (``Opening.check_token`` looks those up)."""

@@ -6,7 +6,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, bindparam, exists, func
 from sqlalchemy import select as sa_select
@@ -67,12 +67,32 @@ _WITH_HISTORY: Select[*tuple[Any, ...]] = cast(
 )
 
 _TRANSITIONS: Table = RequestTransition.__table__  # type: ignore[attr-defined]
-# The same read on PostgreSQL as one row: the history aggregated into an array of (to_status, at,
-# actor_type, note) rows, so the request's columns are read and converted once, not once per step.
+# The subject's status read on PostgreSQL as one row: what the subject's view shows and the token
+# check needs (not the whole row: no ciphertexts, codes or reminder times), the history aggregated
+# into an array of (to_status, at, actor_type, note) rows, whether an operator's decision is on file
+# and whether any downstream system was sent the request.
+_SUBJECT_COLUMNS = (
+    "type",
+    "status",
+    "regime",
+    "language",
+    "received_at",
+    "due_at",
+    "extended_at",
+    "verified_at",
+    "completed_at",
+    "export_expires_at",
+    "subject_id",
+    "result",
+    "token_hash",
+    "token_expires_at",
+)
+_R = _REQUESTS.c
 _SUBJECT_READ: Select[*tuple[Any, ...]] = cast(
     "Select[*tuple[Any, ...]]",
     sa_select(
-        *_REQUESTS.columns,
+        *(_R[name] for name in _SUBJECT_COLUMNS),
+        _R.decision_ct.is_not(None),
         sa_select(
             func.array_agg(
                 aggregate_order_by(
@@ -83,11 +103,10 @@ _SUBJECT_READ: Select[*tuple[Any, ...]] = cast(
                 )
             )
         )
-        .where(_TRANSITIONS.c.request_id == _REQUESTS.c.id)
-        .scalar_subquery()
-        .label("history"),
-        exists().where(col(Delivery.request_id) == _REQUESTS.c.id).label("sent"),
-    ).where(_REQUESTS.c.id == bindparam("history_id")),
+        .where(_TRANSITIONS.c.request_id == _R.id)
+        .scalar_subquery(),
+        exists().where(col(Delivery.request_id) == _R.id),
+    ).where(_R.id == bindparam("history_id")),
 )
 
 
@@ -104,30 +123,94 @@ class History:
     sent: bool
 
 
-# Each database's engine in autocommit, built once (the same pool; per read it cost ~20 µs of CPU).
-_AUTOCOMMIT: weakref.WeakKeyDictionary[Database, AsyncEngine] = weakref.WeakKeyDictionary()
+class RequestFields(Protocol):
+    """What a request's view shows of its row: a PrivacyRequest, or the subject read's SubjectRead."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def regime(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def received_at(self) -> datetime: ...
+    @property
+    def due_at(self) -> datetime: ...
+    @property
+    def extended_at(self) -> datetime | None: ...
+    @property
+    def verified_at(self) -> datetime | None: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+    @property
+    def export_expires_at(self) -> datetime | None: ...
+    @property
+    def subject_id(self) -> uuid.UUID | None: ...
+    @property
+    def duplicate_of(self) -> uuid.UUID | None: ...
+    @property
+    def result(self) -> dict[str, Any] | None: ...
 
 
-def _autocommit(db: Database) -> AsyncEngine:
-    engine = _AUTOCOMMIT.get(db)
-    if engine is None:
-        engine = _AUTOCOMMIT[db] = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-    return engine
+@dataclass(frozen=True, slots=True)
+class SubjectRead:
+    """The subject's status read of a request (see read_for_subject): for reading, never for changing."""
+
+    id: uuid.UUID
+    history: History
+    decided: bool  # an operator's decision is on file (sealed with the request's key)
+    type: str
+    status: str
+    regime: str
+    language: str
+    received_at: datetime
+    due_at: datetime
+    extended_at: datetime | None
+    verified_at: datetime | None
+    completed_at: datetime | None
+    export_expires_at: datetime | None
+    subject_id: uuid.UUID | None
+    result: dict[str, Any] | None
+    token_hash: bytes | None
+    token_expires_at: datetime | None
+    duplicate_of: None = None  # shown to operators only
 
 
-async def read_for_subject(db: Database, request_id: uuid.UUID) -> tuple[PrivacyRequest, History] | None:
-    """``Reading.read_with_history`` without a session, for the subject's status read on PostgreSQL:
-    one statement on a pooled connection in autocommit (a single statement is atomic; no BEGIN and
-    COMMIT round trips around it). None on SQLite, where the session reads it. 404 as before."""
+# Each database's engine in autocommit and the subject read rendered for its dialect, built once (the
+# same pool). The rendered text runs as it is: through the statement, SQLAlchemy would build its
+# cache key (a walk of the whole statement) and convert every column on every read, and on
+# PostgreSQL those conversions change nothing (asyncpg gives UTC datetimes and decodes JSON itself).
+_AUTOCOMMIT: weakref.WeakKeyDictionary[Database, tuple[AsyncEngine, str]] = weakref.WeakKeyDictionary()
+
+
+def _autocommit(db: Database) -> tuple[AsyncEngine, str]:
+    found = _AUTOCOMMIT.get(db)
+    if found is None:
+        engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        found = _AUTOCOMMIT[db] = (engine, str(_SUBJECT_READ.compile(dialect=engine.dialect)))
+    return found
+
+
+async def read_for_subject(db: Database, request_id: uuid.UUID) -> SubjectRead | None:
+    """The subject's status read without a session, on PostgreSQL: one statement on a pooled
+    connection in autocommit (a single statement is atomic; no BEGIN and COMMIT round trips around
+    it). None on SQLite, where the session reads it. 404 as before."""
     if db.settings.is_sqlite:
         return None
-    async with _autocommit(db).connect() as connection:
-        row = (await connection.execute(_SUBJECT_READ, {"history_id": request_id})).first()
-    if row is None:
+    engine, statement = _autocommit(db)
+    async with engine.connect() as connection:
+        found = (await connection.exec_driver_sql(statement, (request_id,))).first()
+    if found is None:
         raise NotFound("no request with this id")
-    n = len(_REQUEST_KEYS)
-    request = new_row(PrivacyRequest, dict(zip(_REQUEST_KEYS, row[:n], strict=True)))
-    return request, History([(to, at, actor, note) for to, at, actor, note in row[n] or ()], bool(row[n + 1]))
+    row: tuple[Any, ...] = tuple(found)
+    n = len(_SUBJECT_COLUMNS)
+    steps, sent = row[n + 1], row[n + 2]
+    history = History([(to, at, actor, note) for to, at, actor, note in steps or ()], bool(sent))
+    return SubjectRead(request_id, history, bool(row[n]), **dict(zip(_SUBJECT_COLUMNS, row[:n], strict=True)))
 
 
 EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
@@ -154,7 +237,7 @@ class CaseFile:
 
 
 def shape_view(
-    request: PrivacyRequest,
+    request: RequestFields,
     history: History,
     now: datetime,
     *,
@@ -198,12 +281,12 @@ def shape_view(
     )
 
 
-def subject_view(request: PrivacyRequest, history: History, now: datetime) -> schemas.RequestView | None:
+def subject_view(read: SubjectRead, now: datetime) -> schemas.RequestView | None:
     """``Reading.view`` for the request's subject when it needs nothing more from the database; None
     when it does (an operator's decision to open with the request's key, downstream systems' progress)."""
-    if request.decision_ct is not None or history.sent:
+    if read.decided or read.history.sent:
         return None
-    return shape_view(request, history, now)
+    return shape_view(read, read.history, now)
 
 
 class Reading(Processing):

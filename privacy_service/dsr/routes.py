@@ -25,6 +25,7 @@ from privacy_service.dsr.service import TOKEN_PREFIX, DsrService, hash_token
 from privacy_service.errors import Unauthenticated, problem
 from privacy_service.operators.guards import bearer_key, current_operator, operator_guard
 from privacy_service.ratelimit import code_quota, ip_rate_limit
+from privacy_service.ratelimit.http import RateLimitedRoute
 
 MANAGE = {"scopes": {"requests:manage"}}
 PUBLIC = {"public": True}
@@ -207,8 +208,9 @@ class RequestController(Controller):
             )
         return Response(outcome.verified)
 
-    @get(
+    @RateLimitedRoute(
         "/{request_id:uuid}",
+        http_method="GET",
         guards=[ip_rate_limit("verify")],
         opt=TOKEN_OR_MANAGE,
         summary="Request status (subject token or operator)",
@@ -223,15 +225,16 @@ class RequestController(Controller):
         read = await read_for_subject(state.db, request_id) if token is not None else None
         if read is not None and token is not None:
             now = state.clock.now()
-            if own_token(read[0], hash_token(token), now) and (view := subject_view(*read, now)) is not None:
+            if own_token(read, hash_token(token), now) and (view := subject_view(read, now)) is not None:
                 return view
         async with state.db.transaction() as session:
             service = await provide_dsr_service(request, session)
             if token is None:
                 await authorise(request, service, request_id)
                 return await service.view(request_id)
-            # A token a browser got with a code, a wrong one, a decision to open, downstream progress.
-            loaded, history = read or await service.read_with_history(request_id)
+            # A token a browser got with a code, a wrong one, a decision to open, downstream progress:
+            # the whole row, read again in this transaction (the subject read has what its view shows).
+            loaded, history = await service.read_with_history(request_id)
             await service.check_token(loaded, token)
             return await service.view(request_id, loaded, history)
 

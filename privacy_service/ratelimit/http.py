@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
+from litestar import Litestar
 from litestar.connection import ASGIConnection
+from litestar.exceptions import ImproperlyConfiguredException
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 
 from privacy_service.ratelimit.base import Limit, Limiter, check
@@ -73,6 +77,10 @@ def _limit(text: str) -> Limit:
     return Limit.parse(text)
 
 
+# The guards ip_rate_limit made: they read nothing of the route handler they are given.
+_LIMIT_GUARDS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
 def ip_rate_limit(
     bucket: str,
 ) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]]:
@@ -90,7 +98,27 @@ def ip_rate_limit(
         limit = _limit(settings.rate_limits.get(bucket, settings.rate_limits["default"]))
         await check(state.rate_limiter, name, client_key(connection, settings.trusted_proxies), limit)
 
+    _LIMIT_GUARDS.add(guard)
     return guard
+
+
+class RateLimitedRoute(HTTPRouteHandler):
+    """A route handler (``@RateLimitedRoute(path, http_method=...)``) guarded by :func:`ip_rate_limit`
+    alone, its guards handed the route handler itself: Litestar hands every guard a ``copy`` of the
+    handler (in case a guard changes it), which cost more than the rate-limit check (~7 µs against
+    ~2 µs). Any other guard on the route, from any layer, is refused when the app is built."""
+
+    def on_registration(self, app: Litestar) -> None:
+        super().on_registration(app)
+        others = [guard for guard in self.resolve_guards() if guard not in _LIMIT_GUARDS]
+        if others:
+            raise ImproperlyConfiguredException(
+                f"{self}: RateLimitedRoute takes ip_rate_limit guards only, not {others}"
+            )
+
+    async def authorize_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+        for guard in self.resolve_guards():
+            await cast("Awaitable[None]", guard(connection, self))  # ip_rate_limit's: coroutines
 
 
 DAY_SECONDS = 86_400.0

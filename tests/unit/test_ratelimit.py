@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from litestar import Litestar, Router
+from litestar.exceptions import ImproperlyConfiguredException
 
-from privacy_service.ratelimit import Limit, RateLimited, RateLimiter, address_key, network_key
+from privacy_service.ratelimit import Limit, RateLimited, RateLimiter, address_key, ip_rate_limit, network_key
+from privacy_service.ratelimit.http import RateLimitedRoute
 
 
 class FakeClock:
@@ -228,3 +231,24 @@ def test_refund_puts_back_what_hit_took_never_above_the_burst() -> None:
     assert [limiter.hit("b", "k", limit) is None for _ in range(3)] == [True, True, False]
     limiter.refund("b", "never-hit", limit)  # a bucket not held is full: nothing to put back
     assert [limiter.hit("b", "never-hit", limit) is None for _ in range(3)] == [True, True, False]
+
+
+def test_a_rate_limited_route_refuses_any_other_guard() -> None:
+    """RateLimitedRoute hands its guards the route handler itself, not Litestar's copy: only the
+    rate-limit guards, which read nothing of it, may be on such a route, from any layer."""
+
+    async def another(_connection: object, _handler: object) -> None:
+        return None
+
+    @RateLimitedRoute("/limited", http_method="GET", guards=[ip_rate_limit("verify")])
+    async def limited() -> str:
+        return "ok"
+
+    Litestar([limited])  # accepted: the rate-limit guard alone
+
+    @RateLimitedRoute("/limited", http_method="GET", guards=[ip_rate_limit("verify")])
+    async def also_guarded() -> str:
+        return "ok"
+
+    with pytest.raises(ImproperlyConfiguredException, match="takes ip_rate_limit guards only"):
+        Litestar([Router("/", route_handlers=[also_guarded], guards=[another])])
