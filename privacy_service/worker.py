@@ -17,6 +17,7 @@ import os
 import signal
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -81,11 +82,14 @@ class Heartbeat:
         self.path = path
         self.started_at = time.time()
         self.jobs: dict[str, dict[str, float]] = {}
+        self.removed = False
 
     def job_ran(self, name: str, ok: bool) -> None:
         self.jobs.setdefault(name, {})["ok_at" if ok else "failed_at"] = time.time()
 
     def beat(self) -> None:
+        if self.removed:
+            return  # a beat already queued when the worker began to stop would bring the file back
         document = {"pid": os.getpid(), "at": time.time(), "started_at": self.started_at, "jobs": self.jobs}
         try:
             # A fresh name (O_EXCL) beside the file, then a rename: in a shared temp directory nobody can
@@ -106,6 +110,7 @@ class Heartbeat:
         log.debug("heartbeat", path=str(self.path))
 
     def remove(self) -> None:
+        self.removed = True
         self.path.unlink(missing_ok=True)
 
 
@@ -154,12 +159,27 @@ def check_heartbeat(path: Path, interval: float, now: float | None = None) -> He
 # instead of leaving them to fail against a closed engine after "worker_stopped".
 _RUNNING: set[asyncio.Task[object]] = set()
 STOP_GRACE_SECONDS = 30.0
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def guarded(
     name: str, job: Callable[[], Awaitable[object]], heartbeat: Heartbeat | None = None
 ) -> Callable[[], Awaitable[None]]:
-    """Log a job's outcome; a failing run is reported and retried at its next slot."""
+    """Log a job's outcome; a failing run is reported and retried at its next slot.
+
+    Nothing escapes to APScheduler: it logs whatever a job raises, a cancellation included, as "Job ...
+    raised an exception" with a traceback (exception messages can hold personal data; lines here carry types).
+    """
+
+    def failed(exc: BaseException, expected: bool) -> None:
+        if heartbeat is not None:
+            heartbeat.job_ran(name, ok=False)
+        if expected:  # the database or the network is away: it comes back, the next slot retries
+            log.warning("job_failed", job=name, error=type(exc).__name__)
+            return
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        at = f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+        log.error("job_failed", job=name, error=type(exc).__name__, at=at)
 
     async def run() -> None:
         task = asyncio.current_task()
@@ -168,10 +188,21 @@ def guarded(
             task.add_done_callback(_RUNNING.discard)
         try:
             result = await job()
+        except asyncio.CancelledError as exc:
+            if task is not None and task.cancelling():
+                # Only a stopping worker cancels a run, once it has outlasted the grace: a stop, not a
+                # failure. Ending here (rather than re-raising) ends this run's task, which nobody awaits.
+                log.info("job_cancelled", job=name)
+                return
+            failed(exc, expected=False)  # something under the job was cancelled (a closing pool): a failure
+            return
         except (SQLAlchemyError, OSError) as exc:
-            if heartbeat is not None:
-                heartbeat.job_ran(name, ok=False)
-            log.warning("job_failed", job=name, error=type(exc).__name__)
+            failed(exc, expected=True)
+            return
+        except Exception as exc:
+            # The job's boundary, as APScheduler's own catch was: a bug in one run is reported with its
+            # type and place (at error), and the run is tried again at its next slot.
+            failed(exc, expected=False)
             return
         if heartbeat is not None:
             heartbeat.job_ran(name, ok=True)
@@ -183,7 +214,9 @@ def guarded(
 
 def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> AsyncIOScheduler:
     settings = runtime.settings
-    scheduler = AsyncIOScheduler(timezone="UTC")
+    # A run whose time came while the loop was busy runs late rather than not at all: APScheduler's
+    # default (1 s of grace) skips it with a warning, and a daily job skipped waits a whole day.
+    scheduler = AsyncIOScheduler(timezone="UTC", job_defaults={"misfire_grace_time": None})
     jobs: list[tuple[str, Callable[[], Awaitable[object]], object]] = [
         (
             "webhooks",
@@ -249,6 +282,27 @@ def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> Asy
     return scheduler
 
 
+async def stop_scheduler(scheduler: AsyncIOScheduler, heartbeat: Heartbeat) -> None:
+    """Start no more runs, let the runs in flight end (cancelled after STOP_GRACE_SECONDS), then shut down.
+
+    The order matters: APScheduler's own shutdown cancels every run still going (AsyncIOExecutor.shutdown,
+    on the loop's next turn) and logs each one as "raised an exception" (a CancelledError). So it comes
+    last, when no run is left to cancel.
+    """
+    scheduler.pause()  # at once: no run starts from here on
+    heartbeat.remove()  # a stopped worker is not healthy, at once
+    # A run submitted just before the pause has not taken its first step (which puts it in _RUNNING) yet.
+    await asyncio.sleep(0)
+    in_flight = {task for task in _RUNNING if not task.done()}
+    if in_flight:
+        _, unfinished = await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished)  # their cleanup, too, runs before the runtime closes
+    scheduler.shutdown(wait=False)
+
+
 async def run_worker(runtime: Runtime) -> None:
     # The same lines as the API's (shipped logs keep the sealer's audit checkpoints).
     configure_logging(runtime.settings.log_level, runtime.settings.log_json)
@@ -256,7 +310,7 @@ async def run_worker(runtime: Runtime) -> None:
     scheduler = build_scheduler(runtime, heartbeat)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     scheduler.start()
     tune_after_startup()  # what start-up built is never walked again by a full collection
@@ -269,11 +323,7 @@ async def run_worker(runtime: Runtime) -> None:
     try:
         await stop.wait()
     finally:
-        scheduler.shutdown(wait=False)
-        heartbeat.remove()  # a stopped worker is not healthy, at once
-        in_flight = [task for task in _RUNNING if not task.done()]
-        if in_flight:
-            _, unfinished = await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)
-            for task in unfinished:
-                task.cancel()
+        await stop_scheduler(scheduler, heartbeat)
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
         log.info("worker_stopped")
