@@ -13,6 +13,7 @@ committed and the next run (which marks the dead one ``interrupted``) finishes t
 
 from __future__ import annotations
 
+import asyncio
 import time
 import traceback
 import uuid
@@ -55,6 +56,16 @@ _SAVE_REPORT = (
     update(_RUNS)
     .where(_RUNS.c.id == bindparam("run_id", type_=_RUNS.c.id.type))
     .values(report=bindparam("report", type_=_RUNS.c.report.type))
+)
+_FINISH_RUN = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run_id", type_=_RUNS.c.id.type))
+    .values(
+        status=bindparam("status", type_=_RUNS.c.status.type),
+        finished_at=bindparam("finished_at", type_=_RUNS.c.finished_at.type),
+        error=bindparam("error", type_=_RUNS.c.error.type),
+        report=bindparam("report", type_=_RUNS.c.report.type),
+    )
 )
 SKIPPED = "skipped"
 # Subjects and requests per transaction: the batch size (rows) divided by this (500 at the default
@@ -229,6 +240,8 @@ class StartedRun:
     # Steps (by label) whose plan found something to count: a real run skips the others.
     _planned_steps: set[str] = field(default_factory=set)
     _lock_checked: float = 0.0
+    # (end of the physical range of records to walk, rows per unit), measured by the plan.
+    _space: tuple[int, int] | None = None
 
     @property
     def engine(self) -> RetentionEngine:
@@ -450,24 +463,22 @@ class StartedRun:
         engine = self.engine
         if progress is not None:
             progress.stage("planning: records")
-        # One transaction for the whole plan (it only reads, then records itself): one BEGIN and
-        # COMMIT instead of a pair per step and batch. In READ COMMITTED it holds no snapshot
-        # between its statements, so a long plan does not hold back vacuum.
+        # One transaction for the plan (it only reads, then records itself): one BEGIN and COMMIT
+        # instead of a pair per step and batch. In READ COMMITTED it holds no snapshot between its
+        # statements, so a long plan does not hold back vacuum. On PostgreSQL the records' scan
+        # (most of the plan's time at scale) runs in a transaction of its own beside it, and the
+        # other steps' few dozen small statements wait for a CPU while it runs instead of after it:
+        # every statement reads at its own moment either way.
         async with self.runtime.db.transaction() as session:
-            planned, by_category = await engine.plan_records(session, await engine.category_order(session))
-            self._plan.add(planned)
+            if self.runtime.settings.is_sqlite:
+                by_category = await self._plan_records(session)
+                holds = await self._plan_rest(session, progress)
+            else:
+                async with asyncio.TaskGroup() as group:
+                    scan = group.create_task(self._plan_records_alone())
+                    rest = group.create_task(self._plan_rest(session, progress))
+                by_category, holds = scan.result(), rest.result()
             totals = await engine.table_totals(session, by_category)
-            holds = await engine.holds_summary(session)
-            if engine.has_windows:
-                await self._batches(
-                    "month-end records",
-                    lambda s, after, limit: engine.plan_record_window(s, after, limit),
-                    act=False,
-                    progress=None,
-                    plan=session,
-                )
-            for label, batch, per_item in self._steps(engine, act=False):
-                await self._batches(label, batch, act=False, progress=progress, per_item=per_item, plan=session)
             self._totals = totals.tables
             alerts = self._thresholds(totals.tables)
             self._frame = schemas.RunReport(
@@ -481,6 +492,38 @@ class StartedRun:
                 .where(col(RetentionRun.id) == self.run_id)
                 .values(report=self._stored(self.report(final=False)), holds=msgspec.to_builtins(holds))
             )
+
+    async def _plan_records(self, session: AsyncSession) -> dict[str, int]:
+        """The records' counts into the plan; returns the records per category (the report's frame)."""
+        engine = self.engine
+        planned, by_category = await engine.plan_records(session, await engine.category_order(session))
+        self._plan.add(planned)
+        if not self.options.dry_run:
+            # The range the purge walks is the table as planned: rows added later wait for the next
+            # run, as rows that become due mid-run do. Read here, it costs no round trip of its own
+            # on PostgreSQL (the other steps of the plan run meanwhile).
+            self._space = await engine.record_space(session, sum(by_category.values()))
+        return by_category
+
+    async def _plan_records_alone(self) -> dict[str, int]:
+        async with self.runtime.db.transaction() as session:
+            return await self._plan_records(session)
+
+    async def _plan_rest(self, session: AsyncSession, progress: Progress | None) -> schemas.HoldsSummary:
+        """Every step of the plan after the records' scan; returns the holds summary."""
+        engine = self.engine
+        holds = await engine.holds_summary(session)
+        if engine.has_windows:
+            await self._batches(
+                "month-end records",
+                lambda s, after, limit: engine.plan_record_window(s, after, limit),
+                act=False,
+                progress=None,
+                plan=session,
+            )
+        for label, batch, per_item in self._steps(engine, act=False):
+            await self._batches(label, batch, act=False, progress=progress, per_item=per_item, plan=session)
+        return holds
 
     def _thresholds(self, totals: dict[str, int]) -> list[schemas.Alert]:
         settings = self.runtime.settings
@@ -529,8 +572,9 @@ class StartedRun:
         engine = self.engine
         if progress is not None:
             progress.stage("purging: records")
-        async with self.runtime.db.transaction() as session:
-            end, per_unit = await engine.record_space(session, self._totals.get("records", 0))
+        if self._space is None:
+            raise RuntimeError("a real run's plan measures the records' range")
+        end, per_unit = self._space
         step = max(1, self.batch_size // per_unit)
         # Only categories the plan found due rows in (a row that becomes due mid-run waits for the next run).
         categories = [
@@ -555,13 +599,8 @@ class StartedRun:
 
     async def _finish(self, status: RunStatus, *, error: str | None = None) -> schemas.RunReport:
         report = self.report(final=True)
+        finished_at = self.runtime.clock.now()
         async with self.runtime.db.transaction() as session:
-            run = await session.get(RetentionRun, self.run_id)
-            if run is None:
-                raise LookupError("the run's row disappeared")
-            run.status, run.finished_at, run.error = status, self.runtime.clock.now(), error
-            run.report = self._stored(report)
-            session.add(run)
             action = {
                 RunStatus.COMPLETED: "retention.run.finished",
                 RunStatus.REFUSED: "retention.run.refused",
@@ -584,6 +623,17 @@ class StartedRun:
                     "error": error,
                 },
             )
+            # One statement: the run's row and, on PostgreSQL, the audit event riding on it.
+            params = {
+                "run_id": self.run_id,
+                "status": str(status),
+                "finished_at": finished_at,
+                "error": error,
+                "report": self._stored(report),
+            }
+            statement, params = carry_appended_rows(session, _FINISH_RUN, params)
+            if not (await session.exec(statement, params=params)).rowcount:
+                raise LookupError("the run's row disappeared")
         return report
 
     async def _checkpoint_audit(self) -> None:
