@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from privacy_service.worker import STOP_GRACE_SECONDS
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 COMPOSE = ROOT / "docker-compose.yml"
@@ -82,6 +84,10 @@ def test_the_compose_file_suits_compose_v2_and_docker_compose_1_29() -> None:
     # The heartbeat lives in the temp directory, a tmpfs here (the root file system is read-only).
     assert "/tmp" in worker.get("tmpfs", [])  # noqa: S108 - a container path, not a temp file
     assert worker.get("read_only") is True
+    # Room for a job in flight to finish on SIGTERM before Docker kills the worker.
+    grace = worker["stop_grace_period"]
+    assert grace.endswith("s")
+    assert int(grace.removesuffix("s")) > STOP_GRACE_SECONDS
 
 
 def _compose_commands() -> list[list[str]]:
