@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import audit, breaches, connections, mail, policy, requests, retention, systems, vault
+from benchmarks import answers, audit, breaches, connections, mail, policy, requests, retention, systems, vault
 from benchmarks import console as console_bench
 from benchmarks.common import (
     BenchConfig,
@@ -54,8 +54,8 @@ BENCHES: tuple[Bench, ...] = (
         "GET /v1/requests/{id} with the subject token vs a bare one-SELECT Litestar endpoint (issue 19)",
         requests.status_throughput,
     ),
-    Bench("requests.export", "access export of PRIVACY_BENCH_DSR_RECORDS records (issue 5)", requests.export_latency),
-    Bench("requests.erase", "erasure at 100 vs PRIVACY_BENCH_DSR_RECORDS records (issue 5)", requests.erasure_latency),
+    Bench("requests.export", "access export of PRIVACY_BENCH_DSR_RECORDS records (issue 5)", answers.export_latency),
+    Bench("requests.erase", "erasure at 100 vs PRIVACY_BENCH_DSR_RECORDS records (issue 5)", answers.erasure_latency),
     Bench(
         "retention.purge",
         "purge of PRIVACY_BENCH_PURGE_SIZES expired records vs a raw DELETE of the same rows (issue 6)",
