@@ -31,8 +31,9 @@ grouped scan of records that classifies every row once into (category, selected,
 the totals in the same pass, needed for the safety thresholds before anything is purged and for the
 dry run's exact counts, ~0.2 s), a commit, a report update and an audit event per batch of
 ``PRIVACY_RETENTION_BATCH_SIZE`` rows (default 50,000: 21 ranges at 1M), and some fixed work per run
-(lock, run row, the small tables' steps, audit checkpoint). Before 4 December the plan took a
-second scan for the totals and batches were 10,000 rows (101 transactions at ~1.5-2 ms each).
+(lock, run row, audit checkpoint; the small tables' steps run beside the plan's scan). Before
+4 December the plan took a second scan for the totals and batches were 10,000 rows (101
+transactions at ~1.5-2 ms each).
 
 Growth: ``PRIVACY_BENCH_PURGE_SIZES=100000,1000000,3000000`` adds sizes (the 1M run is graded, the
 largest if there is none); each 1M records cost ~40 s of loading and ~25 s of pairs on an idle
