@@ -67,10 +67,11 @@ _WITH_HISTORY: Select[*tuple[Any, ...]] = cast(
 )
 
 _TRANSITIONS: Table = RequestTransition.__table__  # type: ignore[attr-defined]
-# The subject's status read on PostgreSQL as one row: what the subject's view shows and the token
-# check needs (not the whole row: no ciphertexts, codes or reminder times), the history aggregated
-# into an array of (to_status, at, actor_type, note) rows, whether an operator's decision is on file
-# and whether any downstream system was sent the request.
+# The subject's status read on PostgreSQL as one row of three columns: a record of what the subject's
+# view shows and the token check needs (not the whole row: no ciphertexts, codes or reminder times)
+# and whether an operator's decision is on file, the history aggregated into an array of (to_status,
+# at, actor_type, note) records, and whether any downstream system was sent the request. Records,
+# because asyncpg decodes them whole while SQLAlchemy handles each column of a result in Python.
 _SUBJECT_COLUMNS = (
     "type",
     "status",
@@ -91,8 +92,7 @@ _R = _REQUESTS.c
 _SUBJECT_READ: Select[*tuple[Any, ...]] = cast(
     "Select[*tuple[Any, ...]]",
     sa_select(
-        *(_R[name] for name in _SUBJECT_COLUMNS),
-        _R.decision_ct.is_not(None),
+        func.row(*(_R[name] for name in _SUBJECT_COLUMNS), _R.decision_ct.is_not(None)),
         sa_select(
             func.array_agg(
                 aggregate_order_by(
@@ -206,11 +206,10 @@ async def read_for_subject(db: Database, request_id: uuid.UUID) -> SubjectRead |
         found = (await connection.exec_driver_sql(statement, (request_id,))).first()
     if found is None:
         raise NotFound("no request with this id")
-    row: tuple[Any, ...] = tuple(found)
-    n = len(_SUBJECT_COLUMNS)
-    steps, sent = row[n + 1], row[n + 2]
-    history = History([(to, at, actor, note) for to, at, actor, note in steps or ()], bool(sent))
-    return SubjectRead(request_id, history, bool(row[n]), **dict(zip(_SUBJECT_COLUMNS, row[:n], strict=True)))
+    fields, steps, sent = cast("tuple[tuple[Any, ...], list[tuple[Any, ...]] | None, bool]", tuple(found))
+    history = History([(to, at, actor, note) for to, at, actor, note in steps or ()], sent)
+    *values, decided = fields
+    return SubjectRead(request_id, history, decided, **dict(zip(_SUBJECT_COLUMNS, values, strict=True)))
 
 
 EXPORTABLE = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED})
