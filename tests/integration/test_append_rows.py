@@ -227,6 +227,18 @@ async def test_a_last_write_alone_runs_by_itself_in_autocommit(runtime: Runtime,
         assert [kind for kind, _ in isolation] == ["BEGIN", "INSERT"]
 
 
+async def test_a_last_write_commits_with_objects_the_unit_of_work_holds(runtime: Runtime) -> None:
+    # session.add begins no transaction: the deferred write must not run alone and leave the object
+    # unflushed (lost) or written apart from it.
+    request = _new_request()
+    async with runtime.db.transaction() as session:
+        session.add(request)
+        await write_last(session, insert(_EVENTS), _event_row(runtime, "test.with-object"))
+    assert await _actions(runtime) == ["test.with-object"]
+    async with runtime.db.transaction() as session:
+        assert await session.get(PrivacyRequest, request.id) is not None
+
+
 async def _failing_last_write(runtime: Runtime, *, query_after: bool) -> None:
     async with runtime.db.transaction() as session:
         await write_last(session, insert(_EVENTS), _event_row(runtime, "test.lost"))
