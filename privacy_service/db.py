@@ -88,11 +88,16 @@ def make_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=_overflow(settings),
         connect_args={"server_settings": {"jit": "off", "application_name": "privacy-service"}},
     )
     event.listen(engine.sync_engine, "checkout", _discard_closed)
     return engine
+
+
+def _overflow(settings: Settings) -> int:
+    """Connections PostgreSQL's pool opens beyond its size under a burst: as many again."""
+    return settings.db_pool_size
 
 
 def make_private(path: Path) -> None:
@@ -129,6 +134,9 @@ class Database:
         self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         # The same pool, each statement its own transaction (see _write_alone).
         self._autocommit = None if settings.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Connections the pool opens at most at once: PostgreSQL's pool size plus its overflow (see
+        # make_engine); SQLite's pool serialises writers anyway, counted as one.
+        self.max_connections = 1 if settings.is_sqlite else settings.db_pool_size + _overflow(settings)
 
     @asynccontextmanager
     async def transaction(self, bind: AsyncConnection | None = None) -> AsyncIterator[AsyncSession]:
@@ -293,10 +301,19 @@ def carry_appended_rows(
 async def write_last(session: AsyncSession, statement: UpdateBase, params: dict[str, Any]) -> None:
     """Run ``statement`` (a write that returns nothing) as the transaction's last statement.
 
-    Deferred: it runs before the next query of the transaction or at its commit, inside the
+    Contract: it must be the unit of work's last database action. Nothing after it may depend on
+    it having been written.
+
+    Deferred: it runs before the next query the session executes, or at commit, inside the
     transaction. When it is all the unit of work does in the database (intake: one INSERT carrying
     every queued row), :meth:`Database.transaction` runs it alone in autocommit instead. Inside a
     savepoint, or with a statement deferred already, it runs at once.
+
+    What does not write it first: an explicit ``session.flush()``, a statement run on the raw
+    connection (``(await session.connection()).execute(...)``), or a query inside a
+    ``begin_nested()`` savepoint opened after it. Each of those runs while the statement is still
+    waiting, and sees the database as if the write had not happened; the statement is written
+    later (at the next query outside a savepoint, or at commit), after them.
     """
     sync_session = session.sync_session
     if sync_session.in_nested_transaction() or _DEFERRED in sync_session.info:

@@ -73,6 +73,9 @@ SKIPPED = "skipped"
 ITEM_COST = 100
 # How often a run makes sure it still holds the lock (a round trip; a batch takes milliseconds).
 LOCK_CHECK_SECONDS = 1.0
+# Connections a plan with its records' scan beside the other steps holds at once: the run lock's,
+# the plan's and the scan's.
+PLAN_CONNECTIONS = 3
 
 Batch = Callable[[AsyncSession, uuid.UUID | None, int], Awaitable[tuple[Tally, uuid.UUID | None]]]
 
@@ -468,15 +471,22 @@ class StartedRun:
         # statements, so a long plan does not hold back vacuum. On PostgreSQL the records' scan
         # (most of the plan's time at scale) runs in a transaction of its own beside it, and the
         # other steps' few dozen small statements wait for a CPU while it runs instead of after it:
-        # every statement reads at its own moment either way.
+        # every statement reads at its own moment either way. Only when the pool can give the scan
+        # a connection of its own (the run lock holds one, the plan another): with fewer, the other
+        # steps would wait for the whole scan, and a scan longer than the pool's timeout would
+        # fail the run.
         async with self.runtime.db.transaction() as session:
-            if self.runtime.settings.is_sqlite:
+            if self.runtime.db.max_connections < PLAN_CONNECTIONS:
                 by_category = await self._plan_records(session)
                 holds = await self._plan_rest(session, progress)
             else:
-                async with asyncio.TaskGroup() as group:
-                    scan = group.create_task(self._plan_records_alone())
-                    rest = group.create_task(self._plan_rest(session, progress))
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        scan = group.create_task(self._plan_records_alone())
+                        rest = group.create_task(self._plan_rest(session, progress))
+                except* Exception as failed:
+                    # The run reports the step's own error (its type names the cause), not the group.
+                    raise failed.exceptions[0] from None
                 by_category, holds = scan.result(), rest.result()
             totals = await engine.table_totals(session, by_category)
             self._totals = totals.tables

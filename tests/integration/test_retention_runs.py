@@ -27,7 +27,7 @@ from privacy_service.audit.service import seal_pending
 from privacy_service.config import Settings
 from privacy_service.crypto.models import DataKeyRow
 from privacy_service.retention import jobs
-from privacy_service.retention.jobs import RunOptions, run_purge
+from privacy_service.retention.jobs import RunOptions, RunResult, run_purge
 from privacy_service.retention.models import LegalHold, RetentionAggregate, RetentionRun
 from privacy_service.retention.service import RetentionEngine
 from privacy_service.runtime import Runtime, build_runtime
@@ -37,10 +37,12 @@ from privacy_service.worker import build_scheduler
 from tests.policy_files import copy_policies, edit_yaml
 from tests.retention_support import (
     NOW,
+    TEST_ACTOR,
     add_record,
     add_subject,
     building,
     count_rows,
+    counts,
     entry,
     purge,
     record_ids,
@@ -428,3 +430,80 @@ async def test_a_shorter_period_in_the_policy_files_purges_more(
     assert record not in await record_ids(runtime)
     assert entry(shipped, "records:user.device").purged == 0
     assert entry(edited, "records:user.device").purged == 1
+
+
+# -- the plan's steps ---------------------------------------------------------------------------
+
+
+class StepFailed(Exception):
+    """A plan step's own error, as a run must report it."""
+
+
+@pytest.mark.parametrize("step", ["plan_records", "holds_summary"])
+async def test_a_failing_plan_step_fails_the_run_with_its_own_error(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """On PostgreSQL the records' scan runs beside the other plan steps: the run row, the result and
+    the log name the step's error, not the group that carried it out of the concurrent plan."""
+    await scenario(runtime, subjects=2, records=2)
+
+    async def failing_step(self: RetentionEngine, *args: Any) -> Any:
+        raise StepFailed
+
+    logged: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(RetentionEngine, step, failing_step)
+    monkeypatch.setattr(jobs.log, "error", lambda event, **fields: logged.append((event, fields)))
+    result = await run_purge(runtime, RunOptions(now=NOW, force=True, actor=TEST_ACTOR))
+    assert (result.status, result.error) == ("failed", "StepFailed")
+    async with runtime.db.transaction() as session:
+        run = (await session.exec(select(RetentionRun).where(col(RetentionRun.id) == result.run_id))).one()
+    assert (run.status, run.error) == ("failed", "StepFailed")
+    [(event, fields)] = logged
+    assert (event, fields["error"]) == ("retention_run_failed", "StepFailed")
+    assert fields["frames"][-1].endswith(":failing_step"), fields["frames"]
+
+
+async def _plan_sessions(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> tuple[RunResult, bool]:
+    """A real purge; and whether the records' scan ran in the session of the plan's other steps."""
+    sessions: dict[str, Any] = {}
+    scan, holds = RetentionEngine.plan_records, RetentionEngine.holds_summary
+
+    async def spying_scan(self: RetentionEngine, session: Any, *args: Any) -> Any:
+        sessions["scan"] = session
+        return await scan(self, session, *args)
+
+    async def spying_holds(self: RetentionEngine, session: Any) -> Any:
+        sessions["rest"] = session
+        return await holds(self, session)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RetentionEngine, "plan_records", spying_scan)
+        patch.setattr(RetentionEngine, "holds_summary", spying_holds)
+        result = await purge(runtime, force=True)
+    return result, sessions["scan"] is sessions["rest"]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_a_pool_of_one_plans_in_sequence_and_purges_the_same(
+    settings: Settings, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PRIVACY_DB_POOL_SIZE=1 opens two connections at most (size plus overflow), one of them the run
+    lock's: the scan runs in the plan's session, not in a third connection the plan would wait for."""
+    await scenario(runtime, subjects=4, records=3)
+    dataset = await dump(runtime)
+    default, scan_in_plan = await _plan_sessions(runtime, monkeypatch)
+    assert default.status == "completed", default
+    assert not scan_in_plan, "the default pool runs the scan beside the plan"
+    expected = await state(runtime)
+
+    await restore(runtime, dataset)
+    small = build_runtime(settings.model_copy(update={"db_pool_size": 1}))
+    try:
+        assert small.db.max_connections == 2
+        result, scan_in_plan = await _plan_sessions(small, monkeypatch)
+    finally:
+        await small.close()
+    assert result.status == "completed", result
+    assert scan_in_plan, "a pool of two connections ran the scan beside the plan"
+    assert counts(result) == counts(default)
+    assert await state(runtime) == expected
