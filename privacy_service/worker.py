@@ -157,8 +157,11 @@ def check_heartbeat(path: Path, interval: float, now: float | None = None) -> He
 
 # Job runs in flight: a stopping worker lets them finish before the runtime (database, mailer) closes,
 # instead of leaving them to fail against a closed engine after "worker_stopped".
-_RUNNING: set[asyncio.Task[object]] = set()
+_RUNNING: dict[asyncio.Task[object], str] = {}  # the runs in flight, by their job's name
 STOP_GRACE_SECONDS = 30.0
+# How long a stop waits for cancelled runs to finish their cleanup (one awaiting a database that is
+# gone could hang the stop): the worker goes on without them after that.
+STOP_CLEANUP_SECONDS = 5.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -184,8 +187,8 @@ def guarded(
     async def run() -> None:
         task = asyncio.current_task()
         if task is not None:
-            _RUNNING.add(task)
-            task.add_done_callback(_RUNNING.discard)
+            _RUNNING[task] = name
+            task.add_done_callback(lambda done: _RUNNING.pop(done, None))
         try:
             result = await job()
         except asyncio.CancelledError as exc:
@@ -282,12 +285,13 @@ def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> Asy
     return scheduler
 
 
-async def stop_scheduler(scheduler: AsyncIOScheduler, heartbeat: Heartbeat) -> None:
-    """Start no more runs, let the runs in flight end (cancelled after STOP_GRACE_SECONDS), then shut down.
+async def stop_scheduler(scheduler: AsyncIOScheduler, heartbeat: Heartbeat, hurry: asyncio.Event | None = None) -> None:
+    """Start no more runs, let the runs in flight end (cancelled after STOP_GRACE_SECONDS, or at once
+    when ``hurry`` is set), then shut down.
 
     The order matters: APScheduler's own shutdown cancels every run still going (AsyncIOExecutor.shutdown,
     on the loop's next turn) and logs each one as "raised an exception" (a CancelledError). So it comes
-    last, when no run is left to cancel.
+    last, when no run is left to cancel, or none that ended within STOP_CLEANUP_SECONDS of its cancel.
     """
     scheduler.pause()  # at once: no run starts from here on
     heartbeat.remove()  # a stopped worker is not healthy, at once
@@ -295,12 +299,25 @@ async def stop_scheduler(scheduler: AsyncIOScheduler, heartbeat: Heartbeat) -> N
     await asyncio.sleep(0)
     in_flight = {task for task in _RUNNING if not task.done()}
     if in_flight:
-        _, unfinished = await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)
+        await _grace(in_flight, hurry or asyncio.Event())
+        unfinished = {task for task in in_flight if not task.done()}
         for task in unfinished:
             task.cancel()
         if unfinished:
-            await asyncio.wait(unfinished)  # their cleanup, too, runs before the runtime closes
+            # Their cleanup, too, runs before the runtime closes, unless it hangs (a dead database).
+            _, stuck = await asyncio.wait(unfinished, timeout=STOP_CLEANUP_SECONDS)
+            for task in stuck:
+                log.warning("job_not_stopped", job=_RUNNING.get(task, task.get_name()))
     scheduler.shutdown(wait=False)
+
+
+async def _grace(in_flight: set[asyncio.Task[object]], hurry: asyncio.Event) -> None:
+    """Until every run in flight has ended, STOP_GRACE_SECONDS have passed, or ``hurry`` is set."""
+    ended = asyncio.ensure_future(asyncio.wait(in_flight))  # cancelling this wait cancels no run
+    hurried = asyncio.ensure_future(hurry.wait())
+    await asyncio.wait({ended, hurried}, timeout=STOP_GRACE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    ended.cancel()
+    hurried.cancel()
 
 
 async def run_worker(runtime: Runtime) -> None:
@@ -320,10 +337,14 @@ async def run_worker(runtime: Runtime) -> None:
         jobs=[job.id for job in scheduler.get_jobs()],
         heartbeat=str(heartbeat.path),
     )
+    hurry = asyncio.Event()
     try:
         await stop.wait()
     finally:
-        await stop_scheduler(scheduler, heartbeat)
+        # A second SIGTERM or SIGINT while the runs in flight finish: cancel them now, not at the grace's end.
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, hurry.set)
+        await stop_scheduler(scheduler, heartbeat, hurry)
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
         log.info("worker_stopped")

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,11 +78,20 @@ def scheduler_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def stopped_mid_run(runtime: Runtime, release: asyncio.Event | None) -> asyncio.Task[None]:
     """Start the worker, SIGTERM it while a seal runs, and (with ``release``) let that run go on once
     the worker is stopping (its heartbeat is gone). The worker's task, done or not."""
+    running = await stopped_during(runtime, (release or asyncio.Event()).wait)
+    if release is not None:
+        release.set()
+    return running
+
+
+async def stopped_during(runtime: Runtime, hold: Callable[[], Awaitable[object]]) -> asyncio.Task[None]:
+    """Start the worker and SIGTERM it while a seal awaits ``hold`` (before sealing); return once the
+    worker is stopping (its heartbeat is gone). The worker's task, done or not."""
     started = asyncio.Event()
 
     async def held(*args: Any) -> SealResult:
         started.set()
-        await (release or asyncio.Event()).wait()
+        await hold()
         return await seal_pending(*args)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -91,8 +100,6 @@ async def stopped_mid_run(runtime: Runtime, release: asyncio.Event | None) -> as
         await asyncio.wait_for(started.wait(), WAIT)
     os.kill(os.getpid(), signal.SIGTERM)  # the worker's handler takes it (installed before any job runs)
     await until(lambda: not runtime.settings.worker_heartbeat_path.exists())
-    if release is not None:
-        release.set()
     return running
 
 
@@ -134,6 +141,58 @@ async def test_a_run_that_outlasts_the_grace_is_cancelled_as_a_stop_and_ends_bef
     assert ("info", "job_cancelled", {"job": "audit-seal"}) in said
     assert "job_failed" not in recorded.events()
     assert recorded.events()[-1] == "worker_stopped"
+
+
+async def test_a_cancelled_run_whose_cleanup_hangs_does_not_hold_up_the_stop(
+    fast: Settings, recorded: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run cancelled at the grace's end whose cleanup awaits something that does not answer (a dead
+    database) is reported and left behind after STOP_CLEANUP_SECONDS: the worker stops without it."""
+    monkeypatch.setattr(worker, "STOP_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr(worker, "STOP_CLEANUP_SECONDS", 0.1)
+    cleaned = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(WAIT / 4)  # well within the test's cap, far beyond the cleanup bound
+            cleaned.set()
+            raise
+
+    runtime = build_runtime(fast)
+    try:
+        running = await stopped_during(runtime, stubborn)
+        await asyncio.wait_for(running, WAIT)
+        cleaned_first = cleaned.is_set()
+        said = list(recorded.lines)
+        # The run left behind: APScheduler's shutdown cancelled it again; it ends before the runtime closes.
+        await until(lambda: all(task.done() for task in worker._RUNNING))
+    finally:
+        await runtime.close()
+    assert not cleaned_first, "the stop waited for the run's whole cleanup"
+    assert ("warning", "job_not_stopped", {"job": "audit-seal"}) in said
+    events = [event for _, event, _ in said]
+    assert events.index("job_not_stopped") < events.index("worker_stopped")
+
+
+async def test_a_second_signal_during_the_grace_cancels_the_runs_in_flight_at_once(
+    fast: Settings, recorded: Recorder, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "STOP_GRACE_SECONDS", 3600.0)  # far beyond WAIT: only the second signal ends it
+    runtime = build_runtime(fast)
+    try:
+        running = await stopped_during(runtime, asyncio.Event().wait)  # a seal that never ends by itself
+        assert not running.done()
+        os.kill(os.getpid(), signal.SIGINT)  # the second signal (SIGTERM first): Ctrl-C after a stop
+        await asyncio.wait_for(running, WAIT)
+        said = recorded.lines
+    finally:
+        await runtime.close()
+    assert scheduler_errors(caplog) == []
+    assert ("info", "job_cancelled", {"job": "audit-seal"}) in said
+    assert "job_not_stopped" not in recorded.events()
+    assert said[-1][1] == "worker_stopped"
 
 
 async def test_an_unexpected_error_in_a_job_is_reported_with_its_type_and_the_next_run_goes_on(
