@@ -39,7 +39,8 @@ def _ratio(figure: Figure) -> str:
 def render(console: Console, figures: Sequence[Figure], machine: dict[str, Any], errors: Sequence[str]) -> None:
     console.print(
         f"[bold]machine[/]: {machine.get('cores')} cores ({machine.get('cpu')}), {machine.get('python')}, "
-        f"PostgreSQL {machine.get('postgres')} (synchronous_commit={machine.get('postgres_synchronous_commit')}), "
+        f"PostgreSQL {machine.get('postgres')} (synchronous_commit={machine.get('postgres_synchronous_commit')}, "
+        f"autovacuum={machine.get('postgres_autovacuum')}), "
         f"{machine.get('platform')}; load average at start {machine.get('load_average_at_start')}, "
         f"at end {machine.get('load_average_at_end')}"
     )
