@@ -34,6 +34,7 @@ from tests.connections.execution_support import (
     tasks,
 )
 from tests.integration.test_erasure_resume import child_env
+from tests.log_support import Recorder
 
 PASSWORD = "Pw-9f3kQ-secret"
 USER = "wallet_reader"
@@ -57,19 +58,6 @@ async def _cli(runtime: Runtime, *args: str) -> str:
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, err.decode()
     return out.decode() + err.decode()
-
-
-class Recorder:
-    """A logger that keeps (level, event, members) of every line."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def method(event: str, **members: Any) -> None:
-            self.lines.append((level, event, members))
-
-        return method
 
 
 @pytest.fixture

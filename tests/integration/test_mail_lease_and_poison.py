@@ -40,6 +40,7 @@ from privacy_service.notify.service import enqueue
 from privacy_service.runtime import Runtime
 from tests.api.dsr_support import fresh_settings, rows
 from tests.integration.test_mail_batches import CountingSink, queue, second_process
+from tests.log_support import Recorder
 
 STALLS = "stalls@slow.example"
 
@@ -143,19 +144,6 @@ async def test_a_message_still_going_out_at_the_cut_off_fails_alone_and_the_rest
     assert {(row["status"], row["attempts"]) for row in by_id.values()} == {("sent", 0)}
     received = handler.message_ids()
     assert all(received[f"<{message_id}@wallet.example>"] == 1 for message_id in ids if message_id != stalled)
-
-
-class Recorder:
-    """A logger that keeps (level, event, members) of every line."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def method(event: str, **members: Any) -> None:
-            self.lines.append((level, event, members))
-
-        return method
 
 
 async def queue_poison(runtime: Runtime) -> tuple[uuid.UUID, uuid.UUID]:

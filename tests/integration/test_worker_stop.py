@@ -23,24 +23,9 @@ from privacy_service.audit.service import SealResult, seal_pending
 from privacy_service.config import Settings
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.worker import Heartbeat, build_scheduler, check_heartbeat, guarded
+from tests.log_support import Recorder
 
 WAIT = 60  # seconds: a bound on waiting for what must happen, never a measured duration
-
-
-class Recorder:
-    """The worker's logger: keeps (level, event, members) of every line, whatever structlog cached."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def method(event: str, **members: Any) -> None:
-            self.lines.append((level, event, members))
-
-        return method
-
-    def events(self) -> list[str]:
-        return [event for _, event, _ in self.lines]
 
 
 @pytest.fixture
