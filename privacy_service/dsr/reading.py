@@ -6,7 +6,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, exists, func
 from sqlalchemy import select as sa_select
@@ -123,39 +123,6 @@ class History:
     sent: bool
 
 
-class RequestFields(Protocol):
-    """What a request's view shows of its row: a PrivacyRequest, or the subject read's SubjectRead."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def regime(self) -> str: ...
-    @property
-    def language(self) -> str: ...
-    @property
-    def received_at(self) -> datetime: ...
-    @property
-    def due_at(self) -> datetime: ...
-    @property
-    def extended_at(self) -> datetime | None: ...
-    @property
-    def verified_at(self) -> datetime | None: ...
-    @property
-    def completed_at(self) -> datetime | None: ...
-    @property
-    def export_expires_at(self) -> datetime | None: ...
-    @property
-    def subject_id(self) -> uuid.UUID | None: ...
-    @property
-    def duplicate_of(self) -> uuid.UUID | None: ...
-    @property
-    def result(self) -> dict[str, Any] | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class SubjectRead:
     """The subject's status read of a request (see read_for_subject): for reading, never for changing."""
@@ -236,7 +203,7 @@ class CaseFile:
 
 
 def shape_view(
-    request: RequestFields,
+    request: PrivacyRequest | SubjectRead,
     history: History,
     now: datetime,
     *,
