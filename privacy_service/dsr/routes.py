@@ -114,7 +114,14 @@ class RequestController(Controller):
     tags = ["requests"]  # noqa: RUF012 - Litestar reads these class attributes
     dependencies = {"service": Provide(provide_dsr_service)}  # noqa: RUF012
 
-    @post("/", status_code=HTTP_202_ACCEPTED, guards=[ip_rate_limit("intake")], opt=PUBLIC, summary="Submit a request")
+    @RateLimitedRoute(
+        "/",
+        http_method="POST",
+        status_code=HTTP_202_ACCEPTED,
+        guards=[ip_rate_limit("intake")],
+        opt=PUBLIC,
+        summary="Submit a request",
+    )
     async def submit(
         self, request: Request[Any, Any, Any], data: JSONBody[schemas.RequestCreate]
     ) -> Response[schemas.RequestAccepted]:

@@ -313,3 +313,52 @@ async def test_a_row_built_by_new_row_is_saved_like_one_built_by_its_constructor
         k: v for k, v in column_values(reference).items() if k not in skip
     }
     assert saved.due_at == built.due_at
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runtime, backend: str) -> None:
+    # Run alone, the write reaches the driver as a positional tuple built from the statement's
+    # compiled form (db._driver_form), not through SQLAlchemy's per-execution parameter handling.
+    # Intake's own statement, with a row queued on it, stores the same values either way: bytes,
+    # UUIDs, times, NULLs, JSON, and the LIMIT the duplicate look-up holds in the statement.
+    from privacy_service.db import _driver_form
+    from privacy_service.dsr.intake import _NEW_PARAMS, _NEW_REQUEST
+
+    at = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
+    fixed = {"received_at": at, "due_at": at + timedelta(days=30), "acknowledged_at": at, "identity_ct": b"ct\x00"}
+
+    async def write(run_alone: bool, action: str) -> uuid.UUID:
+        request = _new_request(code_hash=b"\x00\xffdigest", reason_ct=None, **fixed)
+        async with runtime.db.transaction() as session:
+            audit.record(session, at=request.received_at, actor=ACTOR, action=action, detail={"n": 1, "zh": "请求"})
+            values = column_values(request)
+            params = {name: values[key] for key, name in _NEW_PARAMS.items()}
+            params |= {"dup_bidx": request.identity_bidx, "dup_type": request.type}
+            statement, params = carry_appended_rows(session, _NEW_REQUEST, params)
+            if run_alone:
+                form = _driver_form(statement, runtime.db.engine.dialect)
+                assert form is not None  # the path under test, not the fallback
+                assert form.takes(params)
+                await write_last(session, statement, params)
+            else:
+                await session.exec(statement, params=params)
+        return request.id
+
+    with sql_statements(runtime) as sent:
+        alone = await write(True, "test.alone")
+    assert [s.split()[0] for s in sent] == ["WITH"]  # one statement, no BEGIN: the driver form ran
+    through = await write(False, "test.through")
+
+    async with runtime.db.transaction() as session:
+        rows = {
+            row.id: row.model_dump(exclude={"id"})
+            for row in (await session.exec(select(PrivacyRequest).where(col(PrivacyRequest.id).in_([alone, through]))))
+        }
+        events = (await session.exec(select(AuditEvent).where(col(AuditEvent.actor_id) == ACTOR.id))).all()
+    assert rows[alone] | {"identity_bidx": None} == rows[through] | {"identity_bidx": None}
+    assert rows[alone]["code_hash"] == b"\x00\xffdigest"
+    assert rows[alone]["identity_bidx"] != rows[through]["identity_bidx"]
+    by_action = {event.action: event for event in events}
+    for name in ("at", "actor_type", "detail", "subject_id", "request_id"):
+        assert getattr(by_action["test.alone"], name) == getattr(by_action["test.through"], name), name
+    assert by_action["test.alone"].detail == {"n": 1, "zh": "请求"}
