@@ -187,9 +187,9 @@ class _DriverForm:
     driver's positional ones (each through its type's bind processor, as SQLAlchemy would)."""
 
     sql: str
-    pick: Callable[[dict[str, Any]], tuple[Any, ...]]  # the values in the statement's order
+    pick: Callable[[dict[str, Any]], tuple[Any, ...]]  # the given values, in the statement's order
+    constants: tuple[tuple[int, Any], ...]  # (position, value) of values the statement holds (a LIMIT, say)
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, processor) where the type has one
-    constants: dict[str, Any]  # values the statement itself holds (a LIMIT, say)
     given: frozenset[str]  # the values each execution must give, no more, no fewer
 
     def takes(self, params: dict[str, Any]) -> bool:
@@ -198,7 +198,9 @@ class _DriverForm:
         return params.keys() == self.given
 
     def values(self, params: dict[str, Any]) -> list[Any]:
-        values = list(self.pick(self.constants | params if self.constants else params))
+        values = list(self.pick(params))
+        for position, constant in self.constants:  # in ascending order: each lands where it belongs
+            values.insert(position, constant)
         for position, process in self.processors:
             if values[position] is not None:
                 values[position] = process(values[position])
@@ -228,16 +230,18 @@ def _driver_form(statement: ClauseElement, dialect: Dialect) -> _DriverForm | No
         return None
     names = tuple(compiled.positiontup)
     binds = [compiled.binds[name] for name in names]
-    if len(names) < 2 or any(bind.callable is not None for bind in binds):
-        return None  # itemgetter of one name returns no tuple; a callable's value is per execution
+    if any(bind.callable is not None for bind in binds):
+        return None  # a callable's value is taken at each execution
+    given = tuple(name for name, bind in zip(names, binds, strict=True) if bind.required)
+    if len(given) < 2:
+        return None  # itemgetter of one name returns the value, not a tuple
+    constants = tuple((position, bind.effective_value) for position, bind in enumerate(binds) if not bind.required)
     processors = tuple(
         (position, process)
         for position, bind in enumerate(binds)
         if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     )
-    constants = {name: bind.effective_value for name, bind in zip(names, binds, strict=True) if not bind.required}
-    given = frozenset(names) - constants.keys()
-    return _DriverForm(compiled.string, operator.itemgetter(*names), processors, constants, given)
+    return _DriverForm(compiled.string, operator.itemgetter(*given), constants, processors, frozenset(given))
 
 
 # -- append-only rows ----------------------------------------------------------------------------
