@@ -202,8 +202,8 @@ class _DriverForm:
         for position, constant in self.constants:  # in ascending order: each lands where it belongs
             values.insert(position, constant)
         for position, process in self.processors:
-            if values[position] is not None:
-                values[position] = process(values[position])
+            # None too, as SQLAlchemy does: a JSON column's processor turns it into JSON null.
+            values[position] = process(values[position])
         return values
 
 
@@ -226,6 +226,8 @@ def _driver_form(statement: ClauseElement, dialect: Dialect) -> _DriverForm | No
         or compiled.literal_execute_params
         or compiled.post_compile_params
         or compiled.escaped_bind_names
+        or compiled.insert_prefetch  # Python-side column defaults, run at each execution
+        or compiled.update_prefetch
     ):
         return None
     names = tuple(compiled.positiontup)

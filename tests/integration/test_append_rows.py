@@ -320,12 +320,15 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
     # Run alone, the write reaches the driver as a positional tuple built from the statement's
     # compiled form (db._driver_form), not through SQLAlchemy's per-execution parameter handling.
     # Intake's own statement, with a row queued on it, stores the same values either way: bytes,
-    # UUIDs, times, NULLs, JSON, and the LIMIT the duplicate look-up holds in the statement.
+    # UUIDs, times, NULLs (a JSON column's as JSON null), JSON, and the LIMIT the duplicate look-up
+    # holds in the statement.
     from privacy_service.db import _driver_form
     from privacy_service.dsr.intake import _NEW_PARAMS, _NEW_REQUEST
 
     at = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
     fixed = {"received_at": at, "due_at": at + timedelta(days=30), "acknowledged_at": at, "identity_ct": b"ct\x00"}
+
+    driven: list[Any] = []  # the "through" run's driver form and values
 
     async def write(run_alone: bool, action: str) -> uuid.UUID:
         request = _new_request(code_hash=b"\x00\xffdigest", reason_ct=None, **fixed)
@@ -335,19 +338,32 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
             params = {name: values[key] for key, name in _NEW_PARAMS.items()}
             params |= {"dup_bidx": request.identity_bidx, "dup_type": request.type}
             statement, params = carry_appended_rows(session, _NEW_REQUEST, params)
+            form = _driver_form(statement, runtime.db.engine.dialect)
+            assert form is not None  # the path under test, not the fallback
+            assert form.takes(params)
             if run_alone:
-                form = _driver_form(statement, runtime.db.engine.dialect)
-                assert form is not None  # the path under test, not the fallback
-                assert form.takes(params)
                 await write_last(session, statement, params)
             else:
+                driven[:] = [form, params]
                 await session.exec(statement, params=params)
         return request.id
 
-    with sql_statements(runtime) as sent:
+    sent: list[tuple[bool, Any]] = []  # (SQLAlchemy compiled it for this execution, values sent)
+
+    def seen(_conn: Any, _cursor: Any, _statement: str, parameters: Any, context: Any, _many: bool) -> None:
+        sent.append((context.compiled is not None, parameters))
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
         alone = await write(True, "test.alone")
-    assert [s.split()[0] for s in sent] == ["WITH"]  # one statement, no BEGIN: the driver form ran
-    through = await write(False, "test.through")
+        assert [compiled for compiled, _ in sent] == [False]  # one statement, no BEGIN: the driver form
+        sent.clear()
+        through = await write(False, "test.through")
+    finally:
+        event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    # The values SQLAlchemy sent for the same statement are the ones the driver form makes of them.
+    (processed,) = [parameters for compiled, parameters in sent if compiled]
+    assert tuple(processed) == tuple(driven[0].values(driven[1]))
 
     async with runtime.db.transaction() as session:
         rows = {
