@@ -145,15 +145,17 @@ class Database:
     async def transaction(self, bind: AsyncConnection | None = None) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit if the block succeeds, roll back if it raises. ``bind``: on a
         connection the caller holds (one after another on it), not one from the pool."""
-        async with self.sessionmaker() if bind is None else self.sessionmaker(bind=bind) as session:
-            try:
-                yield session
-                if bind is not None or not await self._write_alone(session):
-                    await session.commit()
-            except BaseException:
-                session.sync_session.info.pop(_DEFERRED, None)
-                await session.rollback()
-                raise
+        session = self.sessionmaker() if bind is None else self.sessionmaker(bind=bind)
+        try:
+            yield session
+            if bind is not None or not await self._write_alone(session):
+                await session.commit()
+        except BaseException:
+            session.sync_session.info.pop(_DEFERRED, None)
+            await session.rollback()
+            raise
+        finally:
+            await _close(session)
 
     async def _write_alone(self, session: AsyncSession) -> bool:
         """If the unit of work's one write is a statement deferred to its end (:func:`write_last`)
@@ -244,6 +246,20 @@ def _driver_form(statement: ClauseElement, dialect: Dialect) -> _DriverForm | No
         if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     )
     return _DriverForm(compiled.string, operator.itemgetter(*given), constants, processors, frozenset(given))
+
+
+async def _close(session: AsyncSession) -> None:
+    """Close a unit of work's session once it committed or rolled back.
+
+    With no transaction left, closing only forgets the session's objects: no connection to return,
+    no I/O, so it runs here directly. ``AsyncSession.close`` would run the same in a greenlet on a
+    task of its own, shielded from cancellation (~15 µs, a few percent of an intake). A transaction
+    still open (its rollback failed) is closed that way.
+    """
+    if session.sync_session.in_transaction():
+        await session.__aexit__(None, None, None)  # as ``async with`` closes it: shielded from cancellation
+    else:
+        session.sync_session.close()
 
 
 # -- append-only rows ----------------------------------------------------------------------------

@@ -173,6 +173,10 @@ class DsrBase:
     def _binding(self, request: PrivacyRequest, name: str) -> Binding:
         return Binding(TABLE, request.id, None, name)
 
+    @staticmethod
+    def _binding_of(request_id: uuid.UUID, name: str) -> Binding:
+        return Binding(TABLE, request_id, None, name)
+
     def _open_text(self, key: DataKey, request: PrivacyRequest, name: str, blob: bytes | None) -> str | None:
         if blob is None:
             return None
@@ -239,12 +243,16 @@ class DsrBase:
         code = f"{secrets.randbelow(1_000_000):06d}"
         return code, self._code_digest(request_id, code)
 
+    def _code_columns(self, request_id: uuid.UUID, now: datetime) -> tuple[str, dict[str, Any]]:
+        """A new code for the request, and the columns that record it (its digest, expiry, when sent)."""
+        code, digest = self._fresh_code(request_id)
+        expires = now + timedelta(minutes=self.settings.dsr_code_ttl_minutes)
+        return code, {"code_hash": digest, "code_expires_at": expires, "code_sent_at": now}
+
     def _new_code(self, request: PrivacyRequest) -> str:
-        code, digest = self._fresh_code(request.id)
-        now = self.clock.now()
-        request.code_hash = digest
-        request.code_expires_at = now + timedelta(minutes=self.settings.dsr_code_ttl_minutes)
-        request.code_sent_at = now
+        code, columns = self._code_columns(request.id, self.clock.now())
+        for name, value in columns.items():
+            setattr(request, name, value)
         return code
 
     def _issue_token(self, request: PrivacyRequest, now: datetime) -> schemas.Verified:

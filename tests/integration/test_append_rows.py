@@ -378,3 +378,31 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
     for name in ("at", "actor_type", "detail", "subject_id", "request_id"):
         assert getattr(by_action["test.alone"], name) == getattr(by_action["test.through"], name), name
     assert by_action["test.alone"].detail == {"n": 1, "zh": "请求"}
+
+
+async def test_a_unit_of_work_closes_its_session_however_it_ends(runtime: Runtime) -> None:
+    # Database.transaction closes the session itself once it committed or rolled back (db._close):
+    # its objects are detached and nothing of it is left open, after a commit, a last write run
+    # alone, and a failure alike; the connections all went back to the pool.
+    request = _new_request()
+    async with runtime.db.transaction() as session:
+        session.add(request)
+    assert session.sync_session.in_transaction() is False
+    assert request not in session.sync_session  # expunged: closed
+    async with runtime.db.transaction() as alone:
+        await write_last(alone, insert(_EVENTS), _event_row(runtime, "test.closed"))
+    assert alone.sync_session.info == {}
+    seen: list[Any] = []  # the failed unit's session and the object it loaded
+
+    async def failing() -> None:
+        async with runtime.db.transaction() as failed:
+            seen.extend([failed, await failed.get(PrivacyRequest, request.id)])
+            raise Boom
+
+    with pytest.raises(Boom):
+        await failing()
+    failed, loaded = seen
+    assert loaded is not None
+    assert loaded not in failed.sync_session
+    assert failed.sync_session.in_transaction() is False
+    assert runtime.db.engine.sync_engine.pool.checkedout() == 0
