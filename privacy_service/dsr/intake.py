@@ -124,7 +124,8 @@ class Intake(Processing):
         # Counted before the request is written, as before: a failed write still used the mail.
         code = None
         if await self._may_mail_code(bidx) is None:
-            code, code_columns = self._code_columns(request_id, now)
+            # Sent (and expiring) from now, after the quota's round trip, as a resend's code.
+            code, code_columns = self._code_columns(request_id, self.clock.now())
             values |= code_columns
         request = new_row(PrivacyRequest, values)
         self._received(request, now, Actor("subject", str(request.id)))

@@ -406,3 +406,29 @@ async def test_a_unit_of_work_closes_its_session_however_it_ends(runtime: Runtim
     assert loaded not in failed.sync_session
     assert failed.sync_session.in_transaction() is False
     assert runtime.db.engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_a_unit_of_work_whose_rollback_fails_is_still_closed(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A transaction still open at the end (its rollback raised) is closed as ``async with`` would
+    # (AsyncSession's own close, shielded): the connection goes back to the pool all the same.
+    real_rollback = AsyncSession.rollback
+
+    async def failing_rollback(self: AsyncSession) -> None:
+        raise RuntimeError("rollback failed")
+
+    monkeypatch.setattr(AsyncSession, "rollback", failing_rollback)
+    seen: list[AsyncSession] = []
+
+    async def failing() -> None:
+        async with runtime.db.transaction() as session:
+            seen.append(session)
+            await session.get(PrivacyRequest, uuid.uuid4())  # begins a transaction on a connection
+            raise Boom
+
+    with pytest.raises(RuntimeError, match="rollback failed"):
+        await failing()
+    monkeypatch.setattr(AsyncSession, "rollback", real_rollback)
+    assert seen[0].sync_session.in_transaction() is False
+    assert runtime.db.engine.sync_engine.pool.checkedout() == 0
