@@ -172,7 +172,7 @@ class Database:
             if driver is None or not driver.takes(params):
                 await connection.execute(statement, params)
             else:
-                await connection.exec_driver_sql(driver.sql, tuple(driver.values(params)))
+                await connection.exec_driver_sql(driver.sql, driver.values(params))
         return True
 
     async def ping(self) -> None:
@@ -199,14 +199,14 @@ class _DriverForm:
         compiled for the columns its parameters name, so another set of names is another statement)."""
         return params.keys() == self.given
 
-    def values(self, params: dict[str, Any]) -> list[Any]:
+    def values(self, params: dict[str, Any]) -> tuple[Any, ...]:
         values = list(self.pick(params))
         for position, constant in self.constants:  # in ascending order: each lands where it belongs
             values.insert(position, constant)
         for position, process in self.processors:
             # None too, as SQLAlchemy does: a JSON column's processor turns it into JSON null.
             values[position] = process(values[position])
-        return values
+        return tuple(values)
 
 
 @functools.lru_cache(maxsize=256)
@@ -215,7 +215,7 @@ def _driver_form(statement: ClauseElement, dialect: Dialect) -> _DriverForm | No
     cached, so their compiled form is kept too), or None where values must go through SQLAlchemy's
     own rendering (a dialect with named parameters, expanding or literal-rendered parameters).
 
-    Intake's INSERT carries some 75 values; SQLAlchemy's per-execution handling of them (building
+    Intake's INSERT carries some 65 values; SQLAlchemy's per-execution handling of them (building
     the parameter dictionary, running each through its processor, ordering them) cost as much CPU
     as the driver's whole round trip. Here that is a tuple built from a precomputed order."""
     if not dialect.positional:

@@ -171,7 +171,7 @@ class DsrBase:
             raise Gone("this request's data has been purged") from None
 
     def _binding(self, request: PrivacyRequest, name: str) -> Binding:
-        return Binding(TABLE, request.id, None, name)
+        return self._binding_of(request.id, name)
 
     @staticmethod
     def _binding_of(request_id: uuid.UUID, name: str) -> Binding:

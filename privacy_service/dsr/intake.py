@@ -76,6 +76,15 @@ _NEW_REQUEST = insert(_REQUESTS).values(
 )
 
 
+def new_request_params(request: PrivacyRequest) -> dict[str, Any]:
+    """The values of ``_NEW_REQUEST`` for a new request's row (its columns, and the duplicate look-up's)."""
+    columns = column_values(request)
+    if any(columns[name] is not None for name in _UNSET_AT_INTAKE):
+        raise RuntimeError("intake set a column its INSERT writes as NULL")
+    params: dict[str, Any] = {name: columns[column] for column, name in _NEW_PARAMS.items()}
+    return params | {"dup_bidx": request.identity_bidx, "dup_type": request.type}
+
+
 class Intake(Processing):
     __slots__ = ()
 
@@ -138,12 +147,7 @@ class Intake(Processing):
             minutes = self.settings.dsr_code_ttl_minutes
             await self._notify(request, key, "verification_code", to=to, public=True, code=code, minutes=minutes)
         # A new row nothing else in this transaction changes: a Core INSERT, not the unit of work.
-        columns = column_values(request)
-        if any(columns[name] is not None for name in _UNSET_AT_INTAKE):
-            raise RuntimeError("intake set a column its INSERT writes as NULL")
-        params = {name: columns[column] for column, name in _NEW_PARAMS.items()}
-        params |= {"dup_bidx": bidx, "dup_type": body.type}
-        statement, params = carry_appended_rows(self.session, _NEW_REQUEST, params)
+        statement, params = carry_appended_rows(self.session, _NEW_REQUEST, new_request_params(request))
         # Intake's last write: on PostgreSQL, with every row carried, its only statement (run alone, in autocommit).
         await write_last(self.session, statement, params)
         return schemas.RequestAccepted(id=request.id, status=request.status, due_at=request.due_at)

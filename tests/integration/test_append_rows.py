@@ -323,7 +323,7 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
     # UUIDs, times, NULLs (a JSON column's as JSON null), JSON, and the LIMIT the duplicate look-up
     # holds in the statement.
     from privacy_service.db import _driver_form
-    from privacy_service.dsr.intake import _NEW_PARAMS, _NEW_REQUEST
+    from privacy_service.dsr.intake import _NEW_REQUEST, new_request_params
 
     at = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
     fixed = {"received_at": at, "due_at": at + timedelta(days=30), "acknowledged_at": at, "identity_ct": b"ct\x00"}
@@ -334,10 +334,7 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
         request = _new_request(code_hash=b"\x00\xffdigest", reason_ct=None, **fixed)
         async with runtime.db.transaction() as session:
             audit.record(session, at=request.received_at, actor=ACTOR, action=action, detail={"n": 1, "zh": "请求"})
-            values = column_values(request)
-            params = {name: values[key] for key, name in _NEW_PARAMS.items()}
-            params |= {"dup_bidx": request.identity_bidx, "dup_type": request.type}
-            statement, params = carry_appended_rows(session, _NEW_REQUEST, params)
+            statement, params = carry_appended_rows(session, _NEW_REQUEST, new_request_params(request))
             form = _driver_form(statement, runtime.db.engine.dialect)
             assert form is not None  # the path under test, not the fallback
             assert form.takes(params)
@@ -363,7 +360,7 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
         event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
     # The values SQLAlchemy sent for the same statement are the ones the driver form makes of them.
     (processed,) = [parameters for compiled, parameters in sent if compiled]
-    assert tuple(processed) == tuple(driven[0].values(driven[1]))
+    assert tuple(processed) == driven[0].values(driven[1])
 
     async with runtime.db.transaction() as session:
         rows = {
@@ -413,8 +410,6 @@ async def test_a_unit_of_work_whose_rollback_fails_is_still_closed(
 ) -> None:
     # A transaction still open at the end (its rollback raised) is closed as ``async with`` would
     # (AsyncSession's own close, shielded): the connection goes back to the pool all the same.
-    real_rollback = AsyncSession.rollback
-
     async def failing_rollback(self: AsyncSession) -> None:
         raise RuntimeError("rollback failed")
 
@@ -429,6 +424,5 @@ async def test_a_unit_of_work_whose_rollback_fails_is_still_closed(
 
     with pytest.raises(RuntimeError, match="rollback failed"):
         await failing()
-    monkeypatch.setattr(AsyncSession, "rollback", real_rollback)
     assert seen[0].sync_session.in_transaction() is False
     assert runtime.db.engine.sync_engine.pool.checkedout() == 0
