@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import DateTime, Select, Table, bindparam, event, insert, literal_column, select
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as SqlAlchemyAsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, class_mapper
@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import CTE, HasCTE
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -140,6 +141,9 @@ class Database:
         # Connections the pool opens at most at once: PostgreSQL's pool size plus its overflow (see
         # make_engine); SQLite's pool serialises writers anyway, counted as one.
         self.max_connections = 1 if settings.is_sqlite else settings.db_pool_size + _overflow(settings)
+        # Called with (sql, values) before each statement run on the driver directly (see
+        # _run_on_driver), which SQLAlchemy's cursor events do not see: tests, diagnostics.
+        self.driver_listeners: list[Callable[[str, tuple[Any, ...]], None]] = []
 
     @asynccontextmanager
     async def transaction(self, bind: AsyncConnection | None = None) -> AsyncIterator[AsyncSession]:
@@ -162,18 +166,63 @@ class Database:
         and it did nothing else in the database (no transaction begun: nothing read, added or queued),
         run that statement by itself on a pooled connection in autocommit: a single statement is
         atomic, and it saves the BEGIN and COMMIT round trips. A statement built once goes to the
-        driver in its compiled form (:func:`_driver_form`). False: commit as usual."""
+        driver in its compiled form (:func:`_driver_form`, :meth:`_run_on_driver`). False: commit as usual."""
         info = session.sync_session.info
         if self._autocommit is None or _DEFERRED not in info or _PENDING_ROWS in info or session.in_transaction():
             return False
         statement, params = info.pop(_DEFERRED)
-        async with self._autocommit.connect() as connection:
-            driver = _driver_form(statement, connection.dialect)
-            if driver is None or not driver.takes(params):
+        driver = _driver_form(statement, self.engine.dialect)
+        if driver is None or not driver.takes(params):
+            async with self._autocommit.connect() as connection:
                 await connection.execute(statement, params)
-            else:
-                await connection.exec_driver_sql(driver.sql, driver.values(params))
+        else:
+            await greenlet_spawn(self._run_on_driver, driver.sql, driver.values(params))
         return True
+
+    def _run_on_driver(self, sql: str, values: tuple[Any, ...]) -> None:
+        """Run ``sql`` alone in autocommit on a pooled connection's DB-API cursor (in a greenlet).
+
+        The pool's connection and the driver's cursor, without SQLAlchemy's ``Connection``: building
+        one, its execution context and its result for a statement that returns nothing cost an intake
+        as much CPU as the driver's round trip. What the ``Connection`` would still do is done here:
+        the driver's errors are raised as SQLAlchemy's (``IntegrityError``, ``OperationalError``, ...;
+        parameters hidden), marked ``connection_invalidated`` when the connection was lost, and a
+        connection that failed or was cancelled mid-statement is discarded, never handed out again.
+        SQLAlchemy's cursor events do not see the statement: :attr:`driver_listeners` do.
+        """
+        try:
+            pooled = self.engine.sync_engine.raw_connection()
+        except Exception as error:
+            raise self._as_sqlalchemy_error(error, sql, None) from error
+        # Checked out, so never None; ``autocommit`` is a DB-API extension the asyncpg adapter has.
+        adapted: Any = pooled.dbapi_connection
+        try:
+            for listener in self.driver_listeners:
+                listener(sql, values)
+            autocommit = adapted.autocommit
+            adapted.autocommit = True
+            adapted.cursor().execute(sql, values)
+            adapted.autocommit = autocommit
+        except Exception as error:
+            wrapped = self._as_sqlalchemy_error(error, sql, adapted)  # asks the connection: before it is closed
+            pooled.invalidate(error)
+            raise wrapped from error
+        except BaseException:  # cancelled mid-statement: the connection's state is unknown
+            pooled.invalidate()
+            raise
+        pooled.close()
+
+    def _as_sqlalchemy_error(self, error: Exception, sql: str, connection: Any) -> Exception:
+        """A DB-API error wrapped as SQLAlchemy's own execution path wraps it; anything else as it is."""
+        dialect = self.engine.dialect
+        dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+        if not isinstance(error, dbapi_error):
+            return error
+        lost = dialect.is_disconnect(cast(Any, error), connection, None)
+        wrapped = DBAPIError.instance(
+            sql, None, error, dbapi_error, hide_parameters=True, connection_invalidated=lost, dialect=dialect
+        )
+        return cast(Exception, wrapped)
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

@@ -249,18 +249,24 @@ def auth(operator_key: str) -> dict[str, str]:
 
 @contextmanager
 def sql_statements(runtime: Runtime) -> Iterator[list[str]]:
-    """The SQL statements the runtime's engine sends while the block runs."""
+    """The SQL statements the runtime's engine sends while the block runs: through SQLAlchemy, and
+    straight to the driver (a unit of work's last write run alone, ``Database._run_on_driver``)."""
     sent: list[str] = []
 
     def record_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         sent.append(statement)
 
+    def record_driver_statement(statement: str, _values: Any) -> None:
+        sent.append(statement)
+
     engine = runtime.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record_statement)
+    runtime.db.driver_listeners.append(record_driver_statement)
     try:
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", record_statement)
+        runtime.db.driver_listeners.remove(record_driver_statement)
 
 
 async def table_counts(runtime: Runtime) -> dict[str, int]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Table, bindparam, event, func, insert
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -346,18 +347,27 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
         return request.id
 
     sent: list[tuple[bool, Any]] = []  # (SQLAlchemy compiled it for this execution, values sent)
+    on_driver: list[str] = []  # statements run on the driver's cursor directly (Database._run_on_driver)
 
     def seen(_conn: Any, _cursor: Any, _statement: str, parameters: Any, context: Any, _many: bool) -> None:
         sent.append((context.compiled is not None, parameters))
 
+    def seen_on_driver(statement: str, _values: tuple[Any, ...]) -> None:
+        on_driver.append(statement)
+
     event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    runtime.db.driver_listeners.append(seen_on_driver)
     try:
         alone = await write(True, "test.alone")
-        assert [compiled for compiled, _ in sent] == [False]  # one statement, no BEGIN: the driver form
-        sent.clear()
+        # One statement, no BEGIN or COMMIT, and none of it through SQLAlchemy's Connection.
+        assert sent == []
+        assert len(on_driver) == 1
+        assert on_driver[0].startswith("WITH") and "INSERT INTO dsr_requests" in on_driver[0]
         through = await write(False, "test.through")
     finally:
         event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+        runtime.db.driver_listeners.remove(seen_on_driver)
+    assert len(on_driver) == 1
     # The values SQLAlchemy sent for the same statement are the ones the driver form makes of them.
     (processed,) = [parameters for compiled, parameters in sent if compiled]
     assert tuple(processed) == driven[0].values(driven[1])
@@ -375,6 +385,61 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
     for name in ("at", "actor_type", "detail", "subject_id", "request_id"):
         assert getattr(by_action["test.alone"], name) == getattr(by_action["test.through"], name), name
     assert by_action["test.alone"].detail == {"n": 1, "zh": "请求"}
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_last_write_run_alone_that_fails_raises_sqlalchemys_error_without_its_values(
+    runtime: Runtime, backend: str
+) -> None:
+    # The same error types as SQLAlchemy's own path (the API's handlers map them), the values hidden
+    # (they are a request's sealed identity and blind index), and the connection not handed out again.
+    from privacy_service.dsr.intake import _NEW_REQUEST, new_request_params
+
+    request = _new_request(identity_ct=b"sealed-identity")
+    async with runtime.db.transaction() as session:
+        await write_last(session, _NEW_REQUEST, new_request_params(request))
+    pool = runtime.db.engine.sync_engine.pool
+    discarded: list[BaseException | None] = []
+
+    def invalidated(_dbapi: Any, _record: Any, exc: BaseException | None) -> None:
+        discarded.append(exc)
+
+    event.listen(pool, "invalidate", invalidated)
+    try:
+        with pytest.raises(IntegrityError) as failed:
+            async with runtime.db.transaction() as session:
+                await write_last(session, _NEW_REQUEST, new_request_params(request))  # the same id again
+    finally:
+        event.remove(pool, "invalidate", invalidated)
+    assert failed.value.connection_invalidated is False  # a constraint, not a lost connection: a 500
+    assert "sealed-identity" not in str(failed.value)  # no values in the message, none kept on it
+    assert failed.value.params is None
+    assert discarded == [failed.value.orig]  # that connection is closed, not handed out again
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with runtime.db.transaction() as session:
+        assert (await session.get(PrivacyRequest, request.id)) is not None  # the pool serves on
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_connection_a_last_write_ran_on_goes_back_to_the_pool_transactional(
+    runtime: Runtime, backend: str
+) -> None:
+    # The driver path sets the connection to autocommit for its one statement. Were that left on,
+    # the next unit of work on the same connection would write without a transaction and a failure
+    # would roll nothing back.
+    from privacy_service.dsr.intake import _NEW_REQUEST, new_request_params
+
+    async with runtime.db.transaction() as session:
+        await write_last(session, _NEW_REQUEST, new_request_params(_new_request()))
+    assert runtime.db.engine.sync_engine.pool.checkedin() == 1  # type: ignore[attr-defined]  # reused below
+    kept = _new_request()
+    with pytest.raises(Boom):
+        async with runtime.db.transaction() as session:
+            session.add(kept)
+            await session.flush()
+            raise Boom
+    async with runtime.db.transaction() as session:
+        assert await session.get(PrivacyRequest, kept.id) is None
 
 
 async def test_a_unit_of_work_closes_its_session_however_it_ends(runtime: Runtime) -> None:

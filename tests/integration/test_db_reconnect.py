@@ -113,3 +113,90 @@ async def test_a_connection_lost_mid_request_answers_503_and_the_next_request_su
     monkeypatch.setattr(SubjectService, "read", original)
     again = await client.get(f"/v1/subjects/{created.json()['id']}", headers=auth)
     assert again.status_code == 200, again.text
+
+
+async def _on_request_insert(runtime: Runtime, body: str | None) -> None:
+    """Install (or with None remove) a trigger running ``body`` before each INSERT into dsr_requests."""
+    admin = await asyncpg.connect(_dsn(runtime.settings.database_url))
+    try:
+        if body is None:
+            await admin.execute("DROP TRIGGER test_on_insert ON dsr_requests; DROP FUNCTION test_on_insert()")
+            return
+        await admin.execute(
+            f"CREATE FUNCTION test_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body}; RETURN NEW; END $$;"
+            "CREATE TRIGGER test_on_insert BEFORE INSERT ON dsr_requests "
+            "FOR EACH ROW EXECUTE FUNCTION test_on_insert()"
+        )
+    finally:
+        await admin.close()
+
+
+async def _stored(runtime: Runtime) -> dict[str, int]:
+    tables = ["dsr_requests", "dsr_transitions", "outbox_messages", "audit_events", "keystore.data_keys"]
+    async with runtime.db.engine.connect() as conn:
+        return {name: int((await conn.execute(text(f"SELECT count(*) FROM {name}"))).scalar_one()) for name in tables}  # noqa: S608
+
+
+INTAKE = {"type": "access", "identity": {"email": "lost.midway@example.com"}}
+
+
+async def test_an_intake_whose_connection_is_lost_mid_write_answers_503_and_stores_nothing(
+    runtime: Runtime, client: AsyncClient
+) -> None:
+    # Intake's one statement runs on the driver directly (Database._run_on_driver). The server going
+    # away in the middle of it is the same 503 as anywhere else, not an internal error; the statement
+    # dies with the connection (autocommit: all of it or nothing), the dead connection is not handed
+    # out again, and the next intake succeeds.
+    before = await _stored(runtime)
+    await _on_request_insert(runtime, "PERFORM pg_terminate_backend(pg_backend_pid())")
+    try:
+        lost = await client.post("/v1/requests", json=INTAKE)
+    finally:
+        await _on_request_insert(runtime, None)
+    assert lost.status_code == 503, lost.text
+    assert lost.headers["retry-after"] == "2"
+    assert lost.json()["type"] == "/problems/unavailable"
+    assert "lost.midway" not in lost.text
+    assert await _stored(runtime) == before
+    assert runtime.db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    again = await client.post("/v1/requests", json=INTAKE)
+    assert again.status_code == 202, again.text
+
+
+async def test_an_intake_cancelled_mid_write_leaves_no_connection_behind(runtime: Runtime, client: AsyncClient) -> None:
+    # A client gone or a shutdown cancels the handler while its statement runs: the connection, in
+    # an unknown state, is discarded (not returned to the pool for the next request to trip on), and
+    # the statement is all or nothing.
+    before = await _stored(runtime)
+    await _on_request_insert(runtime, "PERFORM pg_sleep(1)")
+    try:
+        task = asyncio.ensure_future(client.post("/v1/requests", json=INTAKE))
+        admin = await asyncpg.connect(_dsn(runtime.settings.database_url))
+        try:
+            for _ in range(100):  # until the INSERT is running on the server (in its trigger's sleep)
+                running = await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'privacy-service' "
+                    "AND state = 'active' AND wait_event = 'PgSleep'"
+                )
+                if running:
+                    break
+                await asyncio.sleep(0.02)
+            assert running == 1
+        finally:
+            await admin.close()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert runtime.db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        # At once, on the pool the cancelled statement's connection would have gone back to.
+        again = await client.post("/v1/requests", json={"type": "erase", "identity": {"email": "next@example.com"}})
+        assert again.status_code == 202, again.text
+        await asyncio.sleep(1.2)  # whatever the server still does with the cancelled statement, it is done
+    finally:
+        await _on_request_insert(runtime, None)
+    after = await _stored(runtime)
+    grown = {name: after[name] - before[name] for name in before}
+    one = {"dsr_requests": 1, "dsr_transitions": 2, "outbox_messages": 1, "audit_events": 1, "keystore.data_keys": 1}
+    # The next request's rows, and the cancelled one's all or not at all (with its two transitions,
+    # its code mail, its audit event and its key).
+    assert grown in (one, {name: 2 * count for name, count in one.items()}), grown
