@@ -142,7 +142,9 @@ class Database:
         # make_engine); SQLite's pool serialises writers anyway, counted as one.
         self.max_connections = 1 if settings.is_sqlite else settings.db_pool_size + _overflow(settings)
         # Called with (sql, values) before each statement run on the driver directly (see
-        # _run_on_driver), which SQLAlchemy's cursor events do not see: tests, diagnostics.
+        # _run_on_driver), which SQLAlchemy's cursor events do not see: tests, diagnostics. The values
+        # are a request's sealed data and blind index: never log them. A listener that raises fails
+        # the statement.
         self.driver_listeners: list[Callable[[str, tuple[Any, ...]], None]] = []
 
     @asynccontextmanager
@@ -188,12 +190,19 @@ class Database:
         the driver's errors are raised as SQLAlchemy's (``IntegrityError``, ``OperationalError``, ...;
         parameters hidden), marked ``connection_invalidated`` when the connection was lost, and a
         connection that failed or was cancelled mid-statement is discarded, never handed out again.
-        SQLAlchemy's cursor events do not see the statement: :attr:`driver_listeners` do.
+
+        Two differences remain. A lost connection discards this connection only, where SQLAlchemy
+        would also mark every other pooled one stale: those the server closed are dropped at their
+        next checkout anyway (``_discard_closed``). And SQLAlchemy's cursor events do not see the
+        statement: :attr:`driver_listeners` do.
         """
         try:
             pooled = self.engine.sync_engine.raw_connection()
         except Exception as error:
-            raise self._as_sqlalchemy_error(error, sql, None) from error
+            wrapped = self._as_sqlalchemy_error(error, sql, None)
+            if wrapped is error:
+                raise
+            raise wrapped from error
         # Checked out, so never None; ``autocommit`` is a DB-API extension the asyncpg adapter has.
         adapted: Any = pooled.dbapi_connection
         try:
@@ -206,6 +215,8 @@ class Database:
         except Exception as error:
             wrapped = self._as_sqlalchemy_error(error, sql, adapted)  # asks the connection: before it is closed
             pooled.invalidate(error)
+            if wrapped is error:
+                raise
             raise wrapped from error
         except BaseException:  # cancelled mid-statement: the connection's state is unknown
             pooled.invalidate()
@@ -213,7 +224,8 @@ class Database:
         pooled.close()
 
     def _as_sqlalchemy_error(self, error: Exception, sql: str, connection: Any) -> Exception:
-        """A DB-API error wrapped as SQLAlchemy's own execution path wraps it; anything else as it is."""
+        """A DB-API error wrapped as SQLAlchemy's own execution path wraps it; anything else
+        (``OSError``, the pool's ``TimeoutError``) as it is."""
         dialect = self.engine.dialect
         dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         if not isinstance(error, dbapi_error):
@@ -401,12 +413,16 @@ def _required(model: type[SQLModel]) -> frozenset[str]:
 
 def column_values(instance: SQLModel) -> dict[str, Any]:
     """Every column of a new, unsaved model instance, as :func:`append_row` takes them."""
-    table: Table = instance.__table__  # type: ignore[attr-defined]
     values = instance.__dict__  # a new instance holds every column there (no lazy loads to trigger)
     return {
-        column.key: values[column.key] if column.key in values else getattr(instance, column.key)
-        for column in table.columns
+        key: values[key] if key in values else getattr(instance, key)
+        for key in _column_keys(instance.__table__)  # type: ignore[attr-defined]
     }
+
+
+@functools.cache
+def _column_keys(table: Table) -> tuple[str, ...]:
+    return tuple(column.key for column in table.columns)  # a table's columns list is rebuilt on each iteration
 
 
 def carry_appended_rows(

@@ -69,6 +69,7 @@ _NEW_PARAMS = {
     for column in _REQUESTS.columns
     if column.key != "duplicate_of" and column.key not in _UNSET_AT_INTAKE
 }
+_NEW_PARAM_PAIRS = tuple(_NEW_PARAMS.items())
 _NEW_REQUEST = insert(_REQUESTS).values(
     {key: bindparam(name, type_=_REQUESTS.c[key].type) for key, name in _NEW_PARAMS.items()}
     | dict.fromkeys(_UNSET_AT_INTAKE, null())
@@ -81,8 +82,10 @@ def new_request_params(request: PrivacyRequest) -> dict[str, Any]:
     columns = column_values(request)
     if any(columns[name] is not None for name in _UNSET_AT_INTAKE):
         raise RuntimeError("intake set a column its INSERT writes as NULL")
-    params: dict[str, Any] = {name: columns[column] for column, name in _NEW_PARAMS.items()}
-    return params | {"dup_bidx": request.identity_bidx, "dup_type": request.type}
+    params: dict[str, Any] = {name: columns[column] for column, name in _NEW_PARAM_PAIRS}
+    params["dup_bidx"] = columns["identity_bidx"]
+    params["dup_type"] = columns["type"]
+    return params
 
 
 class Intake(Processing):

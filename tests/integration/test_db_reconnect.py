@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from privacy_service.app import create_app
 from privacy_service.runtime import Runtime, build_runtime
@@ -168,6 +168,13 @@ async def test_an_intake_cancelled_mid_write_leaves_no_connection_behind(runtime
     # an unknown state, is discarded (not returned to the pool for the next request to trip on), and
     # the statement is all or nothing.
     before = await _stored(runtime)
+    discarded: list[BaseException | None] = []
+
+    def invalidated(_dbapi: Any, _record: Any, exc: BaseException | None) -> None:
+        discarded.append(exc)
+
+    pool = runtime.db.engine.sync_engine.pool
+    event.listen(pool, "invalidate", invalidated)
     await _on_request_insert(runtime, "PERFORM pg_sleep(1)")
     try:
         task = asyncio.ensure_future(client.post("/v1/requests", json=INTAKE))
@@ -187,12 +194,14 @@ async def test_an_intake_cancelled_mid_write_leaves_no_connection_behind(runtime
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert runtime.db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert discarded == [None]  # closed, not handed back (asyncpg would still be cancelling on it)
         # At once, on the pool the cancelled statement's connection would have gone back to.
         again = await client.post("/v1/requests", json={"type": "erase", "identity": {"email": "next@example.com"}})
         assert again.status_code == 202, again.text
         await asyncio.sleep(1.2)  # whatever the server still does with the cancelled statement, it is done
     finally:
+        event.remove(pool, "invalidate", invalidated)
         await _on_request_insert(runtime, None)
     after = await _stored(runtime)
     grown = {name: after[name] - before[name] for name in before}
