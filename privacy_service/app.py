@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -62,8 +62,22 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
         yield session
 
 
-def _has_body(request: Request[Any, Any, Any]) -> bool:
-    return "transfer-encoding" in request.headers or request.headers.get("content-length", "").strip() not in ("", "0")
+def _body_and_media_type(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bool, str]:
+    """Whether a request carries a body (a Transfer-Encoding, or a Content-Length other than 0), and
+    its media type: read off the raw headers as Litestar's ``Headers`` gives them (names in any case,
+    the first value of each), without building that object for every request."""
+    length = media_type = ""
+    chunked = False
+    for raw_name, raw_value in headers:
+        name = raw_name.lower()
+        if name == b"content-length" and not length:
+            length = raw_value.decode("latin-1") or " "
+        elif name == b"content-type" and not media_type:
+            media_type = raw_value.decode("latin-1") or " "
+        elif name == b"transfer-encoding":
+            chunked = True
+    has_body = chunked or length.strip() not in ("", "0")
+    return has_body, media_type.split(";", 1)[0].strip().lower()
 
 
 async def require_json(request: Request[Any, Any, Any]) -> None:
@@ -71,9 +85,9 @@ async def require_json(request: Request[Any, Any, Any]) -> None:
     # The path from the scope as Request.url would give it, without building a URL on every request.
     scope = request.scope
     path = scope.get("root_path", "") + scope["path"]
-    if scope["method"] in _BODY_METHODS and path.startswith("/v1/") and _has_body(request):
-        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if content_type != "application/json" and not content_type.endswith("+json"):
+    if scope["method"] in _BODY_METHODS and path.startswith("/v1/"):
+        has_body, media_type = _body_and_media_type(scope["headers"])
+        if has_body and media_type != "application/json" and not media_type.endswith("+json"):
             raise UnsupportedMediaType("send the body as application/json")
 
 
