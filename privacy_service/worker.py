@@ -39,6 +39,7 @@ from privacy_service.notify.jobs import deliver_mail, delivers_in
 from privacy_service.retention.jobs import scheduled_purge
 from privacy_service.runtime import Runtime
 from privacy_service.systems.jobs import deliver_from_runtime
+from privacy_service.vacuum import vacuum_queue_tables
 
 log = structlog.get_logger("privacy_service.worker")
 
@@ -263,6 +264,14 @@ def build_scheduler(runtime: Runtime, heartbeat: Heartbeat | None = None) -> Asy
         ),
     ]
     jobs.extend(breach_jobs(runtime))
+    if settings.queue_vacuum_seconds > 0 and not settings.is_sqlite:
+        jobs.append(
+            (
+                "queue-vacuum",
+                lambda: vacuum_queue_tables(runtime.db, settings),
+                IntervalTrigger(seconds=settings.queue_vacuum_seconds),
+            )
+        )
     if delivers_in(runtime, "worker"):
         # Each run sends everything due (notify.jobs); a short poll keeps a code's wait short.
         jobs.insert(0, ("outbox", lambda: deliver_mail(runtime), IntervalTrigger(seconds=settings.outbox_poll_seconds)))
