@@ -142,11 +142,9 @@ class Settings(BaseSettings):
     # A lane sends within three quarters of it (notify.jobs); at least OUTBOX_LEASE_SMTP_TIMEOUTS x smtp timeout.
     outbox_lease_seconds: float = Field(default=120.0, ge=1, le=3600)
     # PostgreSQL: the worker vacuums a queue table (outbox, audit events, webhook deliveries) once it
-    # has this many dead rows, checking every queue_vacuum_seconds (0: never; leave it to autovacuum),
-    # and waits this long for a table a vacuum holds already before trying again next time.
+    # has this many dead rows, checking every queue_vacuum_seconds (0: never; leave it to autovacuum).
     queue_vacuum_seconds: float = Field(default=30.0, ge=0, le=86400)
     queue_vacuum_dead_rows: int = Field(default=20_000, ge=1)
-    queue_vacuum_lock_wait_ms: int = Field(default=1000, ge=1, le=60_000)
 
     # Downstream systems (webhooks and their signed callbacks).
     systems_replay_window_seconds: int = Field(default=300, ge=10, le=3600)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import zipfile
 
 import pytest
 from httpx import AsyncClient
+from litestar import Litestar
 from sqlalchemy import func
 from sqlmodel import col, select
 
@@ -172,3 +174,28 @@ async def test_intake_writes_everything_in_one_statement(client: AsyncClient, ru
     assert str(rows[0].id) == first
     assert [row.duplicate_of for row in rows] == [None, rows[0].id, rows[0].id]
     assert kinds == 4 + 2 * 2  # received, awaiting_verification, verified, awaiting_review; then 2 each
+
+
+async def test_intake_wakes_the_delivery_loops_once_its_write_is_done(
+    app: Litestar, client: AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The code mail goes out when a delivery loop wakes: intake wakes them after its write, and only
+    # then (a refused request queued nothing).
+    async def requests_stored() -> int:
+        async with runtime.db.transaction() as session:
+            return (await session.exec(select(func.count()).select_from(PrivacyRequest))).one()
+
+    kicks: list[asyncio.Task[int]] = []
+
+    class Recorder:
+        def set(self) -> None:  # what was stored when it was called, counted as the loops would see it
+            kicks.append(asyncio.create_task(requests_stored()))
+
+    monkeypatch.setattr(app.state, "outbox_kick", Recorder())
+    refused = await client.post("/v1/requests", json={"type": "access", "identity": {}})
+    assert refused.status_code == 422
+    assert kicks == []
+    accepted = await client.post("/v1/requests", json={"type": "access", "identity": {"email": EMAIL}})
+    assert accepted.status_code == 202, accepted.text
+    assert len(kicks) == 1
+    assert await kicks[0] == 1  # a woken loop finds the request stored
