@@ -362,7 +362,8 @@ async def test_a_last_write_run_alone_stores_what_sqlalchemy_would(runtime: Runt
         # One statement, no BEGIN or COMMIT, and none of it through SQLAlchemy's Connection.
         assert sent == []
         assert len(on_driver) == 1
-        assert on_driver[0].startswith("WITH") and "INSERT INTO dsr_requests" in on_driver[0]
+        assert on_driver[0].startswith("WITH")
+        assert "INSERT INTO dsr_requests" in on_driver[0]
         through = await write(False, "test.through")
     finally:
         event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
@@ -433,11 +434,15 @@ async def test_a_connection_a_last_write_ran_on_goes_back_to_the_pool_transactio
         await write_last(session, _NEW_REQUEST, new_request_params(_new_request()))
     assert runtime.db.engine.sync_engine.pool.checkedin() == 1  # type: ignore[attr-defined]  # reused below
     kept = _new_request()
-    with pytest.raises(Boom):
+
+    async def failing() -> None:
         async with runtime.db.transaction() as session:
             session.add(kept)
             await session.flush()
             raise Boom
+
+    with pytest.raises(Boom):
+        await failing()
     async with runtime.db.transaction() as session:
         assert await session.get(PrivacyRequest, kept.id) is None
 
