@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 
 from privacy_service.config import Settings
 from privacy_service.db import Database
@@ -35,7 +35,7 @@ _TABLES = text(
     "SELECT s.relid::regclass::text AS name, s.n_dead_tup, s.vacuum_count "
     "FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS wanted(name, position) "
     "JOIN pg_stat_user_tables AS s ON s.relid = to_regclass(wanted.name) ORDER BY wanted.position"
-).bindparams(bindparam("names"))
+)
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ import secrets
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -269,9 +269,10 @@ def sql_statements(runtime: Runtime) -> Iterator[list[str]]:
         runtime.db.driver_listeners.remove(record_driver_statement)
 
 
-async def table_counts(runtime: Runtime) -> dict[str, int]:
-    """Row counts of every table: 'changes nothing' assertions compare these before and after."""
-    names = ["subjects", "records", "operators", "keystore.data_keys"]
+async def table_counts(
+    runtime: Runtime, names: Sequence[str] = ("subjects", "records", "operators", "keystore.data_keys")
+) -> dict[str, int]:
+    """Row counts of tables: 'changes nothing' assertions compare these before and after."""
     counts: dict[str, int] = {}
     async with runtime.db.engine.connect() as conn:
         for name in names:

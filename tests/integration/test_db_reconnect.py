@@ -19,7 +19,7 @@ from privacy_service.app import create_app
 from privacy_service.runtime import Runtime, build_runtime
 from privacy_service.subjects.service import SubjectService
 from privacy_service.web.portal import TOKEN_COOKIE
-from tests.conftest import _dsn
+from tests.conftest import _dsn, table_counts
 
 pytestmark = pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
 
@@ -132,9 +132,10 @@ async def _on_request_insert(runtime: Runtime, body: str | None) -> None:
 
 
 async def _stored(runtime: Runtime) -> dict[str, int]:
-    tables = ["dsr_requests", "dsr_transitions", "outbox_messages", "audit_events", "keystore.data_keys"]
-    async with runtime.db.engine.connect() as conn:
-        return {name: int((await conn.execute(text(f"SELECT count(*) FROM {name}"))).scalar_one()) for name in tables}  # noqa: S608
+    """What an intake writes: the request, its transitions, its code mail, its audit event and its key."""
+    return await table_counts(
+        runtime, ["dsr_requests", "dsr_transitions", "outbox_messages", "audit_events", "keystore.data_keys"]
+    )
 
 
 INTAKE = {"type": "access", "identity": {"email": "lost.midway@example.com"}}

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -37,10 +38,21 @@ async def _stats(conn: asyncpg.Connection, table: str) -> asyncpg.Record:
     )
 
 
-async def _churn_the_outbox(runtime: Runtime) -> None:
-    """What delivering MESSAGES mails does to the outbox: each row inserted, claimed, then sent."""
+async def _churn(runtime: Runtime, table: str, write: Callable[[asyncpg.Connection], Awaitable[object]]) -> None:
+    """Run ``write`` (rows written, then updated twice), and wait for its dead rows to show."""
     conn = await _admin(runtime)
     try:
+        await write(conn)
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+    finally:
+        await conn.close()
+    await _until(runtime, lambda stats: stats["n_dead_tup"] >= 2 * MESSAGES, table)
+
+
+async def _churn_the_outbox(runtime: Runtime) -> None:
+    """What delivering MESSAGES mails does to the outbox: each row inserted, claimed, then sent."""
+
+    async def deliver(conn: asyncpg.Connection) -> None:
         await conn.executemany(
             "INSERT INTO outbox_messages (id, template, status, attempts, next_attempt_at, created_at) "
             "VALUES ($1, 'verification_code', 'pending', 0, now(), now())",
@@ -48,16 +60,14 @@ async def _churn_the_outbox(runtime: Runtime) -> None:
         )
         await conn.execute("UPDATE outbox_messages SET status = 'sending', next_attempt_at = now() + interval '2 min'")
         await conn.execute("UPDATE outbox_messages SET status = 'done', sent_at = now(), payload = NULL")
-        await conn.execute("SELECT pg_stat_force_next_flush()")
-    finally:
-        await conn.close()
-    await _until(runtime, lambda stats: stats["n_dead_tup"] >= 2 * MESSAGES)
+
+    await _churn(runtime, "outbox_messages", deliver)
 
 
 async def _churn_the_audit_log(runtime: Runtime) -> None:
-    """What sealing MESSAGES audit events does: each one inserted, then linked into the chain."""
-    conn = await _admin(runtime)
-    try:
+    """What sealing MESSAGES audit events does: each one inserted, then updated (twice, as the outbox's)."""
+
+    async def seal(conn: asyncpg.Connection) -> None:
         await conn.execute(
             "INSERT INTO audit_events (at, actor_type, actor_id, action, outcome, detail) "
             "SELECT now(), 'system', 'vacuum-test', 'test.churn', 'ok', '{}' FROM generate_series(1, $1)",
@@ -65,10 +75,8 @@ async def _churn_the_audit_log(runtime: Runtime) -> None:
         )
         for _ in range(2):
             await conn.execute("UPDATE audit_events SET outcome = 'ok' WHERE actor_id = 'vacuum-test'")
-        await conn.execute("SELECT pg_stat_force_next_flush()")
-    finally:
-        await conn.close()
-    await _until(runtime, lambda stats: stats["n_dead_tup"] >= 2 * MESSAGES, "audit_events")
+
+    await _churn(runtime, "audit_events", seal)
 
 
 async def _until(runtime: Runtime, check: Any, table: str = "outbox_messages") -> asyncpg.Record:
